@@ -1,0 +1,230 @@
+//! The serde mirror of the YAML file. Nothing outside `config` uses these types.
+//!
+//! Every field is optional and keeps its position: what is required, and what a value
+//! means, is decided in `load.rs`, which reports all problems together. Durations,
+//! percentages and names of things are kept as written (`Spanned<String>`) for the same
+//! reason. `deny_unknown_fields` is a safety net; the deserializer reports unknown keys
+//! itself, every one of them, with a suggestion.
+
+use serde::Deserialize;
+
+use super::de::{Entries, Present, Spanned};
+
+type Text = Option<Spanned<String>>;
+type Number = Option<Spanned<u64>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listeners: Option<Spanned<Vec<Spanned<ListenerFile>>>>,
+    pub admin: Option<Spanned<AdminFile>>,
+    pub state_dir: Text,
+    pub limits: Option<LimitsFile>,
+    pub services: Option<Spanned<Vec<Spanned<ServiceFile>>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub addr: Text,
+    pub tls: Option<Spanned<TlsFile>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub certificates: Option<Vec<Spanned<CertFile>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFile {
+    pub cert: Text,
+    pub key: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub addr: Text,
+    pub token_file: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub header_read_timeout: Text,
+    pub max_header_bytes: Text,
+    pub max_connections: Number,
+    pub shutdown_grace: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    pub name: Text,
+    #[serde(rename = "match")]
+    pub matcher: Option<MatchFile>,
+    pub old: Option<Spanned<PoolFile>>,
+    pub new: Option<Spanned<PoolFile>>,
+    pub balance: Text,
+    pub sticky: Option<Spanned<StickyFile>>,
+    pub timeouts: Option<TimeoutsFile>,
+    pub retries: Option<RetriesFile>,
+    pub outlier: Option<OutlierFile>,
+    pub health_check: Option<Spanned<HealthCheckFile>>,
+    pub weight: Text,
+    pub rollout: Option<Spanned<RolloutFile>>,
+    pub smoke: Option<Vec<Spanned<SmokeFile>>>,
+    pub hooks: Option<Entries<Spanned<HookFile>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchFile {
+    pub hosts: Option<Vec<Spanned<String>>>,
+    pub path_prefix: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolFile {
+    pub backends: Option<Vec<Spanned<BackendFile>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendFile {
+    pub addr: Text,
+    pub weight: Number,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickyFile {
+    pub cookie: Text,
+    pub header: Text,
+    pub client_ip: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    pub connect: Text,
+    pub request: Text,
+    pub idle: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetriesFile {
+    pub attempts: Number,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierFile {
+    pub consecutive_failures: Number,
+    pub eject_for: Text,
+    pub max_ejected: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    pub path: Text,
+    pub interval: Text,
+    pub timeout: Text,
+    pub healthy: Number,
+    pub unhealthy: Number,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutFile {
+    pub start: Text,
+    pub steps: Option<Spanned<Vec<Spanned<StepFile>>>>,
+    pub schedule: Option<Spanned<ScheduleFile>>,
+    pub analysis: Option<Spanned<AnalysisFile>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepFile {
+    pub weight: Text,
+    pub hold: Text,
+    pub gate: Text,
+    pub verify: Text,
+    pub shadow: Option<Spanned<ShadowFile>>,
+    pub run: Text,
+    #[serde(default)]
+    pub pause: Present,
+    pub point_of_no_return: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowFile {
+    pub percent: Text,
+    pub hold: Text,
+    pub max_mismatch: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleFile {
+    pub start: Text,
+    pub step: Text,
+    pub every: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisFile {
+    pub interval: Text,
+    pub window: Text,
+    pub min_requests: Number,
+    pub failure_threshold: Number,
+    pub max_error_rate: Text,
+    pub max_error_rate_increase: Text,
+    pub max_p99_latency: Text,
+    pub max_p99_latency_ratio: Option<Spanned<f64>>,
+    pub trip: Option<Spanned<TripFile>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TripFile {
+    pub error_rate: Text,
+    pub min_requests: Number,
+    pub window: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeFile {
+    pub method: Text,
+    pub path: Text,
+    pub expect_status: Number,
+    pub expect_body_contains: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookFile {
+    pub exec: Option<Spanned<Vec<Spanned<String>>>>,
+    pub http: Option<Spanned<HttpHookFile>>,
+    pub timeout: Text,
+    pub every: Text,
+    pub deadline: Text,
+    pub on_deadline: Text,
+    pub retries: Number,
+    pub on: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpHookFile {
+    pub url: Text,
+    pub headers: Option<Entries<Spanned<String>>>,
+}

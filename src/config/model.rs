@@ -1,0 +1,444 @@
+//! Validated configuration: the types the rest of cutover uses.
+//!
+//! Everything here has been checked by `load.rs`: addresses parse, files exist, hooks that
+//! steps name are defined, weights are within 0–100%. Values are in the units the code
+//! wants (`Weight` in basis points, rates as fractions, `Duration`s), never as written.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, Uri};
+
+/// NEW's share of traffic, in basis points: 0 ..= 10 000 (0.01% steps).
+///
+/// A sticky user's bucket `b` (0..9999) goes to NEW iff `b < weight.basis_points()`, which
+/// is what makes raising the weight move users only from old to new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Weight(u16);
+
+impl Weight {
+    pub const ZERO: Weight = Weight(0);
+    pub const FULL: Weight = Weight(10_000);
+
+    pub fn from_basis_points(bp: u16) -> Option<Weight> {
+        (bp <= 10_000).then_some(Weight(bp))
+    }
+
+    /// From a percentage; `None` when outside 0–100 or finer than 0.01%.
+    pub fn from_percent(percent: f64) -> Option<Weight> {
+        if !(0.0..=100.0).contains(&percent) {
+            return None;
+        }
+        let bp = percent * 100.0;
+        if (bp - bp.round()).abs() > 1e-6 {
+            return None;
+        }
+        Some(Weight(bp.round() as u16))
+    }
+
+    pub fn basis_points(self) -> u16 {
+        self.0
+    }
+
+    pub fn percent(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+}
+
+impl fmt::Display for Weight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 % 100 == 0 {
+            write!(f, "{}%", self.0 / 100)
+        } else {
+            write!(f, "{}%", self.percent())
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from (absolute).
+    pub path: PathBuf,
+    /// Relative paths in the file are relative to this directory.
+    pub dir: PathBuf,
+    /// A short hash of the file's bytes.
+    pub version: String,
+    pub listeners: Vec<Listener>,
+    pub admin: Admin,
+    pub state_dir: PathBuf,
+    pub limits: Limits,
+    pub services: Vec<Service>,
+}
+
+impl Config {
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// As written; listeners are matched across reloads by this text.
+    pub addr_text: String,
+    pub addr: SocketAddr,
+    pub tls: Option<Arc<TlsSettings>>,
+}
+
+#[derive(Debug)]
+pub struct TlsSettings {
+    /// In the file's order; the first is served when the client sends no SNI or an
+    /// unknown name.
+    pub certificates: Vec<Arc<LoadedCertificate>>,
+}
+
+pub struct LoadedCertificate {
+    pub cert_path: PathBuf,
+    pub key: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl fmt::Debug for LoadedCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedCertificate")
+            .field("cert_path", &self.cert_path)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+pub struct Admin {
+    pub addr: SocketAddr,
+    pub token: Option<Arc<str>>,
+}
+
+impl fmt::Debug for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admin")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub matcher: Matcher,
+    pub old: PoolSpec,
+    pub new: PoolSpec,
+    pub balance: Balance,
+    pub sticky: Option<Sticky>,
+    pub timeouts: Timeouts,
+    /// Extra attempts after a connect failure, each on another backend of the pool.
+    pub retries: u32,
+    pub outlier: Outlier,
+    pub health_check: Option<HealthCheck>,
+    /// The split when there is no rollout (and before a rollout starts).
+    pub weight: Weight,
+    pub rollout: Option<RolloutSpec>,
+    pub smoke: Vec<SmokeRequest>,
+    pub hooks: Vec<Arc<Hook>>,
+}
+
+impl Service {
+    pub fn hook(&self, name: &str) -> Option<&Arc<Hook>> {
+        self.hooks.iter().find(|h| h.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Matcher {
+    /// Lowercase; empty matches every host.
+    pub hosts: Vec<HostPattern>,
+    pub path_prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`: matches `a.example.com`, not `example.com`.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSpec {
+    pub backends: Vec<BackendSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendSpec {
+    /// `host:port` as written; a name is resolved at connect time.
+    pub addr: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastRequest,
+    Random,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sticky {
+    Cookie(String),
+    Header(HeaderName),
+    ClientIp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// From sending the request to the backend's response headers.
+    pub request: Duration,
+    /// How long an unused keep-alive connection to a backend is kept.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(60),
+            idle: Duration::from_secs(90),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outlier {
+    pub consecutive_failures: u32,
+    pub eject_for: Duration,
+    /// The largest fraction of a pool that may be ejected at once.
+    pub max_ejected: f64,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Outlier {
+            consecutive_failures: 5,
+            eject_for: Duration::from_secs(30),
+            max_ejected: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy: u32,
+    pub unhealthy: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartMode {
+    Auto,
+    Manual,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutSpec {
+    pub start: StartMode,
+    pub steps: Vec<Step>,
+    pub analysis: Option<AnalysisSpec>,
+    /// Identifies the steps, so a reload or restart can tell that they changed.
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub kind: StepKind,
+    pub point_of_no_return: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    Weight { weight: Weight, hold: Duration },
+    Pause,
+    Gate { hook: String },
+    Run { hook: String },
+}
+
+impl fmt::Display for StepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StepKind::Weight { weight, hold } => {
+                write!(
+                    f,
+                    "weight {weight} hold {}",
+                    humantime::format_duration(*hold)
+                )
+            }
+            StepKind::Pause => f.write_str("pause"),
+            StepKind::Gate { hook } => write!(f, "gate {hook}"),
+            StepKind::Run { hook } => write!(f, "run {hook}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisSpec {
+    pub interval: Duration,
+    pub window: Duration,
+    pub min_requests: u64,
+    pub failure_threshold: u32,
+    pub max_error_rate: Option<f64>,
+    pub max_error_rate_increase: Option<f64>,
+    pub max_p99_latency: Option<Duration>,
+    pub max_p99_latency_ratio: Option<f64>,
+    pub trip: Option<TripSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TripSpec {
+    pub error_rate: f64,
+    pub min_requests: u64,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmokeRequest {
+    pub method: Method,
+    pub path: String,
+    pub expect_status: u16,
+    pub expect_body_contains: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Hook {
+    pub name: String,
+    pub action: HookAction,
+    pub timeout: Duration,
+    /// Gates: how long to wait between attempts.
+    pub every: Duration,
+    /// Gates: give up after this long.
+    pub deadline: Option<Duration>,
+    pub on_deadline: OnDeadline,
+    /// `run` steps: further attempts after a failure.
+    pub retries: u32,
+    pub on: Vec<HookEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub enum HookAction {
+    Exec {
+        argv: Vec<String>,
+    },
+    Http {
+        url: Uri,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDeadline {
+    Pause,
+    Rollback,
+}
+
+/// The events hooks can subscribe to (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HookEvent {
+    Started,
+    StepStarted,
+    StepCompleted,
+    CheckFailed,
+    Paused,
+    Resumed,
+    Promoted,
+    Rollback,
+    Reloaded,
+}
+
+impl HookEvent {
+    pub const ALL: [HookEvent; 9] = [
+        HookEvent::Started,
+        HookEvent::StepStarted,
+        HookEvent::StepCompleted,
+        HookEvent::CheckFailed,
+        HookEvent::Paused,
+        HookEvent::Resumed,
+        HookEvent::Promoted,
+        HookEvent::Rollback,
+        HookEvent::Reloaded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookEvent::Started => "started",
+            HookEvent::StepStarted => "step_started",
+            HookEvent::StepCompleted => "step_completed",
+            HookEvent::CheckFailed => "check_failed",
+            HookEvent::Paused => "paused",
+            HookEvent::Resumed => "resumed",
+            HookEvent::Promoted => "promoted",
+            HookEvent::Rollback => "rollback",
+            HookEvent::Reloaded => "reloaded",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<HookEvent> {
+        HookEvent::ALL.into_iter().find(|e| e.as_str() == text)
+    }
+}
+
+impl fmt::Display for HookEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_from_percent_accepts_hundredths_only() {
+        assert_eq!(Weight::from_percent(5.0), Some(Weight(500)));
+        assert_eq!(Weight::from_percent(0.5), Some(Weight(50)));
+        assert_eq!(Weight::from_percent(0.01), Some(Weight(1)));
+        assert_eq!(Weight::from_percent(100.0), Some(Weight::FULL));
+        assert_eq!(Weight::from_percent(0.005), None);
+        assert_eq!(Weight::from_percent(100.5), None);
+        assert_eq!(Weight::from_percent(-1.0), None);
+    }
+
+    #[test]
+    fn weight_displays_as_written() {
+        assert_eq!(Weight(500).to_string(), "5%");
+        assert_eq!(Weight(50).to_string(), "0.5%");
+        assert_eq!(Weight(2550).to_string(), "25.5%");
+        assert_eq!(Weight::FULL.to_string(), "100%");
+    }
+
+    #[test]
+    fn hook_events_round_trip() {
+        for event in HookEvent::ALL {
+            assert_eq!(HookEvent::parse(event.as_str()), Some(event));
+        }
+        assert_eq!(HookEvent::parse("rollbacks"), None);
+    }
+}

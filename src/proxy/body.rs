@@ -1,0 +1,60 @@
+//! The body of a response cutover sends: streamed from a backend, or generated.
+//!
+//! A streamed body owns the backend connection it came on (see `upstream::client`): at
+//! its end the connection goes back to the backend's pool; dropped early (the client went
+//! away), the connection closes with it, since its state is unknown. The in-flight guard
+//! keeps `least_request` honest until the body ends.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::upstream::client::{BodyError, ResponseBody};
+use crate::upstream::InFlight;
+
+pub enum ProxyBody {
+    Upstream(ResponseBody<InFlight>),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn full(bytes: Bytes) -> ProxyBody {
+        ProxyBody::Full(Some(bytes))
+    }
+
+    pub fn empty() -> ProxyBody {
+        ProxyBody::Full(None)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(bytes) => bytes.is_none(),
+            ProxyBody::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Upstream(body) => body.size_hint(),
+        }
+    }
+}

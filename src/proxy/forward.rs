@@ -1,0 +1,93 @@
+//! What the request path needs besides the backend client: how the client reached us,
+//! whether a request asks to switch protocols, and the tunnel once both sides have.
+//!
+//! The headers themselves are rewritten (SPEC §7) while the request head is encoded for
+//! the backend and the response head is parsed, in `upstream::client`.
+
+use bytes::BytesMut;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::Version;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// `http` or `https`, as the client spoke to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// An HTTP/1.1 request asking to switch protocols (WebSocket and the like).
+pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|value| has_token(value, "upgrade"))
+}
+
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Copies bytes both ways between the upgraded client and the backend until either side
+/// closes. `early` holds what the backend sent right after its 101.
+pub async fn tunnel(client: OnUpgrade, mut backend: TcpStream, early: BytesMut) {
+    let client = match client.await {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::debug!(error = %err, "client upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    if !early.is_empty() && client.write_all(&early).await.is_err() {
+        return;
+    }
+    match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+        Ok((up, down)) => tracing::debug!(up, down, "tunnel closed"),
+        Err(err) => tracing::debug!(error = %err, "tunnel closed with an error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn headers(pairs: &[(&str, &str)], version: Version) -> (Version, HeaderMap) {
+        let mut builder = Request::builder().version(version);
+        for (name, value) in pairs {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder.body(()).unwrap();
+        (request.version(), request.headers().clone())
+    }
+
+    #[test]
+    fn only_http11_with_connection_upgrade_is_an_upgrade() {
+        let (v, h) = headers(
+            &[
+                ("connection", "keep-alive, Upgrade"),
+                ("upgrade", "websocket"),
+            ],
+            Version::HTTP_11,
+        );
+        assert!(is_upgrade_request(v, &h));
+        let (v, h) = headers(&[("upgrade", "websocket")], Version::HTTP_11);
+        assert!(!is_upgrade_request(v, &h));
+        let (v, h) = headers(
+            &[("connection", "upgrade"), ("upgrade", "websocket")],
+            Version::HTTP_10,
+        );
+        assert!(!is_upgrade_request(v, &h));
+        let (v, h) = headers(&[("connection", "upgrade")], Version::HTTP_11);
+        assert!(!is_upgrade_request(v, &h));
+    }
+}

@@ -1,0 +1,478 @@
+//! Listeners and client connections: accept, TLS, protocol choice, limits, drain.
+//!
+//! - Clear-text listeners serve HTTP/1.1 and HTTP/2 with prior knowledge (h2c): the first
+//!   bytes are peeked, not read, so HTTP/1 connections go to hyper untouched.
+//! - TLS listeners pick the protocol by ALPN (`h2`, else HTTP/1.1) and the certificate by
+//!   SNI (see `tls.rs`). The acceptor sits behind an `ArcSwap` so a reload can change the
+//!   certificates of a listener without closing it.
+//! - Slowloris: a connection must finish its TLS handshake, its protocol preface and each
+//!   request head within `header_read_timeout`; `max_header_bytes` bounds a head;
+//!   `max_connections` bounds connections across all listeners (the rest wait in the
+//!   kernel's backlog, as with HAProxy's `maxconn`).
+//! - Drain: stopping a listener closes its socket and asks each of its connections to
+//!   finish what is in flight and close (HTTP/1 `Connection: close`, HTTP/2 `GOAWAY`).
+//!   Upgraded tunnels are separate tasks and are not cut by a reload.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use super::forward::Scheme;
+use super::framing::FramingGuard;
+use super::handler::{self, ConnContext};
+use crate::config::{Limits, Listener};
+use crate::routing::SharedSnapshot;
+
+/// What every connection of every listener shares.
+struct Shared {
+    snapshot: SharedSnapshot,
+    limits: ArcSwap<Limits>,
+    connection_slots: Arc<Semaphore>,
+    /// The configured `max_connections`, to resize the semaphore on reload.
+    slots_configured: AtomicUsize,
+    open_connections: AtomicUsize,
+    all_closed: Notify,
+}
+
+/// One listener as it runs.
+pub struct ListenerState {
+    pub name: String,
+    pub local_addr: SocketAddr,
+    tls: ArcSwap<Option<TlsAcceptor>>,
+    /// `cutover_connections_active{listener}`.
+    pub active: AtomicI64,
+    stop: watch::Sender<bool>,
+}
+
+/// The running listeners. Owned by the controller, which applies each config to it.
+pub struct Listeners {
+    runtime: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+    running: HashMap<String, Arc<ListenerState>>,
+    /// Read by `/metrics`; replaced whole when listeners change.
+    registry: Arc<Mutex<Vec<Arc<ListenerState>>>>,
+}
+
+/// A listener socket bound ahead of a config change, so a port that cannot be had fails
+/// the reload before anything else changes.
+pub struct Bound {
+    name: String,
+    listener: std::net::TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot set up TLS for {addr}: {source}")]
+    Tls { addr: String, source: rustls::Error },
+}
+
+impl Listeners {
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        snapshot: SharedSnapshot,
+        limits: &Limits,
+    ) -> Listeners {
+        Listeners {
+            runtime,
+            shared: Arc::new(Shared {
+                snapshot,
+                limits: ArcSwap::from_pointee(limits.clone()),
+                connection_slots: Arc::new(Semaphore::new(limits.max_connections)),
+                slots_configured: AtomicUsize::new(limits.max_connections),
+                open_connections: AtomicUsize::new(0),
+                all_closed: Notify::new(),
+            }),
+            running: HashMap::new(),
+            registry: Arc::default(),
+        }
+    }
+
+    /// The listener states, for metrics.
+    pub fn registry(&self) -> Arc<Mutex<Vec<Arc<ListenerState>>>> {
+        self.registry.clone()
+    }
+
+    /// Where each listener is bound, by its configured address.
+    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        let mut addrs: Vec<_> = self
+            .running
+            .values()
+            .map(|l| (l.name.clone(), l.local_addr))
+            .collect();
+        addrs.sort();
+        addrs
+    }
+
+    /// Binds the addresses `listeners` has that are not running yet, and checks TLS.
+    pub fn prepare(&self, listeners: &[Listener]) -> Result<Vec<Bound>, ListenError> {
+        let _runtime = self.runtime.enter();
+        let mut bound = Vec::new();
+        for listener in listeners {
+            if let Some(tls) = &listener.tls {
+                crate::tls::server_config(tls).map_err(|source| ListenError::Tls {
+                    addr: listener.addr_text.clone(),
+                    source,
+                })?;
+            }
+            if self.running.contains_key(&listener.addr_text) {
+                continue;
+            }
+            let socket = bind(listener.addr).map_err(|source| ListenError::Bind {
+                addr: listener.addr_text.clone(),
+                source,
+            })?;
+            bound.push(Bound {
+                name: listener.addr_text.clone(),
+                listener: socket,
+            });
+        }
+        Ok(bound)
+    }
+
+    /// Makes the running listeners those of `listeners`: new ones start, kept ones take
+    /// their new TLS settings, removed ones stop accepting and drain.
+    pub fn apply(&mut self, listeners: &[Listener], bound: Vec<Bound>, limits: &Limits) {
+        self.apply_limits(limits);
+        let mut bound: HashMap<String, std::net::TcpListener> =
+            bound.into_iter().map(|b| (b.name, b.listener)).collect();
+        let wanted: Vec<&str> = listeners.iter().map(|l| l.addr_text.as_str()).collect();
+        self.running.retain(|name, state| {
+            let keep = wanted.contains(&name.as_str());
+            if !keep {
+                tracing::info!(listener = %name, "listener removed: draining its connections");
+                state.stop.send_replace(true);
+            }
+            keep
+        });
+        for listener in listeners {
+            let acceptor = listener
+                .tls
+                .as_ref()
+                .and_then(|tls| crate::tls::server_config(tls).ok())
+                .map(TlsAcceptor::from);
+            if let Some(state) = self.running.get(&listener.addr_text) {
+                state.tls.store(Arc::new(acceptor));
+                continue;
+            }
+            let Some(socket) = bound.remove(&listener.addr_text) else {
+                tracing::error!(listener = %listener.addr_text, "listener was not bound before apply");
+                continue;
+            };
+            let local_addr = socket.local_addr().unwrap_or(listener.addr);
+            let (stop, stopped) = watch::channel(false);
+            let state = Arc::new(ListenerState {
+                name: listener.addr_text.clone(),
+                local_addr,
+                tls: ArcSwap::from_pointee(acceptor),
+                active: AtomicI64::new(0),
+                stop,
+            });
+            tracing::info!(listener = %listener.addr_text, %local_addr, tls = listener.tls.is_some(), "listening");
+            self.runtime.spawn(accept_loop(
+                socket,
+                state.clone(),
+                self.shared.clone(),
+                stopped,
+            ));
+            self.running.insert(listener.addr_text.clone(), state);
+        }
+        if let Ok(mut registry) = self.registry.lock() {
+            *registry = self.running.values().cloned().collect();
+        }
+    }
+
+    fn apply_limits(&self, limits: &Limits) {
+        self.shared.limits.store(Arc::new(limits.clone()));
+        let before = self
+            .shared
+            .slots_configured
+            .swap(limits.max_connections, Relaxed);
+        if limits.max_connections > before {
+            self.shared
+                .connection_slots
+                .add_permits(limits.max_connections - before);
+        } else if limits.max_connections < before {
+            // Permits held by open connections are retired as those close.
+            let excess = before - limits.max_connections;
+            let shared = self.shared.clone();
+            self.runtime.spawn(async move {
+                if let Ok(permits) = shared.connection_slots.acquire_many(excess as u32).await {
+                    permits.forget();
+                }
+            });
+        }
+    }
+
+    /// Stops every listener and waits, at most `grace`, for their connections to finish.
+    /// Returns how many connections were still open at the end.
+    pub async fn shutdown(&mut self, grace: Duration) -> usize {
+        for state in self.running.values() {
+            state.stop.send_replace(true);
+        }
+        let shared = self.shared.clone();
+        let drained = async {
+            loop {
+                let notified = shared.all_closed.notified();
+                if shared.open_connections.load(Relaxed) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, drained).await;
+        self.shared.open_connections.load(Relaxed)
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    // `listen` needs a runtime only to register the socket; convert back to std so the
+    // accept loop can register it with the data plane's runtime.
+    let listener = socket.listen(4096)?;
+    listener.into_std()
+}
+
+async fn accept_loop(
+    socket: std::net::TcpListener,
+    state: Arc<ListenerState>,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let listener = match socket
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(socket))
+    {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!(listener = %state.name, error = %err, "cannot start accepting");
+            return;
+        }
+    };
+    loop {
+        let permit = tokio::select! {
+            permit = shared.connection_slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = stop_requested(&mut stopped) => return,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop_requested(&mut stopped) => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let connection = Connection::open(&state, &shared, permit);
+                tokio::spawn(serve(stream, peer, connection, stopped.clone()));
+            }
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(listener = %state.name, error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// An open client connection: counted while it lives.
+struct Connection {
+    listener: Arc<ListenerState>,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    fn open(
+        listener: &Arc<ListenerState>,
+        shared: &Arc<Shared>,
+        permit: OwnedSemaphorePermit,
+    ) -> Connection {
+        listener.active.fetch_add(1, Relaxed);
+        shared.open_connections.fetch_add(1, Relaxed);
+        Connection {
+            listener: listener.clone(),
+            shared: shared.clone(),
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.listener.active.fetch_sub(1, Relaxed);
+        if self.shared.open_connections.fetch_sub(1, Relaxed) == 1 {
+            self.shared.all_closed.notify_waiters();
+        }
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    connection: Connection,
+    stopped: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let limits = connection.shared.limits.load_full();
+    let acceptor = connection.listener.tls.load_full();
+    let snapshot = connection.shared.snapshot.clone();
+    match acceptor.as_ref() {
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let context = Arc::new(ConnContext::new(peer, Scheme::Https, snapshot));
+            if h2 {
+                serve_h2(stream, context, &limits, stopped).await;
+            } else {
+                let guarded = FramingGuard::new(stream, limits.max_header_bytes);
+                serve_h1(guarded, context, &limits, stopped).await;
+            }
+        }
+        None => {
+            let context = Arc::new(ConnContext::new(peer, Scheme::Http, snapshot));
+            match sniff(&stream, limits.header_read_timeout).await {
+                Some(Protocol::Http2) => serve_h2(stream, context, &limits, stopped).await,
+                Some(Protocol::Http1) => {
+                    let guarded = FramingGuard::new(stream, limits.max_header_bytes);
+                    serve_h1(guarded, context, &limits, stopped).await;
+                }
+                None => {}
+            }
+        }
+    }
+    drop(connection);
+}
+
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Peeks at the first bytes: the HTTP/2 connection preface, or anything else (HTTP/1,
+/// which hyper then parses and answers). `None` when the client sends nothing in time.
+async fn sniff(stream: &TcpStream, within: Duration) -> Option<Protocol> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(Protocol::Http1);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(Protocol::Http2);
+        }
+        // A prefix of the preface: the rest is on its way (peek would return at once).
+        tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(2)))
+            .await
+            .ok()?;
+    }
+}
+
+async fn serve_h1<I>(
+    io: I,
+    context: Arc<ConnContext>,
+    limits: &Limits,
+    mut stopped: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(8192) + 8192)
+        .keep_alive(true);
+    let service = service_fn(move |request| handler::handle(request, context.clone()));
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => log_connection_end(result),
+        _ = stop_requested(&mut stopped) => {
+            connection.as_mut().graceful_shutdown();
+            log_connection_end(connection.await);
+        }
+    }
+}
+
+async fn serve_h2<I>(
+    io: I,
+    context: Arc<ConnContext>,
+    limits: &Limits,
+    mut stopped: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(limits.header_read_timeout);
+    let service = service_fn(move |request| handler::handle(request, context.clone()));
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => log_connection_end(result),
+        _ = stop_requested(&mut stopped) => {
+            connection.as_mut().graceful_shutdown();
+            log_connection_end(connection.await);
+        }
+    }
+}
+
+/// Resolves once the listener is told to stop (or is gone).
+async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+fn log_connection_end(result: Result<(), hyper::Error>) {
+    if let Err(err) = result {
+        tracing::debug!(error = %err, "client connection ended with an error");
+    }
+}

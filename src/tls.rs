@@ -1,0 +1,107 @@
+//! TLS with rustls: loading certificates, choosing one by SNI, ALPN `h2` + `http/1.1`.
+//!
+//! Certificates are loaded while the config is validated, so an unreadable file or a key
+//! that does not match its certificate is a config error with a position, and a reload
+//! with a broken certificate keeps the running one. The SNI resolver asks webpki whether
+//! each certificate is valid for the requested name (wildcards included) and falls back to
+//! the first certificate, as nginx does with its default server.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, DnsName, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::config::TlsSettings;
+
+/// The crypto provider used everywhere (ring: pure build, no cmake).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// Reads a PEM certificate chain and its private key, and checks that they belong together.
+pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|err| format!("cannot read certificate `{}`: {err}", cert_path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|err| format!("cannot parse certificate `{}`: {err}", cert_path.display()))?;
+    if chain.is_empty() {
+        return Err(format!("`{}` holds no certificate", cert_path.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|err| format!("cannot read private key `{}`: {err}", key_path.display()))?;
+    let certified = CertifiedKey::from_der(chain, key, &provider()).map_err(|err| {
+        format!(
+            "certificate `{}` and key `{}` do not belong together: {err}",
+            cert_path.display(),
+            key_path.display()
+        )
+    })?;
+    Ok(certified)
+}
+
+/// Picks the certificate for the client's SNI name.
+#[derive(Debug)]
+struct SniResolver {
+    settings: Arc<TlsSettings>,
+}
+
+impl SniResolver {
+    fn find(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        let server_name = ServerName::DnsName(DnsName::try_from(name).ok()?.to_owned());
+        self.settings.certificates.iter().find_map(|loaded| {
+            let end_entity = loaded.key.end_entity_cert().ok()?;
+            let cert = webpki::EndEntityCert::try_from(end_entity).ok()?;
+            cert.verify_is_valid_for_subject_name(&server_name)
+                .ok()
+                .map(|()| loaded.key.clone())
+        })
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        hello
+            .server_name()
+            .and_then(|name| self.find(name))
+            .or_else(|| self.settings.certificates.first().map(|c| c.key.clone()))
+    }
+}
+
+/// A server config for one listener: the listener's certificates, ALPN h2 then http/1.1.
+pub fn server_config(
+    settings: &Arc<TlsSettings>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver {
+            settings: settings.clone(),
+        }));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client config trusting the Mozilla roots, for `https://` hooks.
+pub fn client_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let mut config = rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(config)
+        })
+        .clone()
+}
