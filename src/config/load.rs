@@ -111,6 +111,27 @@ pub fn from_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// The admin address and token file a config names, read without validating the rest: the
+/// client commands need them even where, say, the TLS files are not readable.
+pub fn admin_settings(path: &Path) -> Result<(Option<String>, Option<PathBuf>), String> {
+    let path = absolute(path);
+    let source = std::fs::read_to_string(&path)
+        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let root = yaml::parse(&source)
+        .map_err(|err| format!("{}:{}: {}", path.display(), err.mark, err.message))?;
+    let admin = root.get("admin");
+    let addr = admin
+        .and_then(|a| a.get("addr"))
+        .and_then(|a| a.as_str())
+        .map(str::to_string);
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let token_file = admin
+        .and_then(|a| a.get("token_file"))
+        .and_then(|t| t.as_str())
+        .map(|t| dir.join(t));
+    Ok((addr, token_file))
+}
+
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }

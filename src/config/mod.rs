@@ -5,6 +5,7 @@ mod de;
 mod file;
 pub mod load;
 pub mod model;
+pub mod watch;
 
 pub mod yaml;
 

@@ -48,6 +48,24 @@ impl Weight {
     }
 }
 
+/// In files and JSON a weight is its percentage, like `25` or `0.5`.
+impl serde::Serialize for Weight {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.percent())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Weight {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let percent = f64::deserialize(deserializer)?;
+        Weight::from_percent(percent).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "weight {percent} is not a percentage in 0..100 with at most two decimals"
+            ))
+        })
+    }
+}
+
 impl fmt::Display for Weight {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0 % 100 == 0 {

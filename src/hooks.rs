@@ -1,0 +1,403 @@
+//! Hooks (SPEC §4): programs and HTTP endpoints that drive the rest of a migration.
+//!
+//! - `exec`: argv, no shell, cwd = the config's directory, `CUTOVER_*` in the environment,
+//!   the JSON payload on stdin; success is exit status 0.
+//! - `http`: the payload is POSTed with the configured headers; success is a 2xx.
+//!
+//! Design note on processes: each hook runs in a process group of its own. At its timeout
+//! the whole group gets SIGTERM, then SIGKILL 5 s later, so a script that forked a
+//! `sleep` leaves nothing behind. When the hook's own process exits, whatever it left
+//! running in its group is terminated the same way (a hook that really means to leave a
+//! daemon behind must `setsid` it). The child is always waited for: no zombies.
+//! stdout and stderr are read concurrently (a chatty hook never blocks on a full pipe) and
+//! the last 64 KiB of each are kept.
+//!
+//! Hooks run on their own tasks; nothing on the request path ever waits for one.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::config::{Hook, HookAction, Weight};
+
+/// How much of each output stream is kept.
+pub const OUTPUT_LIMIT: usize = 64 * 1024;
+/// Between SIGTERM and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// The JSON document every hook receives (SPEC §4).
+#[derive(Debug, Clone, Serialize)]
+pub struct Payload {
+    pub service: String,
+    /// An event name, or `gate` / `run` for the hook of a step.
+    pub event: String,
+    /// 1-based step number; 0 before the first step.
+    pub step: usize,
+    pub weight: Weight,
+    pub state: String,
+    pub reason: String,
+    pub run_id: String,
+    pub timestamp: String,
+    pub analysis: serde_json::Value,
+}
+
+impl Payload {
+    fn env(&self) -> [(&'static str, String); 6] {
+        [
+            ("CUTOVER_SERVICE", self.service.clone()),
+            ("CUTOVER_EVENT", self.event.clone()),
+            ("CUTOVER_STEP", self.step.to_string()),
+            ("CUTOVER_WEIGHT", self.weight.percent().to_string()),
+            ("CUTOVER_REASON", self.reason.clone()),
+            ("CUTOVER_RUN_ID", self.run_id.clone()),
+        ]
+    }
+}
+
+/// `cutover_hook_runs_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookResult {
+    Ok,
+    Failed,
+    Timeout,
+}
+
+impl HookResult {
+    pub const ALL: [HookResult; 3] = [HookResult::Ok, HookResult::Failed, HookResult::Timeout];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HookResult::Ok => "ok",
+            HookResult::Failed => "failed",
+            HookResult::Timeout => "timeout",
+        }
+    }
+}
+
+/// How one run of a hook went.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookOutcome {
+    pub result: HookResult,
+    /// `exit 0`, `exit 3`, `killed by signal 9`, `HTTP 503`, `cannot start: …`.
+    pub detail: String,
+    #[serde(serialize_with = "as_millis")]
+    pub duration: Duration,
+    #[serde(skip)]
+    pub finished_at: SystemTime,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+impl HookOutcome {
+    pub fn ok(&self) -> bool {
+        self.result == HookResult::Ok
+    }
+
+    /// The last `bytes` of a stream, for logs and status.
+    pub fn tail(text: &str, bytes: usize) -> &str {
+        if text.len() <= bytes {
+            return text;
+        }
+        let mut start = text.len() - bytes;
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        &text[start..]
+    }
+}
+
+/// Runs `hook` once with `payload`; `dir` is the config's directory.
+pub async fn run(hook: &Hook, dir: &Path, payload: &Payload) -> HookOutcome {
+    let started = Instant::now();
+    let (result, detail, stdout, stderr) = match &hook.action {
+        HookAction::Exec { argv } => run_exec(argv, dir, payload, hook.timeout).await,
+        HookAction::Http { url, headers } => {
+            let (result, detail) = run_http(url, headers, payload, hook.timeout).await;
+            (result, detail, String::new(), String::new())
+        }
+    };
+    HookOutcome {
+        result,
+        detail,
+        duration: started.elapsed(),
+        finished_at: SystemTime::now(),
+        stdout,
+        stderr,
+    }
+}
+
+async fn run_exec(
+    argv: &[String],
+    dir: &Path,
+    payload: &Payload,
+    timeout: Duration,
+) -> (HookResult, String, String, String) {
+    let Some(program) = argv.first() else {
+        return (
+            HookResult::Failed,
+            "empty argv".into(),
+            String::new(),
+            String::new(),
+        );
+    };
+    let program_path = if program.contains('/') {
+        dir.join(program)
+    } else {
+        program.into()
+    };
+    let mut command = Command::new(&program_path);
+    command
+        .args(&argv[1..])
+        .current_dir(dir)
+        .envs(payload.env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            let detail = format!("cannot start {}: {err}", program_path.display());
+            return (HookResult::Failed, detail, String::new(), String::new());
+        }
+    };
+    let group = child.id().map(|pid| ProcessGroup(pid as i32));
+    // If this task is dropped mid-run (shutdown), the whole group goes with it.
+    let guard = group.as_ref().map(|g| KillOnDrop(g.0));
+    let stdout = child.stdout.take().map(|out| tokio::spawn(read_tail(out)));
+    let stderr = child.stderr.take().map(|err| tokio::spawn(read_tail(err)));
+    if let Some(mut stdin) = child.stdin.take() {
+        let json = serde_json::to_vec(payload).unwrap_or_default();
+        tokio::spawn(async move {
+            // A hook that does not read its stdin closes the pipe: that is fine.
+            let _ = stdin.write_all(&json).await;
+        });
+    }
+
+    let (result, detail) = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => exit_result(status),
+        Ok(Err(err)) => (
+            HookResult::Failed,
+            format!("waiting for the hook failed: {err}"),
+        ),
+        Err(_) => {
+            if let Some(group) = &group {
+                group.terminate(&mut child).await;
+            }
+            let waited = humantime::format_duration(timeout);
+            (
+                HookResult::Timeout,
+                format!("timed out after {waited}; process group terminated"),
+            )
+        }
+    };
+    std::mem::forget(guard);
+    // Whatever the hook left in its group goes too, so the pipes close and nothing lingers.
+    if let Some(group) = group {
+        tokio::spawn(async move { group.clean_up().await });
+    }
+    let stdout = collect(stdout).await;
+    let stderr = collect(stderr).await;
+    (result, detail, stdout, stderr)
+}
+
+fn exit_result(status: std::process::ExitStatus) -> (HookResult, String) {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(0), _) => (HookResult::Ok, "exit 0".into()),
+        (Some(code), _) => (HookResult::Failed, format!("exit {code}")),
+        (None, Some(signal)) => (HookResult::Failed, format!("killed by signal {signal}")),
+        (None, None) => (HookResult::Failed, "ended without a status".into()),
+    }
+}
+
+/// A hook's process group.
+struct ProcessGroup(i32);
+
+impl ProcessGroup {
+    fn signal(&self, signal: libc::c_int) -> bool {
+        // SAFETY: kill(2) with a negative pid signals a process group; it has no memory
+        // effects on this process. ESRCH (group gone) is reported through the return value.
+        unsafe { libc::kill(-self.0, signal) == 0 }
+    }
+
+    /// SIGTERM to the group, SIGKILL after the grace period, then reap the leader.
+    async fn terminate(&self, leader: &mut Child) {
+        self.signal(libc::SIGTERM);
+        if tokio::time::timeout(KILL_GRACE, leader.wait())
+            .await
+            .is_err()
+        {
+            self.signal(libc::SIGKILL);
+            let _ = leader.wait().await;
+        }
+    }
+
+    /// After the leader exited: terminate anything left in the group.
+    async fn clean_up(self) {
+        if !self.signal(libc::SIGTERM) {
+            return;
+        }
+        tokio::time::sleep(KILL_GRACE).await;
+        self.signal(libc::SIGKILL);
+    }
+}
+
+/// SIGKILLs a process group when dropped (`mem::forget` it to disarm).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        ProcessGroup(self.0).signal(libc::SIGKILL);
+    }
+}
+
+/// Reads a stream to its end, keeping the last `OUTPUT_LIMIT` bytes.
+async fn read_tail(mut stream: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut kept: VecDeque<u8> = VecDeque::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend(&buf[..n]);
+                let excess = kept.len().saturating_sub(OUTPUT_LIMIT);
+                kept.drain(..excess);
+            }
+        }
+    }
+    kept.into()
+}
+
+/// The captured output; a stream still held open by a leftover process after the group
+/// was terminated is given a moment, then abandoned.
+async fn collect(reader: Option<tokio::task::JoinHandle<Vec<u8>>>) -> String {
+    let Some(reader) = reader else {
+        return String::new();
+    };
+    match tokio::time::timeout(KILL_GRACE + Duration::from_secs(1), reader).await {
+        Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => String::new(),
+    }
+}
+
+async fn run_http(
+    url: &Uri,
+    headers: &[(http::HeaderName, HeaderValue)],
+    payload: &Payload,
+    timeout: Duration,
+) -> (HookResult, String) {
+    match tokio::time::timeout(timeout, post_json(url, headers, payload)).await {
+        Err(_) => (
+            HookResult::Timeout,
+            format!("no answer within {}", humantime::format_duration(timeout)),
+        ),
+        Ok(Err(detail)) => (HookResult::Failed, detail),
+        Ok(Ok(status)) if status.is_success() => {
+            (HookResult::Ok, format!("HTTP {}", status.as_u16()))
+        }
+        Ok(Ok(status)) => (HookResult::Failed, format!("HTTP {}", status.as_u16())),
+    }
+}
+
+/// POSTs the payload as JSON over HTTP/1.1, with TLS for `https://`.
+async fn post_json(
+    url: &Uri,
+    headers: &[(http::HeaderName, HeaderValue)],
+    payload: &Payload,
+) -> Result<http::StatusCode, String> {
+    let host = url.host().ok_or("the URL has no host")?.to_string();
+    let https = url.scheme_str() == Some("https");
+    let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let stream = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|err| format!("cannot connect to {host}:{port}: {err}"))?;
+    let body = serde_json::to_vec(payload).map_err(|err| err.to_string())?;
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(url.path_and_query().map_or("/", |pq| pq.as_str()))
+        .header(
+            header::HOST,
+            url.authority().map_or(host.as_str(), |a| a.as_str()),
+        )
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::USER_AGENT,
+            concat!("cutover/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|err| err.to_string())?;
+    for (name, value) in headers {
+        request.headers_mut().insert(name.clone(), value.clone());
+    }
+    if https {
+        let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|err| format!("invalid TLS name {host}: {err}"))?;
+        let connector = tokio_rustls::TlsConnector::from(crate::tls::client_config());
+        let tls = connector
+            .connect(server_name, stream)
+            .await
+            .map_err(|err| format!("TLS with {host} failed: {err}"))?;
+        send(TokioIo::new(tls), request).await
+    } else {
+        send(TokioIo::new(stream), request).await
+    }
+}
+
+async fn send<I>(io: I, request: Request<Full<Bytes>>) -> Result<http::StatusCode, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|err| format!("HTTP handshake failed: {err}"))?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|err| format!("request failed: {err}"))?;
+    let status = response.status();
+    // Read (and drop) the body so the server is not cut off mid-answer.
+    let _ = response.into_body().collect().await;
+    Ok(status)
+}
+
+/// Runs hooks on behalf of the controller and reports back on a channel.
+#[derive(Clone)]
+pub struct Runner {
+    pub dir: Arc<Path>,
+}
+
+impl Runner {
+    /// Starts `hook` on its own task; `done` receives the outcome.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        hook: Arc<Hook>,
+        payload: Payload,
+        done: tokio::sync::mpsc::UnboundedSender<T>,
+        wrap: impl FnOnce(HookOutcome) -> T + Send + 'static,
+    ) {
+        let dir = self.dir.clone();
+        tokio::spawn(async move {
+            let outcome = run(&hook, &dir, &payload).await;
+            let _ = done.send(wrap(outcome));
+        });
+    }
+}

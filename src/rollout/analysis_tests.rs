@@ -1,0 +1,199 @@
+use super::*;
+use crate::stats::{CodeClass, PoolStats};
+
+fn spec() -> AnalysisSpec {
+    AnalysisSpec {
+        interval: Duration::from_secs(30),
+        window: Duration::from_secs(120),
+        min_requests: 100,
+        failure_threshold: 3,
+        max_error_rate: Some(0.01),
+        max_error_rate_increase: Some(0.005),
+        max_p99_latency: Some(Duration::from_millis(500)),
+        max_p99_latency_ratio: Some(1.5),
+        trip: None,
+    }
+}
+
+fn counts(ok: u64, errors: u64, latency: Duration) -> PoolCounts {
+    let stats = PoolStats::default();
+    for _ in 0..ok {
+        stats.record(CodeClass::Success, latency);
+    }
+    for _ in 0..errors {
+        stats.record(CodeClass::ServerError, latency);
+    }
+    stats.counts()
+}
+
+fn window(new: PoolCounts, old: PoolCounts) -> WindowCounts {
+    WindowCounts { old, new }
+}
+
+#[test]
+fn no_samples_must_never_fail() {
+    let check = evaluate(&spec(), &WindowCounts::default());
+    assert_eq!(check.verdict, Verdict::Inconclusive);
+    assert!(check.note.unwrap().contains("0 NEW requests"));
+}
+
+#[test]
+fn too_little_traffic_is_inconclusive_even_if_all_fail() {
+    let check = evaluate(
+        &spec(),
+        &window(
+            counts(0, 99, Duration::from_secs(9)),
+            counts(0, 0, Duration::ZERO),
+        ),
+    );
+    assert_eq!(check.verdict, Verdict::Inconclusive);
+    assert!(check.breaches.is_empty());
+}
+
+#[test]
+fn a_healthy_window_passes() {
+    let ms = Duration::from_millis(20);
+    let check = evaluate(
+        &spec(),
+        &window(counts(1000, 5, ms), counts(10_000, 40, ms)),
+    );
+    assert_eq!(check.verdict, Verdict::Pass, "{}", check.summary());
+    assert_eq!(check.new.requests, 1005);
+    assert!(check.new.p99_ms.unwrap() > 15.0 && check.new.p99_ms.unwrap() <= 20.0);
+}
+
+#[test]
+fn each_rule_breaches_with_its_numbers() {
+    let ms = Duration::from_millis(20);
+    let check = evaluate(&spec(), &window(counts(95, 5, ms), counts(10_000, 0, ms)));
+    assert_eq!(check.verdict, Verdict::Fail);
+    let rules: Vec<&str> = check.breaches.iter().map(|b| b.rule).collect();
+    assert_eq!(rules, vec!["max_error_rate", "max_error_rate_increase"]);
+    assert!((check.breaches[0].measured - 0.05).abs() < 1e-9);
+    assert!(
+        check.summary().contains("NEW error rate 5.00% > 1.00%"),
+        "{}",
+        check.summary()
+    );
+
+    let slow = evaluate(
+        &spec(),
+        &window(
+            counts(1000, 0, Duration::from_millis(900)),
+            counts(1000, 0, Duration::from_millis(100)),
+        ),
+    );
+    let rules: Vec<&str> = slow.breaches.iter().map(|b| b.rule).collect();
+    assert_eq!(rules, vec!["max_p99_latency", "max_p99_latency_ratio"]);
+}
+
+#[test]
+fn comparisons_with_old_need_old_traffic() {
+    let ms = Duration::from_millis(20);
+    let mut only_increase = spec();
+    only_increase.max_error_rate = None;
+    only_increase.max_p99_latency = None;
+    let check = evaluate(
+        &only_increase,
+        &window(
+            counts(980, 20, Duration::from_millis(400)),
+            counts(50, 0, ms),
+        ),
+    );
+    assert_eq!(
+        check.verdict,
+        Verdict::Pass,
+        "OLD has 50 < 100 requests: no comparison"
+    );
+}
+
+#[test]
+fn tiny_latency_ratios_are_noise() {
+    let mut ratio_only = spec();
+    ratio_only.max_p99_latency = None;
+    let check = evaluate(
+        &ratio_only,
+        &window(
+            counts(1000, 0, Duration::from_micros(2_000)),
+            counts(1000, 0, Duration::from_micros(800)),
+        ),
+    );
+    assert_eq!(check.verdict, Verdict::Pass, "{}", check.summary());
+}
+
+#[test]
+fn windows_subtract_the_sample_at_the_window_start() {
+    let mut windows = Windows::new(Duration::from_secs(120));
+    let stats_new = PoolStats::default();
+    let stats_old = PoolStats::default();
+    for second in 0..=300u64 {
+        let errors = if second > 240 { 1 } else { 0 };
+        for _ in 0..10 - errors {
+            stats_new.record(CodeClass::Success, Duration::from_millis(5));
+        }
+        for _ in 0..errors {
+            stats_new.record(CodeClass::ServerError, Duration::from_millis(5));
+        }
+        stats_old.record(CodeClass::Success, Duration::from_millis(5));
+        windows.record(
+            Duration::from_secs(second),
+            stats_old.counts(),
+            stats_new.counts(),
+        );
+    }
+    let last = windows.over(Duration::from_secs(120));
+    assert_eq!(last.new.requests(), 1200);
+    assert_eq!(last.new.errors(), 60);
+    assert_eq!(last.old.requests(), 120);
+    assert!(
+        windows.samples.len() <= 122,
+        "old samples are dropped: {}",
+        windows.samples.len()
+    );
+    let short = windows.over(Duration::from_secs(10));
+    assert_eq!(short.new.errors(), 10);
+}
+
+#[test]
+fn the_trip_sees_an_outage_in_its_first_second() {
+    let trip_spec = TripSpec {
+        error_rate: 0.25,
+        min_requests: 20,
+        window: Duration::from_secs(10),
+    };
+    let mut windows = Windows::new(Duration::from_secs(120));
+    let new = PoolStats::default();
+    let old = PoolStats::default();
+    for second in 0..60u64 {
+        for _ in 0..25 {
+            new.record(CodeClass::Success, Duration::from_millis(5));
+        }
+        windows.record(Duration::from_secs(second), old.counts(), new.counts());
+        assert_eq!(trip(&trip_spec, &windows), None);
+    }
+    for _ in 0..25 {
+        new.record(CodeClass::Error, Duration::from_millis(5));
+    }
+    windows.record(Duration::from_secs(60), old.counts(), new.counts());
+    let reason = trip(&trip_spec, &windows).expect("one bad second trips");
+    assert!(reason.contains("25 of NEW's last 25"), "{reason}");
+}
+
+#[test]
+fn the_trip_waits_for_enough_requests_within_its_window() {
+    let trip_spec = TripSpec {
+        error_rate: 0.25,
+        min_requests: 20,
+        window: Duration::from_secs(10),
+    };
+    let mut windows = Windows::new(Duration::from_secs(60));
+    let new = PoolStats::default();
+    let old = PoolStats::default();
+    windows.record(Duration::ZERO, old.counts(), new.counts());
+    // One failing request a second: 20 requests take 20 s, beyond the 10 s window.
+    for second in 1..=30u64 {
+        new.record(CodeClass::Error, Duration::from_millis(5));
+        windows.record(Duration::from_secs(second), old.counts(), new.counts());
+        assert_eq!(trip(&trip_spec, &windows), None, "second {second}");
+    }
+}

@@ -1,0 +1,342 @@
+//! The schedule: a service's steps as the state machine uses them, and what can be said
+//! about them before anything runs (the timeline of `cutover plan`).
+//!
+//! Pure: built from the validated config, no I/O, no clock.
+
+use std::time::Duration;
+
+use crate::config::{AnalysisSpec, OnDeadline, Service, StartMode, StepKind, Weight};
+
+/// A service's rollout, with each step's hook settings resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub steps: Vec<PlannedStep>,
+    pub analysis: Option<AnalysisSpec>,
+    pub start: StartMode,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedStep {
+    pub kind: PlannedKind,
+    pub point_of_no_return: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlannedKind {
+    Weight {
+        weight: Weight,
+        hold: Duration,
+    },
+    Pause,
+    Gate {
+        hook: String,
+        every: Duration,
+        deadline: Option<Duration>,
+        on_deadline: OnDeadline,
+    },
+    Run {
+        hook: String,
+        retries: u32,
+    },
+}
+
+impl PlannedStep {
+    pub fn hook(&self) -> Option<&str> {
+        match &self.kind {
+            PlannedKind::Gate { hook, .. } | PlannedKind::Run { hook, .. } => Some(hook),
+            _ => None,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let text = match &self.kind {
+            PlannedKind::Weight { weight, hold } if hold.is_zero() => format!("weight {weight}"),
+            PlannedKind::Weight { weight, hold } => {
+                format!(
+                    "weight {weight}, hold {}",
+                    humantime::format_duration(*hold)
+                )
+            }
+            PlannedKind::Pause => "pause until `cutover promote`".to_string(),
+            PlannedKind::Gate { hook, every, .. } => {
+                format!("gate {hook} (every {})", humantime::format_duration(*every))
+            }
+            PlannedKind::Run { hook, .. } => format!("run {hook}"),
+        };
+        if self.point_of_no_return {
+            format!("{text} [point of no return]")
+        } else {
+            text
+        }
+    }
+}
+
+impl Plan {
+    /// The plan of a service with a rollout; `None` for a static split.
+    pub fn of(service: &Service) -> Option<Plan> {
+        let rollout = service.rollout.as_ref()?;
+        let steps = rollout
+            .steps
+            .iter()
+            .map(|step| {
+                let kind = match &step.kind {
+                    StepKind::Weight { weight, hold } => PlannedKind::Weight {
+                        weight: *weight,
+                        hold: *hold,
+                    },
+                    StepKind::Pause => PlannedKind::Pause,
+                    StepKind::Gate { hook } => {
+                        let config = service.hook(hook);
+                        PlannedKind::Gate {
+                            hook: hook.clone(),
+                            every: config.map_or(Duration::from_secs(15), |h| h.every),
+                            deadline: config.and_then(|h| h.deadline),
+                            on_deadline: config.map_or(OnDeadline::Pause, |h| h.on_deadline),
+                        }
+                    }
+                    StepKind::Run { hook } => PlannedKind::Run {
+                        hook: hook.clone(),
+                        retries: service.hook(hook).map_or(0, |h| h.retries),
+                    },
+                };
+                PlannedStep {
+                    kind,
+                    point_of_no_return: step.point_of_no_return,
+                }
+            })
+            .collect();
+        Some(Plan {
+            steps,
+            analysis: rollout.analysis.clone(),
+            start: rollout.start,
+            fingerprint: rollout.fingerprint.clone(),
+        })
+    }
+
+    /// Where a rollout at `weight` continues when its steps changed (SPEC §8): right after
+    /// the last weight step at or below it, so no lower weight is held again and no step
+    /// that comes after it (a `run`, a gate) is skipped.
+    pub fn realign_target(&self, weight: Weight) -> usize {
+        self.steps
+            .iter()
+            .rposition(
+                |step| matches!(step.kind, PlannedKind::Weight { weight: w, .. } if w <= weight),
+            )
+            .map_or(0, |index| index + 1)
+    }
+
+    /// The next weight the rollout will set after step `index`.
+    pub fn next_weight(&self, index: usize, current: Weight) -> Option<Weight> {
+        self.steps
+            .iter()
+            .skip(index + 1)
+            .find_map(|step| match step.kind {
+                PlannedKind::Weight { weight, .. } if weight > current => Some(weight),
+                _ => None,
+            })
+    }
+}
+
+/// One line of `cutover plan`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineEntry {
+    pub index: usize,
+    pub description: String,
+    /// NEW's weight while this step runs.
+    pub weight: Weight,
+    /// The soonest this step can start, counted from the start of the rollout.
+    pub earliest_start: Duration,
+    /// Whether a step before this one waits for something with no fixed time (a gate, a
+    /// pause, a `run` hook, enough traffic).
+    pub after_open_ended: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeline {
+    pub entries: Vec<TimelineEntry>,
+    /// The sum of the holds: no rollout of this plan can be promoted sooner.
+    pub minimum_total: Duration,
+    /// The longest a regression can go on before the rollout is rolled back (or paused,
+    /// past a point of no return); `None` without analysis.
+    pub worst_case_detection: Option<Detection>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    /// A regression that breaks a rule by a little: the window has to fill with bad
+    /// traffic, then `failure_threshold` checks in a row have to fail.
+    pub regression: Duration,
+    /// A hard outage: the trip, checked every second.
+    pub outage: Option<Duration>,
+}
+
+/// The timeline of a plan, starting from `initial` (the static weight before the start).
+pub fn timeline(plan: &Plan, initial: Weight) -> Timeline {
+    let mut entries = Vec::new();
+    let mut at = Duration::ZERO;
+    let mut weight = initial;
+    let mut open_ended = false;
+    for (index, step) in plan.steps.iter().enumerate() {
+        if let PlannedKind::Weight { weight: w, .. } = step.kind {
+            weight = w;
+        }
+        entries.push(TimelineEntry {
+            index,
+            description: step.describe(),
+            weight,
+            earliest_start: at,
+            after_open_ended: open_ended,
+        });
+        match step.kind {
+            PlannedKind::Weight { hold, .. } => {
+                at += hold;
+                open_ended |= plan.analysis.is_some();
+            }
+            _ => open_ended = true,
+        }
+    }
+    let worst_case_detection = plan.analysis.as_ref().map(|analysis| {
+        let checks = analysis.interval * analysis.failure_threshold;
+        Detection {
+            regression: analysis.window + checks + Duration::from_secs(1),
+            outage: analysis.trip.as_ref().map(|_| Duration::from_secs(2)),
+        }
+    });
+    Timeline {
+        entries,
+        minimum_total: at,
+        worst_case_detection,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::schedule_steps;
+    use crate::config::{AnalysisSpec, Step, TripSpec};
+
+    fn plan_of(steps: Vec<Step>, analysis: Option<AnalysisSpec>) -> Plan {
+        Plan {
+            steps: steps
+                .into_iter()
+                .map(|s| PlannedStep {
+                    kind: match s.kind {
+                        StepKind::Weight { weight, hold } => PlannedKind::Weight { weight, hold },
+                        StepKind::Pause => PlannedKind::Pause,
+                        StepKind::Gate { hook } => PlannedKind::Gate {
+                            hook,
+                            every: Duration::from_secs(15),
+                            deadline: None,
+                            on_deadline: OnDeadline::Pause,
+                        },
+                        StepKind::Run { hook } => PlannedKind::Run { hook, retries: 0 },
+                    },
+                    point_of_no_return: s.point_of_no_return,
+                })
+                .collect(),
+            analysis,
+            start: StartMode::Auto,
+            fingerprint: "test".into(),
+        }
+    }
+
+    fn w(percent: f64) -> Weight {
+        Weight::from_percent(percent).unwrap()
+    }
+
+    fn analysis() -> AnalysisSpec {
+        AnalysisSpec {
+            interval: Duration::from_secs(30),
+            window: Duration::from_secs(120),
+            min_requests: 100,
+            failure_threshold: 3,
+            max_error_rate: Some(0.01),
+            max_error_rate_increase: None,
+            max_p99_latency: None,
+            max_p99_latency_ratio: None,
+            trip: Some(TripSpec {
+                error_rate: 0.25,
+                min_requests: 20,
+                window: Duration::from_secs(10),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_classic_schedule_takes_two_and_a_half_hours() {
+        let plan = plan_of(
+            schedule_steps(w(5.0), w(20.0), Duration::from_secs(1800)),
+            Some(analysis()),
+        );
+        let timeline = timeline(&plan, Weight::ZERO);
+        let weights: Vec<f64> = timeline
+            .entries
+            .iter()
+            .map(|e| e.weight.percent())
+            .collect();
+        assert_eq!(weights, vec![5.0, 25.0, 45.0, 65.0, 85.0, 100.0]);
+        assert_eq!(timeline.minimum_total, Duration::from_secs(9000));
+        assert_eq!(
+            timeline.entries[5].earliest_start,
+            Duration::from_secs(9000)
+        );
+        let detection = timeline.worst_case_detection.unwrap();
+        assert_eq!(detection.regression, Duration::from_secs(120 + 90 + 1));
+        assert_eq!(detection.outage, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn realignment_continues_after_the_last_weight_at_or_below() {
+        let steps = vec![
+            Step {
+                kind: StepKind::Gate { hook: "g".into() },
+                point_of_no_return: false,
+            },
+            Step {
+                kind: StepKind::Weight {
+                    weight: w(5.0),
+                    hold: Duration::ZERO,
+                },
+                point_of_no_return: false,
+            },
+            Step {
+                kind: StepKind::Weight {
+                    weight: w(25.0),
+                    hold: Duration::ZERO,
+                },
+                point_of_no_return: false,
+            },
+            Step {
+                kind: StepKind::Run { hook: "r".into() },
+                point_of_no_return: true,
+            },
+            Step {
+                kind: StepKind::Weight {
+                    weight: w(50.0),
+                    hold: Duration::ZERO,
+                },
+                point_of_no_return: false,
+            },
+            Step {
+                kind: StepKind::Weight {
+                    weight: w(100.0),
+                    hold: Duration::ZERO,
+                },
+                point_of_no_return: false,
+            },
+        ];
+        let plan = plan_of(steps, None);
+        assert_eq!(
+            plan.realign_target(w(30.0)),
+            3,
+            "the run step after 25% is not skipped"
+        );
+        assert_eq!(plan.realign_target(w(25.0)), 3);
+        assert_eq!(plan.realign_target(w(60.0)), 5);
+        assert_eq!(plan.realign_target(w(1.0)), 0);
+        assert_eq!(plan.realign_target(w(100.0)), 6, "past the end: promoted");
+        assert_eq!(plan.next_weight(1, w(5.0)), Some(w(25.0)));
+        assert_eq!(plan.next_weight(5, w(100.0)), None);
+    }
+}

@@ -1,0 +1,185 @@
+//! Rollout state on disk: `state_dir/<service>.json`, one file per service.
+//!
+//! A transition is written before it takes effect outside (SPEC §3): temp file in the same
+//! directory, fsync, rename over the old file, fsync the directory. A crash at any point
+//! leaves either the old state or the new one, never half of either.
+//!
+//! A file that cannot be read or parsed is an error naming the file. It is never replaced
+//! by a fresh state: resetting a rollout to step 0 (or to 100%) because a file got
+//! corrupted is exactly the surprise an operator cannot afford mid-migration.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::machine::RolloutState;
+
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read rollout state {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("rollout state {path} is corrupt ({detail}); fix or remove it deliberately, cutover will not guess")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("rollout state {path} was written by a newer cutover (format {found}, this one reads {FORMAT_VERSION})")]
+    NewerFormat { path: PathBuf, found: u32 },
+    #[error("cannot write rollout state {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// The file's layout: the state plus what identifies it.
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    format: u32,
+    service: String,
+    updated_at: String,
+    #[serde(flatten)]
+    state: RolloutState,
+}
+
+/// Reads and writes the state files of one state directory.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    pub fn new(dir: &Path) -> StateStore {
+        StateStore {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn path(&self, service: &str) -> PathBuf {
+        self.dir.join(format!("{service}.json"))
+    }
+
+    /// The saved state of `service`, or `None` if it never had one.
+    pub fn load(&self, service: &str) -> Result<Option<RolloutState>, StateError> {
+        let path = self.path(service);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|err| StateError::Corrupt {
+                path: path.clone(),
+                detail: err.to_string(),
+            })?;
+        let found = value.get("format").and_then(|f| f.as_u64()).unwrap_or(0) as u32;
+        if found > FORMAT_VERSION {
+            return Err(StateError::NewerFormat { path, found });
+        }
+        let file: StateFile = serde_json::from_value(value).map_err(|err| StateError::Corrupt {
+            path: path.clone(),
+            detail: err.to_string(),
+        })?;
+        if file.service != service {
+            return Err(StateError::Corrupt {
+                path,
+                detail: format!("it belongs to service `{}`", file.service),
+            });
+        }
+        Ok(Some(file.state))
+    }
+
+    /// Writes `state` atomically and durably.
+    pub fn save(&self, service: &str, state: &RolloutState) -> Result<(), StateError> {
+        let path = self.path(service);
+        let write_error = |source| StateError::Write {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&self.dir).map_err(write_error)?;
+        let file = StateFile {
+            format: FORMAT_VERSION,
+            service: service.to_string(),
+            updated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            state: state.clone(),
+        };
+        let mut bytes =
+            serde_json::to_vec_pretty(&file).map_err(|err| write_error(io::Error::other(err)))?;
+        bytes.push(b'\n');
+        let temp = self.dir.join(format!(".{service}.json.tmp"));
+        let mut out = File::create(&temp).map_err(write_error)?;
+        out.write_all(&bytes).map_err(write_error)?;
+        out.sync_all().map_err(write_error)?;
+        drop(out);
+        fs::rename(&temp, &path).map_err(write_error)?;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(write_error)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{StartMode, Weight};
+    use crate::rollout::machine::Phase;
+    use crate::rollout::schedule::Plan;
+
+    fn state() -> RolloutState {
+        let plan = Plan {
+            steps: Vec::new(),
+            analysis: None,
+            start: StartMode::Auto,
+            fingerprint: "f".into(),
+        };
+        let mut state = RolloutState::new(&plan, Weight::ZERO);
+        state.phase = Phase::Progressing;
+        state.step = 3;
+        state.weight = Weight::from_percent(25.0).unwrap();
+        state.hold_observed_ms = 123_000;
+        state
+    }
+
+    #[test]
+    fn saves_and_loads_the_same_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(&dir.path().join("state"));
+        assert!(store.load("api").unwrap().is_none());
+        store.save("api", &state()).unwrap();
+        assert_eq!(store.load("api").unwrap(), Some(state()));
+        let text = fs::read_to_string(store.path("api")).unwrap();
+        assert!(text.contains("\"weight\": 25.0"), "{text}");
+        assert!(!dir.path().join("state/.api.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        fs::write(store.path("api"), "{\"format\": 1, \"phase\": ").unwrap();
+        let err = store.load("api").unwrap_err().to_string();
+        assert!(
+            err.contains(&store.path("api").display().to_string()),
+            "{err}"
+        );
+        assert!(err.contains("corrupt"), "{err}");
+
+        fs::write(store.path("api"), "{\"format\": 1, \"service\": \"api\"}").unwrap();
+        assert!(matches!(store.load("api"), Err(StateError::Corrupt { .. })));
+
+        store.save("other", &state()).unwrap();
+        fs::copy(store.path("other"), store.path("api")).unwrap();
+        let err = store.load("api").unwrap_err().to_string();
+        assert!(err.contains("belongs to service `other`"), "{err}");
+    }
+
+    #[test]
+    fn a_newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        fs::write(store.path("api"), "{\"format\": 9}").unwrap();
+        assert!(matches!(
+            store.load("api"),
+            Err(StateError::NewerFormat { found: 9, .. })
+        ));
+    }
+}
