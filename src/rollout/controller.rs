@@ -35,7 +35,7 @@ use crate::status::{
 use crate::upstream::{now_millis, UpstreamRegistry};
 
 /// Only time counters changed: such a state is written at most this often.
-const PERSIST_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const PERSIST_PROGRESS_EVERY: Duration = Duration::from_secs(15);
 /// Output shown per stream in `/status` (the log and the hook keep more).
 const STATUS_TAIL: usize = 4 * 1024;
 

@@ -529,6 +529,14 @@ impl Machine<'_> {
             Verdict::Fail => {
                 self.state.consecutive_failures += 1;
                 self.state.last_check_passed = false;
+                if matches!(
+                    self.state.pause_cause,
+                    Some(PauseCause::Analysis | PauseCause::Trip)
+                ) {
+                    // Already paused for this: the operator was told once; status keeps
+                    // showing the count and the latest check.
+                    return;
+                }
                 let failures = self.state.consecutive_failures;
                 let threshold = self
                     .plan
@@ -566,6 +574,7 @@ impl Machine<'_> {
     }
 
     fn rollback(&mut self, reason: RollbackReason, text: String) {
+        let text = format!("rolled back from {}: {text}", self.state.weight);
         self.state.phase = Phase::RolledBack;
         self.state.rollback_reason = Some(reason);
         self.state.pause_cause = None;
