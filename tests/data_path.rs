@@ -468,3 +468,75 @@ async fn an_unhealthy_old_pool_answers_503() {
     assert!(up);
     assert_eq!(send(proxy.addr, get("a", "/")).await.status, StatusCode::OK);
 }
+
+/// A TLS client trusting `certs`, offering h2 and http/1.1.
+fn tls_client(certs: &[&std::path::Path]) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(CertificateDer::from_pem_file(cert).unwrap())
+            .unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(cutover::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+#[tokio::test]
+async fn tls_picks_the_certificate_by_sni_and_speaks_h2_by_alpn() {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let old = spawn_backend("old").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_a, key_a) = certificate(dir.path(), "a", &["a.example.com"]);
+    let (cert_b, key_b) = certificate(dir.path(), "b", &["b.example.com", "*.b.example.com"]);
+    let tls = format!(
+        "  - addr: \"127.0.0.1:0\"\n    tls:\n      certificates:\n        - {{ cert: {}, key: {} }}\n        - {{ cert: {}, key: {} }}\n",
+        cert_a.display(),
+        key_a.display(),
+        cert_b.display(),
+        key_b.display()
+    );
+    let yaml = simple_config(&[old.addr], &[old.addr], "0%", "")
+        .replace("  - addr: \"127.0.0.1:0\"\nadmin", &format!("{tls}admin"));
+    let proxy = spawn_proxy(&yaml).await;
+    let connector = tls_client(&[&cert_a, &cert_b]);
+    for (name, expected) in [
+        ("a.example.com", &cert_a),
+        ("b.example.com", &cert_b),
+        ("x.b.example.com", &cert_b),
+    ] {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let server_name = ServerName::try_from(name.to_string()).unwrap();
+        let stream = connector.connect(server_name, tcp).await.unwrap();
+        let (_, connection) = stream.get_ref();
+        assert_eq!(connection.alpn_protocol(), Some(&b"h2"[..]), "{name}");
+        let served = connection.peer_certificates().unwrap()[0].clone();
+        assert_eq!(
+            served,
+            CertificateDer::from_pem_file(expected).unwrap(),
+            "{name} got the wrong certificate"
+        );
+
+        let (mut sender, h2) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(h2);
+        let request = Request::get(format!("https://{name}/tls"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.version(), http::Version::HTTP_2);
+    }
+    let seen = old.seen().pop().unwrap();
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    assert_eq!(seen.headers["host"], "x.b.example.com");
+}

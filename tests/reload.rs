@@ -1,0 +1,2 @@
+//! Hot reload (SPEC §8).
+mod support;
