@@ -540,3 +540,70 @@ async fn tls_picks_the_certificate_by_sni_and_speaks_h2_by_alpn() {
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
     assert_eq!(seen.headers["host"], "x.b.example.com");
 }
+
+#[tokio::test]
+async fn shutdown_waits_for_an_open_tunnel_within_the_grace() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let old = spawn_backend("old").await;
+    let proxy = spawn_proxy(&simple_config(&[old.addr], &[old.addr], "0%", "")).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 512];
+    let n = stream.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 101"));
+    let app = std::sync::Arc::new(proxy.app);
+    let shutting = tokio::spawn({
+        let app = app.clone();
+        async move { app.shutdown().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !shutting.is_finished(),
+        "shutdown waits while the tunnel is open"
+    );
+    stream.write_all(b"still here").await.unwrap();
+    let mut echo = [0u8; 10];
+    stream.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"still here");
+    drop(stream);
+    let open = tokio::time::timeout(Duration::from_secs(3), shutting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(open, 0, "every connection finished");
+}
+
+#[tokio::test]
+async fn max_connections_holds_further_clients_until_a_slot_frees() {
+    let old = spawn_backend("old").await;
+    let yaml = simple_config(&[old.addr], &[old.addr], "0%", "")
+        .replace("limits:\n", "limits:\n  max_connections: 2\n");
+    let proxy = spawn_proxy(&yaml).await;
+    let mut first = Client::connect(proxy.addr).await;
+    let mut second = Client::connect(proxy.addr).await;
+    assert_eq!(
+        first.send(get("a", "/")).await.unwrap().status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        second.send(get("a", "/")).await.unwrap().status,
+        StatusCode::OK
+    );
+    let third = tokio::spawn({
+        let addr = proxy.addr;
+        async move { send(addr, get("a", "/")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "a third connection waits");
+    drop(first);
+    let got = tokio::time::timeout(Duration::from_secs(3), third)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.status, StatusCode::OK, "served once a slot is free");
+}

@@ -35,10 +35,18 @@ pub struct ConnContext {
     pub peer_ip: HeaderValue,
     pub scheme: Scheme,
     pub snapshot: SharedSnapshot,
+    /// Keeps the connection counted as open (for drain and `max_connections`) for as long
+    /// as anything uses it, including a tunnel that outlives hyper's handling of it.
+    pub open: Arc<dyn Send + Sync>,
 }
 
 impl ConnContext {
-    pub fn new(peer: SocketAddr, scheme: Scheme, snapshot: SharedSnapshot) -> ConnContext {
+    pub fn new(
+        peer: SocketAddr,
+        scheme: Scheme,
+        snapshot: SharedSnapshot,
+        open: Arc<dyn Send + Sync>,
+    ) -> ConnContext {
         let ip = peer.ip().to_canonical();
         ConnContext {
             peer,
@@ -46,6 +54,7 @@ impl ConnContext {
                 .unwrap_or(HeaderValue::from_static("unknown")),
             scheme,
             snapshot,
+            open,
         }
     }
 }
@@ -121,7 +130,7 @@ async fn proxy(
     };
 
     match exchange(outgoing, &route, kind, started).await {
-        Ok(exchange) => respond(exchange, &route, bucket, client_upgrade, started),
+        Ok(exchange) => respond(exchange, &route, bucket, client_upgrade, started, conn),
         Err((error, kind)) => {
             if error.counts_against_pool() {
                 route
@@ -280,6 +289,7 @@ fn respond(
     bucket: Bucket,
     client_upgrade: Option<OnUpgrade>,
     started: Instant,
+    conn: &ConnContext,
 ) -> Response<ProxyBody> {
     let Exchange {
         head,
@@ -305,8 +315,10 @@ fn respond(
     match (switching, client_upgrade) {
         (true, Some(client_upgrade)) => {
             let (stream, early) = connection.into_parts();
+            let open = conn.open.clone();
             tokio::spawn(async move {
                 let _in_flight = in_flight;
+                let _open = open;
                 forward::tunnel(client_upgrade, stream, early).await;
             });
         }

@@ -338,6 +338,7 @@ async fn serve(
     let limits = connection.shared.limits.load_full();
     let acceptor = connection.listener.tls.load_full();
     let snapshot = connection.shared.snapshot.clone();
+    let open: Arc<dyn Send + Sync> = Arc::new(connection);
     match acceptor.as_ref() {
         Some(acceptor) => {
             let handshake =
@@ -354,7 +355,7 @@ async fn serve(
                 }
             };
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let context = Arc::new(ConnContext::new(peer, Scheme::Https, snapshot));
+            let context = Arc::new(ConnContext::new(peer, Scheme::Https, snapshot, open));
             if h2 {
                 serve_h2(stream, context, &limits, stopped).await;
             } else {
@@ -363,7 +364,7 @@ async fn serve(
             }
         }
         None => {
-            let context = Arc::new(ConnContext::new(peer, Scheme::Http, snapshot));
+            let context = Arc::new(ConnContext::new(peer, Scheme::Http, snapshot, open));
             match sniff(&stream, limits.header_read_timeout).await {
                 Some(Protocol::Http2) => serve_h2(stream, context, &limits, stopped).await,
                 Some(Protocol::Http1) => {
@@ -374,7 +375,6 @@ async fn serve(
             }
         }
     }
-    drop(connection);
 }
 
 enum Protocol {
