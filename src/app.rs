@@ -68,7 +68,7 @@ pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
             })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.addr);
     let shutdown_grace = config.limits.shutdown_grace;
-    let path = config.path.clone();
+    let watched = config.watched_dirs();
     let (controller, started) = Controller::start(config, tokio::runtime::Handle::current())?;
     match &options.controller_runtime {
         Some(runtime) => drop(runtime.spawn(controller.run())),
@@ -82,7 +82,7 @@ pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
     );
     let watcher = if options.watch {
         let handle = started.handle.clone();
-        match config::watch::watch(&path, move || handle.request_reload(ReloadSource::Watch)) {
+        match config::watch::watch(&watched, move || handle.request_reload(ReloadSource::Watch)) {
             Ok(watcher) => Some(watcher),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot watch the config directory; reload with SIGHUP or POST /reload");
@@ -255,6 +255,7 @@ pub fn init_logging() {
         .unwrap_or_else(|_| "info".to_string());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

@@ -227,8 +227,7 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
     let old = spawn_backend("old").await;
     old.set_delay(Duration::from_millis(1500));
     let dir = tempfile::tempdir().unwrap();
-    let yaml = rollout_config(old.addr, old.addr)
-        .replace("      start: manual\n", "      start: manual\n");
+    let yaml = rollout_config(old.addr, old.addr);
     let mut running = start(dir.path(), &yaml).await;
     let listen = running.listen;
     let in_flight = tokio::spawn(async move { send(listen, get("a", "/")).await });

@@ -185,7 +185,8 @@ async fn hook_and_child_pids(proxy: &TestProxy) -> (i32, i32, KillOnDrop) {
     (hook_pid, child_pid, guard)
 }
 
-/// The config of service `api` with `extra` (rollout, hooks), NEW starting at 0%.
+/// Starts cutover with service `api` (NEW at 0%) and `extra` (rollout, hooks); `RECORD`
+/// in `extra` stands for the path of `record.sh`.
 async fn proxy_with(old: &Backend, new: &Backend, extra: &str) -> TestProxy {
     let extra = extra.replace("RECORD", RECORD);
     spawn_proxy(&simple_config(&[old.addr], &[new.addr], "0%", &extra)).await
@@ -209,7 +210,7 @@ async fn a_gate_is_polled_until_its_file_appears_and_not_before() {
         - weight: 100%
     hooks:
       ready:
-        exec: ["/bin/sh", "-c", 'echo "$CUTOVER_EVENT $CUTOVER_STEP $CUTOVER_WEIGHT" >> attempts; test -e open']
+        exec: ["/bin/sh", "-c", 'if test -e open; then r=open; else r=closed; fi; echo "$CUTOVER_EVENT $CUTOVER_STEP $CUTOVER_WEIGHT $r" >> attempts; test $r = open']
         every: 1s
         timeout: 5s
 "#,
@@ -255,8 +256,12 @@ async fn a_gate_is_polled_until_its_file_appears_and_not_before() {
     }
     assert_eq!(new.hits(), 0, "NEW got traffic before the gate passed");
 
+    let before_open = attempts();
+    assert!(
+        before_open.iter().all(|a| a == "gate 1 0 closed"),
+        "every attempt is CUTOVER_EVENT=gate, step 1, weight 0, and found no file: {before_open:?}"
+    );
     std::fs::write(dir.join("open"), "").unwrap();
-    let before_open = attempts().len();
     wait_for(
         &proxy,
         "the rollout to pass the gate",
@@ -265,13 +270,14 @@ async fn a_gate_is_polled_until_its_file_appears_and_not_before() {
     )
     .await;
     let after_pass = attempts();
-    assert!(
-        after_pass.len() > before_open,
-        "the gate passed without running its hook again after the file appeared"
+    let (last, earlier) = after_pass.split_last().unwrap();
+    assert_eq!(
+        last, "gate 1 0 open",
+        "the gate passed on an attempt that found the file: {after_pass:?}"
     );
     assert!(
-        after_pass.iter().all(|a| a == "gate 1 0"),
-        "every attempt is CUTOVER_EVENT=gate, step 1, weight 0: {after_pass:?}"
+        earlier.iter().all(|a| a == "gate 1 0 closed"),
+        "every attempt before it failed: {after_pass:?}"
     );
     assert_eq!(hook(&proxy, "ready").last_result.as_deref(), Some("ok"));
     // Once passed, a gate is not polled any more.
@@ -405,7 +411,8 @@ async fn event_hooks_get_the_cutover_environment_and_the_json_payload() {
         ("CUTOVER_SERVICE", "api"),
         ("CUTOVER_EVENT", "started"),
         ("CUTOVER_STEP", "1"),
-        ("CUTOVER_WEIGHT", "5"),
+        // At `started` nothing has moved yet: the 5% comes with step 1's `step_started`.
+        ("CUTOVER_WEIGHT", "0"),
         ("CUTOVER_REASON", "rollout started"),
         ("CUTOVER_RUN_ID", run_id.as_str()),
     ];
@@ -437,7 +444,8 @@ async fn event_hooks_get_the_cutover_environment_and_the_json_payload() {
     assert_eq!(payload["service"], "api");
     assert_eq!(payload["event"], "started");
     assert_eq!(payload["step"], 1);
-    assert_eq!(payload["weight"], 5.0);
+    // At `started` nothing has moved yet: the 5% comes with step 1's `step_started`.
+    assert_eq!(payload["weight"], 0.0);
     assert_eq!(payload["state"], "progressing");
     assert_eq!(payload["reason"], "rollout started");
     assert_eq!(payload["run_id"], run_id.as_str());
@@ -626,14 +634,14 @@ async fn a_chatty_hook_is_not_blocked_by_its_pipes_and_status_keeps_the_tail() {
             .stdout_tail
             .ends_with("line 2999: a chatty hook writes a lot of output\nthe-end\n"),
         "stdout's tail is the end of the output: {:?}",
-        HookOutcomeTail(&chatty.stdout_tail)
+        Tail(&chatty.stdout_tail)
     );
     assert!(
         chatty
             .stderr_tail
             .ends_with("error 2999: and a lot on stderr as well, too\nstderr-end\n"),
         "stderr's tail is the end of the output: {:?}",
-        HookOutcomeTail(&chatty.stderr_tail)
+        Tail(&chatty.stderr_tail)
     );
     for tail in [&chatty.stdout_tail, &chatty.stderr_tail] {
         assert!(tail.len() <= 64 * 1024, "a tail of {} bytes", tail.len());
@@ -645,9 +653,9 @@ async fn a_chatty_hook_is_not_blocked_by_its_pipes_and_status_keeps_the_tail() {
 }
 
 /// Shows the end of a long string in an assertion message.
-struct HookOutcomeTail<'a>(&'a str);
+struct Tail<'a>(&'a str);
 
-impl std::fmt::Debug for HookOutcomeTail<'_> {
+impl std::fmt::Debug for Tail<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let start = self.0.len().saturating_sub(200);
         let start = (start..=self.0.len())
@@ -733,6 +741,7 @@ async fn hook_runs_are_counted_in_metrics_by_result() {
 async fn a_hook_that_times_out_is_killed_with_the_child_it_forked() {
     let old = spawn_backend("old").await;
     let new = spawn_backend("new").await;
+    let started = Instant::now();
     let proxy = proxy_with(
         &old,
         &new,
@@ -749,17 +758,19 @@ async fn a_hook_that_times_out_is_killed_with_the_child_it_forked() {
     )
     .await;
     let (hook_pid, child_pid, _guard) = hook_and_child_pids(&proxy).await;
+    // The hook started after `started` and before its pid files appeared (now).
     let seen = Instant::now();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep_until((started + Duration::from_secs(2)).into()).await;
     assert!(
         alive(hook_pid) && alive(child_pid),
         "the hook ({hook_pid}) and its child ({child_pid}) run until the 3 s timeout"
     );
     // SIGTERM at 3 s ends both at once: a plain `sleep` does not survive it. SIGKILL would
-    // only come 5 s later.
-    let gone = eventually(Duration::from_secs(4), || {
-        !alive(hook_pid) && !alive(child_pid)
-    })
+    // only come 5 s later, at 8 s.
+    let gone = eventually(
+        (seen + Duration::from_millis(4500)).saturating_duration_since(Instant::now()),
+        || !alive(hook_pid) && !alive(child_pid),
+    )
     .await;
     assert!(
         gone,
@@ -770,9 +781,9 @@ async fn a_hook_that_times_out_is_killed_with_the_child_it_forked() {
         alive(child_pid)
     );
     assert!(
-        seen.elapsed() >= Duration::from_millis(1800),
-        "killed after {:?}, before the 3 s timeout",
-        seen.elapsed()
+        started.elapsed() >= Duration::from_millis(2900),
+        "killed {:?} after the proxy started, before the 3 s timeout",
+        started.elapsed()
     );
     wait_for(
         &proxy,
@@ -806,6 +817,7 @@ async fn a_hook_that_times_out_is_killed_with_the_child_it_forked() {
 async fn a_hook_group_that_ignores_sigterm_is_killed_5s_later() {
     let old = spawn_backend("old").await;
     let new = spawn_backend("new").await;
+    let started = Instant::now();
     // Both the script and its child note SIGTERM and carry on.
     let proxy = proxy_with(
         &old,
@@ -823,7 +835,6 @@ async fn a_hook_group_that_ignores_sigterm_is_killed_5s_later() {
     )
     .await;
     let (hook_pid, child_pid, _guard) = hook_and_child_pids(&proxy).await;
-    let seen = Instant::now();
     let dir = proxy.dir.path().to_path_buf();
     let got_term = || std::fs::read_to_string(dir.join("got-term")).unwrap_or_default();
     wait_for(
@@ -848,9 +859,10 @@ async fn a_hook_group_that_ignores_sigterm_is_killed_5s_later() {
         alive(child_pid)
     );
     assert!(
-        seen.elapsed() >= Duration::from_millis(4500),
-        "killed {:?} after the start: the 5 s grace after SIGTERM was not given",
-        seen.elapsed()
+        started.elapsed() >= Duration::from_millis(5900),
+        "killed {:?} after the proxy started, with `timeout: 1s`: the 5 s grace after \
+         SIGTERM was not given",
+        started.elapsed()
     );
     wait_for(
         &proxy,
@@ -1054,7 +1066,8 @@ async fn an_http_hook_posts_the_json_payload_with_its_headers() {
     assert_eq!(payload["service"], "api");
     assert_eq!(payload["event"], "started");
     assert_eq!(payload["step"], 1);
-    assert_eq!(payload["weight"], 5.0);
+    // At `started` nothing has moved yet: the 5% comes with step 1's `step_started`.
+    assert_eq!(payload["weight"], 0.0);
     assert_eq!(payload["state"], "progressing");
     assert_eq!(
         payload["run_id"].as_str(),
@@ -1083,6 +1096,38 @@ async fn an_http_hook_answered_with_503_fails_without_changing_the_rollout() {
     assert_eq!(receiver.seen().len(), 1);
     let status = service(&proxy);
     assert_eq!((status.state.as_str(), status.weight), ("progressing", 5.0));
+}
+
+#[tokio::test]
+async fn an_http_hook_that_does_not_answer_in_time_times_out() {
+    let old = spawn_backend("old").await;
+    let new = spawn_backend("new").await;
+    let receiver = spawn_backend("receiver").await;
+    receiver.set_delay(Duration::from_secs(10));
+    let config = http_hook_config(receiver.addr).replace("timeout: 5s", "timeout: 1s");
+    let proxy = proxy_with(&old, &new, &config).await;
+    wait_for(
+        &proxy,
+        "the http hook to time out",
+        Duration::from_secs(6),
+        || hook(&proxy, "announce").runs == 1,
+    )
+    .await;
+    let announce = hook(&proxy, "announce");
+    assert_eq!(
+        announce.last_result.as_deref(),
+        Some("timeout"),
+        "{announce:#?}"
+    );
+    assert_eq!(
+        announce.last_detail.as_deref(),
+        Some("no answer within 1s"),
+        "{announce:#?}"
+    );
+    assert!(
+        announce.last_duration_ms.unwrap_or_default() < 3000,
+        "{announce:#?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1203,6 +1248,7 @@ impl Running {
             .args(["run", "-c"])
             .arg(dir.join("cutover.yaml"))
             .env("CUTOVER_WORKER_THREADS", "1")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -1312,4 +1358,99 @@ services:
     assert_eq!(after["hooks"][0]["runs"], 0, "{after:#}");
     assert_eq!(after["step"], 2, "{after:#}");
     assert_eq!(after["weight"], 10.0, "{after:#}");
+}
+
+/// POST on the admin API, without a body.
+async fn admin_post(admin: SocketAddr, path: &str) -> Got {
+    let request = http::Request::post(path)
+        .header("host", "admin")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    send(admin, request).await
+}
+
+#[tokio::test]
+async fn a_run_hook_that_succeeded_while_paused_is_not_run_again_after_kill_9() {
+    // The rollout is paused while the hook runs, so it stays at the `run` step after the
+    // hook succeeded: only the persisted outcome tells the restarted process not to run it
+    // again when the rollout resumes.
+    let old = spawn_backend("old").await;
+    let new = spawn_backend("new").await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let yaml = format!(
+        r#"listeners:
+  - addr: "127.0.0.1:{listen}"
+admin:
+  addr: "{admin}"
+state_dir: state
+services:
+  - name: api
+    old: {{ backends: [{{ addr: "{old}" }}] }}
+    new: {{ backends: [{{ addr: "{new}" }}] }}
+    rollout:
+      steps:
+        - run: migrate
+        - weight: 10%
+          hold: 1h
+    hooks:
+      migrate:
+        exec: ["/bin/sh", "-c", 'echo "$CUTOVER_RUN_ID" >> runs; sleep 2']
+"#,
+        listen = free_port(),
+        old = old.addr,
+        new = new.addr,
+    );
+    std::fs::write(dir.path().join("cutover.yaml"), yaml).unwrap();
+    let runs = || {
+        std::fs::read_to_string(dir.path().join("runs"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+
+    let running = Running::start(dir.path(), admin).await;
+    running
+        .wait_for("the run hook to start", |s| {
+            s["hooks"][0]["running"] == true
+        })
+        .await;
+    let paused = admin_post(admin, "/services/api/pause").await;
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    let before = running
+        .wait_for("the run hook to succeed", |s| s["hooks"][0]["runs"] == 1)
+        .await;
+    assert_eq!(before["hooks"][0]["last_result"], "ok", "{before:#}");
+    assert_eq!(before["state"], "paused", "{before:#}");
+    assert_eq!(before["step"], 1, "still at the run step: {before:#}");
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("state/api.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        state["hooks"]["0:migrate"]["ok"], true,
+        "the outcome is persisted: {state:#}"
+    );
+    assert_eq!(runs(), 1);
+    drop(running); // SIGKILL
+
+    let running = Running::start(dir.path(), admin).await;
+    let restored = running
+        .wait_for("the restored rollout", |s| s["state"] == "paused")
+        .await;
+    assert_eq!(restored["step"], 1, "{restored:#}");
+    assert_eq!(restored["run_id"], before["run_id"]);
+    let resumed = admin_post(admin, "/services/api/resume").await;
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    let after = running
+        .wait_for("the step after the run step", |s| s["step"] == 2)
+        .await;
+    assert_eq!(after["weight"], 10.0, "{after:#}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        runs(),
+        1,
+        "the run hook that had succeeded ran again after the restart\nlog:\n{}",
+        running.log()
+    );
+    assert_eq!(running.status().await["hooks"][0]["runs"], 0);
 }

@@ -1513,3 +1513,46 @@ async fn a_broken_certificate_fails_the_reload_and_the_served_one_stays() {
     );
     assert_eq!(tls_get(&mut sender).await, "old");
 }
+
+#[tokio::test]
+async fn a_certificate_renewed_on_disk_is_picked_up_by_the_watcher() {
+    let old = spawn_backend("old").await;
+    let new = spawn_backend("new").await;
+    // The certificate lives in a directory of its own, as cert-manager would put it; the
+    // YAML does not change at all.
+    let tmp = tempfile::tempdir().unwrap();
+    let tls = tmp.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let (a_crt, a_key) = certificate(&tls, "first", &["api.test"]);
+    let (b_crt, b_key) = certificate(&tls, "second", &["api.test"]);
+    std::fs::copy(&a_crt, tls.join("tls.crt")).unwrap();
+    std::fs::copy(&a_key, tls.join("tls.key")).unwrap();
+    let yaml = with_listeners(
+        &simple_config(&[old.addr], &[new.addr], "0%", ""),
+        "listeners:\n  - addr: \"127.0.0.1:0\"\n    tls:\n      certificates:\n        - { cert: tls/tls.crt, key: tls/tls.key }\n",
+    );
+    let proxy = spawn_proxy_in(tmp, &yaml, true).await;
+    let (first, second) = (der(&a_crt), der(&b_crt));
+    let connector = tls_connector(&[first.clone(), second.clone()]);
+    let (served, _) = tls_connect(&connector, proxy.addr).await;
+    assert!(served == first);
+
+    for (from, to) in [(&b_key, "tls.key"), (&b_crt, "tls.crt")] {
+        let tmp = tls.join(format!("{to}.new"));
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, tls.join(to)).unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (served, _) = tls_connect(&connector, proxy.addr).await;
+        if served == second {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the renewed certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(proxy.app.controller.status().config.last_error.is_none());
+}

@@ -95,6 +95,7 @@ pub fn from_str(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let mut checker = Checker {
         dir: &dir,
         errors: Vec::new(),
+        read: Vec::new(),
     };
     let config = file.map(|file| checker.config(file, &path, source));
     // A value the deserializer had to replace is not reported a second time.
@@ -134,6 +135,17 @@ pub fn admin_settings(path: &Path) -> Result<(Option<String>, Option<PathBuf>), 
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// A hash of the config's text and of every file it reads: a reload that would change
+/// nothing has the same one.
+fn inputs_fingerprint(source: &str, read: &[PathBuf]) -> String {
+    let mut all = source.as_bytes().to_vec();
+    for path in read {
+        all.extend_from_slice(path.as_os_str().as_encoded_bytes());
+        all.extend_from_slice(&std::fs::read(path).unwrap_or_default());
+    }
+    format!("{:016x}", fnv1a(&all))
 }
 
 /// FNV-1a, 64 bits: stable across builds, for fingerprints that are persisted.
@@ -201,6 +213,8 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
 struct Checker<'a> {
     dir: &'a Path,
     errors: Vec<Located>,
+    /// Files the config reads besides itself (certificates, keys, the token).
+    read: Vec<PathBuf>,
 }
 
 impl Checker<'_> {
@@ -325,6 +339,8 @@ impl Checker<'_> {
             path: path.to_path_buf(),
             dir: self.dir.to_path_buf(),
             version: format!("{:016x}", fnv1a(source.as_bytes())),
+            inputs: inputs_fingerprint(source, &self.read),
+            read: self.read.clone(),
             listeners,
             admin,
             state_dir,
@@ -382,6 +398,8 @@ impl Checker<'_> {
                 continue;
             };
             let cert_path = self.path(&cert.value);
+            self.read.push(cert_path.clone());
+            self.read.push(self.path(&key.value));
             let key_path = self.path(&key.value);
             match crate::tls::load_certified_key(&cert_path, &key_path) {
                 Ok(certified) => loaded.push(Arc::new(LoadedCertificate {
@@ -414,6 +432,7 @@ impl Checker<'_> {
             None => None,
             Some(file) => {
                 let path = self.path(&file.value);
+                self.read.push(path.clone());
                 match std::fs::read_to_string(&path) {
                     Ok(text) if !text.trim().is_empty() => Some(Arc::from(text.trim())),
                     Ok(_) => {

@@ -84,6 +84,10 @@ pub struct Config {
     pub dir: PathBuf,
     /// A short hash of the file's bytes.
     pub version: String,
+    /// A hash of the file and of every file it reads (certificates, keys, token).
+    pub inputs: String,
+    /// The files it reads besides itself.
+    pub read: Vec<PathBuf>,
     pub listeners: Vec<Listener>,
     pub admin: Admin,
     pub state_dir: PathBuf,
@@ -94,6 +98,20 @@ pub struct Config {
 impl Config {
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
+    }
+
+    /// The directories whose changes may change this config: its own and those of the
+    /// files it reads.
+    pub fn watched_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.dir.clone()];
+        for file in &self.read {
+            if let Some(dir) = file.parent() {
+                if !dirs.iter().any(|d| d == dir) {
+                    dirs.push(dir.to_path_buf());
+                }
+            }
+        }
+        dirs
     }
 }
 

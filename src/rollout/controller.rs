@@ -173,6 +173,14 @@ impl ControllerHandle {
     }
 }
 
+/// Where a rollout was when an event happened.
+#[derive(Debug, Clone, Copy)]
+struct EventAt {
+    step: usize,
+    weight: Weight,
+    state: &'static str,
+}
+
 /// A hook run that finished.
 enum HookDone {
     Step {
@@ -525,9 +533,20 @@ impl Controller {
                     tracing::info!(service = %name, step = step + 1, %hook, attempt, "running step hook");
                     self.spawn_step_hook(index, step, &hook);
                 }
-                Effect::Event { event, reason } => {
+                Effect::Event {
+                    event,
+                    reason,
+                    step,
+                    weight,
+                    state,
+                } => {
                     tracing::info!(service = %name, event = event.as_str(), "{reason}");
-                    self.spawn_event_hooks(index, event, &reason);
+                    let at = EventAt {
+                        step,
+                        weight,
+                        state,
+                    };
+                    self.spawn_event_hooks(index, event, &reason, Some(at));
                 }
                 Effect::RolledBack(reason) => self.metrics.rollback(&name, reason),
             }
@@ -608,13 +627,15 @@ impl Controller {
         }
     }
 
-    fn payload(&self, index: usize, event: &str, reason: &str) -> Payload {
+    /// The hook payload; `at` overrides step, weight and state with an event's own.
+    fn payload(&self, index: usize, event: &str, reason: &str, at: Option<EventAt>) -> Payload {
         let service = &self.services[index];
         let (state, step, weight, run_id, analysis) = match &service.rollout {
             Some(run) => (
-                run.state.display_state(&run.plan).to_string(),
-                run.state.step + 1,
-                run.state.weight,
+                at.map_or_else(|| run.state.display_state(&run.plan), |a| a.state)
+                    .to_string(),
+                at.map_or((run.state.step + 1).min(run.plan.steps.len()), |a| a.step),
+                at.map_or(run.state.weight, |a| a.weight),
                 run.state.run_id.clone(),
                 run.last_check
                     .as_ref()
@@ -664,7 +685,7 @@ impl Controller {
             _ => "run",
         };
         let reason = format!("step {}: {kind} {hook_name}", step + 1);
-        let payload = self.payload(index, kind, &reason);
+        let payload = self.payload(index, kind, &reason, None);
         let name = service.config.name.clone();
         self.mark_running(index, hook_name, kind);
         let hook_name = hook_name.to_string();
@@ -679,7 +700,13 @@ impl Controller {
             });
     }
 
-    fn spawn_event_hooks(&mut self, index: usize, event: HookEvent, reason: &str) {
+    fn spawn_event_hooks(
+        &mut self,
+        index: usize,
+        event: HookEvent,
+        reason: &str,
+        at: Option<EventAt>,
+    ) {
         let subscribed: Vec<_> = self.services[index]
             .config
             .hooks
@@ -688,7 +715,7 @@ impl Controller {
             .cloned()
             .collect();
         for hook in subscribed {
-            let payload = self.payload(index, event.as_str(), reason);
+            let payload = self.payload(index, event.as_str(), reason, at);
             let service = self.services[index].config.name.clone();
             let hook_name = hook.name.clone();
             self.mark_running(index, &hook_name, event.as_str());
@@ -784,7 +811,10 @@ impl Controller {
                 )
             }
         };
-        if source == ReloadSource::Watch && new.version == self.config.version {
+        if source == ReloadSource::Watch && new.inputs == self.config.inputs {
+            // What is on disk is what runs (perhaps again, after a broken edit was undone).
+            self.config_status.last_error = None;
+            self.config_status.last_error_at = None;
             return Ok(new.version);
         }
         let bound = match self.listeners.prepare(&new.listeners) {
@@ -878,6 +908,7 @@ impl Controller {
                 index,
                 HookEvent::Reloaded,
                 &format!("config {} loaded", config.version),
+                None,
             );
         }
         Ok(config.version.clone())

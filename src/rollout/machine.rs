@@ -237,9 +237,14 @@ pub enum Effect {
         hook: String,
         attempt: u32,
     },
+    /// `step` (1-based), `weight` and `state` are as they were when the event happened:
+    /// one input can move through several steps, and each event's hooks must see its own.
     Event {
         event: HookEvent,
         reason: String,
+        step: usize,
+        weight: Weight,
+        state: &'static str,
     },
     /// Counted in `cutover_rollbacks_total`.
     RolledBack(RollbackReason),
@@ -320,7 +325,13 @@ impl Machine<'_> {
     fn event(&mut self, event: HookEvent, reason: impl Into<String>) {
         let reason = reason.into();
         self.state.reason = Some(reason.clone());
-        self.effects.push(Effect::Event { event, reason });
+        self.effects.push(Effect::Event {
+            event,
+            reason,
+            step: (self.state.step + 1).min(self.plan.steps.len()),
+            weight: self.state.weight,
+            state: self.state.display_state(self.plan),
+        });
     }
 
     fn publish(&mut self, weight: Weight) {
@@ -384,6 +395,10 @@ impl Machine<'_> {
             self.event(HookEvent::Promoted, format!("promoted at {weight}"));
             return;
         };
+        if let PlannedKind::Weight { weight, .. } = &step.kind {
+            let weight = *weight;
+            self.publish(weight);
+        }
         self.event(
             HookEvent::StepStarted,
             format!(
@@ -394,11 +409,7 @@ impl Machine<'_> {
             ),
         );
         match &step.kind {
-            PlannedKind::Weight { weight, .. } => {
-                let weight = *weight;
-                self.publish(weight);
-                self.maybe_complete();
-            }
+            PlannedKind::Weight { .. } => self.maybe_complete(),
             PlannedKind::Pause => {
                 self.state.phase = Phase::Paused;
                 self.state.pause_cause = Some(PauseCause::PauseStep);

@@ -623,6 +623,42 @@ fn no_analysis_means_holds_alone() {
 }
 
 #[test]
+fn each_event_carries_the_step_weight_and_state_it_happened_at() {
+    // One promote moves through a step, a zero-hold step and the promotion at once.
+    let steps = vec![
+        weight_step(10.0, 600),
+        weight_step(50.0, 0),
+        weight_step(100.0, 0),
+    ];
+    let mut rollout = Rollout::started(plan(steps, None));
+    let effects = rollout.ok(Input::Promote { full: false });
+    let events: Vec<(HookEvent, usize, f64, &str)> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Event {
+                event,
+                step,
+                weight,
+                state,
+                ..
+            } => Some((*event, *step, weight.percent(), *state)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (HookEvent::StepCompleted, 1, 10.0, "progressing"),
+            (HookEvent::StepStarted, 2, 50.0, "progressing"),
+            (HookEvent::StepCompleted, 2, 50.0, "progressing"),
+            (HookEvent::StepStarted, 3, 100.0, "progressing"),
+            (HookEvent::StepCompleted, 3, 100.0, "progressing"),
+            (HookEvent::Promoted, 3, 100.0, "promoted"),
+        ]
+    );
+}
+
+#[test]
 fn the_state_round_trips_through_json() {
     let mut rollout = Rollout::started(classic());
     rollout.seconds(42);
