@@ -228,13 +228,15 @@ async fn exchange(
         };
 
         let in_flight = backend.start_request(now_ms);
-        let sent = tokio::time::timeout_at(deadline, async {
-            connection
-                .send(&outgoing.head, &mut outgoing.body, outgoing.body_kind)
-                .await?;
-            connection.read_head(&outgoing.method).await
-        })
-        .await;
+        let sent = connection
+            .exchange(
+                &outgoing.head,
+                &mut outgoing.body,
+                outgoing.body_kind,
+                &outgoing.method,
+                deadline,
+            )
+            .await;
         let error = match sent {
             Ok(Ok(head)) => {
                 return Ok(Exchange {

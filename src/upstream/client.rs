@@ -43,7 +43,13 @@ pub struct Connection {
     buf: BytesMut,
     /// Responses this connection has carried; 0 for a fresh one.
     served: u32,
+    /// The request timeout, re-armed for each exchange rather than created anew.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// The backend did not answer before the deadline.
+#[derive(Debug)]
+pub struct Elapsed;
 
 /// Why an exchange with a backend failed.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +112,7 @@ impl Connection {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
             served: 0,
+            timer: None,
         }
     }
 
@@ -172,6 +179,41 @@ impl Connection {
             self.stream.write_all(&end).await?;
         }
         Ok(())
+    }
+
+    /// Sends the request and reads the response head, unless `deadline` passes first.
+    pub async fn exchange(
+        &mut self,
+        head: &[u8],
+        body: &mut Incoming,
+        kind: BodyKind,
+        method: &Method,
+        deadline: tokio::time::Instant,
+    ) -> Result<Result<ResponseHead, ExchangeError>, Elapsed> {
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        timer.as_mut().reset(deadline);
+        let mut timer = self.timer.take();
+        let outcome = {
+            let work = async {
+                self.send(head, body, kind).await?;
+                self.read_head(method).await
+            };
+            tokio::pin!(work);
+            poll_fn(|cx| {
+                if let Poll::Ready(result) = work.as_mut().poll(cx) {
+                    return Poll::Ready(Ok(result));
+                }
+                match timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+                    Some(Poll::Ready(())) => Poll::Ready(Err(Elapsed)),
+                    _ => Poll::Pending,
+                }
+            })
+            .await
+        };
+        self.timer = timer;
+        outcome
     }
 
     /// Reads the response head, skipping interim (1xx) responses other than 101.
@@ -390,11 +432,17 @@ pub fn parse_response_head(
 ) -> Result<Option<ResponseHead>, ExchangeError> {
     // Positions of names and values in the head, so the head can be split off and its
     // values shared without copying.
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let (len, status, version, count) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        let len = match response.parse(buf) {
+        // Uninitialized: zeroing 128 headers for every response costs more than parsing.
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
@@ -404,11 +452,12 @@ pub fn parse_response_head(
         };
         let base = buf.as_ptr() as usize;
         for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
+            // Within a head of at most MAX_RESPONSE_HEAD bytes: these fit in u32.
             *span = (
-                h.name.as_ptr() as usize - base,
-                h.name.len(),
-                h.value.as_ptr() as usize - base,
-                h.value.len(),
+                (h.name.as_ptr() as usize - base) as u32,
+                h.name.len() as u32,
+                (h.value.as_ptr() as usize - base) as u32,
+                h.value.len() as u32,
             );
         }
         (
@@ -421,17 +470,24 @@ pub fn parse_response_head(
     let status =
         StatusCode::from_u16(status).map_err(|_| ExchangeError::Protocol("invalid status code"))?;
     let head = buf.split_to(len).freeze();
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
 
+    // One pass: framing and connection headers are read, hop-by-hop headers left out,
+    // everything else shared with the head's bytes.
+    let mut headers = HeaderMap::with_capacity(count);
     let mut connection_close = version == 0;
-    let mut connection_value: Option<(usize, usize)> = None;
-    let mut chunked = false;
+    let mut connection_tokens: Option<Bytes> = None;
     let mut transfer_encoding = false;
-    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut content_length: Option<(u64, Bytes)> = None;
     for &(name_at, name_len, value_at, value_len) in &spans[..count] {
-        let name = &head[name_at..name_at + name_len];
-        let value = &head[value_at..value_at + value_len];
-        if name.eq_ignore_ascii_case(b"connection") {
-            connection_value = Some((value_at, value_len));
+        let (name_at, name_len) = (name_at as usize, name_len as usize);
+        let (value_at, value_len) = (value_at as usize, value_len as usize);
+        let Ok(name) = HeaderName::from_bytes(&head[name_at..name_at + name_len]) else {
+            return Err(ExchangeError::Protocol("invalid header name"));
+        };
+        let value = head.slice(value_at..value_at + value_len);
+        if name == header::CONNECTION {
             for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     connection_close = true;
@@ -439,74 +495,54 @@ pub fn parse_response_head(
                     connection_close = false;
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            connection_tokens = Some(value);
+        } else if name == header::TRANSFER_ENCODING {
             transfer_encoding = true;
-            let last = value
-                .rsplit(|b| *b == b',')
-                .next()
-                .unwrap_or_default()
-                .trim_ascii();
-            chunked = last.eq_ignore_ascii_case(b"chunked");
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            let parsed = std::str::from_utf8(value)
+            let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
+            chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if name == header::CONTENT_LENGTH {
+            let parsed = std::str::from_utf8(&value)
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .ok_or(ExchangeError::Protocol("invalid Content-Length"))?;
-            if content_length.is_some_and(|previous| previous != parsed) {
+            if content_length
+                .as_ref()
+                .is_some_and(|(previous, _)| *previous != parsed)
+            {
                 return Err(ExchangeError::Protocol("conflicting Content-Length values"));
             }
-            content_length = Some(parsed);
+            content_length = Some((parsed, value));
+        } else if !is_hop_by_hop(&name, switching) {
+            let value = HeaderValue::from_maybe_shared(value)
+                .map_err(|_| ExchangeError::Protocol("invalid header value"))?;
+            headers.append(name, value);
         }
+    }
+    if let Some(tokens) = connection_tokens {
+        remove_connection_named(&mut headers, &tokens, switching);
     }
 
     let no_body = *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let framing = if no_body {
-        Framing::None
-    } else if transfer_encoding {
-        if chunked {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
-        }
-    } else if let Some(n) = content_length {
-        Framing::Length(n)
-    } else {
-        Framing::UntilClose
+    let framing = match (no_body, transfer_encoding, &content_length) {
+        (true, _, _) => Framing::None,
+        (false, true, _) if chunked => Framing::Chunked,
+        (false, true, _) => Framing::UntilClose,
+        (false, false, Some((n, _))) => Framing::Length(*n),
+        (false, false, None) => Framing::UntilClose,
     };
     // Both framings at once: answer it, but never reuse the connection (smuggling risk).
     let keep_alive = !connection_close
         && framing != Framing::UntilClose
         && !(transfer_encoding && content_length.is_some());
-    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    let connection_named = connection_value.map(|(at, len)| head.slice(at..at + len));
-
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name_at, name_len, value_at, value_len) in &spans[..count] {
-        let Ok(name) = HeaderName::from_bytes(&head[name_at..name_at + name_len]) else {
-            return Err(ExchangeError::Protocol("invalid header name"));
-        };
-        if is_hop_by_hop(&name, switching) {
-            continue;
+    // A body framed by its length gets Content-Length back from hyper (the body's exact
+    // size); answers without a body keep the backend's (a HEAD says how long a GET is).
+    if let (Framing::None, Some((_, value))) = (framing, content_length) {
+        if let Ok(value) = HeaderValue::from_maybe_shared(value) {
+            headers.insert(header::CONTENT_LENGTH, value);
         }
-        if name == header::CONTENT_LENGTH && matches!(framing, Framing::Length(_)) {
-            continue;
-        }
-        if let Some(named) = &connection_named {
-            let listed = named.split(|b| *b == b',').any(|token| {
-                token
-                    .trim_ascii()
-                    .eq_ignore_ascii_case(name.as_str().as_bytes())
-            });
-            if listed && !(switching && name == header::UPGRADE) {
-                continue;
-            }
-        }
-        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
-            .map_err(|_| ExchangeError::Protocol("invalid header value"))?;
-        headers.append(name, value);
     }
     if switching {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -517,6 +553,20 @@ pub fn parse_response_head(
         framing,
         keep_alive,
     }))
+}
+
+/// Drops the headers a response's `Connection` names (hop-by-hop for this hop only).
+fn remove_connection_named(headers: &mut HeaderMap, tokens: &[u8], switching: bool) {
+    for token in tokens.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+        if token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive") {
+            continue;
+        }
+        if let Ok(name) = HeaderName::from_bytes(token) {
+            if !(switching && name == header::UPGRADE) {
+                headers.remove(name);
+            }
+        }
+    }
 }
 
 /// Why a response body could not be relayed in full.

@@ -154,10 +154,16 @@ impl Backend {
     }
 
     /// A pooled connection that is still open and not idle for too long.
+    ///
+    /// Backends close idle connections after seconds (nginx: 75 s), so one used within
+    /// the last half second is taken without probing its socket; should the backend have
+    /// closed it anyway, a request without a body is sent again (see the handler).
     pub fn pooled(&self, now_ms: u64) -> Option<Connection> {
+        const TRUSTED_IDLE_MS: u64 = 500;
         let max_idle = self.timeouts.idle.as_millis() as u64;
         while let Some(idle) = self.idle.pop() {
-            if now_ms.saturating_sub(idle.idle_since_ms) < max_idle && idle.connection.is_usable() {
+            let idle_for = now_ms.saturating_sub(idle.idle_since_ms);
+            if idle_for < max_idle && (idle_for < TRUSTED_IDLE_MS || idle.connection.is_usable()) {
                 return Some(idle.connection);
             }
         }
