@@ -310,3 +310,47 @@ async fn past_a_point_of_no_return_a_regression_pauses_instead() {
         service.reason
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn sticky_users_never_move_from_new_back_to_old_as_the_schedule_advances() {
+    let rollout = format!("    sticky: {{ cookie: cutover_api }}\n{CLASSIC}");
+    let proxy = proxy(&rollout).await;
+    // 2000 users with the cookies the proxy would hand out, spread over every bucket.
+    let users: Vec<http::HeaderMap> = (0..2000u32)
+        .map(|i| {
+            let mut headers = http::HeaderMap::new();
+            let bucket = (i * 5) % 10_000;
+            headers.insert("cookie", format!("cutover_api={bucket}").parse().unwrap());
+            headers
+        })
+        .collect();
+    let mut on_new = vec![false; users.len()];
+    let mut weights = Vec::new();
+    let client: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    while state(&proxy).0 != "promoted" {
+        second(&proxy, Traffic::HEALTHY).await;
+        let snapshot = proxy.app.snapshot.load();
+        let route = &snapshot.routes[0];
+        // Routing only changes with the weight: check every user at each new weight.
+        if weights.last() == Some(&route.new_weight) {
+            continue;
+        }
+        weights.push(route.new_weight);
+        for (user, headers) in users.iter().enumerate() {
+            let bucket = route.service.bucket(headers, client).value();
+            let now_new = bucket < route.new_weight.basis_points();
+            assert!(
+                now_new || !on_new[user],
+                "user {user} (bucket {bucket}) moved back to OLD at {}",
+                route.new_weight
+            );
+            on_new[user] = now_new;
+        }
+    }
+    assert_eq!(
+        weights.len(),
+        6,
+        "every step of the schedule was seen: {weights:?}"
+    );
+    assert!(on_new.iter().all(|&n| n), "at 100% every user is on NEW");
+}
