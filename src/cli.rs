@@ -531,20 +531,12 @@ pub fn service_text(service: &ServiceStatus, detailed: bool) -> String {
         out.push_str(&format!("  last: {reason}\n"));
     }
     if let Some(check) = &service.last_check {
-        let pool = |m: &crate::rollout::analysis::PoolMeasure| {
-            let p99 = m.p99_ms.map_or("-".to_string(), |p| format!("{p:.1}ms"));
-            format!(
-                "{} req, {:.2}% errors, p99 {p99}",
-                m.requests,
-                m.error_rate * 100.0
-            )
-        };
         out.push_str(&format!(
             "  check {} at {}: NEW {} | OLD {}\n",
             check.result.to_uppercase(),
             check.at,
-            pool(&check.new),
-            pool(&check.old)
+            check.new,
+            check.old
         ));
         for breach in &check.breaches {
             out.push_str(&format!("    breach: {breach}\n"));

@@ -218,8 +218,18 @@ impl Metrics {
         }
     }
 
-    /// Makes the rollback and check series of a service exist from the start at 0.
-    pub fn register_service(&self, service: &str) {
+    /// Makes the rollback, check and hook series of a service exist from the start at 0,
+    /// so that `increase()` sees even the first one.
+    pub fn register_service(&self, service: &str, hooks: &[String]) {
+        for hook in hooks {
+            for result in HookResult::ALL {
+                let _ = self.hook_runs.get_or_create(&HookResultLabels {
+                    service: service.to_string(),
+                    hook: hook.clone(),
+                    result: result.label(),
+                });
+            }
+        }
         for reason in RollbackReason::ALL {
             let _ = self.rollbacks.get_or_create(&ReasonLabels {
                 service: service.to_string(),
@@ -444,7 +454,7 @@ mod tests {
     fn the_exposition_has_every_family_with_spec_names() {
         let snapshot: SharedSnapshot = Arc::default();
         let metrics = Metrics::new(snapshot, Arc::default());
-        metrics.register_service("api");
+        metrics.register_service("api", &["alert".to_string(), "gate".to_string()]);
         metrics.rollout("api", 25.0, 2, "progressing");
         metrics.rollback("api", RollbackReason::Trip);
         metrics.hook_run("api", "alert", HookResult::Timeout, 5.0);
@@ -458,6 +468,7 @@ mod tests {
             "cutover_rollbacks_total{service=\"api\",reason=\"trip\"} 1",
             "cutover_analysis_checks_total{service=\"api\",result=\"pass\"} 0",
             "cutover_hook_runs_total{service=\"api\",hook=\"alert\",result=\"timeout\"} 1",
+            "cutover_hook_runs_total{service=\"api\",hook=\"gate\",result=\"failed\"} 0",
             "cutover_hook_duration_seconds_count{service=\"api\",hook=\"alert\"} 1",
             "cutover_config_reloads_total{result=\"error\"} 1",
             "# TYPE cutover_requests counter",

@@ -121,6 +121,22 @@ pub struct PoolMeasure {
     pub p99_ms: Option<f64>,
 }
 
+impl fmt::Display for PoolMeasure {
+    /// `1234 req, 0.10% errors, p99 45.0ms`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} req, {:.2}% errors, p99 ",
+            self.requests,
+            self.error_rate * 100.0
+        )?;
+        match self.p99_ms {
+            Some(p99) => write!(f, "{p99:.1}ms"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 impl PoolMeasure {
     pub fn of(counts: &PoolCounts) -> PoolMeasure {
         PoolMeasure {
@@ -181,19 +197,11 @@ pub struct Check {
 impl Check {
     /// One line for logs and hooks.
     pub fn summary(&self) -> String {
-        let pool = |m: &PoolMeasure| {
-            let p99 = m.p99_ms.map_or("-".to_string(), |p| format!("{p:.1}ms"));
-            format!(
-                "{} req, {:.2}% errors, p99 {p99}",
-                m.requests,
-                m.error_rate * 100.0
-            )
-        };
         let mut text = format!(
             "{}: new {} | old {}",
             self.verdict.label(),
-            pool(&self.new),
-            pool(&self.old)
+            self.new,
+            self.old
         );
         if !self.breaches.is_empty() {
             let breaches: Vec<String> = self.breaches.iter().map(|b| b.text.clone()).collect();

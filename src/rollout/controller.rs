@@ -297,7 +297,7 @@ impl Controller {
         let mut services = Vec::new();
         let mut resumes = Vec::new();
         for service in &config.services {
-            metrics.register_service(&service.name);
+            metrics.register_service(&service.name, &hook_names(service));
             let route = build_service(service, &mut registry, &data_plane);
             let (rollout, resume) = match Plan::of(service) {
                 None => (None, Resume::Nothing),
@@ -854,7 +854,8 @@ impl Controller {
             .collect();
         let mut resumes = Vec::new();
         for service in &new.services {
-            self.metrics.register_service(&service.name);
+            self.metrics
+                .register_service(&service.name, &hook_names(service));
             let route = build_service(service, &mut self.registry, &self.data_plane);
             let old = previous.remove(&service.name);
             let old_hooks = old.as_ref().map(|o| o.hooks.clone()).unwrap_or_default();
@@ -1023,6 +1024,10 @@ impl Controller {
             backends,
         }
     }
+}
+
+fn hook_names(service: &Service) -> Vec<String> {
+    service.hooks.iter().map(|h| h.name.clone()).collect()
 }
 
 fn current_weight(service: &ServiceRun) -> Weight {
