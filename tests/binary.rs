@@ -3,47 +3,29 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use http::StatusCode;
 use support::*;
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `cutover run` process, killed when dropped.
+/// A running binary and the address its listener serves.
 struct Running {
-    child: Child,
+    cutover: Cutover,
     listen: SocketAddr,
-    admin: SocketAddr,
-    log: PathBuf,
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Running {
+    type Target = Cutover;
+    fn deref(&self) -> &Cutover {
+        &self.cutover
     }
 }
 
-impl Running {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: signalling our own child process.
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Cutover {
+        &mut self.cutover
     }
 }
 
@@ -59,27 +41,8 @@ async fn start(dir: &Path, yaml: &str) -> Running {
 }
 
 async fn restart(dir: &Path, listen: SocketAddr, admin: SocketAddr) -> Running {
-    let log = dir.join(format!("cutover-{}.log", free_port()));
-    let child = Command::new(binary())
-        .args(["run", "-c"])
-        .arg(dir.join("cutover.yaml"))
-        .env("CUTOVER_WORKER_THREADS", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let running = Running {
-        child,
-        listen,
-        admin,
-        log,
-    };
-    let up = eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(admin).is_ok()
-    })
-    .await;
-    assert!(up, "cutover did not start:\n{}", running.log());
-    running
+    let cutover = Cutover::start(&dir.join("cutover.yaml"), admin).await;
+    Running { cutover, listen }
 }
 
 /// Runs a CLI command against `admin`.

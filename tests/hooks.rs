@@ -12,7 +12,6 @@ mod support;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cutover::status::{HookStatus, ServiceStatus};
@@ -1218,58 +1217,46 @@ async fn a_slow_event_hook_delays_neither_requests_nor_the_next_step() {
 // Restarts: the real binary, killed with SIGKILL
 // ---------------------------------------------------------------------------------------
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A config for the restart tests: a `run: migrate` step with `exec`, then 10% for 1 h.
+fn restart_config(admin: SocketAddr, old: SocketAddr, new: SocketAddr, exec: &str) -> String {
+    format!(
+        r#"listeners:
+  - addr: "127.0.0.1:{listen}"
+admin:
+  addr: "{admin}"
+state_dir: state
+services:
+  - name: api
+    old: {{ backends: [{{ addr: "{old}" }}] }}
+    new: {{ backends: [{{ addr: "{new}" }}] }}
+    rollout:
+      steps:
+        - run: migrate
+        - weight: 10%
+          hold: 1h
+    hooks:
+      migrate:
+        exec: {exec}
+"#,
+        listen = free_port(),
+    )
 }
 
-/// A `cutover run` process, SIGKILLed when dropped.
-struct Running {
-    child: Child,
-    admin: SocketAddr,
-    log: PathBuf,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The real binary running `dir/cutover.yaml`, SIGKILLed when dropped.
+struct Running(Cutover);
 
 impl Running {
     async fn start(dir: &Path, admin: SocketAddr) -> Running {
-        let log = dir.join(format!("cutover-{}.log", free_port()));
-        let child = Command::new(binary())
-            .args(["run", "-c"])
-            .arg(dir.join("cutover.yaml"))
-            .env("CUTOVER_WORKER_THREADS", "1")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let running = Running { child, admin, log };
-        let up = eventually(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(admin).is_ok()
-        })
-        .await;
-        assert!(up, "cutover did not start:\n{}", running.log());
-        running
+        Running(Cutover::start(&dir.join("cutover.yaml"), admin).await)
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.log()
     }
 
+    /// The service's part of `/status`.
     async fn status(&self) -> Value {
-        let got = admin_get(self.admin, "/status").await;
-        assert_eq!(got.status, 200, "{}", got.body);
-        serde_json::from_str::<Value>(&got.body).unwrap()["services"][0].clone()
+        self.0.status().await["services"][0].clone()
     }
 
     /// Polls `/status` until `condition` holds for the service.
@@ -1296,29 +1283,7 @@ async fn a_succeeded_run_hook_is_not_run_again_after_kill_9_and_restart() {
     let new = spawn_backend("new").await;
     let dir = tempfile::tempdir().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let yaml = format!(
-        r#"listeners:
-  - addr: "127.0.0.1:{listen}"
-admin:
-  addr: "{admin}"
-state_dir: state
-services:
-  - name: api
-    old: {{ backends: [{{ addr: "{old}" }}] }}
-    new: {{ backends: [{{ addr: "{new}" }}] }}
-    rollout:
-      steps:
-        - run: migrate
-        - weight: 10%
-          hold: 1h
-    hooks:
-      migrate:
-        exec: ["{RECORD}"]
-"#,
-        listen = free_port(),
-        old = old.addr,
-        new = new.addr,
-    );
+    let yaml = restart_config(admin, old.addr, new.addr, &format!("[\"{RECORD}\"]"));
     std::fs::write(dir.path().join("cutover.yaml"), yaml).unwrap();
 
     let running = Running::start(dir.path(), admin).await;
@@ -1378,28 +1343,11 @@ async fn a_run_hook_that_succeeded_while_paused_is_not_run_again_after_kill_9() 
     let new = spawn_backend("new").await;
     let dir = tempfile::tempdir().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let yaml = format!(
-        r#"listeners:
-  - addr: "127.0.0.1:{listen}"
-admin:
-  addr: "{admin}"
-state_dir: state
-services:
-  - name: api
-    old: {{ backends: [{{ addr: "{old}" }}] }}
-    new: {{ backends: [{{ addr: "{new}" }}] }}
-    rollout:
-      steps:
-        - run: migrate
-        - weight: 10%
-          hold: 1h
-    hooks:
-      migrate:
-        exec: ["/bin/sh", "-c", 'echo "$CUTOVER_RUN_ID" >> runs; sleep 2']
-"#,
-        listen = free_port(),
-        old = old.addr,
-        new = new.addr,
+    let yaml = restart_config(
+        admin,
+        old.addr,
+        new.addr,
+        r#"["/bin/sh", "-c", 'echo "$CUTOVER_RUN_ID" >> runs; sleep 2']"#,
     );
     std::fs::write(dir.path().join("cutover.yaml"), yaml).unwrap();
     let runs = || {

@@ -6,7 +6,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,12 +68,6 @@ fn version_on_disk(path: &Path) -> String {
     cutover::config::load(path)
         .unwrap_or_else(|e| panic!("the test wrote an invalid config: {e}"))
         .version
-}
-
-/// A port nothing listens on right now (bind :0, read the port, close).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// The value of one series in the proxy's `/metrics`, 0 when absent.
@@ -613,25 +607,6 @@ async fn reverting_a_broken_file_to_the_running_config_clears_the_reported_error
 // (3) SIGHUP (real binary) and POST /reload
 // ---------------------------------------------------------------------------------------
 
-/// A `cutover` process, killed when dropped (even when the test panics).
-struct Process {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn admin_status(addr: SocketAddr) -> Option<serde_json::Value> {
     let stream = TcpStream::connect(addr).await.ok()?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -673,35 +648,10 @@ async fn sighup_reloads_the_running_binary() {
     std::os::unix::fs::symlink(real.join("cutover.yaml"), conf.join("cutover.yaml")).unwrap();
     let config = conf.join("cutover.yaml");
 
-    let log = tmp.path().join("cutover.log");
-    let child = std::process::Command::new(binary())
-        .arg("run")
-        .arg("-c")
-        .arg(&config)
-        .env("CUTOVER_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env("CUTOVER_WORKER_THREADS", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(tmp.path().join("stdout.log")).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut process = Process { child, log };
     let admin_addr: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
     let proxy_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-
-    let mut first = None;
-    for _ in 0..500 {
-        if let Some(status) = admin_status(admin_addr).await {
-            first = Some(status);
-            break;
-        }
-        if let Ok(Some(exit)) = process.child.try_wait() {
-            panic!("cutover exited with {exit} at start:\n{}", process.log());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let first = first.unwrap_or_else(|| panic!("no admin API after 10s:\n{}", process.log()));
+    let mut process = Cutover::start(&config, admin_addr).await;
+    let first = process.status().await;
     let v0 = first["config"]["version"].as_str().unwrap().to_string();
     assert_eq!(v0, version_on_disk(&config));
     assert_eq!(served_by(proxy_addr).await, "old");
@@ -717,8 +667,7 @@ async fn sighup_reloads_the_running_binary() {
          or this test cannot tell a SIGHUP reload from a watcher reload"
     );
 
-    let pid = process.child.id() as libc::pid_t;
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    process.signal(libc::SIGHUP);
     let reloaded = eventually_async(Duration::from_secs(5), || async {
         admin_status(admin_addr)
             .await

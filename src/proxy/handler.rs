@@ -129,7 +129,7 @@ async fn proxy(
         upgrade,
     };
 
-    match exchange(outgoing, &route, kind, started).await {
+    match exchange(outgoing, &route, kind, started, now_ms).await {
         Ok(exchange) => respond(exchange, &route, bucket, client_upgrade, started, conn),
         Err((error, kind)) => {
             if error.counts_against_pool() {
@@ -173,9 +173,9 @@ async fn exchange(
     route: &Route,
     mut kind: PoolKind,
     started: Instant,
+    now_ms: u64,
 ) -> Result<Exchange, (ProxyError, PoolKind)> {
     let service = &route.service;
-    let now_ms = millis_at(started);
     let deadline = tokio::time::Instant::from_std(started) + service.timeouts.request;
     let mut tried = [usize::MAX; MAX_TRIES];
     let mut tries = 0;

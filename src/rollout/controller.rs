@@ -167,10 +167,6 @@ impl ControllerHandle {
     pub fn status(&self) -> Arc<Status> {
         self.status.borrow().clone()
     }
-
-    pub fn watch_status(&self) -> watch::Receiver<Arc<Status>> {
-        self.status.clone()
-    }
 }
 
 /// Where a rollout was when an event happened.
@@ -211,7 +207,6 @@ struct RolloutRun {
     last_check: Option<(SystemTime, Check)>,
     /// When the next analysis check is due, on the controller's clock.
     next_check: Duration,
-    persisted: RolloutState,
     persisted_at: Instant,
 }
 
@@ -219,7 +214,6 @@ impl RolloutRun {
     fn new(plan: Plan, state: RolloutState, now: Instant) -> RolloutRun {
         let windows = Windows::new(window_span(&plan));
         RolloutRun {
-            persisted: state.clone(),
             plan,
             state,
             windows,
@@ -484,10 +478,7 @@ impl Controller {
             let due = now.duration_since(run.persisted_at) >= PERSIST_PROGRESS_EVERY;
             if !progress_only || due {
                 match self.store.save(&name, &run.state) {
-                    Ok(()) => {
-                        run.persisted = run.state.clone();
-                        run.persisted_at = now;
-                    }
+                    Ok(()) => run.persisted_at = now,
                     Err(err) => {
                         let rolling_back =
                             effects.iter().any(|e| matches!(e, Effect::RolledBack(_)));
@@ -575,7 +566,7 @@ impl Controller {
             service.route.new.stats.counts(),
         );
         if run.state.phase == Phase::Progressing {
-            self.log_refusal(index, Input::Tick(elapsed));
+            self.apply_logged(index, Input::Tick(elapsed));
         }
         let Some(run) = self.services[index].rollout.as_mut() else {
             return;
@@ -593,7 +584,7 @@ impl Controller {
             .and_then(|t| analysis::trip(t, &run.windows))
         {
             tracing::warn!(service = %self.services[index].config.name, "{reason}");
-            self.log_refusal(index, Input::Trip { reason });
+            self.apply_logged(index, Input::Trip { reason });
         }
         let Some(run) = self.services[index].rollout.as_mut() else {
             return;
@@ -607,21 +598,17 @@ impl Controller {
         run.last_check = Some((SystemTime::now(), check.clone()));
         let name = self.services[index].config.name.clone();
         self.metrics.check(&name, check.verdict.label());
+        let summary = check.summary();
         match check.verdict {
-            Verdict::Fail => tracing::warn!(service = %name, "check {}", check.summary()),
-            _ => tracing::info!(service = %name, "check {}", check.summary()),
+            Verdict::Fail => tracing::warn!(service = %name, "check {summary}"),
+            _ => tracing::info!(service = %name, "check {summary}"),
         }
-        self.log_refusal(
-            index,
-            Input::Check {
-                verdict: check.verdict,
-                summary: check.summary(),
-            },
-        );
+        let verdict = check.verdict;
+        self.apply_logged(index, Input::Check { verdict, summary });
     }
 
     /// Applies an input that cannot be refused (time, checks); logs if it somehow is.
-    fn log_refusal(&mut self, index: usize, input: Input) {
+    fn apply_logged(&mut self, index: usize, input: Input) {
         if let Err(err) = self.apply(index, input) {
             tracing::error!(service = %self.services[index].config.name, error = %err, "rollout input failed");
         }
@@ -797,7 +784,7 @@ impl Controller {
                 ok: outcome.ok(),
                 detail: outcome.detail,
             };
-            self.log_refusal(index, input);
+            self.apply_logged(index, input);
         }
         self.publish_status();
     }

@@ -1,0 +1,167 @@
+//! The admin API's answers to bad requests, the data-plane gauges, and `reloaded` hooks.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use support::*;
+
+fn post(path: &str, body: &'static str) -> Request<Full<Bytes>> {
+    Request::post(path)
+        .header("host", "admin")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
+}
+
+const ROLLOUT: &str = "    rollout:\n      start: manual\n      steps:\n        - weight: 10%\n          hold: 1h\n        - weight: 100%\n";
+
+#[tokio::test]
+async fn bad_requests_get_400_404_405_and_409() {
+    let old = spawn_backend("old").await;
+    let proxy = spawn_proxy(&simple_config(&[old.addr], &[old.addr], "0%", ROLLOUT)).await;
+    let admin = proxy.app.admin_addr;
+    proxy
+        .app
+        .controller
+        .control("api", cutover::rollout::controller::Op::Start)
+        .await
+        .unwrap();
+
+    for body in [
+        "",
+        "{",
+        "{\"weight\": \"lots\"}",
+        "{\"weight\": 150}",
+        "{\"weight\": true}",
+        "{\"w\": 5}",
+    ] {
+        let got = send(admin, post("/services/api/weight", body)).await;
+        assert_eq!(
+            got.status,
+            StatusCode::BAD_REQUEST,
+            "{body:?}: {}",
+            got.body
+        );
+        assert!(got.body.contains("\"error\""), "{}", got.body);
+    }
+    let got = send(admin, post("/services/api/weight", "{\"weight\": \"25%\"}")).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert!(got.body.contains("\"weight\": 25.0"), "{}", got.body);
+
+    assert_eq!(
+        send(admin, post("/services/nope/pause", "")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(admin, get("admin", "/services/nope")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(admin, post("/services/api/explode", "")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(admin, get("admin", "/nowhere")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(admin, get("admin", "/reload")).await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    let refused = send(admin, post("/services/api/start", "")).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert!(refused.body.contains("not pending"), "{}", refused.body);
+}
+
+#[tokio::test]
+async fn a_static_service_refuses_rollout_verbs_with_409() {
+    let old = spawn_backend("old").await;
+    let proxy = spawn_proxy(&simple_config(&[old.addr], &[old.addr], "0%", "")).await;
+    let got = send(proxy.app.admin_addr, post("/services/api/pause", "")).await;
+    assert_eq!(got.status, StatusCode::CONFLICT);
+    assert!(got.body.contains("no rollout"), "{}", got.body);
+    let status = proxy.app.controller.status();
+    assert_eq!(status.services[0].state, "static");
+}
+
+#[tokio::test]
+async fn backend_up_and_active_connections_are_exported() {
+    let old = spawn_backend("old").await;
+    let dead = dead_addr().await;
+    let check =
+        "    health_check: { path: /, interval: 100ms, timeout: 50ms, healthy: 1, unhealthy: 1 }\n";
+    let proxy = spawn_proxy(&simple_config(&[old.addr], &[dead], "0%", check)).await;
+    let mut client = Client::connect(proxy.addr).await;
+    client.send(get("a", "/")).await.unwrap();
+    let metrics = || proxy.app.metrics.encode();
+    let old_up = format!(
+        "cutover_backend_up{{service=\"api\",pool=\"old\",backend=\"{}\"}} 1",
+        old.addr
+    );
+    let new_down =
+        format!("cutover_backend_up{{service=\"api\",pool=\"new\",backend=\"{dead}\"}} 0");
+    let seen = eventually(Duration::from_secs(3), || metrics().contains(&new_down)).await;
+    assert!(
+        seen,
+        "the dead NEW backend is reported down:\n{}",
+        metrics()
+    );
+    assert!(metrics().contains(&old_up), "{}", metrics());
+    assert!(
+        metrics().contains("cutover_connections_active{listener=\"127.0.0.1:0\"} 1"),
+        "one open client connection:\n{}",
+        metrics()
+    );
+    drop(client);
+    let closed = eventually(Duration::from_secs(3), || {
+        metrics().contains("cutover_connections_active{listener=\"127.0.0.1:0\"} 0")
+    })
+    .await;
+    assert!(closed, "{}", metrics());
+}
+
+#[tokio::test]
+async fn reloaded_hooks_run_after_a_successful_reload_only() {
+    let old = spawn_backend("old").await;
+    let hooks = "    hooks:\n      note:\n        exec: [\"/bin/sh\", \"-c\", 'echo \"$CUTOVER_EVENT $CUTOVER_REASON\" >> reloads']\n        on: [reloaded]\n";
+    let yaml = simple_config(&[old.addr], &[old.addr], "0%", hooks);
+    let proxy = spawn_proxy(&yaml).await;
+    let log = proxy.dir.path().join("reloads");
+    let admin = proxy.app.admin_addr;
+
+    std::fs::write(
+        proxy.config_path(),
+        yaml.replace("weight: 0%", "weight: 200%"),
+    )
+    .unwrap();
+    assert_eq!(
+        send(admin, post("/reload", "")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    std::fs::write(
+        proxy.config_path(),
+        yaml.replace("weight: 0%", "weight: 5%"),
+    )
+    .unwrap();
+    assert_eq!(
+        send(admin, post("/reload", "")).await.status,
+        StatusCode::OK
+    );
+    let version = proxy.app.controller.status().config.version.clone();
+    let ran = eventually(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| !l.is_empty())
+    })
+    .await;
+    assert!(ran, "the reloaded hook ran");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        lines.trim(),
+        format!("reloaded config {version} loaded"),
+        "once, for the good reload"
+    );
+}
