@@ -17,6 +17,7 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -120,18 +121,29 @@ impl Connection {
         self.served > 0
     }
 
-    /// Whether an idle connection can carry a request: the backend has not closed it
-    /// (or sent something unasked). Costs a syscall only if the socket became readable.
-    pub fn is_usable(&self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
+    /// Whether an idle connection can carry another request: the backend has neither
+    /// closed it nor sent a single byte since its last response ended.
+    ///
+    /// This asks the kernel (`recv` with `MSG_PEEK | MSG_DONTWAIT`), not tokio's readiness
+    /// flag: the flag lags until the reactor next polls, and a byte that arrived unasked
+    /// (a body after a HEAD, 204 or 304 answer, more body than Content-Length said, data
+    /// after a chunked body's end) would otherwise be read as the next client's response.
+    pub fn is_clean(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
         }
+        let mut probe = 0u8;
+        // SAFETY: recv(2) on a socket this connection owns, into a one-byte local buffer;
+        // MSG_PEEK leaves the socket's data untouched.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                (&mut probe as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
     }
 
     /// Writes a request head (with no body to follow).
@@ -227,6 +239,17 @@ impl Connection {
                         continue;
                     }
                     self.served += 1;
+                    // Nothing may follow an answer without a body: we never pipeline,
+                    // so such bytes are the backend framing wrongly (a body after HEAD,
+                    // 204 or 304). Nothing has reached the client yet: make it a 502.
+                    if head.framing == Framing::None
+                        && head.status != StatusCode::SWITCHING_PROTOCOLS
+                        && !self.buf.is_empty()
+                    {
+                        return Err(ExchangeError::Protocol(
+                            "bytes after a response that has no body",
+                        ));
+                    }
                     return Ok(head);
                 }
                 if self.buf.len() > MAX_RESPONSE_HEAD {

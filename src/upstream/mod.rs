@@ -5,8 +5,8 @@
 //! in-task HTTP/1.1 client of `client.rs` (why not hyper's client: see there). Getting a
 //! connection and sending on it are separate steps, which is what the retry rule needs:
 //! a connect failure means nothing was sent, so the request may go to another backend.
-//! An idle connection the backend has closed is noticed before reuse (its socket turned
-//! readable) and dropped.
+//! An idle connection is checked with the kernel before reuse: one the backend has closed,
+//! or that holds bytes nobody asked for, is dropped (docs/design.md, "Backend connections").
 //!
 //! The idle pool is a lock-free `ArrayQueue`. A connection goes back into it only once its
 //! response body has been read to the end; dropped early, it closes.
@@ -153,17 +153,17 @@ impl Backend {
         self.connect().await
     }
 
-    /// A pooled connection that is still open and not idle for too long.
+    /// A pooled connection that is still open, clean and not idle for too long.
     ///
-    /// Backends close idle connections after seconds (nginx: 75 s), so one used within
-    /// the last half second is taken without probing its socket; should the backend have
-    /// closed it anyway, a request without a body is sent again (see the handler).
+    /// Every connection is checked with the kernel as it is taken out, however recently
+    /// it was used: one that holds unread bytes is closed, never reused (see
+    /// [`Connection::is_clean`]). Should the backend close it just after this check, a
+    /// request without a body is sent again (see the handler).
     pub fn pooled(&self, now_ms: u64) -> Option<Connection> {
-        const TRUSTED_IDLE_MS: u64 = 500;
         let max_idle = self.timeouts.idle.as_millis() as u64;
         while let Some(idle) = self.idle.pop() {
             let idle_for = now_ms.saturating_sub(idle.idle_since_ms);
-            if idle_for < max_idle && (idle_for < TRUSTED_IDLE_MS || idle.connection.is_usable()) {
+            if idle_for < max_idle && idle.connection.is_clean() {
                 return Some(idle.connection);
             }
         }
