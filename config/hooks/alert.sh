@@ -15,7 +15,7 @@
 #     on: [rollback, paused, promoted, check_failed]
 #     exec: ["hooks/alert.sh", "--url-file", "/etc/cutover/slack-webhook.url"]
 #     timeout: 15s
-# By hand:  echo '{"service":"api","event":"paused"}' | hooks/alert.sh --dry-run
+# By hand:  echo '{"service":"api","event":"paused"}' | hooks/alert.sh --dry-run --url https://example.invalid/x
 #
 # Options (also as --name=value):
 #   --url URL          the webhook (overrides --url-file and SLACK_WEBHOOK_URL). It is a
@@ -24,7 +24,8 @@
 #                      SLACK_WEBHOOK_URL)
 #   --timeout SECONDS  for the whole request (default 10)
 #   --no-jq            do not use jq even if installed (POSIX tools only)
-#   --dry-run          print the message and the body, post nothing, exit 0 (also DRY_RUN=1)
+#   --dry-run          print the message and the body, post nothing, exit 4 (the URL is
+#                      still required and checked)
 #   -h, --help         this text
 #
 # Adapting: change build_text for another wording, or the body for a richer format
@@ -36,10 +37,11 @@
 #   CUTOVER_REASON, CUTOVER_RUN_ID (the fallback for the payload's fields); stdin: the JSON
 #   payload {service, event, step, weight, state, reason, run_id, timestamp, analysis}.
 #   SLACK_WEBHOOK_URL: the webhook, when neither --url nor --url-file is given.
-#   DRY_RUN=1: same as --dry-run.
+#   DRY_RUN in the environment is ignored: a dry run is asked for with --dry-run only.
 #
-# Exit codes: 0 posted (2xx), or dry run · 1 the webhook failed or refused the message ·
-#             2 usage error (no webhook URL) · 3 curl is not installed
+# Exit codes: 0 posted (2xx) · 1 the webhook failed or refused the message ·
+#             2 usage error (no webhook URL, unreadable --url-file) · 3 curl is not
+#             installed · 4 dry run: nothing was posted
 set -eu
 
 me=${0##*/}
@@ -48,11 +50,9 @@ say() { printf '%s\n' "$*"; } # echo would interpret backslashes in dash
 die() { code=$1; shift; log "error: $*"; exit "$code"; }
 usage() { sed -n '2,/^set -eu/{/^set -eu/d;s/^# \{0,1\}//;p;}' "$0"; }
 is_uint() { case ${1:-} in '' | *[!0-9]*) return 1 ;; esac; }
-is_true() { case ${1:-} in 1 | true | yes | on) return 0 ;; *) return 1 ;; esac; }
 
 url=${SLACK_WEBHOOK_URL:-} url_flag='' url_file='' timeout=10 use_jq=1
-dry_run=0
-is_true "${DRY_RUN:-}" && dry_run=1
+dry_run=0 # only --dry-run: a DRY_RUN variable inherited from cutover must not fake success
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -138,26 +138,22 @@ fi
 
 # --url wins over --url-file, which wins over SLACK_WEBHOOK_URL.
 if [ -z "$url_flag" ] && [ -n "$url_file" ]; then
-    if [ -r "$url_file" ]; then
-        url=$(sed -n '1{s/^[[:space:]]*//;s/[[:space:]]*$//;p;}' "$url_file")
-    elif [ "$dry_run" = 1 ]; then
-        url="<unreadable $url_file>"
-    else
-        die 2 "cannot read the webhook URL file '$url_file'"
-    fi
+    [ -r "$url_file" ] || die 2 "cannot read the webhook URL file '$url_file'"
+    url=$(sed -n '1{s/^[[:space:]]*//;s/[[:space:]]*$//;p;}' "$url_file")
 fi
-# Webhook URLs carry their secret in the path: show only scheme and host.
-shown_url=$(printf '%s' "${url:-<none>}" | sed 's#^\([A-Za-z]*://[^/]*\)/..*#\1/...#')
-
-if [ "$dry_run" = 1 ]; then
-    log "dry run: nothing is posted"
-    say "message: $text"
-    say "would POST to $shown_url: $body"
-    exit 0
-fi
-
 [ -n "$url" ] || die 2 "no webhook URL: give --url, --url-file, or set SLACK_WEBHOOK_URL"
 case $url in http://* | https://*) ;; *) die 2 "the webhook URL must start with http:// or https://" ;; esac
+# Webhook URLs carry their secret in the path: show only scheme and host.
+shown_url=$(printf '%s' "$url" | sed 's#^\([A-Za-z]*://[^/]*\)/..*#\1/...#')
+
+if [ "$dry_run" = 1 ]; then
+    log "DRY RUN: nothing is posted (exit 4)"
+    say "DRY RUN: nothing was posted"
+    say "message: $text"
+    say "would POST to $shown_url: $body"
+    exit 4
+fi
+
 command -v curl >/dev/null 2>&1 || die 3 "curl is not installed"
 
 tmp=$(mktemp "${TMPDIR:-/tmp}/alert.XXXXXX")

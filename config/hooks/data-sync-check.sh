@@ -24,7 +24,7 @@
 #   --checksum         compare file contents, not only size and mtime (reads every file)
 #   --rsh COMMAND      remote shell for host:path (rsync -e), e.g. "ssh -i /etc/cutover/id_sync"
 #   --show N           print at most N differing lines (default 50)
-#   --dry-run          print the rsync command and exit 0 without running it (also DRY_RUN=1)
+#   --dry-run          print the rsync command and exit 4 without running it
 #   -h, --help         this text
 #   -- ARGS...         further arguments for rsync, passed as they are (e.g. --no-perms)
 #
@@ -35,11 +35,12 @@
 # Environment:
 #   From cutover: CUTOVER_SERVICE, CUTOVER_EVENT, CUTOVER_STEP, CUTOVER_WEIGHT,
 #   CUTOVER_REASON, CUTOVER_RUN_ID (only logged); the JSON payload on stdin is not read.
-#   RSYNC: the rsync program (default rsync). DRY_RUN=1: same as --dry-run.
+#   RSYNC: the rsync program (default rsync). DRY_RUN is ignored: only --dry-run asks
+#   for a dry run.
 #
-# Exit codes: 0 no difference (or dry run) · 1 differences found, or files vanished
-#             during the scan (rsync 24) · 2 usage error · 3 rsync failed (missing, cannot
-#             read or connect)
+# Exit codes: 0 no difference · 1 differences found, or files vanished during the scan
+#             (rsync 24) · 2 usage error · 3 rsync failed (missing, cannot read or
+#             connect) · 4 dry run: nothing was compared
 set -eu
 set -f # patterns are kept verbatim, never globbed by this shell
 
@@ -49,7 +50,6 @@ say() { printf '%s\n' "$*"; } # echo would interpret backslashes in dash
 die() { code=$1; shift; log "error: $*"; exit "$code"; }
 usage() { sed -n '2,/^set -eu/{/^set -eu/d;s/^# \{0,1\}//;p;}' "$0"; }
 is_uint() { case ${1:-} in '' | *[!0-9]*) return 1 ;; esac; }
-is_true() { case ${1:-} in 1 | true | yes | on) return 0 ;; *) return 1 ;; esac; }
 # Prints a command so that it can be pasted into a shell.
 show_cmd() {
     for arg; do
@@ -64,8 +64,7 @@ nl='
 '
 
 src='' dest='' excludes='' checksum=0 rsh='' show=50 extra=''
-dry_run=0
-is_true "${DRY_RUN:-}" && dry_run=1
+dry_run=0 # only --dry-run: a DRY_RUN variable inherited from cutover must not fake success
 : "${RSYNC:=rsync}"
 
 while [ $# -gt 0 ]; do
@@ -96,9 +95,7 @@ is_uint "$show" || die 2 "--show must be a whole number, got '$show'"
 missing=''
 [ -n "$src" ] || missing="$missing --src"
 [ -n "$dest" ] || missing="$missing --dest"
-if [ -n "$missing" ] && [ "$dry_run" != 1 ]; then
-    die 2 "missing$missing (try --help)"
-fi
+[ -z "$missing" ] || die 2 "missing$missing (try --help)"
 case $src in
     */ | '') ;;
     *) log "warning: --src '$src' has no trailing slash: rsync compares '${dest%/}/${src##*/}', not the contents of '$src'" ;;
@@ -113,14 +110,15 @@ IFS=$nl
 for pattern in $excludes; do set -- "$@" --exclude="$pattern"; done
 for arg in $extra; do set -- "$@" "$arg"; done
 IFS=$old_ifs
-set -- "$@" "${src:-<missing --src>}" "${dest:-<missing --dest>}"
+set -- "$@" "$src" "$dest"
 
 if [ "$dry_run" = 1 ]; then
-    log "dry run for ${CUTOVER_SERVICE:-<no service>}: rsync is not run"
+    log "DRY RUN for ${CUTOVER_SERVICE:-<no service>}: rsync is not run (exit 4)"
+    say "DRY RUN: nothing was compared"
     printf 'would run:'
     show_cmd "$@"
-    printf 'would pass when that prints nothing (no file to copy, update or delete)\n'
-    exit 0
+    say "would pass when that prints nothing (no file to copy, update or delete)"
+    exit 4
 fi
 
 command -v "$RSYNC" >/dev/null 2>&1 || die 3 "'$RSYNC' is not installed"

@@ -7,9 +7,10 @@
 # can change between address records and a CNAME:
 #   --type A: A and CNAME · --type AAAA: AAAA and CNAME · --type CNAME: A, AAAA and CNAME
 #
-# WITHOUT --apply IT ONLY PRINTS the nsupdate script. With --apply it sends it, then, if
-# `dig` is installed and --server is given, asks that server and fails when the answer
-# differs.
+# WITHOUT --apply IT ONLY PRINTS the nsupdate script, says DRY RUN and exits 4: a step that
+# forgot --apply fails instead of passing without having switched anything. With --apply
+# it sends the update, then, if `dig` is installed and --server is given, asks that server
+# and fails when the answer differs.
 #
 # A DNS switch is a point of no return: resolvers and clients cache the old answer for
 # the old TTL, and cutover cannot pull them back. Lower the TTL a day ahead (at least the
@@ -20,8 +21,8 @@
 #          "--zone", "example.com", "--name", "shop.example.com",
 #          "--type", "A", "--value", "203.0.113.20", "--ttl", "60",
 #          "--key-file", "/etc/cutover/dns-update.key"]
-# Print the update without sending it:
-#   hooks/dns-switch.sh --name shop.example.com --value 203.0.113.20
+# Print the update without sending it (exit 4):
+#   hooks/dns-switch.sh --dry-run --name shop.example.com --value 203.0.113.20
 #
 # Options (also as --name=value):
 #   --name FQDN        the record to change (a trailing dot is added if missing)
@@ -33,8 +34,8 @@
 #   --port PORT        its port (default 53)
 #   --key-file FILE    TSIG key for nsupdate -k (tsig-keygen output); needed with --apply
 #   --timeout SECONDS  nsupdate -t (default 10)
-#   --apply            send the update; without it, print it (default)
-#   --dry-run          print the update and exit 0, even with --apply (also DRY_RUN=1)
+#   --apply            send the update; without it, print it and exit 4 (a dry run)
+#   --dry-run          print the update and exit 4, even with --apply
 #   -h, --help         this text
 #
 # Adapting: for a DNS provider with an API, replace send_nsupdate (see the Route 53 block
@@ -43,11 +44,13 @@
 # Environment:
 #   From cutover: CUTOVER_SERVICE, CUTOVER_EVENT, CUTOVER_STEP, CUTOVER_WEIGHT,
 #   CUTOVER_REASON, CUTOVER_RUN_ID (only logged); the JSON payload on stdin is not read.
-#   NSUPDATE (default nsupdate), DIG (default dig). DRY_RUN=1: same as --dry-run.
+#   NSUPDATE (default nsupdate), DIG (default dig). DRY_RUN is ignored: only --dry-run
+#   (or leaving out --apply) asks for a dry run.
 #
-# Exit codes: 0 sent and verified, or printed only (no --apply, dry run) · 1 nsupdate failed
-#             or the server answers something else · 2 usage error · 3 nsupdate missing or
-#             the key file unreadable
+# Exit codes: 0 sent (and verified, with --server and dig) · 1 nsupdate failed or the
+#             server answers something else · 2 usage error (also in a dry run: missing
+#             --name or --value, --apply without --key-file) · 3 nsupdate missing or the
+#             key file unreadable · 4 dry run (--dry-run, or no --apply): nothing was sent
 set -eu
 set -f # values are split on spaces, never globbed
 
@@ -57,7 +60,6 @@ say() { printf '%s\n' "$*"; } # echo would interpret backslashes in dash
 die() { code=$1; shift; log "error: $*"; exit "$code"; }
 usage() { sed -n '2,/^set -eu/{/^set -eu/d;s/^# \{0,1\}//;p;}' "$0"; }
 is_uint() { case ${1:-} in '' | *[!0-9]*) return 1 ;; esac; }
-is_true() { case ${1:-} in 1 | true | yes | on) return 0 ;; *) return 1 ;; esac; }
 is_hostname() { case ${1:-} in '' | *[!A-Za-z0-9._-]* | *..* | .*) return 1 ;; esac; }
 is_ipv4() {
     printf '%s\n' "$1" | awk -F. 'NF != 4 { exit 1 }
@@ -67,8 +69,7 @@ is_ipv6() { case $1 in *:*) case $1 in *[!0-9A-Fa-f:.]*) return 1 ;; esac ;; *) 
 absolute() { case $1 in *.) printf '%s\n' "$1" ;; *) printf '%s.\n' "$1" ;; esac; }
 
 name='' type=A values='' ttl=60 zone='' server='' port=53 key_file='' timeout=10 apply=0
-dry_run=0
-is_true "${DRY_RUN:-}" && dry_run=1
+dry_run=0 # only --dry-run: a DRY_RUN variable inherited from cutover must not fake success
 : "${NSUPDATE:=nsupdate}"
 : "${DIG:=dig}"
 
@@ -98,7 +99,7 @@ while [ $# -gt 0 ]; do
     shift 2
 done
 
-# Check what was written; missing pieces are only fatal when the update is sent.
+# Check what was written, dry run or not.
 is_uint "$ttl" || die 2 "--ttl must be a whole number of seconds, got '$ttl'"
 is_uint "$port" || die 2 "--port must be a number, got '$port'"
 is_uint "$timeout" || die 2 "--timeout must be a whole number, got '$timeout'"
@@ -120,7 +121,11 @@ done
 missing=''
 [ -n "$name" ] || missing="$missing --name"
 [ "$count" -gt 0 ] || missing="$missing --value"
-fqdn=$(absolute "${name:-<missing-name>}")
+[ -z "$missing" ] || die 2 "missing$missing (try --help)"
+if [ "$apply" = 1 ] && [ -z "$key_file" ]; then
+    die 2 "--apply needs --key-file (the TSIG key the server accepts updates with)"
+fi
+fqdn=$(absolute "$name")
 
 case $type in
     A) stale="CNAME A" ;;
@@ -133,7 +138,7 @@ build_script() {
     [ -z "$server" ] || say "server $server $port"
     [ -z "$zone" ] || say "zone $(absolute "$zone")"
     for rrtype in $stale; do say "update delete $fqdn $rrtype"; done
-    for value in ${values:-<missing-value>}; do
+    for value in $values; do
         [ "$type" != CNAME ] || value=$(absolute "$value")
         say "update add $fqdn $ttl $type $value"
     done
@@ -142,18 +147,17 @@ build_script() {
 
 if [ "$apply" != 1 ] || [ "$dry_run" = 1 ]; then
     if [ "$dry_run" = 1 ]; then
-        log "dry run for ${CUTOVER_SERVICE:-<no service>}: nothing is sent"
+        why="--dry-run"
     else
-        log "not sending: add --apply to send this update"
+        why="no --apply"
     fi
-    [ -z "$missing" ] || say "# would fail: missing$missing"
-    say "# would run: $NSUPDATE -k ${key_file:-<missing --key-file>} -t $timeout with:"
+    log "DRY RUN ($why) for ${CUTOVER_SERVICE:-<no service>}: nothing is sent (exit 4)"
+    say "# DRY RUN ($why): nothing was sent"
+    say "# would run: $NSUPDATE -k ${key_file:-<the --key-file given with --apply>} -t $timeout with:"
     build_script
-    exit 0
+    exit 4
 fi
 
-[ -z "$missing" ] || die 2 "missing$missing (try --help)"
-[ -n "$key_file" ] || die 2 "--apply needs --key-file (the TSIG key the server accepts updates with)"
 [ -r "$key_file" ] || die 3 "cannot read the key file '$key_file'"
 command -v "$NSUPDATE" >/dev/null 2>&1 || die 3 "'$NSUPDATE' is not installed (apt install bind9-dnsutils)"
 

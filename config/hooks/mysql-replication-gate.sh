@@ -20,7 +20,7 @@
 #                       check before switching writes)
 #   --channel NAME      only this replication channel (multi-source replication)
 #   --connect-timeout S seconds to wait for the connection (default 5)
-#   --dry-run           print the queries and exit 0 without connecting (also DRY_RUN=1)
+#   --dry-run           print the queries and exit 4 without connecting
 #   -h, --help          this text
 #   Passed to mysql as they are (connection options):
 #   --defaults-file F, --defaults-extra-file F, --login-path NAME (MySQL only; these go first,
@@ -37,11 +37,12 @@
 # Environment:
 #   From cutover: CUTOVER_SERVICE, CUTOVER_EVENT, CUTOVER_STEP, CUTOVER_WEIGHT,
 #   CUTOVER_REASON, CUTOVER_RUN_ID (only logged); the JSON payload on stdin is not read.
-#   MYSQL: the client program (default mysql). DRY_RUN=1: same as --dry-run.
+#   MYSQL: the client program (default mysql). DRY_RUN is ignored: only --dry-run asks
+#   for a dry run.
 #
-# Exit codes: 0 caught up (or dry run) · 1 behind, a thread stopped, or not a replica ·
-#             2 usage error · 3 could not query (client missing, connection refused,
-#             access denied)
+# Exit codes: 0 caught up · 1 behind, a thread stopped, or not a replica · 2 usage error ·
+#             3 could not query (client missing, connection refused, access denied) ·
+#             4 dry run: nothing was checked
 set -eu
 
 me=${0##*/}
@@ -50,14 +51,12 @@ say() { printf '%s\n' "$*"; } # echo would interpret backslashes in dash
 die() { code=$1; shift; log "error: $*"; exit "$code"; }
 usage() { sed -n '2,/^set -eu/{/^set -eu/d;s/^# \{0,1\}//;p;}' "$0"; }
 is_uint() { case ${1:-} in '' | *[!0-9]*) return 1 ;; esac; }
-is_true() { case ${1:-} in 1 | true | yes | on) return 0 ;; *) return 1 ;; esac; }
 nl='
 '
 
 max_seconds=5 channel='' connect_timeout=5
 defaults_opts='' conn_opts=''
-dry_run=0
-is_true "${DRY_RUN:-}" && dry_run=1
+dry_run=0 # only --dry-run: a DRY_RUN variable inherited from cutover must not fake success
 : "${MYSQL:=mysql}"
 
 while [ $# -gt 0 ]; do
@@ -103,11 +102,12 @@ IFS=$old_ifs
 set +f
 
 if [ "$dry_run" = 1 ]; then
-    log "dry run for ${CUTOVER_SERVICE:-<no service>}: nothing is contacted"
+    log "DRY RUN for ${CUTOVER_SERVICE:-<no service>}: nothing is contacted (exit 4)"
+    say "DRY RUN: nothing was checked"
     say "would run: $* -e \"$query_new\""
     say "   and if the server does not know that syntax: $* -e \"$query_old\""
     say "would pass when, for every channel, the IO and SQL threads are running and the lag is <= ${max_seconds}s"
-    exit 0
+    exit 4
 fi
 
 command -v "$MYSQL" >/dev/null 2>&1 || die 3 "'$MYSQL' is not installed (apt install default-mysql-client, or set MYSQL)"

@@ -22,7 +22,7 @@
 #   --max-seconds N     the largest acceptable lag in seconds (default 5)
 #   --idle-ok           a replica that replayed all it received passes, however old the
 #                       last transaction is
-#   --dry-run           print the query and exit 0 without connecting (also DRY_RUN=1)
+#   --dry-run           print the query and exit 4 without connecting
 #   -h, --help          this text
 #   Passed to psql as they are (connection options):
 #   --host H, --port P, --username U, --dbname NAME_OR_CONNINFO
@@ -39,10 +39,11 @@
 #   CUTOVER_REASON, CUTOVER_RUN_ID (only logged); the JSON payload on stdin is not read.
 #   PSQL: the client program (default psql). PGCONNECT_TIMEOUT: seconds to wait for the
 #   connection (default 5 here). PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE, PGSSLMODE...
-#   as for any libpq program. DRY_RUN=1: same as --dry-run.
+#   as for any libpq program. DRY_RUN is ignored: only --dry-run asks for a dry run.
 #
-# Exit codes: 0 caught up (or dry run) · 1 behind, not a replica, or nothing replayed ·
-#             2 usage error · 3 could not query (psql missing, connection refused, auth)
+# Exit codes: 0 caught up · 1 behind, not a replica, or nothing replayed · 2 usage error ·
+#             3 could not query (psql missing, connection refused, auth) · 4 dry run:
+#             nothing was checked
 set -eu
 
 me=${0##*/}
@@ -51,13 +52,11 @@ say() { printf '%s\n' "$*"; } # echo would interpret backslashes in dash
 die() { code=$1; shift; log "error: $*"; exit "$code"; }
 usage() { sed -n '2,/^set -eu/{/^set -eu/d;s/^# \{0,1\}//;p;}' "$0"; }
 is_uint() { case ${1:-} in '' | *[!0-9]*) return 1 ;; esac; }
-is_true() { case ${1:-} in 1 | true | yes | on) return 0 ;; *) return 1 ;; esac; }
 nl='
 '
 
 max_seconds=5 idle_ok=0 conn_opts=''
-dry_run=0
-is_true "${DRY_RUN:-}" && dry_run=1
+dry_run=0 # only --dry-run: a DRY_RUN variable inherited from cutover must not fake success
 : "${PSQL:=psql}"
 : "${PGCONNECT_TIMEOUT:=5}"
 export PGCONNECT_TIMEOUT
@@ -98,10 +97,11 @@ IFS=$old_ifs
 set +f
 
 if [ "$dry_run" = 1 ]; then
-    log "dry run for ${CUTOVER_SERVICE:-<no service>}: nothing is contacted"
+    log "DRY RUN for ${CUTOVER_SERVICE:-<no service>}: nothing is contacted (exit 4)"
+    say "DRY RUN: nothing was checked"
     say "would run: $* -c \"$(printf '%s' "$query" | tr -s ' \n' '  ')\""
     say "would pass when the server is in recovery and the lag is <= ${max_seconds}s$([ "$idle_ok" = 1 ] && echo ', or it replayed all it received')"
-    exit 0
+    exit 4
 fi
 
 command -v "$PSQL" >/dev/null 2>&1 || die 3 "'$PSQL' is not installed (apt install postgresql-client, or set PSQL)"

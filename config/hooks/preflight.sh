@@ -32,7 +32,7 @@
 #   --disk-path PATH        file system to check for free space
 #   --min-free-mb N         free space needed on --disk-path (default 1024)
 #   --disk-host HOST        run df on HOST over ssh instead of locally
-#   --dry-run               print what would be checked and exit 0 (also DRY_RUN=1)
+#   --dry-run               print what would be checked and exit 4
 #   -h, --help              this text
 #
 # Adapting: add your own checks as functions next to check_disk (open file limits, kernel
@@ -43,10 +43,11 @@
 #   CUTOVER_REASON, CUTOVER_RUN_ID (only logged); the JSON payload on stdin is not read.
 #   SSH (default ssh) and SSH_OPTS (default "-o BatchMode=yes -o ConnectTimeout=5"):
 #   how to reach --*-host servers; BatchMode means a key must work without a prompt.
-#   DRY_RUN=1: same as --dry-run.
+#   DRY_RUN is ignored: only --dry-run asks for a dry run.
 #
-# Exit codes: 0 every check passed (or dry run) · 1 a check failed · 2 usage error ·
-#             3 a check could not be performed (ssh failed, curl or df missing)
+# Exit codes: 0 every check passed · 1 a check failed · 2 usage error · 3 a check could
+#             not be performed (ssh failed, curl or df missing) · 4 dry run: nothing
+#             was checked
 set -eu
 set -f # lists of URLs and hosts are split on spaces, never globbed
 
@@ -56,15 +57,13 @@ say() { printf '%s\n' "$*"; } # echo would interpret backslashes in dash
 die() { code=$1; shift; log "error: $*"; exit "$code"; }
 usage() { sed -n '2,/^set -eu/{/^set -eu/d;s/^# \{0,1\}//;p;}' "$0"; }
 is_uint() { case ${1:-} in '' | *[!0-9]*) return 1 ;; esac; }
-is_true() { case ${1:-} in 1 | true | yes | on) return 0 ;; *) return 1 ;; esac; }
 
 old_urls='' new_urls='' old_hosts='' new_hosts=''
 old_cpus='' new_cpus='' old_mem_mb='' new_mem_mb=''
 health_path=${HEALTH_PATH:-/healthz}
 host_header='' insecure=0 timeout=5 mem_slack_pct=2
 disk_path='' min_free_mb=1024 disk_host=''
-dry_run=0
-is_true "${DRY_RUN:-}" && dry_run=1
+dry_run=0 # only --dry-run: a DRY_RUN variable inherited from cutover must not fake success
 : "${SSH:=ssh}"
 : "${SSH_OPTS:=-o BatchMode=yes -o ConnectTimeout=5}"
 
@@ -116,7 +115,6 @@ check_health=0 check_capacity=0 check_disk=0
 [ -n "$old_hosts$new_hosts$old_cpus$new_cpus$old_mem_mb$new_mem_mb" ] && check_capacity=1
 [ -n "$disk_path" ] && check_disk=1
 if [ "$check_health$check_capacity$check_disk" = 000 ]; then
-    [ "$dry_run" = 1 ] && { log "dry run: nothing to check (give --old/--new, --*-host or --disk-path)"; exit 0; }
     die 2 "nothing to check: give --old/--new URLs, --old-host/--new-host (or --*-cpus/--*-mem-mb), or --disk-path"
 fi
 
@@ -127,7 +125,8 @@ health_url() {
 }
 
 if [ "$dry_run" = 1 ]; then
-    log "dry run for ${CUTOVER_SERVICE:-<no service>} (run ${CUTOVER_RUN_ID:-none}): nothing is contacted"
+    log "DRY RUN for ${CUTOVER_SERVICE:-<no service>} (run ${CUTOVER_RUN_ID:-none}): nothing is contacted (exit 4)"
+    say "DRY RUN: nothing was checked"
     for url in $old_urls; do say "would check: OLD $(health_url "$url") answers 2xx within ${timeout}s"; done
     for url in $new_urls; do say "would check: NEW $(health_url "$url") answers 2xx within ${timeout}s"; done
     if [ -n "$old_cpus$old_mem_mb" ]; then
@@ -144,7 +143,7 @@ if [ "$dry_run" = 1 ]; then
     if [ "$check_disk" = 1 ]; then
         say "would check: df -Pk $disk_path on ${disk_host:-this host} shows >= ${min_free_mb} MiB free"
     fi
-    exit 0
+    exit 4
 fi
 
 failed=0 unchecked=0

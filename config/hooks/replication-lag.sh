@@ -23,17 +23,18 @@
 #   --max-seconds N    the largest acceptable lag; decimals allowed (default 5)
 #   --lag-command CMD  shell command printing the lag (overrides LAG_COMMAND)
 #   --lag-file FILE    file holding the lag (overrides LAG_FILE)
-#   --dry-run          print where the lag would be read and exit 0 (also DRY_RUN=1)
+#   --dry-run          print where the lag would be read and exit 4
 #   -h, --help         this text
 #
 # Environment:
 #   From cutover: CUTOVER_SERVICE, CUTOVER_EVENT, CUTOVER_STEP, CUTOVER_WEIGHT,
 #   CUTOVER_REASON, CUTOVER_RUN_ID (only logged); the JSON payload on stdin is not read.
-#   LAG_COMMAND, LAG_FILE: see above. DRY_RUN=1: same as --dry-run.
+#   LAG_COMMAND, LAG_FILE: see above. DRY_RUN is ignored: only --dry-run asks for a
+#   dry run.
 #
-# Exit codes: 0 lag <= max (or dry run) · 1 lag above max, or unknown (NULL, empty) ·
-#             2 usage error · 3 the lag could not be read (command failed, file missing,
-#             not a number)
+# Exit codes: 0 lag <= max · 1 lag above max, or unknown (NULL, empty) · 2 usage error ·
+#             3 the lag could not be read (command failed, file missing, not a number) ·
+#             4 dry run: nothing was read
 set -eu
 
 me=${0##*/}
@@ -44,13 +45,11 @@ usage() { sed -n '2,/^set -eu/{/^set -eu/d;s/^# \{0,1\}//;p;}' "$0"; }
 is_number() {
     case ${1:-} in '' | . | *[!0-9.]* | *.*.*) return 1 ;; esac
 }
-is_true() { case ${1:-} in 1 | true | yes | on) return 0 ;; *) return 1 ;; esac; }
 
 max_seconds=5
 lag_command=${LAG_COMMAND:-}
 lag_file=${LAG_FILE:-replication-lag.seconds}
-dry_run=0
-is_true "${DRY_RUN:-}" && dry_run=1
+dry_run=0 # only --dry-run: a DRY_RUN variable inherited from cutover must not fake success
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -74,10 +73,11 @@ is_number "$max_seconds" || die 2 "--max-seconds must be a number of seconds, go
 
 if [ -n "$lag_command" ]; then lag_source="command: $lag_command"; else lag_source="file: $lag_file (in $(pwd))"; fi
 if [ "$dry_run" = 1 ]; then
-    log "dry run for ${CUTOVER_SERVICE:-<no service>}: nothing is read or run"
+    log "DRY RUN for ${CUTOVER_SERVICE:-<no service>}: nothing is read or run (exit 4)"
+    say "DRY RUN: nothing was read"
     say "would read the lag from $lag_source"
     say "would pass when it is a number <= $max_seconds"
-    exit 0
+    exit 4
 fi
 
 if [ -n "$lag_command" ]; then

@@ -35,7 +35,8 @@
 #                      up the single transaction, so a failure can leave a partial restore
 #   --no-owner         do not restore object ownership (the NEW server has other roles)
 #   --confirm          run even though CUTOVER_EVENT is not `rollback`
-#   --dry-run          check the dump, print what would be restored, exit 0 (also DRY_RUN=1)
+#   --dry-run          check the dump, print what would be restored, exit 4 (or 2 when a
+#                      real run would refuse, 3 when the dump is unusable)
 #   -h, --help         this text
 #   -- ARGS...         further pg_restore arguments (e.g. --schema=app, --role=app_owner)
 #   Passwords: ~/.pgpass or PGPASSFILE, never on the command line.
@@ -48,11 +49,13 @@
 #   From cutover: CUTOVER_EVENT (must be `rollback` unless --confirm), CUTOVER_SERVICE,
 #   CUTOVER_STEP, CUTOVER_WEIGHT, CUTOVER_REASON, CUTOVER_RUN_ID (all logged); the JSON
 #   payload on stdin is not read. PG_RESTORE: the program (default pg_restore).
-#   PGHOST, PGPORT, PGUSER, PGPASSFILE, ... as for any libpq program. DRY_RUN=1: --dry-run.
+#   PGHOST, PGPORT, PGUSER, PGPASSFILE, ... as for any libpq program. DRY_RUN is ignored:
+#   only --dry-run asks for a dry run.
 #
-# Exit codes: 0 restored (or dry run) · 1 the restore failed (the transaction rolled back) ·
-#             2 usage error, or refused (no --confirm outside a rollback) · 3 the dump cannot
-#             be used or pg_restore is missing
+# Exit codes: 0 restored · 1 the restore failed (the transaction rolled back) · 2 usage
+#             error, or refused (no --confirm outside a rollback), also in a dry run ·
+#             3 the dump cannot be used or pg_restore is missing · 4 dry run: nothing
+#             was restored
 set -eu
 
 me=${0##*/}
@@ -61,15 +64,13 @@ say() { printf '%s\n' "$*"; } # echo would interpret backslashes in dash
 die() { code=$1; shift; log "error: $*"; exit "$code"; }
 usage() { sed -n '2,/^set -eu/{/^set -eu/d;s/^# \{0,1\}//;p;}' "$0"; }
 is_uint() { case ${1:-} in '' | *[!0-9]*) return 1 ;; esac; }
-is_true() { case ${1:-} in 1 | true | yes | on) return 0 ;; *) return 1 ;; esac; }
 # Connection strings may hold a password: never log one.
 mask() { printf '%s' "$1" | sed -e 's/\(password=\)[^ ]*/\1***/g' -e 's#\(://[^:/@]*:\)[^@]*@#\1***@#'; }
 nl='
 '
 
 dump='' dbname='' jobs=1 no_owner=0 confirm=0 conn_opts='' extra=''
-dry_run=0
-is_true "${DRY_RUN:-}" && dry_run=1
+dry_run=0 # only --dry-run: a DRY_RUN variable inherited from cutover must not fake success
 : "${PG_RESTORE:=pg_restore}"
 
 while [ $# -gt 0 ]; do
@@ -102,13 +103,13 @@ fi
 event=${CUTOVER_EVENT:-}
 why="service=${CUTOVER_SERVICE:-?} event=${event:-none} step=${CUTOVER_STEP:-?} weight=${CUTOVER_WEIGHT:-?}% run=${CUTOVER_RUN_ID:-none} reason=${CUTOVER_REASON:-none}"
 
-if [ "$dry_run" != 1 ]; then
-    [ -n "$dump" ] || die 2 "missing --dump FILE (try --help)"
-    [ -n "$dbname" ] || die 2 "missing --dbname DB (try --help)"
-    if [ "$confirm" != 1 ] && [ "$event" != rollback ]; then
-        die 2 "refusing to overwrite database '$(mask "$dbname")' from '$dump': this runs only for cutover's rollback event (CUTOVER_EVENT=rollback, here '${event:-unset}') or with --confirm"
-    fi
+[ -n "$dump" ] || die 2 "missing --dump FILE (try --help)"
+[ -n "$dbname" ] || die 2 "missing --dbname DB (try --help)"
+refusal=''
+if [ "$confirm" != 1 ] && [ "$event" != rollback ]; then
+    refusal="refusing to overwrite database '$(mask "$dbname")' from '$dump': this runs only for cutover's rollback event (CUTOVER_EVENT=rollback, here '${event:-unset}') or with --confirm"
 fi
+[ "$dry_run" = 1 ] || [ -z "$refusal" ] || die 2 "$refusal"
 
 set -- "$PG_RESTORE" --clean --if-exists --exit-on-error
 if [ "$jobs" -gt 1 ]; then set -- "$@" "--jobs=$jobs"; else set -- "$@" --single-transaction; fi
@@ -119,15 +120,11 @@ IFS=$nl
 for arg in $conn_opts $extra; do set -- "$@" "$arg"; done
 IFS=$old_ifs
 set +f
-set -- "$@" "--dbname=${dbname:-<missing --dbname>}" "${dump:-<missing --dump>}"
+set -- "$@" "--dbname=$dbname" "$dump"
 
 # Is it an archive pg_restore can read? `--list` only reads the file.
 entries=''
 inspect_dump() {
-    if [ -z "$dump" ]; then
-        say "no --dump given"
-        return 1
-    fi
     if [ ! -r "$dump" ]; then
         say "cannot read '$dump'"
         return 1
@@ -152,13 +149,14 @@ inspect_dump() {
 
 shown=$(printf ' %s' "$@")
 if [ "$dry_run" = 1 ]; then
-    log "dry run ($why): the database is not touched"
-    if report=$(inspect_dump); then say "$report"; else say "would fail: $report"; fi
+    log "DRY RUN ($why): the database is not touched"
+    say "DRY RUN: nothing was restored"
+    report=$(inspect_dump) || die 3 "$report"
+    say "$report"
     say "would run:$(mask "$shown")"
-    if [ "$confirm" != 1 ] && [ "$event" != rollback ]; then
-        say "would refuse: neither --confirm nor CUTOVER_EVENT=rollback"
-    fi
-    exit 0
+    [ -z "$refusal" ] || die 2 "$refusal"
+    log "DRY RUN: exit 4"
+    exit 4
 fi
 
 report=$(inspect_dump) || die 3 "$report"

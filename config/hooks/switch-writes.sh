@@ -17,7 +17,8 @@
 #      App config: consul kv put app/db/write_host db-new-1
 #   3. verify (optional): proves the switch took effect, e.g. a write through the app's
 #      connection path lands on NEW.
-# Without --apply it only prints this plan (that is the default, on purpose).
+# Without --apply it only prints this plan, says DRY RUN and exits 4, so that a `run` step
+# that forgot --apply fails instead of passing without having switched anything.
 #
 # Write the switch command so that running it twice is harmless: cutover retries a failed
 # `run` hook up to `retries` times, and a timeout kills it at any point. If the switch ran
@@ -37,22 +38,25 @@
 #       retries: 2
 #
 # Options (also as --name=value):
-#   --apply            perform the stages; without it, print them (default)
-#   --command CMD      the switch command (overrides SWITCH_COMMAND)
+#   --apply            perform the stages; without it, print them and exit 4 (a dry run)
+#   --command CMD      the switch command (overrides SWITCH_COMMAND); required, also for
+#                      a dry run
 #   --precheck CMD     run first; on failure nothing changes (overrides PRECHECK_COMMAND)
 #   --verify CMD       run after the switch (overrides VERIFY_COMMAND)
-#   --dry-run          print the plan and exit 0, even with --apply (also DRY_RUN=1)
+#   --dry-run          print the plan and exit 4, even with --apply
 #   -h, --help         this text
 #
 # Environment:
 #   From cutover: CUTOVER_SERVICE, CUTOVER_EVENT, CUTOVER_STEP, CUTOVER_WEIGHT,
 #   CUTOVER_REASON, CUTOVER_RUN_ID (logged, and inherited by the commands); the JSON
 #   payload on stdin is not read. SWITCH_COMMAND, PRECHECK_COMMAND, VERIFY_COMMAND: the
-#   stages, as above. DRY_RUN=1: same as --dry-run. The commands run in the current
-#   directory, which is the config file's directory under cutover.
+#   stages, as above. DRY_RUN is ignored: only --dry-run (or leaving out --apply) asks
+#   for a dry run. The commands run in the current directory, which is the config file's
+#   directory under cutover.
 #
-# Exit codes: 0 switched (or dry run / plan printed) · 1 precheck, switch or verify failed ·
-#             2 usage error (--apply without a switch command)
+# Exit codes: 0 switched · 1 precheck, switch or verify failed · 2 usage error (no switch
+#             command, also in a dry run) · 4 dry run (--dry-run, or no --apply): nothing
+#             was changed
 set -eu
 
 me=${0##*/}
@@ -60,14 +64,12 @@ log() { printf '%s: %s\n' "$me" "$*" >&2; }
 say() { printf '%s\n' "$*"; } # echo would interpret backslashes in dash
 die() { code=$1; shift; log "error: $*"; exit "$code"; }
 usage() { sed -n '2,/^set -eu/{/^set -eu/d;s/^# \{0,1\}//;p;}' "$0"; }
-is_true() { case ${1:-} in 1 | true | yes | on) return 0 ;; *) return 1 ;; esac; }
 
 apply=0
 switch_command=${SWITCH_COMMAND:-}
 precheck_command=${PRECHECK_COMMAND:-}
 verify_command=${VERIFY_COMMAND:-}
-dry_run=0
-is_true "${DRY_RUN:-}" && dry_run=1
+dry_run=0 # only --dry-run: a DRY_RUN variable inherited from cutover must not fake success
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -89,21 +91,24 @@ while [ $# -gt 0 ]; do
     shift 2
 done
 
+[ -n "$switch_command" ] || die 2 "no switch command: give --command CMD or set SWITCH_COMMAND"
+
 context="service=${CUTOVER_SERVICE:-?} step=${CUTOVER_STEP:-?} weight=${CUTOVER_WEIGHT:-?}% run=${CUTOVER_RUN_ID:-none}"
 
 if [ "$apply" != 1 ] || [ "$dry_run" = 1 ]; then
     if [ "$dry_run" = 1 ]; then
-        log "dry run ($context): nothing changes"
+        why="--dry-run"
     else
-        log "plan only ($context): nothing changes; add --apply to perform it"
+        why="no --apply; add --apply to perform it"
     fi
+    log "DRY RUN ($why; $context): nothing changes (exit 4)"
+    say "DRY RUN ($why): nothing was changed"
     say "1. precheck: ${precheck_command:-(none; set --precheck or PRECHECK_COMMAND to check the replica first)}"
-    say "2. switch:   ${switch_command:-(none; --apply needs --command or SWITCH_COMMAND)}"
+    say "2. switch:   $switch_command"
     say "3. verify:   ${verify_command:-(none; set --verify or VERIFY_COMMAND to prove the switch)}"
-    exit 0
+    exit 4
 fi
 
-[ -n "$switch_command" ] || die 2 "--apply needs the switch command: --command CMD or SWITCH_COMMAND"
 trap 'log "interrupted: the switch may be half done; check the write target"; exit 143' TERM INT
 
 run_stage() { # name command

@@ -100,16 +100,56 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// The largest config text [`parse`] accepts: a real config is a few KiB.
+pub const MAX_SOURCE_BYTES: usize = 4 * 1024 * 1024;
+/// The deepest nesting of lists and mappings [`parse`] accepts: a real config needs fewer
+/// than 12 levels, and deeper trees would only cost stack in every later pass.
+pub const MAX_DEPTH: usize = 64;
+/// The most nodes that aliases may add to the tree, counting every node of every expanded
+/// copy: a "billion laughs" file of a few hundred bytes would otherwise grow without end.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
 /// Parses one YAML document. An empty file is an empty mapping.
+///
+/// Hostile input is refused quickly and in bounded memory: a text larger than
+/// [`MAX_SOURCE_BYTES`], nesting deeper than [`MAX_DEPTH`], aliases expanding to more than
+/// [`MAX_ALIAS_NODES`] nodes. The parser is driven event by event here (yaml-rust2's own
+/// `load` recurses once per level of nesting), so a limit stops it at the event that
+/// crosses it.
 pub fn parse(source: &str) -> Result<Node, SyntaxError> {
+    if source.len() > MAX_SOURCE_BYTES {
+        return Err(SyntaxError {
+            mark: Mark { line: 1, col: 1 },
+            message: format!(
+                "the file is {} bytes, more than the {} MiB a config may have",
+                source.len(),
+                MAX_SOURCE_BYTES / (1024 * 1024)
+            ),
+        });
+    }
     let mut builder = TreeBuilder::default();
     let mut parser = Parser::new_from_str(source);
-    parser.load(&mut builder, true).map_err(|err| SyntaxError {
-        mark: Mark::from_marker(err.marker()),
-        message: err.info().to_string(),
-    })?;
+    loop {
+        let (event, marker) = parser.next_token().map_err(|err| SyntaxError {
+            mark: Mark::from_marker(err.marker()),
+            // The scanner reads ahead through `[[[[...` (any of them might start a key) and
+            // gives up at 256 levels of flow nesting, before the 65th reaches the builder.
+            message: match err.info() {
+                "recursion limit exceeded" => depth_message(),
+                info => info.to_string(),
+            },
+        })?;
+        let end = event == Event::StreamEnd;
+        builder.on_event(event, marker);
+        if let Some(error) = builder.error.take_if(|e| e.fatal) {
+            return Err(error.error);
+        }
+        if end {
+            break;
+        }
+    }
     if let Some(error) = builder.error {
-        return Err(error);
+        return Err(error.error);
     }
     Ok(builder.root.unwrap_or(Node {
         kind: NodeKind::Map(Vec::new()),
@@ -117,32 +157,72 @@ pub fn parse(source: &str) -> Result<Node, SyntaxError> {
     }))
 }
 
+fn depth_message() -> String {
+    format!("nesting deeper than {MAX_DEPTH} levels of lists and mappings")
+}
+
+/// The first error found, and whether parsing must stop there (a limit was crossed).
+struct BuildError {
+    error: SyntaxError,
+    fatal: bool,
+}
+
 /// Collects parser events into a tree.
 #[derive(Default)]
 struct TreeBuilder {
     /// Open collections; a mapping's pending key waits in `pending_key`.
     stack: Vec<Open>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes, with the number of nodes each one holds (itself included).
+    anchors: HashMap<usize, (Node, usize)>,
     root: Option<Node>,
-    error: Option<SyntaxError>,
+    error: Option<BuildError>,
     documents: usize,
+    /// Nodes added by alias expansion so far.
+    alias_nodes: usize,
 }
 
 struct Open {
     node: Node,
     anchor: usize,
     pending_key: Option<Node>,
+    /// Nodes in this collection so far, itself included.
+    count: usize,
 }
 
 impl TreeBuilder {
-    fn push_value(&mut self, node: Node, anchor: usize) {
+    /// Records the first error; a fatal one stops the parse.
+    fn fail(&mut self, mark: Mark, message: String, fatal: bool) {
+        if self.error.as_ref().is_none_or(|e| !e.fatal && fatal) {
+            self.error = Some(BuildError {
+                error: SyntaxError { mark, message },
+                fatal,
+            });
+        }
+    }
+
+    fn open(&mut self, kind: NodeKind, mark: Mark, anchor: usize) {
+        if self.stack.len() >= MAX_DEPTH {
+            self.fail(mark, depth_message(), true);
+            return;
+        }
+        self.stack.push(Open {
+            node: Node { kind, mark },
+            anchor,
+            pending_key: None,
+            count: 1,
+        });
+    }
+
+    /// Adds a finished node, which holds `count` nodes, to the open collection.
+    fn push_value(&mut self, node: Node, anchor: usize, count: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), count));
         }
         let Some(parent) = self.stack.last_mut() else {
             self.root = Some(node);
             return;
         };
+        parent.count += count;
         match &mut parent.node.kind {
             NodeKind::Seq(items) => items.push(node),
             NodeKind::Map(entries) => match parent.pending_key.take() {
@@ -153,15 +233,14 @@ impl TreeBuilder {
                             |(k, _)| matches!(&k.kind, NodeKind::Scalar { text: t, .. } if t == text),
                         );
                         if let Some((first, _)) = first {
-                            if self.error.is_none() {
-                                self.error = Some(SyntaxError {
-                                    mark: key.mark,
-                                    message: format!(
-                                        "duplicate key `{text}` (first written at line {})",
-                                        first.mark.line
-                                    ),
-                                });
-                            }
+                            let message = format!(
+                                "duplicate key `{text}` (first written at line {})",
+                                first.mark.line
+                            );
+                            let mark = key.mark;
+                            entries.push((key, node));
+                            self.fail(mark, message, false);
+                            return;
                         }
                     }
                     entries.push((key, node));
@@ -178,12 +257,12 @@ impl MarkedEventReceiver for TreeBuilder {
         match event {
             Event::DocumentStart => {
                 self.documents += 1;
-                if self.documents > 1 && self.error.is_none() {
-                    self.error = Some(SyntaxError {
+                if self.documents > 1 {
+                    self.fail(
                         mark,
-                        message: "a config file holds one YAML document; found a second `---`"
-                            .to_string(),
-                    });
+                        "a config file holds one YAML document; found a second `---`".to_string(),
+                        false,
+                    );
                 }
             }
             Event::Scalar(text, style, anchor, _tag) => {
@@ -194,44 +273,38 @@ impl MarkedEventReceiver for TreeBuilder {
                         mark,
                     },
                     anchor,
+                    1,
                 );
             }
-            Event::SequenceStart(anchor, _tag) => self.stack.push(Open {
-                node: Node {
-                    kind: NodeKind::Seq(Vec::new()),
-                    mark,
-                },
-                anchor,
-                pending_key: None,
-            }),
-            Event::MappingStart(anchor, _tag) => self.stack.push(Open {
-                node: Node {
-                    kind: NodeKind::Map(Vec::new()),
-                    mark,
-                },
-                anchor,
-                pending_key: None,
-            }),
+            Event::SequenceStart(anchor, _tag) => {
+                self.open(NodeKind::Seq(Vec::new()), mark, anchor)
+            }
+            Event::MappingStart(anchor, _tag) => self.open(NodeKind::Map(Vec::new()), mark, anchor),
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some(open) = self.stack.pop() {
-                    self.push_value(open.node, open.anchor);
+                    self.push_value(open.node, open.anchor, open.count);
                 }
             }
             Event::Alias(id) => {
-                let node = match self.anchors.get(&id) {
-                    Some(node) => Node {
-                        kind: node.kind.clone(),
+                // An unknown anchor is a scanner error; an empty node keeps this total.
+                let count = self.anchors.get(&id).map_or(1, |(_, count)| *count);
+                if self.alias_nodes.saturating_add(count) > MAX_ALIAS_NODES {
+                    self.fail(
                         mark,
-                    },
-                    None => Node {
-                        kind: NodeKind::Scalar {
-                            text: String::new(),
-                            plain: true,
-                        },
-                        mark,
+                        format!("aliases expand to more than {MAX_ALIAS_NODES} nodes"),
+                        true,
+                    );
+                    return;
+                }
+                self.alias_nodes += count;
+                let kind = match self.anchors.get(&id) {
+                    Some((node, _)) => node.kind.clone(),
+                    None => NodeKind::Scalar {
+                        text: String::new(),
+                        plain: true,
                     },
                 };
-                self.push_value(node, 0);
+                self.push_value(Node { kind, mark }, 0, count);
             }
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
         }
@@ -310,5 +383,124 @@ mod tests {
     fn a_second_document_is_refused() {
         let err = parse("a: 1\n---\nb: 2\n").unwrap_err();
         assert!(err.message.contains("one YAML document"));
+    }
+
+    fn nested_flow(levels: usize) -> String {
+        format!("a: {}1{}\n", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    fn nested_block(levels: usize) -> String {
+        let mut text = String::new();
+        for level in 0..levels {
+            text.push_str(&" ".repeat(level));
+            text.push_str("a:\n");
+        }
+        text
+    }
+
+    /// The classic "billion laughs": 9 levels of 9 aliases to the level below.
+    fn alias_bomb() -> String {
+        let mut text =
+            String::from("a0: &a0 [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n");
+        for level in 1..=9 {
+            let below = vec![format!("*a{}", level - 1); 9].join(",");
+            text.push_str(&format!("a{level}: &a{level} [{below}]\n"));
+        }
+        text
+    }
+
+    fn refused_quickly(source: &str) -> SyntaxError {
+        let started = std::time::Instant::now();
+        let err = parse(source).unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_millis(500),
+            "took {took:?}"
+        );
+        err
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_is_accepted() {
+        // The root mapping is one level, the lists the other 63.
+        let root = parse(&nested_flow(MAX_DEPTH - 1)).unwrap();
+        assert_eq!(map_entries(&root).len(), 1);
+        parse(&nested_block(MAX_DEPTH - 1)).unwrap();
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_where_it_crosses_the_limit() {
+        for levels in [MAX_DEPTH, 4_000, 100_000] {
+            let err = refused_quickly(&nested_flow(levels));
+            assert!(
+                err.message.contains("nesting deeper than 64 levels"),
+                "{}",
+                err.message
+            );
+            // `a: ` then 63 `[`: the 64th `[` opens the 65th level. With more, the scanner,
+            // reading ahead, stops at its own limit of 256 levels first.
+            assert_eq!(err.mark.line, 1, "{levels} levels");
+            assert!(err.mark.col <= 4 + 256, "{levels} levels: {:?}", err.mark);
+            eprintln!("{levels} levels: refused at {}", err.mark);
+        }
+    }
+
+    #[test]
+    fn deep_block_nesting_is_refused() {
+        for levels in [MAX_DEPTH + 1, 2_000] {
+            let err = refused_quickly(&nested_block(levels));
+            assert!(
+                err.message.contains("nesting deeper than 64 levels"),
+                "{}",
+                err.message
+            );
+            assert_eq!(err.mark.line, 65, "{levels} levels");
+        }
+        let dashes = format!("{}x\n", "- ".repeat(4_000));
+        let err = refused_quickly(&dashes);
+        assert!(
+            err.message.contains("nesting deeper than 64 levels"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused() {
+        let bomb = alias_bomb();
+        assert!(bomb.len() < 600, "{}", bomb.len());
+        let err = refused_quickly(&bomb);
+        assert!(
+            err.message
+                .contains("aliases expand to more than 100000 nodes"),
+            "{}",
+            err.message
+        );
+        assert!(err.mark.line >= 6, "{:?}", err.mark);
+    }
+
+    #[test]
+    fn modest_alias_use_is_counted_but_accepted() {
+        // 3 levels of 9: 9 + 90 + 820 expanded nodes.
+        let text: String = alias_bomb()
+            .lines()
+            .take(4)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let root = parse(&text).unwrap();
+        assert_eq!(map_entries(&root).len(), 4);
+    }
+
+    #[test]
+    fn a_huge_text_is_refused_before_parsing() {
+        let mut text = String::from("a: ");
+        text.push_str(&"x".repeat(MAX_SOURCE_BYTES));
+        let err = refused_quickly(&text);
+        assert_eq!(err.mark, Mark { line: 1, col: 1 });
+        assert!(
+            err.message.contains("more than the 4 MiB"),
+            "{}",
+            err.message
+        );
     }
 }
