@@ -69,6 +69,7 @@ pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.addr);
     let shutdown_grace = config.limits.shutdown_grace;
     let watched = config.watched_dirs();
+    let watched_files = config::watch::watched_files(&config.path, &config.read);
     let (controller, started) = Controller::start(config, tokio::runtime::Handle::current())?;
     match &options.controller_runtime {
         Some(runtime) => drop(runtime.spawn(controller.run())),
@@ -82,7 +83,9 @@ pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
     );
     let watcher = if options.watch {
         let handle = started.handle.clone();
-        match config::watch::watch(&watched, move || handle.request_reload(ReloadSource::Watch)) {
+        match config::watch::watch(&watched, watched_files, move || {
+            handle.request_reload(ReloadSource::Watch)
+        }) {
             Ok(watcher) => Some(watcher),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot watch the config directory; reload with SIGHUP or POST /reload");

@@ -4,11 +4,16 @@
 //! file and renaming it over the old one, and Kubernetes updates a ConfigMap by swapping
 //! the `..data` symlink, and neither touches the watched file's inode. The directories of
 //! the certificates, keys and token it reads are watched too (as they were at start), so
-//! a renewed certificate is picked up. Any change, after a short quiet period, asks the
-//! controller to reload; the controller ignores it if the config and the files it reads
-//! are what is running already.
+//! a renewed certificate is picked up.
+//!
+//! A directory also holds files that have nothing to do with the config (logs, a hook's
+//! output, editor swap files). After a short quiet period, the watcher fingerprints the
+//! config file and the files it reads (their contents, following symlinks) and asks the
+//! controller to reload only when that fingerprint changed. One broken edit is then one
+//! reload error, however often the rest of the directory is written.
 
-use std::path::PathBuf;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -25,10 +30,37 @@ pub struct ConfigWatcher {
     _watcher: notify::RecommendedWatcher,
 }
 
+/// What the watched files hold: one hash over each file's path and contents (or its
+/// absence). Equal fingerprints mean there is nothing new to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint(u64);
+
+impl Fingerprint {
+    /// Reads every file in `files` (following symlinks, as loading the config does).
+    pub fn of(files: &[PathBuf]) -> Fingerprint {
+        let mut hasher = DefaultHasher::new();
+        for file in files {
+            file.hash(&mut hasher);
+            std::fs::read(file).ok().hash(&mut hasher);
+        }
+        Fingerprint(hasher.finish())
+    }
+}
+
+/// The files whose contents decide whether a reload is worth asking for: the config file
+/// and everything it reads (certificates, keys, the admin token).
+pub fn watched_files(config_path: &Path, read: &[PathBuf]) -> Vec<PathBuf> {
+    std::iter::once(config_path.to_path_buf())
+        .chain(read.iter().cloned())
+        .collect()
+}
+
 /// Calls `on_change` (on the current runtime) after changes in any of `dirs` (the
-/// config's directory and those of the certificates and token it reads).
+/// config's directory and those of the certificates and token it reads), when the
+/// contents of `files` differ from what they were at the last call (or at the start).
 pub fn watch(
     dirs: &[PathBuf],
+    files: Vec<PathBuf>,
     on_change: impl Fn() + Send + 'static,
 ) -> notify::Result<ConfigWatcher> {
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -44,6 +76,7 @@ pub fn watch(
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
         tracing::info!(dir = %dir.display(), "watching for config changes");
     }
+    let mut last = Fingerprint::of(&files);
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
             // Wait until the burst of events (write, rename, chmod...) is over, but not
@@ -55,8 +88,35 @@ pub fn watch(
             )
             .await
             {}
-            on_change();
+            let now = Fingerprint::of(&files);
+            if now != last {
+                last = now;
+                on_change();
+            }
         }
     });
     Ok(ConfigWatcher { _watcher: watcher })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_follows_contents_not_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("cutover.yaml");
+        let cert = dir.path().join("api.crt");
+        std::fs::write(&config, "a: 1\n").unwrap();
+        let files = watched_files(&config, std::slice::from_ref(&cert));
+        let missing_cert = Fingerprint::of(&files);
+        std::fs::write(&cert, "cert").unwrap();
+        let first = Fingerprint::of(&files);
+        assert_ne!(first, missing_cert, "a file that appears is a change");
+        std::fs::write(&config, "a: 1\n").unwrap();
+        std::fs::write(dir.path().join("hook.log"), "unrelated").unwrap();
+        assert_eq!(Fingerprint::of(&files), first, "same bytes written again");
+        std::fs::write(&config, "a: 2\n").unwrap();
+        assert_ne!(Fingerprint::of(&files), first);
+    }
 }
