@@ -16,3 +16,4 @@ pub mod yaml;
 
 pub use load::{load, ConfigError, ConfigErrors};
 pub use model::*;
+pub use validate::schedule_steps;

@@ -55,37 +55,16 @@ impl Checker<'_> {
                 None
             }
         };
-        let on_deadline = match &file.on_deadline {
-            None => defaults::ON_DEADLINE,
-            Some(o) => match o.value.as_str() {
-                "pause" => OnDeadline::Pause,
-                "rollback" => OnDeadline::Rollback,
-                other => {
-                    self.error(
-                        o.mark,
-                        format!("`on_deadline` is `pause` or `rollback`, not `{other}`"),
-                    );
-                    OnDeadline::Pause
-                }
-            },
-        };
-        let mut on = Vec::new();
-        for event in file.on.iter().flatten() {
-            match HookEvent::parse(&event.value) {
-                Some(e) => on.push(e),
-                None => {
-                    let known: Vec<&str> = HookEvent::ALL.iter().map(|e| e.as_str()).collect();
-                    self.error(
-                        event.mark,
-                        format!(
-                            "unknown event `{}`; events are {}",
-                            event.value,
-                            known.join(", ")
-                        ),
-                    );
-                }
-            }
-        }
+        let on_deadline = file
+            .on_deadline
+            .as_ref()
+            .map_or(defaults::ON_DEADLINE, |o| self.on_deadline(o));
+        let on = file
+            .on
+            .iter()
+            .flatten()
+            .filter_map(|event| self.event(event))
+            .collect();
         Some(Hook {
             name: name.to_string(),
             action: action?,
@@ -96,6 +75,36 @@ impl Checker<'_> {
             retries: self.count(&file.retries, u64::from(defaults::HOOK_RETRIES), 0, 100) as u32,
             on,
         })
+    }
+
+    fn on_deadline(&mut self, on_deadline: &Spanned<String>) -> OnDeadline {
+        match on_deadline.value.as_str() {
+            "pause" => OnDeadline::Pause,
+            "rollback" => OnDeadline::Rollback,
+            other => {
+                self.error(
+                    on_deadline.mark,
+                    format!("`on_deadline` is `pause` or `rollback`, not `{other}`"),
+                );
+                OnDeadline::Pause
+            }
+        }
+    }
+
+    fn event(&mut self, event: &Spanned<String>) -> Option<HookEvent> {
+        let parsed = HookEvent::parse(&event.value);
+        if parsed.is_none() {
+            let known: Vec<&str> = HookEvent::ALL.iter().map(|e| e.as_str()).collect();
+            self.error(
+                event.mark,
+                format!(
+                    "unknown event `{}`; events are {}",
+                    event.value,
+                    known.join(", ")
+                ),
+            );
+        }
+        parsed
     }
 
     pub(super) fn exec(&mut self, exec: &Spanned<Vec<Spanned<String>>>) -> Option<HookAction> {

@@ -103,42 +103,7 @@ impl Checker<'_> {
         if let (Some(hold), None) = (&file.hold, &file.weight) {
             self.error(hold.mark, "`hold` belongs to a `weight` step");
         }
-        let mut kinds = Vec::new();
-        if file.weight.is_some() {
-            kinds.push("weight");
-        }
-        if file.pause.0.is_some() {
-            kinds.push("pause");
-        }
-        if file.gate.is_some() {
-            kinds.push("gate");
-        }
-        if file.run.is_some() {
-            kinds.push("run");
-        }
-        if file.verify.is_some() {
-            kinds.push("verify");
-        }
-        if file.shadow.is_some() {
-            kinds.push("shadow");
-        }
-        match kinds.as_slice() {
-            [] => {
-                self.error(
-                    step.mark,
-                    "a step needs one of `weight`, `pause`, `gate`, `run`, `verify` or `shadow`",
-                );
-                return None;
-            }
-            [_] => {}
-            [first, second, ..] => {
-                self.error(
-                    step.mark,
-                    format!("a step does one thing; this one has both `{first}` and `{second}`"),
-                );
-                return None;
-            }
-        }
+        self.one_step_kind(step)?;
         let point_of_no_return = file.point_of_no_return.as_ref().is_some_and(|p| p.value);
         let kind = if let Some(weight) = &file.weight {
             let weight = self.weight(weight)?;
@@ -157,30 +122,71 @@ impl Checker<'_> {
                 hook: run.value.clone(),
             }
         } else {
-            if let Some(shadow) = &file.shadow {
-                // Check what is written even though the step is refused below.
-                self.fraction(&shadow.value.percent);
-                self.fraction(&shadow.value.max_mismatch);
-                self.duration_opt(&shadow.value.hold);
-            }
-            let (mark, what) = match (&file.verify, &file.shadow) {
-                (Some(v), _) => (v.mark, "verify"),
-                (None, Some(s)) => (s.mark, "shadow"),
-                (None, None) => (step.mark, "this"),
-            };
-            self.error(
-                mark,
-                format!(
-                    "`{what}` steps are not supported by this version of cutover yet; \
-                     use a `gate` hook that runs your checks instead"
-                ),
-            );
-            return None;
+            return self.unsupported_step(step);
         };
         Some(Step {
             kind,
             point_of_no_return,
         })
+    }
+
+    /// A step does exactly one thing; the error names what is missing or what clashes.
+    fn one_step_kind(&mut self, step: &Spanned<StepFile>) -> Option<()> {
+        let file = &step.value;
+        let written = [
+            ("weight", file.weight.is_some()),
+            ("pause", file.pause.0.is_some()),
+            ("gate", file.gate.is_some()),
+            ("run", file.run.is_some()),
+            ("verify", file.verify.is_some()),
+            ("shadow", file.shadow.is_some()),
+        ];
+        let kinds: Vec<&str> = written
+            .iter()
+            .filter(|(_, present)| *present)
+            .map(|(kind, _)| *kind)
+            .collect();
+        match kinds.as_slice() {
+            [] => {
+                self.error(
+                    step.mark,
+                    "a step needs one of `weight`, `pause`, `gate`, `run`, `verify` or `shadow`",
+                );
+                None
+            }
+            [_] => Some(()),
+            [first, second, ..] => {
+                self.error(
+                    step.mark,
+                    format!("a step does one thing; this one has both `{first}` and `{second}`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `verify` and `shadow` are part of the file format but not yet of the product: say
+    /// so at the step, after checking what can be checked of it.
+    fn unsupported_step(&mut self, step: &Spanned<StepFile>) -> Option<Step> {
+        let file = &step.value;
+        if let Some(shadow) = &file.shadow {
+            self.fraction(&shadow.value.percent);
+            self.fraction(&shadow.value.max_mismatch);
+            self.duration_opt(&shadow.value.hold);
+        }
+        let (mark, what) = match (&file.verify, &file.shadow) {
+            (Some(v), _) => (v.mark, "verify"),
+            (None, Some(s)) => (s.mark, "shadow"),
+            (None, None) => (step.mark, "this"),
+        };
+        self.error(
+            mark,
+            format!(
+                "`{what}` steps are not supported by this version of cutover yet; \
+                 use a `gate` hook that runs your checks instead"
+            ),
+        );
+        None
     }
 
     pub(super) fn schedule(&mut self, schedule: &Spanned<ScheduleFile>) -> Option<Vec<Step>> {

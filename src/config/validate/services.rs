@@ -63,40 +63,15 @@ impl Checker<'_> {
         let file = &service.value;
         let name = self.required(&file.name, service.mark, "name");
         if let Some(name) = name {
-            let valid = !name.value.is_empty()
-                && name.value.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
-                });
-            if !valid {
-                self.error(
-                    name.mark,
-                    format!(
-                        "service name `{}` may hold only a-z, 0-9, `_` and `-`",
-                        name.value
-                    ),
-                );
-            }
+            self.service_name(name);
         }
         let matcher = self.matcher(file.matcher.as_ref());
         let old = self.pool(&file.old, service.mark, "old");
         let new = self.pool(&file.new, service.mark, "new");
-        let balance = match &file.balance {
-            None => defaults::BALANCE,
-            Some(b) => match b.value.as_str() {
-                "round_robin" => Balance::RoundRobin,
-                "least_request" => Balance::LeastRequest,
-                "random" => Balance::Random,
-                other => {
-                    self.error(
-                        b.mark,
-                        format!(
-                            "unknown balance `{other}`; expected `round_robin`, `least_request` or `random`"
-                        ),
-                    );
-                    Balance::RoundRobin
-                }
-            },
-        };
+        let balance = file
+            .balance
+            .as_ref()
+            .map_or(defaults::BALANCE, |b| self.balance(b));
         let sticky = file.sticky.as_ref().and_then(|s| self.sticky(s));
         let timeouts = self.timeouts(file.timeouts.as_ref());
         let retries = file.retries.as_ref().map_or(defaults::RETRIES, |r| {
@@ -136,6 +111,41 @@ impl Checker<'_> {
             smoke,
             hooks: hooks.into_iter().map(|(hook, _)| Arc::new(hook)).collect(),
         })
+    }
+
+    /// Service names end up in metric labels, state file names and URLs.
+    fn service_name(&mut self, name: &Spanned<String>) {
+        let valid = !name.value.is_empty()
+            && name
+                .value
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !valid {
+            self.error(
+                name.mark,
+                format!(
+                    "service name `{}` may hold only a-z, 0-9, `_` and `-`",
+                    name.value
+                ),
+            );
+        }
+    }
+
+    fn balance(&mut self, balance: &Spanned<String>) -> Balance {
+        match balance.value.as_str() {
+            "round_robin" => Balance::RoundRobin,
+            "least_request" => Balance::LeastRequest,
+            "random" => Balance::Random,
+            other => {
+                self.error(
+                    balance.mark,
+                    format!(
+                        "unknown balance `{other}`; expected `round_robin`, `least_request` or `random`"
+                    ),
+                );
+                Balance::RoundRobin
+            }
+        }
     }
 
     pub(super) fn matcher(&mut self, matcher: Option<&MatchFile>) -> Matcher {
