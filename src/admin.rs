@@ -211,7 +211,7 @@ async fn read_weight(request: Request<Incoming>) -> Result<Weight, String> {
         .map_err(|err| format!("expected {{\"weight\": <percent>}}: {err}"))?;
     let percent = match parsed.weight {
         serde_json::Value::Number(n) => n.as_f64().ok_or("the weight is not a number")?,
-        serde_json::Value::String(s) => crate::config::load::parse_percent(&s)?,
+        serde_json::Value::String(s) => crate::config::parse_percent(&s)?,
         _ => return Err("the weight is a number of percent, like 30".to_string()),
     };
     Weight::from_percent(percent)

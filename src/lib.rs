@@ -6,6 +6,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod hash;
 pub mod hooks;
 pub mod metrics;
 pub mod proxy;

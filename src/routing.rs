@@ -17,8 +17,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::{header, HeaderMap, HeaderValue};
 
-use crate::config::load::fnv1a;
 use crate::config::{HostPattern, Matcher, Sticky, Timeouts, Weight};
+use crate::hash::fnv1a;
 use crate::upstream::{Pool, PoolKind, PoolSettings, UpstreamRegistry};
 
 pub const BUCKETS: u16 = 10_000;

@@ -1,16 +1,15 @@
-//! TLS with rustls: loading certificates, choosing one by SNI, ALPN `h2` + `http/1.1`.
+//! TLS with rustls: choosing a certificate by SNI, ALPN `h2` + `http/1.1`.
 //!
-//! Certificates are loaded while the config is validated, so an unreadable file or a key
-//! that does not match its certificate is a config error with a position, and a reload
-//! with a broken certificate keeps the running one. The SNI resolver asks webpki whether
-//! each certificate is valid for the requested name (wildcards included) and falls back to
-//! the first certificate, as nginx does with its default server.
+//! Certificates are loaded while the config is validated (`config::files`), so an
+//! unreadable file or a key that does not match its certificate is a config error with a
+//! position, and a reload with a broken certificate keeps the running one. The SNI
+//! resolver asks webpki whether each certificate is valid for the requested name
+//! (wildcards included) and falls back to the first certificate, as nginx does with its
+//! default server.
 
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, DnsName, PrivateKeyDer, ServerName};
+use rustls::pki_types::{DnsName, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -22,27 +21,6 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     PROVIDER
         .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
         .clone()
-}
-
-/// Reads a PEM certificate chain and its private key, and checks that they belong together.
-pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
-        .map_err(|err| format!("cannot read certificate `{}`: {err}", cert_path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|err| format!("cannot parse certificate `{}`: {err}", cert_path.display()))?;
-    if chain.is_empty() {
-        return Err(format!("`{}` holds no certificate", cert_path.display()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_path)
-        .map_err(|err| format!("cannot read private key `{}`: {err}", key_path.display()))?;
-    let certified = CertifiedKey::from_der(chain, key, &provider()).map_err(|err| {
-        format!(
-            "certificate `{}` and key `{}` do not belong together: {err}",
-            cert_path.display(),
-            key_path.display()
-        )
-    })?;
-    Ok(certified)
 }
 
 /// Picks the certificate for the client's SNI name.

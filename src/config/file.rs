@@ -1,7 +1,7 @@
 //! The serde mirror of the YAML file. Nothing outside `config` uses these types.
 //!
 //! Every field is optional and keeps its position: what is required, and what a value
-//! means, is decided in `load.rs`, which reports all problems together. Durations,
+//! means, is decided in `validate/`, which reports all problems together. Durations,
 //! percentages and names of things are kept as written (`Spanned<String>`) for the same
 //! reason. `deny_unknown_fields` is a safety net; the deserializer reports unknown keys
 //! itself, every one of them, with a suggestion.

@@ -1,4 +1,9 @@
+use std::time::Duration;
+
+use http::HeaderName;
+
 use super::*;
+use crate::config::model::*;
 
 const MINIMAL: &str = r#"
 listeners:

@@ -1,13 +1,19 @@
 //! The config file: parsing (`yaml`, `de`), the serde mirror (`file`), validation
-//! (`load`) and the validated types everything else uses (`model`).
+//! (`validate`, reading what the file points at through `files`), the validated types
+//! everything else uses (`model`) and every default value (`defaults`). `load` ties them
+//! together.
 
 mod de;
+pub mod defaults;
 mod file;
+mod files;
 pub mod load;
 pub mod model;
+mod validate;
 pub mod watch;
 
 pub mod yaml;
 
 pub use load::{load, ConfigError, ConfigErrors};
 pub use model::*;
+pub use validate::schedule_steps;

@@ -1,8 +1,10 @@
 //! Validated configuration: the types the rest of cutover uses.
 //!
-//! Everything here has been checked by `load.rs`: addresses parse, files exist, hooks that
+//! Everything here has been checked by `validate/`: addresses parse, files exist, hooks that
 //! steps name are defined, weights are within 0–100%. Values are in the units the code
 //! wants (`Weight` in basis points, rates as fractions, `Duration`s), never as written.
+//! The parsers of how values are written (`5%`, `30s`, `64KiB`) live here too, next to
+//! the types they produce; default values live in `defaults.rs`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -74,6 +76,58 @@ impl fmt::Display for Weight {
             write!(f, "{}%", self.percent())
         }
     }
+}
+
+/// `5%`, `0.5%` or a bare number (a percent too); returns the percentage.
+pub fn parse_percent(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let number = trimmed.strip_suffix('%').unwrap_or(trimmed).trim();
+    match number.parse::<f64>() {
+        Ok(p) if p.is_finite() && (0.0..=100.0).contains(&p) => Ok(p),
+        Ok(_) => Err(format!("`{trimmed}` is outside 0%..100%")),
+        Err(_) => Err(format!(
+            "`{trimmed}` is not a percentage; write it like `5%` or `0.5%`"
+        )),
+    }
+}
+
+/// `250ms`, `30s`, `10m`, `2h`, `1h30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "`{text}` needs a unit, like `{text}s` or `{text}ms`"
+        ));
+    }
+    humantime::parse_duration(text).map_err(|_| {
+        format!("`{text}` is not a duration; write it like `250ms`, `30s`, `10m` or `2h`")
+    })
+}
+
+/// `65536`, `64KiB`, `1MiB`, `64KB`.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1024,
+        "KB" | "kB" => 1000,
+        "MiB" | "M" => 1024 * 1024,
+        "MB" => 1_000_000,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a size; write it like `64KiB` or `65536`"
+            ))
+        }
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("`{text}` is not a size; write it like `64KiB` or `65536`"))
 }
 
 #[derive(Debug, Clone)]
@@ -166,17 +220,6 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            header_read_timeout: Duration::from_secs(10),
-            max_header_bytes: 64 * 1024,
-            max_connections: 10_000,
-            shutdown_grace: Duration::from_secs(30),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Service {
     pub name: String,
@@ -252,32 +295,12 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            connect: Duration::from_secs(2),
-            request: Duration::from_secs(60),
-            idle: Duration::from_secs(90),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Outlier {
     pub consecutive_failures: u32,
     pub eject_for: Duration,
     /// The largest fraction of a pool that may be ejected at once.
     pub max_ejected: f64,
-}
-
-impl Default for Outlier {
-    fn default() -> Self {
-        Outlier {
-            consecutive_failures: 5,
-            eject_for: Duration::from_secs(30),
-            max_ejected: 0.5,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,0 +1,75 @@
+//! Every default value of the config, in one place: what a setting is when the file does
+//! not write it (SPEC §2). Validation and the rollout code read these; nothing else should
+//! spell a default out again.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use super::model::{Balance, Limits, OnDeadline, Outlier, StartMode, Timeouts};
+
+/// Loopback only: the admin API needs no token there.
+pub const ADMIN_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9901));
+/// Relative to the config file's directory.
+pub const STATE_DIR: &str = "state";
+/// Matches every path.
+pub const PATH_PREFIX: &str = "/";
+
+/// Extra attempts after a connect failure.
+pub const RETRIES: u32 = 2;
+pub const BACKEND_WEIGHT: u32 = 1;
+
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+pub const HEALTHY_AFTER: u32 = 2;
+pub const UNHEALTHY_AFTER: u32 = 3;
+
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a gate waits between attempts; also what a gate step whose hook is gone waits.
+pub const GATE_EVERY: Duration = Duration::from_secs(15);
+pub const HOOK_RETRIES: u32 = 0;
+
+pub const ANALYSIS_INTERVAL: Duration = Duration::from_secs(30);
+pub const ANALYSIS_WINDOW: Duration = Duration::from_secs(120);
+/// Below this many requests in the window, analysis is inconclusive.
+pub const ANALYSIS_MIN_REQUESTS: u64 = 100;
+/// Failed checks in a row before a rollback.
+pub const FAILURE_THRESHOLD: u32 = 3;
+pub const TRIP_WINDOW: Duration = Duration::from_secs(10);
+pub const TRIP_MIN_REQUESTS: u64 = 20;
+
+pub const SMOKE_EXPECT_STATUS: u16 = 200;
+
+pub const BALANCE: Balance = Balance::RoundRobin;
+pub const START: StartMode = StartMode::Auto;
+pub const ON_DEADLINE: OnDeadline = OnDeadline::Pause;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(60),
+            idle: Duration::from_secs(90),
+        }
+    }
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Outlier {
+            consecutive_failures: 5,
+            eject_for: Duration::from_secs(30),
+            max_ejected: 0.5,
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! A service's `rollout:`: its steps (or the schedule that expands into steps) and the
+//! analysis that decides whether NEW is healthy enough to go on.
+
+use std::time::Duration;
+
+use super::Checker;
+use crate::config::de::Spanned;
+use crate::config::defaults;
+use crate::config::file::{AnalysisFile, RolloutFile, ScheduleFile, StepFile, TripFile};
+use crate::config::model::*;
+use crate::config::yaml::Mark;
+use crate::hash::fnv1a;
+
+impl Checker<'_> {
+    pub(super) fn rollout(
+        &mut self,
+        rollout: &Spanned<RolloutFile>,
+        hooks: &[(Hook, Mark)],
+    ) -> Option<RolloutSpec> {
+        let file = &rollout.value;
+        let start = match &file.start {
+            None => defaults::START,
+            Some(s) => match s.value.as_str() {
+                "auto" => StartMode::Auto,
+                "manual" => StartMode::Manual,
+                other => {
+                    self.error(
+                        s.mark,
+                        format!("`start` is `auto` or `manual`, not `{other}`"),
+                    );
+                    StartMode::Auto
+                }
+            },
+        };
+        let steps = match (&file.steps, &file.schedule) {
+            (Some(steps), None) => self.steps(steps, hooks),
+            (None, Some(schedule)) => self.schedule(schedule),
+            (Some(_), Some(schedule)) => {
+                self.error(
+                    schedule.mark,
+                    "a rollout has `steps` or `schedule`, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.error(rollout.mark, "a rollout needs `steps` or `schedule`");
+                None
+            }
+        };
+        let analysis = file.analysis.as_ref().and_then(|a| self.analysis(a));
+        let steps = steps?;
+        let fingerprint = format!("{:016x}", fnv1a(format!("{steps:?}").as_bytes()));
+        Some(RolloutSpec {
+            start,
+            steps,
+            analysis,
+            fingerprint,
+        })
+    }
+
+    pub(super) fn steps(
+        &mut self,
+        steps: &Spanned<Vec<Spanned<StepFile>>>,
+        hooks: &[(Hook, Mark)],
+    ) -> Option<Vec<Step>> {
+        if steps.value.is_empty() {
+            self.error(steps.mark, "`steps` is empty");
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut last_weight: Option<(Weight, usize)> = None;
+        for (index, step) in steps.value.iter().enumerate() {
+            let Some(built) = self.step(step, hooks) else {
+                continue;
+            };
+            if let StepKind::Weight { weight, .. } = &built.kind {
+                if let Some((previous, previous_index)) = last_weight {
+                    if *weight < previous {
+                        self.error(
+                            step.mark,
+                            format!(
+                                "step {} lowers the weight to {weight} after step {} set {previous}: \
+                                 weights only rise, so that users move from old to new and never back",
+                                index + 1,
+                                previous_index + 1
+                            ),
+                        );
+                    }
+                }
+                last_weight = Some((*weight, index));
+            }
+            out.push(built);
+        }
+        (out.len() == steps.value.len()).then_some(out)
+    }
+
+    pub(super) fn step(
+        &mut self,
+        step: &Spanned<StepFile>,
+        hooks: &[(Hook, Mark)],
+    ) -> Option<Step> {
+        let file = &step.value;
+        if let (Some(hold), None) = (&file.hold, &file.weight) {
+            self.error(hold.mark, "`hold` belongs to a `weight` step");
+        }
+        self.one_step_kind(step)?;
+        let point_of_no_return = file.point_of_no_return.as_ref().is_some_and(|p| p.value);
+        let kind = if let Some(weight) = &file.weight {
+            let weight = self.weight(weight)?;
+            let hold = self.duration(&file.hold, Duration::ZERO);
+            StepKind::Weight { weight, hold }
+        } else if file.pause.0.is_some() {
+            StepKind::Pause
+        } else if let Some(gate) = &file.gate {
+            self.hook_ref(gate, hooks)?;
+            StepKind::Gate {
+                hook: gate.value.clone(),
+            }
+        } else if let Some(run) = &file.run {
+            self.hook_ref(run, hooks)?;
+            StepKind::Run {
+                hook: run.value.clone(),
+            }
+        } else {
+            return self.unsupported_step(step);
+        };
+        Some(Step {
+            kind,
+            point_of_no_return,
+        })
+    }
+
+    /// A step does exactly one thing; the error names what is missing or what clashes.
+    fn one_step_kind(&mut self, step: &Spanned<StepFile>) -> Option<()> {
+        let file = &step.value;
+        let written = [
+            ("weight", file.weight.is_some()),
+            ("pause", file.pause.0.is_some()),
+            ("gate", file.gate.is_some()),
+            ("run", file.run.is_some()),
+            ("verify", file.verify.is_some()),
+            ("shadow", file.shadow.is_some()),
+        ];
+        let kinds: Vec<&str> = written
+            .iter()
+            .filter(|(_, present)| *present)
+            .map(|(kind, _)| *kind)
+            .collect();
+        match kinds.as_slice() {
+            [] => {
+                self.error(
+                    step.mark,
+                    "a step needs one of `weight`, `pause`, `gate`, `run`, `verify` or `shadow`",
+                );
+                None
+            }
+            [_] => Some(()),
+            [first, second, ..] => {
+                self.error(
+                    step.mark,
+                    format!("a step does one thing; this one has both `{first}` and `{second}`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `verify` and `shadow` are part of the file format but not yet of the product: say
+    /// so at the step, after checking what can be checked of it.
+    fn unsupported_step(&mut self, step: &Spanned<StepFile>) -> Option<Step> {
+        let file = &step.value;
+        if let Some(shadow) = &file.shadow {
+            self.fraction(&shadow.value.percent);
+            self.fraction(&shadow.value.max_mismatch);
+            self.duration_opt(&shadow.value.hold);
+        }
+        let (mark, what) = match (&file.verify, &file.shadow) {
+            (Some(v), _) => (v.mark, "verify"),
+            (None, Some(s)) => (s.mark, "shadow"),
+            (None, None) => (step.mark, "this"),
+        };
+        self.error(
+            mark,
+            format!(
+                "`{what}` steps are not supported by this version of cutover yet; \
+                 use a `gate` hook that runs your checks instead"
+            ),
+        );
+        None
+    }
+
+    pub(super) fn schedule(&mut self, schedule: &Spanned<ScheduleFile>) -> Option<Vec<Step>> {
+        let file = &schedule.value;
+        let start = self.required(&file.start, schedule.mark, "start");
+        let step = self.required(&file.step, schedule.mark, "step");
+        let every = self.required(&file.every, schedule.mark, "every");
+        let (start, step, every) = (start?, step?, every?);
+        let start_weight = self.weight(start)?;
+        let step_weight = self.weight(step)?;
+        let hold = self.duration_opt(&Some(every.clone()))?;
+        if step_weight == Weight::ZERO {
+            self.error(step.mark, "the schedule's `step` must be above 0%");
+            return None;
+        }
+        Some(schedule_steps(start_weight, step_weight, hold))
+    }
+
+    pub(super) fn analysis(&mut self, analysis: &Spanned<AnalysisFile>) -> Option<AnalysisSpec> {
+        let file = &analysis.value;
+        let interval = self.positive_duration(&file.interval, defaults::ANALYSIS_INTERVAL);
+        let window = self.positive_duration(&file.window, defaults::ANALYSIS_WINDOW);
+        if window > Duration::from_secs(3600) {
+            if let Some(w) = &file.window {
+                self.error(w.mark, "the analysis window is at most 1h");
+            }
+        }
+        let ratio = match &file.max_p99_latency_ratio {
+            Some(r) if r.value.is_finite() && r.value >= 1.0 => Some(r.value),
+            Some(r) => {
+                self.error(
+                    r.mark,
+                    "`max_p99_latency_ratio` is a factor of 1.0 or more, like 1.5",
+                );
+                None
+            }
+            None => None,
+        };
+        let trip = file.trip.as_ref().and_then(|t| self.trip(t));
+        let spec = AnalysisSpec {
+            interval,
+            window,
+            min_requests: self.count(
+                &file.min_requests,
+                defaults::ANALYSIS_MIN_REQUESTS,
+                1,
+                1_000_000_000,
+            ),
+            failure_threshold: self.count(
+                &file.failure_threshold,
+                u64::from(defaults::FAILURE_THRESHOLD),
+                1,
+                1000,
+            ) as u32,
+            max_error_rate: self.fraction(&file.max_error_rate),
+            max_error_rate_increase: self.fraction(&file.max_error_rate_increase),
+            max_p99_latency: self.duration_opt(&file.max_p99_latency),
+            max_p99_latency_ratio: ratio,
+            trip,
+        };
+        let has_rule = spec.max_error_rate.is_some()
+            || spec.max_error_rate_increase.is_some()
+            || spec.max_p99_latency.is_some()
+            || spec.max_p99_latency_ratio.is_some()
+            || spec.trip.is_some();
+        if !has_rule {
+            self.error(
+                analysis.mark,
+                "`analysis` has no rule: set at least one of `max_error_rate`, \
+                 `max_error_rate_increase`, `max_p99_latency`, `max_p99_latency_ratio`, `trip`",
+            );
+        }
+        Some(spec)
+    }
+
+    pub(super) fn trip(&mut self, trip: &Spanned<TripFile>) -> Option<TripSpec> {
+        let file = &trip.value;
+        let rate = self
+            .required(&file.error_rate, trip.mark, "error_rate")?
+            .clone();
+        let window = self.positive_duration(&file.window, defaults::TRIP_WINDOW);
+        if window > Duration::from_secs(3600) {
+            if let Some(w) = &file.window {
+                self.error(w.mark, "the trip window is at most 1h");
+            }
+        }
+        Some(TripSpec {
+            error_rate: self.fraction(&Some(rate))?,
+            min_requests: self.count(
+                &file.min_requests,
+                defaults::TRIP_MIN_REQUESTS,
+                1,
+                1_000_000_000,
+            ),
+            window,
+        })
+    }
+}
+
+/// The steps of `schedule: {start, step, every}`: `start`, then `+step` every `every`,
+/// ending at 100%, which needs no hold (the rollout is promoted on its first passing check).
+pub fn schedule_steps(start: Weight, step: Weight, every: Duration) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut bp = u32::from(start.basis_points());
+    let increment = u32::from(step.basis_points()).max(1);
+    while bp < 10_000 {
+        steps.push(Step {
+            kind: StepKind::Weight {
+                weight: Weight::from_basis_points(bp as u16).unwrap_or(Weight::FULL),
+                hold: every,
+            },
+            point_of_no_return: false,
+        });
+        bp += increment;
+    }
+    steps.push(Step {
+        kind: StepKind::Weight {
+            weight: Weight::FULL,
+            hold: Duration::ZERO,
+        },
+        point_of_no_return: false,
+    });
+    steps
+}

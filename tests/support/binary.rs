@@ -1,0 +1,117 @@
+//! The real `cutover` binary as a child process, with its admin API.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+use super::client::{get, send};
+
+/// The path of the built `cutover` binary.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cutover"))
+}
+
+/// A port that was free a moment ago (bind 127.0.0.1:0, read the port, close).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `cutover run -c CONFIG` process of the real binary, SIGKILLed when dropped.
+pub struct Cutover {
+    pub child: std::process::Child,
+    pub admin: SocketAddr,
+    log: tempfile::NamedTempFile,
+}
+
+impl Drop for Cutover {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Cutover {
+    /// Starts the binary and waits until its admin API at `admin` answers.
+    pub async fn start(config: &std::path::Path, admin: SocketAddr) -> Cutover {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = std::process::Command::new(binary())
+            .args(["run", "-c"])
+            .arg(config)
+            .env("CUTOVER_WORKER_THREADS", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let mut cutover = Cutover { child, admin, log };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(admin).await.is_err() {
+            if let Ok(Some(exit)) = cutover.child.try_wait() {
+                panic!("cutover exited with {exit} at start:\n{}", cutover.log());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no admin API after 10 s:\n{}",
+                cutover.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cutover
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child process.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// `GET /status` (no token).
+    pub async fn status(&self) -> serde_json::Value {
+        let got = send(self.admin, get("admin", "/status")).await;
+        assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+        serde_json::from_str(&got.body).unwrap()
+    }
+}
+
+impl Cutover {
+    /// Starts the binary on `dir/cutover.yaml`.
+    pub async fn start_in(dir: &Path, admin: SocketAddr) -> Cutover {
+        Cutover::start(&dir.join("cutover.yaml"), admin).await
+    }
+
+    /// The first service's part of `/status`.
+    pub async fn service_status(&self) -> Value {
+        self.status().await["services"][0].clone()
+    }
+
+    /// Polls `/status` until `condition` holds for the first service.
+    pub async fn wait_for_service(&self, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = self.service_status().await;
+            if condition(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited for {what}; status: {status:#}\nlog:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
