@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod hooks;
+pub mod http1;
 pub mod metrics;
 pub mod proxy;
 pub mod rollout;

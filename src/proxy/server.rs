@@ -28,10 +28,10 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::forward::Scheme;
 use super::framing::FramingGuard;
 use super::handler::{self, ConnContext};
 use crate::config::{Limits, Listener};
+use crate::http1::Scheme;
 use crate::routing::SharedSnapshot;
 
 /// What every connection of every listener shares.
