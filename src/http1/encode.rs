@@ -58,7 +58,16 @@ pub fn encode_request_head(
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
-    let headers = &parts.headers;
+    push_end_to_end(&mut out, &parts.headers, upgrade);
+    push_forwarding(&mut out, parts, forwarded);
+    push_framing(&mut out, body, upgrade);
+    out.extend_from_slice(b"\r\n");
+    out.freeze()
+}
+
+/// The client's headers that go to the backend as they are (one `cookie` line).
+#[inline]
+fn push_end_to_end(out: &mut BytesMut, headers: &HeaderMap, upgrade: bool) {
     let connection_tokens = headers.contains_key(header::CONNECTION);
     let mut cookies = 0;
     for (name, value) in headers {
@@ -71,7 +80,7 @@ pub fn encode_request_head(
             cookies += 1;
             continue;
         }
-        push_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if cookies > 0 {
         // HTTP/2 splits cookies into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
@@ -84,14 +93,19 @@ pub fn encode_request_head(
         }
         out.extend_from_slice(b"\r\n");
     }
+}
 
+/// `Host` and the forwarding headers (SPEC §7).
+#[inline]
+fn push_forwarding(out: &mut BytesMut, parts: &Parts, forwarded: &Forwarded<'_>) {
+    let headers = &parts.headers;
     let host = match headers.get(header::HOST) {
         Some(host) => Some(host.as_bytes()),
         None => parts.uri.authority().map(|a| a.as_str().as_bytes()),
     };
     if let Some(host) = host {
-        push_header(&mut out, b"host", host);
-        push_header(&mut out, b"x-forwarded-host", host);
+        push_header(out, b"host", host);
+        push_header(out, b"x-forwarded-host", host);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     for value in headers.get_all(X_FORWARDED_FOR) {
@@ -104,11 +118,16 @@ pub fn encode_request_head(
         Scheme::Http => b"x-forwarded-proto: http\r\n".as_slice(),
         Scheme::Https => b"x-forwarded-proto: https\r\n".as_slice(),
     });
+}
+
+/// How the body follows, and `Connection: upgrade` for upgrades.
+#[inline]
+fn push_framing(out: &mut BytesMut, body: BodyKind, upgrade: bool) {
     match body {
         BodyKind::Empty => {}
         BodyKind::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            push_decimal(&mut out, n);
+            push_decimal(out, n);
             out.extend_from_slice(b"\r\n");
         }
         BodyKind::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -116,8 +135,6 @@ pub fn encode_request_head(
     if upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
     }
-    out.extend_from_slice(b"\r\n");
-    out.freeze()
 }
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";

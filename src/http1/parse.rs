@@ -35,42 +35,15 @@ pub fn parse_response_head(
     buf: &mut BytesMut,
     method: &Method,
 ) -> Result<Option<ResponseHead>, Invalid> {
-    // Positions of names and values in the head, so the head can be split off and its
-    // values shared without copying.
     let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let (len, status, version, count) = {
-        // Uninitialized: zeroing 128 headers for every response costs more than parsing.
-        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut response,
-            buf,
-            &mut headers,
-        );
-        let len = match parsed {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(Invalid("too many response headers"))
-            }
-            Err(_) => return Err(Invalid("malformed response head")),
-        };
-        let base = buf.as_ptr() as usize;
-        for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
-            // Within a head of at most MAX_HEAD bytes: these fit in u32.
-            *span = (
-                (h.name.as_ptr() as usize - base) as u32,
-                h.name.len() as u32,
-                (h.value.as_ptr() as usize - base) as u32,
-                h.value.len() as u32,
-            );
-        }
-        (
-            len,
-            response.code.unwrap_or(0),
-            response.version.unwrap_or(1),
-            response.headers.len(),
-        )
+    let Some(Located {
+        len,
+        status,
+        version,
+        count,
+    }) = locate(buf, &mut spans)?
+    else {
+        return Ok(None);
     };
     let status = StatusCode::from_u16(status).map_err(|_| Invalid("invalid status code"))?;
     let head = buf.split_to(len).freeze();
@@ -125,17 +98,7 @@ pub fn parse_response_head(
         remove_connection_named(&mut headers, &tokens, switching);
     }
 
-    let no_body = *method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let framing = match (no_body, transfer_encoding, &content_length) {
-        (true, _, _) => Framing::None,
-        (false, true, _) if chunked => Framing::Chunked,
-        (false, true, _) => Framing::UntilClose,
-        (false, false, Some((n, _))) => Framing::Length(*n),
-        (false, false, None) => Framing::UntilClose,
-    };
+    let framing = framing_of(method, status, transfer_encoding, chunked, &content_length);
     // Both framings at once: answer it, but never reuse the connection (smuggling risk).
     let keep_alive = !connection_close
         && framing != Framing::UntilClose
@@ -156,6 +119,75 @@ pub fn parse_response_head(
         framing,
         keep_alive,
     }))
+}
+
+/// Where a complete head ends, what it says in its status line, and where each header's
+/// name and value are (`spans`), so the head can be split off the buffer and its values
+/// shared without copying.
+struct Located {
+    len: usize,
+    status: u16,
+    version: u8,
+    count: usize,
+}
+
+/// Name offset, name length, value offset, value length: within a head of at most
+/// `MAX_HEAD` bytes, these fit in u32.
+type Span = (u32, u32, u32, u32);
+
+#[inline]
+fn locate(buf: &BytesMut, spans: &mut [Span; MAX_HEADERS]) -> Result<Option<Located>, Invalid> {
+    // Uninitialized: zeroing 128 headers for every response costs more than parsing.
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut headers,
+    );
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Invalid("too many response headers")),
+        Err(_) => return Err(Invalid("malformed response head")),
+    };
+    let base = buf.as_ptr() as usize;
+    for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
+        *span = (
+            (h.name.as_ptr() as usize - base) as u32,
+            h.name.len() as u32,
+            (h.value.as_ptr() as usize - base) as u32,
+            h.value.len() as u32,
+        );
+    }
+    Ok(Some(Located {
+        len,
+        status: response.code.unwrap_or(0),
+        version: response.version.unwrap_or(1),
+        count: response.headers.len(),
+    }))
+}
+
+/// How the response body is delimited (RFC 9112 §6.3).
+#[inline]
+fn framing_of(
+    method: &Method,
+    status: StatusCode,
+    transfer_encoding: bool,
+    chunked: bool,
+    content_length: &Option<(u64, Bytes)>,
+) -> Framing {
+    let no_body = *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    match (no_body, transfer_encoding, content_length) {
+        (true, _, _) => Framing::None,
+        (false, true, _) if chunked => Framing::Chunked,
+        (false, true, _) => Framing::UntilClose,
+        (false, false, Some((n, _))) => Framing::Length(*n),
+        (false, false, None) => Framing::UntilClose,
+    }
 }
 
 /// Drops the headers a response's `Connection` names (hop-by-hop for this hop only).

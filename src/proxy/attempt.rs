@@ -24,7 +24,7 @@ use super::outcome;
 use crate::http1::encode::BodyKind;
 use crate::http1::parse::ResponseHead;
 use crate::routing::Route;
-use crate::upstream::{Backend, Connection, ExchangeError, InFlight, PoolKind};
+use crate::upstream::{Backend, Connection, ExchangeError, InFlight, Pool, PoolKind};
 
 /// The request as it goes to a backend: encoded once, sent to whichever backend takes it.
 pub(super) struct Outgoing {
@@ -57,6 +57,7 @@ const MAX_TRIES: usize = 11;
 const MAX_STALE: u32 = 4;
 
 /// NEW's share goes to OLD up front when NEW has no available backend.
+#[inline]
 pub(super) fn first_pool(route: &Route, assigned: PoolKind, now_ms: u64) -> PoolKind {
     let new = &route.service.new;
     if assigned == PoolKind::New && !new.has_available(now_ms) {
@@ -84,13 +85,7 @@ pub(super) async fn exchange(
     let mut unreachable: Option<ProxyError> = None;
     loop {
         let pool = route.pool(kind);
-        let attempts_exhausted = tries > service.retries as usize || tries == MAX_TRIES;
-        let picked = if attempts_exhausted {
-            None
-        } else {
-            pool.pick(&tried[..tries], now_ms)
-        };
-        let Some(index) = picked else {
+        let Some(index) = pick(pool, &tried[..tries], service.retries, now_ms) else {
             if kind == PoolKind::New {
                 // Nothing was sent to NEW: OLD serves this one, NEW is charged for it.
                 outcome::unserved(pool);
@@ -132,7 +127,7 @@ pub(super) async fn exchange(
                 deadline,
             )
             .await;
-        let error = match sent {
+        let failure = match sent {
             Ok(Ok(head)) => {
                 return Ok(Exchange {
                     head,
@@ -142,26 +137,52 @@ pub(super) async fn exchange(
                     kind,
                 })
             }
-            Ok(Err(ExchangeError::ClientBody(error))) => {
-                return Err((ProxyError::ClientBody(error), kind))
+            Ok(Err(error)) => {
+                let resend = connection.is_reused() && outgoing.resendable() && stale < MAX_STALE;
+                after_failure(error, resend, backend)
             }
-            Ok(Err(error))
-                if connection.is_reused()
-                    && error.is_stale_connection()
-                    && outgoing.resendable()
-                    && stale < MAX_STALE =>
-            {
-                // The backend had closed this idle connection: it never saw the request.
-                stale += 1;
-                continue;
-            }
-            Ok(Err(error)) => ProxyError::upstream(backend.addr.clone(), error),
-            Err(_elapsed) => ProxyError::Timeout {
+            Err(_elapsed) => Failure::Backend(ProxyError::Timeout {
                 addr: backend.addr.clone(),
                 after: service.timeouts.request,
-            },
+            }),
         };
-        outcome::try_failed(pool, backend, &error, now_ms);
-        return Err((error, kind));
+        match failure {
+            Failure::Stale => stale += 1,
+            Failure::Client(error) => return Err((error, kind)),
+            Failure::Backend(error) => {
+                outcome::try_failed(pool, backend, &error, now_ms);
+                return Err((error, kind));
+            }
+        }
+    }
+}
+
+/// The next backend to try, unless this pool's tries are used up.
+#[inline]
+fn pick(pool: &Pool, tried: &[usize], retries: u32, now_ms: u64) -> Option<usize> {
+    let exhausted = tried.len() > retries as usize || tried.len() == MAX_TRIES;
+    if exhausted {
+        return None;
+    }
+    pool.pick(tried, now_ms)
+}
+
+/// What a failed exchange means for the request.
+enum Failure {
+    /// The backend had closed this idle connection: it never saw the request, which
+    /// goes out again.
+    Stale,
+    /// The client's request body failed: the backend is not to blame.
+    Client(ProxyError),
+    /// The backend failed: final, since the request may have been processed.
+    Backend(ProxyError),
+}
+
+/// Classifies a failed exchange; `resend` says whether a stale connection may be retried.
+fn after_failure(error: ExchangeError, resend: bool, backend: &Backend) -> Failure {
+    match error {
+        ExchangeError::ClientBody(error) => Failure::Client(ProxyError::ClientBody(error)),
+        error if resend && error.is_stale_connection() => Failure::Stale,
+        error => Failure::Backend(ProxyError::upstream(backend.addr.clone(), error)),
     }
 }

@@ -45,6 +45,15 @@ impl ProxyError {
         ProxyError::Upstream { addr, kind, source }
     }
 
+    /// A 101 to a request that did not ask to switch protocols.
+    pub fn unrequested_switch(addr: Arc<str>) -> ProxyError {
+        ProxyError::Upstream {
+            addr,
+            kind: UpstreamErrorKind::Protocol,
+            source: ExchangeError::Protocol("101 Switching Protocols without an upgrade request"),
+        }
+    }
+
     /// Whether the pool that was tried is to blame.
     pub fn counts_against_pool(&self) -> bool {
         !matches!(

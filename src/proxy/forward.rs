@@ -13,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::http1::tokens::has_token;
+use crate::upstream::Connection;
 
 /// An HTTP/1.1 request asking to switch protocols (WebSocket and the like).
 pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
@@ -22,6 +23,16 @@ pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .any(|value| has_token(value.as_bytes(), b"upgrade"))
+}
+
+/// Runs the tunnel of an upgraded request as its own task, holding `guards` (what must
+/// stay counted while it runs) until it closes.
+pub fn spawn_tunnel(client: OnUpgrade, backend: Connection, guards: impl Send + 'static) {
+    let (stream, early) = backend.into_parts();
+    tokio::spawn(async move {
+        let _guards = guards;
+        tunnel(client, stream, early).await;
+    });
 }
 
 /// Copies bytes both ways between the upgraded client and the backend until either side

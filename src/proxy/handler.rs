@@ -24,8 +24,7 @@ use super::outcome;
 use crate::http1::encode::{encode_request_head, BodyKind, Forwarded};
 use crate::http1::Scheme;
 use crate::routing::{strip_port, Bucket, Route, SharedSnapshot};
-use crate::stats::UpstreamErrorKind;
-use crate::upstream::{millis_at, ExchangeError, PoolKind, ResponseBody};
+use crate::upstream::{millis_at, PoolKind, ResponseBody};
 
 /// What the request path knows about the connection a request came on.
 pub struct ConnContext {
@@ -160,23 +159,13 @@ fn respond(
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     match (switching, client_upgrade) {
         (true, Some(client_upgrade)) => {
-            let (stream, early) = connection.into_parts();
-            let open = conn.open.clone();
-            tokio::spawn(async move {
-                let _in_flight = in_flight;
-                let _open = open;
-                forward::tunnel(client_upgrade, stream, early).await;
-            });
+            // The tunnel counts as in flight, and its client connection as open.
+            let guards = (in_flight, conn.open.clone());
+            forward::spawn_tunnel(client_upgrade, connection, guards);
         }
         (true, None) => {
             // 101 to a request that did not ask for it: the connection is unusable.
-            let error = ProxyError::Upstream {
-                addr: backend.addr.clone(),
-                kind: UpstreamErrorKind::Protocol,
-                source: ExchangeError::Protocol(
-                    "101 Switching Protocols without an upgrade request",
-                ),
-            };
+            let error = ProxyError::unrequested_switch(backend.addr.clone());
             outcome::answer_refused(pool, &error);
             return error_response(&error);
         }

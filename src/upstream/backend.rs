@@ -124,7 +124,7 @@ impl Backend {
     /// Every connection is checked with the kernel as it is taken out, however recently
     /// it was used: one that holds unread bytes is closed, never reused (see
     /// [`Connection::is_clean`]). Should the backend close it just after this check, a
-    /// request without a body is sent again (see the handler).
+    /// request without a body is sent again (see `proxy::attempt`).
     pub fn pooled(&self, now_ms: u64) -> Option<Connection> {
         let max_idle = self.timeouts.idle.as_millis() as u64;
         while let Some(idle) = self.idle.pop() {
