@@ -67,6 +67,7 @@ pub(super) fn failed(pool: &Pool, error: &ProxyError, started: Instant) {
 
 /// A streamed response body ends here: back to the pool, or counted as broken off.
 impl Release for InFlight {
+    #[inline]
     fn release(&self, connection: Connection) {
         self.check_in(connection);
     }

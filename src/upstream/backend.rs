@@ -240,6 +240,7 @@ impl InFlight {
     }
 
     /// Returns a connection whose response was read to the end to the backend's pool.
+    #[inline]
     pub fn check_in(&self, connection: Connection) {
         self.backend.check_in(connection, self.started_ms);
     }
