@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod hash;
 pub mod hooks;
+pub mod http1;
 pub mod metrics;
 pub mod proxy;
 pub mod rollout;

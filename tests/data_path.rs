@@ -237,6 +237,22 @@ async fn a_dead_backend_is_retried_on_another() {
     assert_eq!(stats.errors(), 0, "retried requests are not failures");
 }
 
+/// One pick per try: a connect failure must not advance round robin twice, or every
+/// request that meets the dead backend would skip the same live one.
+#[tokio::test]
+async fn a_retry_after_a_dead_backend_keeps_round_robin_fair() {
+    let (first, second) = (spawn_backend("first").await, spawn_backend("second").await);
+    let dead = dead_addr().await;
+    let old = [dead, first.addr, second.addr];
+    let proxy = spawn_proxy(&simple_config(&old, &[first.addr], "0%", "")).await;
+    // Fewer than the failures that eject the dead backend: it stays in the rotation.
+    for _ in 0..4 {
+        let got = send(proxy.addr, get("a", "/")).await;
+        assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    }
+    assert_eq!((first.hits(), second.hits()), (2, 2));
+}
+
 #[tokio::test]
 async fn when_new_is_down_old_serves_its_share_and_new_is_charged() {
     let old = spawn_backend("old").await;

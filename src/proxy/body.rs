@@ -1,6 +1,6 @@
 //! The body of a response cutover sends: streamed from a backend, or generated.
 //!
-//! A streamed body owns the backend connection it came on (see `upstream::client`): at
+//! A streamed body owns the backend connection it came on (see `upstream::body`): at
 //! its end the connection goes back to the backend's pool; dropped early (the client went
 //! away), the connection closes with it, since its state is unknown. The in-flight guard
 //! keeps `least_request` honest until the body ends.
@@ -11,8 +11,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::upstream::client::{BodyError, ResponseBody};
-use crate::upstream::InFlight;
+use crate::upstream::{BodyError, InFlight, ResponseBody};
 
 pub enum ProxyBody {
     Upstream(ResponseBody<InFlight>),

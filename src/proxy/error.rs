@@ -11,8 +11,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::ProxyBody;
 use crate::stats::UpstreamErrorKind;
-use crate::upstream::client::ExchangeError;
-use crate::upstream::ConnectError;
+use crate::upstream::{BodyError, ConnectError, ExchangeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -37,6 +36,24 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// A backend connection that failed mid-exchange: a bad response or a reset.
+    pub fn upstream(addr: Arc<str>, source: ExchangeError) -> ProxyError {
+        let kind = match source {
+            ExchangeError::Protocol(_) => UpstreamErrorKind::Protocol,
+            _ => UpstreamErrorKind::Reset,
+        };
+        ProxyError::Upstream { addr, kind, source }
+    }
+
+    /// A 101 to a request that did not ask to switch protocols.
+    pub fn unrequested_switch(addr: Arc<str>) -> ProxyError {
+        ProxyError::Upstream {
+            addr,
+            kind: UpstreamErrorKind::Protocol,
+            source: ExchangeError::Protocol("101 Switching Protocols without an upgrade request"),
+        }
+    }
+
     /// Whether the pool that was tried is to blame.
     pub fn counts_against_pool(&self) -> bool {
         !matches!(
@@ -51,6 +68,16 @@ impl ProxyError {
             ProxyError::Timeout { .. } => Some(UpstreamErrorKind::Timeout),
             ProxyError::Upstream { kind, .. } => Some(*kind),
             _ => None,
+        }
+    }
+}
+
+impl From<&BodyError> for UpstreamErrorKind {
+    fn from(error: &BodyError) -> UpstreamErrorKind {
+        match error {
+            BodyError::Chunked => UpstreamErrorKind::Protocol,
+            BodyError::Stalled(_) => UpstreamErrorKind::Timeout,
+            BodyError::Io(_) | BodyError::Truncated => UpstreamErrorKind::Reset,
         }
     }
 }

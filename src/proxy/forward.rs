@@ -2,22 +2,18 @@
 //! whether a request asks to switch protocols, and the tunnel once both sides have.
 //!
 //! The headers themselves are rewritten (SPEC §7) while the request head is encoded for
-//! the backend and the response head is parsed, in `upstream::client`.
+//! the backend and the response head is parsed, in `http1`.
 
 use bytes::BytesMut;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::Version;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-/// `http` or `https`, as the client spoke to us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    Http,
-    Https,
-}
+use crate::http1::tokens::has_token;
+use crate::upstream::Connection;
 
 /// An HTTP/1.1 request asking to switch protocols (WebSocket and the like).
 pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
@@ -26,14 +22,17 @@ pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
         && headers
             .get_all(header::CONNECTION)
             .iter()
-            .any(|value| has_token(value, "upgrade"))
+            .any(|value| has_token(value.as_bytes(), b"upgrade"))
 }
 
-fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value
-        .as_bytes()
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+/// Runs the tunnel of an upgraded request as its own task, holding `guards` (what must
+/// stay counted while it runs) until it closes.
+pub fn spawn_tunnel(client: OnUpgrade, backend: Connection, guards: impl Send + 'static) {
+    let (stream, early) = backend.into_parts();
+    tokio::spawn(async move {
+        let _guards = guards;
+        tunnel(client, stream, early).await;
+    });
 }
 
 /// Copies bytes both ways between the upgraded client and the backend until either side

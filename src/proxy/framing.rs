@@ -20,6 +20,10 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::http1::chunked::{self, Chunk};
+use crate::http1::parse::{self, RequestBody, RequestHead};
+use crate::http1::Framing;
+
 /// Replaces the final byte of a poisoned head: not a line ending, not a header-name byte.
 const POISON: u8 = b'@';
 
@@ -40,32 +44,6 @@ enum State {
     Chunked(Chunk),
     /// Not watching any more; hyper alone decides.
     Off,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Reading the hex size; `digits` so far.
-    Size {
-        size: u64,
-        digits: u8,
-    },
-    /// After `;`: skipping chunk extensions to the end of the line.
-    Extension {
-        size: u64,
-    },
-    /// Saw `\r` after the size line.
-    SizeLf {
-        size: u64,
-    },
-    Data {
-        remaining: u64,
-    },
-    DataCr,
-    DataLf,
-    /// After the last chunk: trailer lines, then an empty line.
-    TrailerLineStart,
-    TrailerLine,
-    TrailerEndLf,
 }
 
 impl<S> FramingGuard<S> {
@@ -105,14 +83,14 @@ impl<S> FramingGuard<S> {
     fn head(&mut self, bytes: &mut [u8], at: usize) -> usize {
         let fresh = &bytes[at..];
         let (status, buffered) = if self.partial_head.is_empty() {
-            (parse_head(fresh), 0)
+            (parse::request_head(fresh), 0)
         } else {
             let buffered = self.partial_head.len();
             self.partial_head.extend_from_slice(fresh);
-            (parse_head(&self.partial_head), buffered)
+            (parse::request_head(&self.partial_head), buffered)
         };
         match status {
-            HeadStatus::Partial => {
+            RequestHead::Partial => {
                 if self.partial_head.is_empty() {
                     self.partial_head.extend_from_slice(fresh);
                 }
@@ -123,24 +101,24 @@ impl<S> FramingGuard<S> {
                 }
                 fresh.len()
             }
-            HeadStatus::Invalid => {
+            RequestHead::Invalid => {
                 self.state = State::Off;
                 self.partial_head = Vec::new();
                 fresh.len()
             }
-            HeadStatus::Complete { len, framing } => {
+            RequestHead::Complete { len, body } => {
                 self.partial_head.clear();
                 let consumed = len - buffered;
-                self.state = match framing {
-                    Framing::Conflict => {
+                self.state = match body {
+                    RequestBody::Conflict => {
                         bytes[at + consumed - 1] = POISON;
                         State::Off
                     }
-                    Framing::None => State::Head,
-                    Framing::Length(0) => State::Head,
-                    Framing::Length(n) => State::Body { remaining: n },
-                    Framing::Chunked => State::Chunked(Chunk::Size { size: 0, digits: 0 }),
-                    Framing::Tunnel => State::Off,
+                    RequestBody::Framed(Framing::None | Framing::Length(0)) => State::Head,
+                    RequestBody::Framed(Framing::Length(n)) => State::Body { remaining: n },
+                    RequestBody::Framed(Framing::Chunked) => State::Chunked(Chunk::START),
+                    // Requests are never delimited by the end of the connection.
+                    RequestBody::Framed(Framing::UntilClose) | RequestBody::Tunnel => State::Off,
                 };
                 consumed
             }
@@ -149,120 +127,22 @@ impl<S> FramingGuard<S> {
 
     /// Follows a chunked body through `bytes`; returns how many bytes it consumed.
     fn chunked(&mut self, mut chunk: Chunk, bytes: &[u8]) -> usize {
-        let mut at = 0;
-        while at < bytes.len() {
-            if let Chunk::Data { remaining } = chunk {
-                let take = remaining.min((bytes.len() - at) as u64);
-                at += take as usize;
-                chunk = if take == remaining {
-                    Chunk::DataCr
-                } else {
-                    Chunk::Data {
-                        remaining: remaining - take,
-                    }
-                };
-                continue;
+        match chunked::follow(&mut chunk, bytes) {
+            Ok(used) if chunk == Chunk::End => {
+                self.state = State::Head;
+                used
             }
-            let byte = bytes[at];
-            at += 1;
-            let next = match (chunk, byte) {
-                (Chunk::Size { size, digits }, b) if b.is_ascii_hexdigit() && digits < 16 => {
-                    Chunk::Size {
-                        size: size * 16 + u64::from((b as char).to_digit(16).unwrap_or(0)),
-                        digits: digits + 1,
-                    }
-                }
-                (Chunk::Size { size, digits }, b';' | b' ' | b'\t') if digits > 0 => {
-                    Chunk::Extension { size }
-                }
-                (Chunk::Size { size, digits }, b'\r') if digits > 0 => Chunk::SizeLf { size },
-                (Chunk::Size { size, digits }, b'\n') if digits > 0 => chunk_start(size),
-                (Chunk::Extension { size }, b'\r') => Chunk::SizeLf { size },
-                (Chunk::Extension { size }, b'\n') => chunk_start(size),
-                (Chunk::Extension { size }, _) => Chunk::Extension { size },
-                (Chunk::SizeLf { size }, b'\n') => chunk_start(size),
-                (Chunk::DataCr, b'\r') => Chunk::DataLf,
-                (Chunk::DataCr | Chunk::DataLf, b'\n') => Chunk::Size { size: 0, digits: 0 },
-                (Chunk::TrailerLineStart, b'\r') => Chunk::TrailerEndLf,
-                (Chunk::TrailerLineStart | Chunk::TrailerEndLf, b'\n') => {
-                    self.state = State::Head;
-                    return at;
-                }
-                (Chunk::TrailerLine, b'\n') => Chunk::TrailerLineStart,
-                (Chunk::TrailerLineStart | Chunk::TrailerLine, _) => Chunk::TrailerLine,
-                _ => {
-                    // Broken chunked framing: hyper fails the body by itself.
-                    self.state = State::Off;
-                    return bytes.len();
-                }
-            };
-            chunk = next;
-        }
-        self.state = State::Chunked(chunk);
-        at
-    }
-}
-
-/// After a size line: the data of a chunk, or the trailers after the last one.
-fn chunk_start(size: u64) -> Chunk {
-    if size == 0 {
-        Chunk::TrailerLineStart
-    } else {
-        Chunk::Data { remaining: size }
-    }
-}
-
-enum HeadStatus {
-    Partial,
-    Invalid,
-    Complete { len: usize, framing: Framing },
-}
-
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    /// Both Content-Length and Transfer-Encoding.
-    Conflict,
-    /// Upgrade or CONNECT: what follows may not be HTTP.
-    Tunnel,
-}
-
-fn parse_head(bytes: &[u8]) -> HeadStatus {
-    // Uninitialized: zeroing 128 headers per request head costs more than parsing it.
-    let mut headers = [const { std::mem::MaybeUninit::uninit() }; 128];
-    let mut request = httparse::Request::new(&mut []);
-    let len = match request.parse_with_uninit_headers(bytes, &mut headers) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return HeadStatus::Partial,
-        Err(_) => return HeadStatus::Invalid,
-    };
-    let mut content_length = None;
-    let mut transfer_encoding = false;
-    let mut upgrade = request.method == Some("CONNECT");
-    for header in request.headers.iter() {
-        if header.name.eq_ignore_ascii_case("content-length") {
-            let parsed = std::str::from_utf8(header.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            match parsed {
-                Some(n) => content_length = Some(n),
-                None => return HeadStatus::Invalid,
+            Ok(used) => {
+                self.state = State::Chunked(chunk);
+                used
             }
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            transfer_encoding = true;
-        } else if header.name.eq_ignore_ascii_case("upgrade") {
-            upgrade = true;
+            Err(_) => {
+                // Broken chunked framing: hyper fails the body by itself.
+                self.state = State::Off;
+                bytes.len()
+            }
         }
     }
-    let framing = match (content_length, transfer_encoding) {
-        (Some(_), true) => Framing::Conflict,
-        _ if upgrade => Framing::Tunnel,
-        (None, true) => Framing::Chunked,
-        (Some(n), false) => Framing::Length(n),
-        (None, false) => Framing::None,
-    };
-    HeadStatus::Complete { len, framing }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {

@@ -28,10 +28,10 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::forward::Scheme;
 use super::framing::FramingGuard;
 use super::handler::{self, ConnContext};
 use crate::config::{Limits, Listener};
+use crate::http1::Scheme;
 use crate::routing::SharedSnapshot;
 
 /// What every connection of every listener shares.
@@ -284,7 +284,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let connection = Connection::open(&state, &shared, permit);
+                let connection = ClientConnection::open(&state, &shared, permit);
                 tokio::spawn(serve(stream, peer, connection, stopped.clone()));
             }
             Err(err) => {
@@ -297,21 +297,21 @@ async fn accept_loop(
 }
 
 /// An open client connection: counted while it lives.
-struct Connection {
+struct ClientConnection {
     listener: Arc<ListenerState>,
     shared: Arc<Shared>,
     _permit: OwnedSemaphorePermit,
 }
 
-impl Connection {
+impl ClientConnection {
     fn open(
         listener: &Arc<ListenerState>,
         shared: &Arc<Shared>,
         permit: OwnedSemaphorePermit,
-    ) -> Connection {
+    ) -> ClientConnection {
         listener.active.fetch_add(1, Relaxed);
         shared.open_connections.fetch_add(1, Relaxed);
-        Connection {
+        ClientConnection {
             listener: listener.clone(),
             shared: shared.clone(),
             _permit: permit,
@@ -319,7 +319,7 @@ impl Connection {
     }
 }
 
-impl Drop for Connection {
+impl Drop for ClientConnection {
     fn drop(&mut self) {
         self.listener.active.fetch_sub(1, Relaxed);
         if self.shared.open_connections.fetch_sub(1, Relaxed) == 1 {
@@ -331,7 +331,7 @@ impl Drop for Connection {
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    connection: Connection,
+    connection: ClientConnection,
     stopped: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);

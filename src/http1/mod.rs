@@ -1,0 +1,35 @@
+//! HTTP/1 on the wire, shared by both sides of the proxy: the framing guard in front of
+//! hyper's server (`proxy::framing`) and the in-task backend client (`upstream`).
+//!
+//! - `encode`: the request head cutover sends to a backend (SPEC §7 header rewriting).
+//! - `parse`: response heads from backends, and the framing of request heads for the guard.
+//! - `chunked`: the one chunked-body state machine, with one set of limits.
+//! - `tokens`: comma-separated header tokens and which headers are hop-by-hop.
+//!
+//! This module knows nothing of pools, routes or the request path: it imports neither
+//! `proxy` nor `upstream`.
+
+pub mod chunked;
+pub mod encode;
+pub mod parse;
+pub mod tokens;
+
+/// The largest head (and trailer section) accepted from a backend.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// `http` or `https`, as the client spoke to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// How a message body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Only responses: the body runs until the backend closes the connection.
+    UntilClose,
+}

@@ -1,0 +1,188 @@
+//! Getting a backend's answer: which backend to try, and what to do when a try fails.
+//! It decides and returns; what happened is recorded in `outcome`.
+//!
+//! - Retries: a connect failure means nothing was sent, so the request goes to another
+//!   backend of the same pool, up to the service's `retries` (and never to one already
+//!   tried). Once anything was sent, a failure is final.
+//! - Failover: NEW's share goes to OLD when NEW has no available backend, or when every
+//!   try to connect to NEW failed (nothing was sent, so nothing is lost). Either way the
+//!   request counts as a NEW failure, which is what the analysis needs to see.
+//! - Stale connections: an idle connection the backend closed just as it was reused
+//!   never saw the request; one without a body is sent again, a bounded number of times.
+//!
+//! Each try picks once: running out of backends is learnt from the next pick.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::Method;
+use hyper::body::Incoming;
+
+use super::error::ProxyError;
+use super::outcome;
+use crate::http1::encode::BodyKind;
+use crate::http1::parse::ResponseHead;
+use crate::routing::Route;
+use crate::upstream::{Backend, Connection, ExchangeError, InFlight, Pool, PoolKind};
+
+/// The request as it goes to a backend: encoded once, sent to whichever backend takes it.
+pub(super) struct Outgoing {
+    pub head: Bytes,
+    pub method: Method,
+    pub body: Incoming,
+    pub body_kind: BodyKind,
+    pub upgrade: bool,
+}
+
+impl Outgoing {
+    /// Whether the request may be sent again after a stale connection swallowed it.
+    fn resendable(&self) -> bool {
+        self.body_kind == BodyKind::Empty && !self.upgrade
+    }
+}
+
+/// A backend's answer, and what it came on.
+pub(super) struct Exchange {
+    pub head: ResponseHead,
+    pub connection: Connection,
+    pub backend: Arc<Backend>,
+    pub in_flight: InFlight,
+    pub kind: PoolKind,
+}
+
+/// The most backends one request may try in a pool: the first, plus up to 10 retries.
+const MAX_TRIES: usize = 11;
+/// Idle connections found closed by their backend on use: not failures, but bounded.
+const MAX_STALE: u32 = 4;
+
+/// NEW's share goes to OLD up front when NEW has no available backend.
+#[inline]
+pub(super) fn first_pool(route: &Route, assigned: PoolKind, now_ms: u64) -> PoolKind {
+    let new = &route.service.new;
+    if assigned == PoolKind::New && !new.has_available(now_ms) {
+        outcome::unserved(new);
+        return PoolKind::Old;
+    }
+    assigned
+}
+
+/// Sends the request to a backend of `kind`'s pool, trying others while connecting fails.
+/// The error comes with the pool it is charged to.
+pub(super) async fn exchange(
+    mut outgoing: Outgoing,
+    route: &Route,
+    mut kind: PoolKind,
+    started: Instant,
+    now_ms: u64,
+) -> Result<Exchange, (ProxyError, PoolKind)> {
+    let service = &route.service;
+    let deadline = tokio::time::Instant::from_std(started) + service.timeouts.request;
+    let mut tried = [usize::MAX; MAX_TRIES];
+    let mut tries = 0;
+    let mut stale = 0;
+    // The last connect failure in this pool: what OLD answers with once it runs out.
+    let mut unreachable: Option<ProxyError> = None;
+    loop {
+        let pool = route.pool(kind);
+        let Some(index) = pick(pool, &tried[..tries], service.retries, now_ms) else {
+            if kind == PoolKind::New {
+                // Nothing was sent to NEW: OLD serves this one, NEW is charged for it.
+                outcome::unserved(pool);
+                kind = PoolKind::Old;
+                tries = 0;
+                unreachable = None;
+                continue;
+            }
+            let label = pool.kind.label();
+            let error = unreachable.unwrap_or(ProxyError::NoHealthyBackend { pool: label });
+            return Err((error, kind));
+        };
+        let backend = &pool.backends[index];
+        let connected = if outgoing.upgrade {
+            backend.connect().await
+        } else {
+            backend.connection(now_ms).await
+        };
+        let mut connection = match connected {
+            Ok(connection) => connection,
+            Err(error) => {
+                tracing::debug!(%error, "connect failed");
+                let error = ProxyError::Unreachable(error);
+                outcome::try_failed(pool, backend, &error, now_ms);
+                unreachable = Some(error);
+                tried[tries] = index;
+                tries += 1;
+                continue;
+            }
+        };
+
+        let in_flight = backend.start_request(now_ms);
+        let sent = connection
+            .exchange(
+                &outgoing.head,
+                &mut outgoing.body,
+                outgoing.body_kind,
+                &outgoing.method,
+                deadline,
+            )
+            .await;
+        let failure = match sent {
+            Ok(Ok(head)) => {
+                return Ok(Exchange {
+                    head,
+                    connection,
+                    backend: backend.clone(),
+                    in_flight,
+                    kind,
+                })
+            }
+            Ok(Err(error)) => {
+                let resend = connection.is_reused() && outgoing.resendable() && stale < MAX_STALE;
+                after_failure(error, resend, backend)
+            }
+            Err(_elapsed) => Failure::Backend(ProxyError::Timeout {
+                addr: backend.addr.clone(),
+                after: service.timeouts.request,
+            }),
+        };
+        match failure {
+            Failure::Stale => stale += 1,
+            Failure::Client(error) => return Err((error, kind)),
+            Failure::Backend(error) => {
+                outcome::try_failed(pool, backend, &error, now_ms);
+                return Err((error, kind));
+            }
+        }
+    }
+}
+
+/// The next backend to try, unless this pool's tries are used up.
+#[inline]
+fn pick(pool: &Pool, tried: &[usize], retries: u32, now_ms: u64) -> Option<usize> {
+    let exhausted = tried.len() > retries as usize || tried.len() == MAX_TRIES;
+    if exhausted {
+        return None;
+    }
+    pool.pick(tried, now_ms)
+}
+
+/// What a failed exchange means for the request.
+enum Failure {
+    /// The backend had closed this idle connection: it never saw the request, which
+    /// goes out again.
+    Stale,
+    /// The client's request body failed: the backend is not to blame.
+    Client(ProxyError),
+    /// The backend failed: final, since the request may have been processed.
+    Backend(ProxyError),
+}
+
+/// Classifies a failed exchange; `resend` says whether a stale connection may be retried.
+fn after_failure(error: ExchangeError, resend: bool, backend: &Backend) -> Failure {
+    match error {
+        ExchangeError::ClientBody(error) => Failure::Client(ProxyError::ClientBody(error)),
+        error if resend && error.is_stale_connection() => Failure::Stale,
+        error => Failure::Backend(ProxyError::upstream(backend.addr.clone(), error)),
+    }
+}

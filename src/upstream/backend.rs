@@ -1,0 +1,253 @@
+//! One backend server: where it is, its idle connections, whether it may take traffic,
+//! and how many requests it has in flight.
+//!
+//! Getting a connection and sending on it are separate steps, which is what the retry
+//! rule needs: a connect failure means nothing was sent, so the request may go to another
+//! backend. An idle connection is checked with the kernel before reuse: one the backend
+//! has closed, or that holds bytes nobody asked for, is dropped (docs/design.md, "Backend
+//! connections").
+//!
+//! The idle pool is a lock-free `ArrayQueue`. A connection goes back into it only once its
+//! response body has been read to the end; dropped early, it closes.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+use http::HeaderValue;
+use tokio::net::TcpStream;
+
+use super::connection::Connection;
+use super::outlier::{Ejections, OutlierState};
+use super::pool::Pool;
+use crate::config::Timeouts;
+use crate::stats::PoolStats;
+
+/// Why no connection could be had. Nothing was sent in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot resolve {addr}: {source}")]
+    Resolve {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("connecting to {addr} timed out after {after:?}")]
+    Timeout { addr: String, after: Duration },
+    #[error("cannot connect to {addr}: {source}")]
+    Io {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+struct IdleConnection {
+    connection: Connection,
+    idle_since_ms: u64,
+}
+
+const IDLE_CAPACITY: usize = 512;
+
+/// One backend server: where it is, its connections, and whether it may take traffic.
+pub struct Backend {
+    pub addr: Arc<str>,
+    /// `host:port`, for the Host header of health checks.
+    pub authority: HeaderValue,
+    resolved: Option<SocketAddr>,
+    timeouts: Timeouts,
+    /// The counters of the pool this backend belongs to.
+    pub stats: Arc<PoolStats>,
+    idle: ArrayQueue<IdleConnection>,
+    /// Set by active health checks; true when none are configured.
+    healthy: AtomicBool,
+    /// Passive outlier detection: consecutive failures and ejection.
+    pub(super) outlier: OutlierState,
+    in_flight: AtomicU32,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    pub fn new(
+        addr: &str,
+        timeouts: Timeouts,
+        stats: Arc<PoolStats>,
+        ejections: Arc<Ejections>,
+    ) -> Backend {
+        Backend {
+            addr: Arc::from(addr),
+            authority: HeaderValue::from_str(addr).unwrap_or(HeaderValue::from_static("localhost")),
+            resolved: addr.parse().ok(),
+            timeouts,
+            stats,
+            idle: ArrayQueue::new(IDLE_CAPACITY),
+            healthy: AtomicBool::new(true),
+            outlier: OutlierState::new(ejections),
+            in_flight: AtomicU32::new(0),
+        }
+    }
+
+    #[inline]
+    pub fn is_available(&self, now_ms: u64) -> bool {
+        self.healthy.load(Relaxed) && !self.outlier.is_ejected(now_ms)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Relaxed)
+    }
+
+    pub fn is_ejected(&self, now_ms: u64) -> bool {
+        self.outlier.is_ejected(now_ms)
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// A pooled connection if one is alive, else a new one.
+    pub async fn connection(&self, now_ms: u64) -> Result<Connection, ConnectError> {
+        if let Some(connection) = self.pooled(now_ms) {
+            return Ok(connection);
+        }
+        self.connect().await
+    }
+
+    /// A pooled connection that is still open, clean and not idle for too long.
+    ///
+    /// Every connection is checked with the kernel as it is taken out, however recently
+    /// it was used: one that holds unread bytes is closed, never reused (see
+    /// [`Connection::is_clean`]). Should the backend close it just after this check, a
+    /// request without a body is sent again (see `proxy::attempt`).
+    pub fn pooled(&self, now_ms: u64) -> Option<Connection> {
+        let max_idle = self.timeouts.idle.as_millis() as u64;
+        while let Some(idle) = self.idle.pop() {
+            let idle_for = now_ms.saturating_sub(idle.idle_since_ms);
+            if idle_for < max_idle && idle.connection.is_clean() {
+                return Some(idle.connection);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose last response was read to the end. `now_ms` may be a
+    /// little in the past (the start of the request): the connection then leaves the pool
+    /// a little early, never late.
+    pub fn check_in(&self, connection: Connection, now_ms: u64) {
+        let idle = IdleConnection {
+            connection,
+            idle_since_ms: now_ms,
+        };
+        // A full pool means more idle connections than we will reuse: let this one close.
+        let _ = self.idle.push(idle);
+    }
+
+    /// Opens a new connection, within the connect timeout.
+    pub async fn connect(&self) -> Result<Connection, ConnectError> {
+        let after = self.timeouts.connect;
+        let stream = tokio::time::timeout(after, self.tcp_connect())
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                addr: self.addr.to_string(),
+                after,
+            })??;
+        let _ = stream.set_nodelay(true);
+        Ok(Connection::new(stream))
+    }
+
+    async fn tcp_connect(&self) -> Result<TcpStream, ConnectError> {
+        if let Some(addr) = self.resolved {
+            return TcpStream::connect(addr)
+                .await
+                .map_err(|source| ConnectError::Io {
+                    addr: self.addr.to_string(),
+                    source,
+                });
+        }
+        let addrs = tokio::net::lookup_host(&*self.addr)
+            .await
+            .map_err(|source| ConnectError::Resolve {
+                addr: self.addr.to_string(),
+                source,
+            })?;
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(err) => last = err,
+            }
+        }
+        Err(ConnectError::Io {
+            addr: self.addr.to_string(),
+            source: last,
+        })
+    }
+
+    /// Marks one more request in flight; the guard undoes it.
+    pub fn start_request(self: &Arc<Self>, now_ms: u64) -> InFlight {
+        self.in_flight.fetch_add(1, Relaxed);
+        InFlight {
+            backend: self.clone(),
+            started_ms: now_ms,
+        }
+    }
+
+    #[inline]
+    pub fn record_success(&self) {
+        self.outlier.record_success();
+    }
+
+    /// Counts a failure; returns true when this one got the backend ejected.
+    pub fn record_failure(&self, pool: &Pool, now_ms: u64) -> bool {
+        let peers = pool.backends.iter().map(|backend| &backend.outlier);
+        let ejected = self.outlier.record_failure(peers, &pool.outlier, now_ms);
+        if ejected {
+            tracing::warn!(backend = %self.addr, eject_for = ?pool.outlier.eject_for, "backend ejected after consecutive failures");
+        }
+        ejected
+    }
+
+    pub(super) fn set_healthy(&self, healthy: bool) {
+        if self.healthy.swap(healthy, Relaxed) != healthy {
+            if healthy {
+                tracing::info!(backend = %self.addr, "backend is healthy again");
+            } else {
+                tracing::warn!(backend = %self.addr, "backend failed its health checks");
+                // Its pooled connections are suspect too.
+                while self.idle.pop().is_some() {}
+            }
+        }
+    }
+}
+
+/// Decrements the backend's in-flight count when the exchange ends; takes the
+/// connection back when a response body ends cleanly.
+#[derive(Debug)]
+pub struct InFlight {
+    backend: Arc<Backend>,
+    started_ms: u64,
+}
+
+impl InFlight {
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// Returns a connection whose response was read to the end to the backend's pool.
+    #[inline]
+    pub fn check_in(&self, connection: Connection) {
+        self.backend.check_in(connection, self.started_ms);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.backend.in_flight.fetch_sub(1, Relaxed);
+    }
+}
