@@ -225,7 +225,7 @@ fn closing(service: &ServiceStatus) -> String {
         "promoted" => "PROMOTED: all traffic is on NEW.".into(),
         _ => format!(
             "ROLLED BACK ({}): all traffic is back on OLD.\n  why: {}\n  `cutover retry demo` would start again from step 1.",
-            service.rollback_reason.as_deref().unwrap_or("?"),
+            service.rollback_reason.map_or("?", |r| r.label()),
             service.reason.as_deref().unwrap_or("?")
         ),
     }

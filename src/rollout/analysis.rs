@@ -150,7 +150,7 @@ impl PoolMeasure {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Pass,
@@ -159,12 +159,20 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    pub const ALL: [Verdict; 3] = [Verdict::Pass, Verdict::Fail, Verdict::Inconclusive];
+
     pub fn label(self) -> &'static str {
         match self {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
             Verdict::Inconclusive => "inconclusive",
         }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
     }
 }
 
@@ -211,6 +219,17 @@ impl Check {
             text.push_str(&format!(" | {note}"));
         }
         text
+    }
+}
+
+/// A check on numbers known to miss part of the traffic: inconclusive, whatever they say.
+pub fn incomplete(window: &WindowCounts) -> Check {
+    Check {
+        verdict: Verdict::Inconclusive,
+        new: PoolMeasure::of(&window.new),
+        old: PoolMeasure::of(&window.old),
+        breaches: Vec::new(),
+        note: Some("the traffic numbers are incomplete".to_string()),
     }
 }
 

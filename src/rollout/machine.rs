@@ -20,6 +20,7 @@
 //!   after a restart.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -40,13 +41,74 @@ pub enum Phase {
 
 impl Phase {
     pub fn label(self) -> &'static str {
+        self.shown().as_str()
+    }
+
+    /// The state people see for this phase, away from a gate.
+    fn shown(self) -> ServiceState {
         match self {
-            Phase::Pending => "pending",
-            Phase::Progressing => "progressing",
-            Phase::Paused => "paused",
-            Phase::Promoted => "promoted",
-            Phase::RolledBack => "rolled_back",
+            Phase::Pending => ServiceState::Pending,
+            Phase::Progressing => ServiceState::Progressing,
+            Phase::Paused => ServiceState::Paused,
+            Phase::Promoted => ServiceState::Promoted,
+            Phase::RolledBack => ServiceState::RolledBack,
         }
+    }
+}
+
+/// What a service is doing, as /status, hook payloads, metrics and the CLI show it: the
+/// phase, `waiting` for a progressing rollout at a gate, `static` without a rollout.
+/// `as_str` is the serde spelling (a test holds them together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    Pending,
+    Progressing,
+    Waiting,
+    Paused,
+    Promoted,
+    RolledBack,
+    Static,
+}
+
+impl ServiceState {
+    pub const ALL: [ServiceState; 7] = [
+        ServiceState::Pending,
+        ServiceState::Progressing,
+        ServiceState::Waiting,
+        ServiceState::Paused,
+        ServiceState::Promoted,
+        ServiceState::RolledBack,
+        ServiceState::Static,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Pending => "pending",
+            ServiceState::Progressing => "progressing",
+            ServiceState::Waiting => "waiting",
+            ServiceState::Paused => "paused",
+            ServiceState::Promoted => "promoted",
+            ServiceState::RolledBack => "rolled_back",
+            ServiceState::Static => "static",
+        }
+    }
+
+    /// Whether the rollout is over, one way or the other.
+    pub fn is_final(self) -> bool {
+        matches!(self, ServiceState::Promoted | ServiceState::RolledBack)
+    }
+}
+
+impl fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ServiceState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -61,6 +123,20 @@ pub enum PauseCause {
     Analysis,
     Trip,
     Hook,
+}
+
+impl PauseCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseCause::Manual => "manual",
+            PauseCause::PauseStep => "pause_step",
+            PauseCause::SetWeight => "set_weight",
+            PauseCause::GateDeadline => "gate_deadline",
+            PauseCause::Analysis => "analysis",
+            PauseCause::Trip => "trip",
+            PauseCause::Hook => "hook",
+        }
+    }
 }
 
 /// `cutover_rollbacks_total{reason}`.
@@ -163,15 +239,15 @@ impl RolloutState {
     }
 
     /// `progressing` at a gate is shown as `waiting`.
-    pub fn display_state(&self, plan: &Plan) -> &'static str {
+    pub fn shown_state(&self, plan: &Plan) -> ServiceState {
         let at_gate = matches!(
             plan.steps.get(self.step).map(|s| &s.kind),
             Some(PlannedKind::Gate { .. })
         );
         if self.phase == Phase::Progressing && at_gate && !self.realign {
-            "waiting"
+            ServiceState::Waiting
         } else {
-            self.phase.label()
+            self.phase.shown()
         }
     }
 
@@ -185,6 +261,32 @@ impl RolloutState {
             }
             _ => None,
         }
+    }
+}
+
+impl RolloutState {
+    /// How much more running time until time alone changes something: a hold ends, a gate
+    /// is polled again or reaches its deadline. `None` while only an input can (a check, a
+    /// hook's result, an operator).
+    pub fn running_time_until_due(&self, plan: &Plan) -> Option<Duration> {
+        if self.phase != Phase::Progressing || self.realign {
+            return None;
+        }
+        let millis = Duration::from_millis;
+        let due = match &plan.steps.get(self.step)?.kind {
+            PlannedKind::Weight { hold, .. } => hold.saturating_sub(millis(self.hold_observed_ms)),
+            PlannedKind::Gate { .. } if self.hook_in_flight => return None,
+            PlannedKind::Gate { deadline, .. } => {
+                let poll = millis(self.gate_wait_ms);
+                deadline.map_or(poll, |d| {
+                    d.saturating_sub(millis(self.gate_elapsed_ms)).min(poll)
+                })
+            }
+            _ => return None,
+        };
+        // A hold that is over waits for a passing check, not for time.
+        (!due.is_zero() || matches!(plan.steps[self.step].kind, PlannedKind::Gate { .. }))
+            .then_some(due)
     }
 }
 
@@ -244,7 +346,7 @@ pub enum Effect {
         reason: String,
         step: usize,
         weight: Weight,
-        state: &'static str,
+        state: ServiceState,
     },
     /// Counted in `cutover_rollbacks_total`.
     RolledBack(RollbackReason),
@@ -330,7 +432,7 @@ impl Machine<'_> {
             reason,
             step: (self.state.step + 1).min(self.plan.steps.len()),
             weight: self.state.weight,
-            state: self.state.display_state(self.plan),
+            state: self.state.shown_state(self.plan),
         });
     }
 

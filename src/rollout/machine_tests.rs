@@ -434,7 +434,7 @@ fn a_gate_is_polled_until_it_passes_and_its_deadline_pauses_or_rolls_back() {
         weight_step(100.0, 0),
     ];
     let mut rollout = Rollout::started(plan(steps.clone(), None));
-    assert_eq!(rollout.state.display_state(&rollout.plan), "waiting");
+    assert_eq!(rollout.state.shown_state(&rollout.plan), "waiting");
     let runs = |r: &Rollout| {
         r.effects
             .iter()
@@ -641,7 +641,7 @@ fn each_event_carries_the_step_weight_and_state_it_happened_at() {
                 weight,
                 state,
                 ..
-            } => Some((*event, *step, weight.percent(), *state)),
+            } => Some((*event, *step, weight.percent(), state.as_str())),
             _ => None,
         })
         .collect();
