@@ -1,7 +1,7 @@
 //! The analysis: sliding windows over the data path's counters, and the checks run on them.
 //!
-//! Pure: the controller samples the cumulative counters once a second and passes them in
-//! with the time; nothing here reads a clock or touches I/O.
+//! Pure: the controller samples the cumulative counters every second and at every check,
+//! and passes them in with the time; nothing here reads a clock or touches I/O.
 //!
 //! - A regular check looks at the last `window` and evaluates every enabled rule. Fewer
 //!   than `min_requests` NEW requests make it inconclusive: it neither passes nor fails.
@@ -29,7 +29,8 @@ const SAMPLE_TOLERANCE: Duration = Duration::from_millis(500);
 /// Below this difference, a p99 ratio is noise.
 const RATIO_FLOOR: Duration = Duration::from_millis(5);
 
-/// Cumulative counts of both pools, sampled once a second, kept for the longest window.
+/// Cumulative counts of both pools, sampled every second and at every check, kept for the
+/// longest window.
 #[derive(Debug)]
 pub struct Windows {
     samples: VecDeque<Sample>,

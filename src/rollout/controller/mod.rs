@@ -120,6 +120,9 @@ enum Startup {
     Nothing,
 }
 
+/// What each rollout must do first, by service.
+type Startups = Vec<(String, Startup)>;
+
 /// What the controller is given by the app that wires it.
 pub struct Parts {
     pub config: Config,
@@ -149,7 +152,7 @@ pub struct Controller {
     status_tx: watch::Sender<Arc<Status>>,
     config_status: status::ConfigStatus,
     clock: Clock,
-    startups: Vec<(String, Startup)>,
+    startups: Startups,
     admin_token: AdminToken,
 }
 
@@ -169,26 +172,13 @@ impl Controller {
         } = parts;
         let mut registry = UpstreamRegistry::default();
         let now = Instant::now();
-        let mut services = Vec::new();
-        let mut startups = Vec::new();
-        for service in &config.services {
-            metrics.register_service(&service.name, &hook_names(service));
-            let route = build_service(service, &mut registry, &data_plane);
-            let rollout = match Plan::of(service) {
-                None => None,
-                Some(plan) => {
-                    let (run, startup) = load_rollout(store.as_ref(), service, plan, now)?;
-                    startups.push((service.name.clone(), startup));
-                    Some(run)
-                }
-            };
-            services.push(ServiceRun {
-                hooks: hook_statuses(service, BTreeMap::new()),
-                config: service.clone(),
-                route,
-                rollout,
-            });
-        }
+        let (services, startups) = first_services(
+            &config,
+            store.as_ref(),
+            &metrics,
+            &mut registry,
+            &data_plane,
+        )?;
         let bound = listeners.prepare(&config.listeners)?;
         let (command_tx, commands) = mpsc::channel(64);
         let (hook_tx, hook_rx) = mpsc::unbounded_channel();
@@ -452,6 +442,39 @@ impl Controller {
         };
         self.status_tx.send_replace(Arc::new(status));
     }
+}
+
+/// Every service of the first config, with its rollout as the store has it, and what each
+/// rollout must do first.
+fn first_services(
+    config: &Config,
+    store: &dyn StateStore,
+    metrics: &RolloutMetrics,
+    registry: &mut UpstreamRegistry,
+    data_plane: &tokio::runtime::Handle,
+) -> Result<(Vec<ServiceRun>, Startups), StateError> {
+    let now = Instant::now();
+    let mut services = Vec::new();
+    let mut startups = Vec::new();
+    for service in &config.services {
+        metrics.register_service(&service.name, &hook_names(service));
+        let route = build_service(service, registry, data_plane);
+        let rollout = match Plan::of(service) {
+            None => None,
+            Some(plan) => {
+                let (run, startup) = load_rollout(store, service, plan, now)?;
+                startups.push((service.name.clone(), startup));
+                Some(run)
+            }
+        };
+        services.push(ServiceRun {
+            hooks: hook_statuses(service, BTreeMap::new()),
+            config: service.clone(),
+            route,
+            rollout,
+        });
+    }
+    Ok((services, startups))
 }
 
 /// Saves a changed state. A state whose only change is elapsed time is written at most

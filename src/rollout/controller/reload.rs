@@ -16,9 +16,12 @@ use tokio::time::Instant;
 
 use super::hooks::{hook_names, hook_statuses};
 use super::status::{timestamp, ConfigStatus};
-use super::{load_rollout, window_span, Controller, ReloadSource, RolloutRun, ServiceRun, Startup};
+use super::{
+    load_rollout, window_span, Controller, ReloadSource, RolloutRun, ServiceRun, Startup, Startups,
+};
 use crate::config::{self, Config, HookEvent};
 use crate::rollout::schedule::Plan;
+use crate::rollout::state::{StateError, StateStore};
 use crate::routing::build_service;
 
 /// What a reload does to one service.
@@ -102,23 +105,10 @@ impl Controller {
         let store = self.store.reconfigured(&new);
         // Read what new rollouts need first: a bad state file fails the reload before
         // anything changed.
-        let mut loaded = HashMap::new();
-        for service in &new.services {
-            let wanted = changes.iter().any(|c| match c {
-                Change::Add(name) => *name == service.name,
-                Change::Keep { name, rollout } => {
-                    *name == service.name && *rollout == RolloutChange::Added
-                }
-                Change::Remove(_) => false,
-            });
-            let Some(plan) = Plan::of(service).filter(|_| wanted) else {
-                continue;
-            };
-            match load_rollout(store.as_ref(), service, plan, Instant::now()) {
-                Ok(run) => drop(loaded.insert(service.name.clone(), run)),
-                Err(err) => return Err(self.reload_failed(source, vec![err.to_string()])),
-            }
-        }
+        let loaded = match preload(&new, &changes, store.as_ref()) {
+            Ok(loaded) => loaded,
+            Err(err) => return Err(self.reload_failed(source, vec![err.to_string()])),
+        };
         if new.admin.addr != self.config.admin.addr {
             tracing::warn!(
                 old = %self.config.admin.addr, new = %new.admin.addr,
@@ -163,7 +153,7 @@ impl Controller {
         new: &Config,
         changes: &[Change],
         mut loaded: HashMap<String, (RolloutRun, Startup)>,
-    ) -> Vec<(String, Startup)> {
+    ) -> Startups {
         let mut previous: HashMap<String, ServiceRun> = self
             .services
             .drain(..)
@@ -229,6 +219,27 @@ impl Controller {
         );
         errors
     }
+}
+
+/// The rollouts the changes read from the store, by service.
+fn preload(
+    new: &Config,
+    changes: &[Change],
+    store: &dyn StateStore,
+) -> Result<HashMap<String, (RolloutRun, Startup)>, StateError> {
+    let mut loaded = HashMap::new();
+    for (service, change) in new.services.iter().zip(changes) {
+        let from_store = match change {
+            Change::Add(_) => true,
+            Change::Keep { rollout, .. } => *rollout == RolloutChange::Added,
+            Change::Remove(_) => false,
+        };
+        if let Some(plan) = Plan::of(service).filter(|_| from_store) {
+            let run = load_rollout(store, service, plan, Instant::now())?;
+            loaded.insert(service.name.clone(), run);
+        }
+    }
+    Ok(loaded)
 }
 
 pub(super) fn config_status(config: &Config) -> ConfigStatus {
