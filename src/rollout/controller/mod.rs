@@ -33,7 +33,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 pub use self::handle::{AdminToken, Command, ControlError, ControllerHandle, Op, ReloadSource};
-pub use self::hooks::Payload;
 use self::hooks::{hook_names, hook_statuses, EventAt, HookDone};
 pub use self::metrics::RolloutMetrics;
 use self::status::{HookStatus, ServiceStatus, Status};

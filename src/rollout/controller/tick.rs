@@ -64,9 +64,11 @@ impl RolloutRun {
             .as_ref()
             .filter(|_| state.is_watched())
             .map(|_| clock.origin + self.next_check);
-        let running = state
-            .running_time_until_due(&self.plan)
-            .map(|left| clock.last_tick + left);
+        // Running time is handed out in whole milliseconds: round up, or a sub-millisecond
+        // remainder would wake the controller again and again without progress.
+        let running = state.running_time_until_due(&self.plan).map(|left| {
+            clock.last_tick + Duration::from_millis(left.as_nanos().div_ceil(1_000_000) as u64)
+        });
         [sample, check, running].into_iter().flatten().min()
     }
 }
@@ -95,7 +97,8 @@ impl Controller {
         let Some(run) = self.services[index].rollout.as_ref() else {
             return;
         };
-        if run.state.phase == Phase::Progressing && !elapsed.is_zero() {
+        // Even with no time elapsed: a gate due now is polled by this tick.
+        if run.state.phase == Phase::Progressing {
             self.apply_logged(index, Input::Tick(elapsed));
         }
         let service = &mut self.services[index];
