@@ -509,11 +509,8 @@ pub fn status_text(status: &Status) -> String {
 
 /// One service, for people.
 pub fn service_text(service: &ServiceStatus, detailed: bool) -> String {
-    let mut out = format!(
-        "{}  {}",
-        service.name,
-        service.state.as_str().to_uppercase()
-    );
+    let state = service.state.as_str().to_uppercase();
+    let mut out = format!("{}  {state}", service.name);
     if service.steps > 0 {
         out.push_str(&format!("  step {}/{}", service.step, service.steps));
     }

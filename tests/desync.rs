@@ -88,11 +88,7 @@ async fn serve_raw(mut stream: TcpStream, extra: Extra) {
             ),
         };
         let written = match extra {
-            Extra::Together => {
-                stream
-                    .write_all(&[answer, trailing.to_vec()].concat())
-                    .await
-            }
+            Extra::Together => stream.write_all(&[answer, trailing.to_vec()].concat()).await,
             Extra::Later => {
                 let first = stream.write_all(&answer).await;
                 if first.is_ok() && !trailing.is_empty() {
