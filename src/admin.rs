@@ -19,7 +19,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -34,17 +33,14 @@ use tokio::net::TcpListener;
 
 use crate::config::Weight;
 use crate::metrics::Metrics;
-use crate::rollout::controller::{ControlError, ControllerHandle, Op, ReloadSource};
+use crate::rollout::controller::{AdminToken, ControlError, ControllerHandle, Op, ReloadSource};
 
 const MAX_BODY: usize = 64 * 1024;
-
-/// The admin token, replaced when a reload changes it.
-pub type Token = Arc<ArcSwap<Option<Arc<str>>>>;
 
 struct Admin {
     controller: ControllerHandle,
     metrics: Arc<Metrics>,
-    token: Token,
+    token: AdminToken,
 }
 
 /// Serves the admin API on `listener` until the runtime stops.
@@ -52,7 +48,7 @@ pub fn serve(
     listener: TcpListener,
     controller: ControllerHandle,
     metrics: Arc<Metrics>,
-    token: Token,
+    token: AdminToken,
 ) {
     let admin = Arc::new(Admin {
         controller,

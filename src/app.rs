@@ -19,7 +19,12 @@ use std::time::Duration;
 use crate::admin;
 use crate::config::{self, watch::ConfigWatcher, Config, ConfigErrors};
 use crate::metrics::Metrics;
-use crate::rollout::controller::{Controller, ControllerHandle, ReloadSource, StartError};
+use crate::proxy::Listeners;
+use crate::rollout::controller::{
+    AdminToken, Controller, ControllerHandle, LocalTraffic, Parts, ReloadSource, RolloutMetrics,
+    StartError,
+};
+use crate::rollout::state::StateFiles;
 use crate::routing::SharedSnapshot;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,16 +75,16 @@ pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
     let shutdown_grace = config.limits.shutdown_grace;
     let watched = config.watched_dirs();
     let watched_files = config::watch::watched_files(&config.path, &config.read);
-    let (controller, started) = Controller::start(config, tokio::runtime::Handle::current())?;
+    let started = wire(config)?;
     match &options.controller_runtime {
-        Some(runtime) => drop(runtime.spawn(controller.run())),
-        None => drop(tokio::spawn(controller.run())),
+        Some(runtime) => drop(runtime.spawn(started.controller.run())),
+        None => drop(tokio::spawn(started.controller.run())),
     }
     admin::serve(
         admin_listener,
         started.handle.clone(),
         started.metrics.clone(),
-        started.admin_token.clone(),
+        started.admin_token,
     );
     let watcher = if options.watch {
         let handle = started.handle.clone();
@@ -107,6 +112,46 @@ pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
         snapshot: started.snapshot,
         shutdown_grace,
         _watcher: watcher,
+    })
+}
+
+/// The controller and what the rest of the app shares with it.
+struct Wired {
+    controller: Controller,
+    handle: ControllerHandle,
+    snapshot: SharedSnapshot,
+    metrics: Arc<Metrics>,
+    listeners: Vec<(String, SocketAddr)>,
+    admin_token: AdminToken,
+}
+
+/// Builds the snapshot, listeners, metrics and the controller that runs them.
+fn wire(config: Config) -> Result<Wired, StartError> {
+    let data_plane = tokio::runtime::Handle::current();
+    let snapshot: SharedSnapshot = Arc::default();
+    let listeners = Listeners::new(data_plane.clone(), snapshot.clone(), &config.limits);
+    let mut metrics = Metrics::new(snapshot.clone(), listeners.registry());
+    let rollout_metrics = RolloutMetrics::register(metrics.registry_mut());
+    let admin_token: AdminToken =
+        Arc::new(arc_swap::ArcSwap::from_pointee(config.admin.token.clone()));
+    let parts = Parts {
+        store: Box::new(StateFiles::new(&config.state_dir)),
+        traffic: Box::new(LocalTraffic),
+        config,
+        data_plane,
+        snapshot: snapshot.clone(),
+        listeners,
+        metrics: rollout_metrics,
+        admin_token: admin_token.clone(),
+    };
+    let (controller, handle) = Controller::start(parts)?;
+    Ok(Wired {
+        listeners: controller.listener_addrs(),
+        controller,
+        handle,
+        snapshot,
+        metrics: Arc::new(metrics),
+        admin_token,
     })
 }
 

@@ -509,7 +509,8 @@ pub fn status_text(status: &Status) -> String {
 
 /// One service, for people.
 pub fn service_text(service: &ServiceStatus, detailed: bool) -> String {
-    let mut out = format!("{}  {}", service.name, service.state.to_uppercase());
+    let state = service.state.as_str().to_uppercase();
+    let mut out = format!("{}  {state}", service.name);
     if service.steps > 0 {
         out.push_str(&format!("  step {}/{}", service.step, service.steps));
     }
@@ -533,7 +534,7 @@ pub fn service_text(service: &ServiceStatus, detailed: bool) -> String {
     if let Some(check) = &service.last_check {
         out.push_str(&format!(
             "  check {} at {}: NEW {} | OLD {}\n",
-            check.result.to_uppercase(),
+            check.result.label().to_uppercase(),
             check.at,
             check.new,
             check.old

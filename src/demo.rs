@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::app::{self, App, Options};
 use crate::config;
+use crate::rollout::machine::ServiceState;
 use crate::status::ServiceStatus;
 
 const CONNECTIONS: usize = 8;
@@ -159,7 +160,7 @@ async fn watch(app: &App, tally: &Tally, break_new: Option<&Arc<AtomicBool>>) ->
         };
         if let Some(broken) = break_new {
             if service.weight >= 50.0
-                && service.state == "progressing"
+                && service.state == ServiceState::Progressing
                 && !broken.swap(true, Relaxed)
             {
                 println!("      !! NEW starts failing 30% of its requests");
@@ -168,7 +169,7 @@ async fn watch(app: &App, tally: &Tally, break_new: Option<&Arc<AtomicBool>>) ->
         let counts = tally.take();
         totals.add(counts);
         println!("{}", line(started.elapsed(), service, counts));
-        let over = matches!(service.state.as_str(), "promoted" | "rolled_back");
+        let over = service.state.is_final();
         match (over, finished_at) {
             (true, None) => finished_at = Some(Instant::now()),
             (true, Some(at)) if at.elapsed() >= Duration::from_secs(3) => {
@@ -221,11 +222,11 @@ fn line(elapsed: Duration, service: &ServiceStatus, counts: [u64; 5]) -> String 
 }
 
 fn closing(service: &ServiceStatus) -> String {
-    match service.state.as_str() {
-        "promoted" => "PROMOTED: all traffic is on NEW.".into(),
+    match service.state {
+        ServiceState::Promoted => "PROMOTED: all traffic is on NEW.".into(),
         _ => format!(
             "ROLLED BACK ({}): all traffic is back on OLD.\n  why: {}\n  `cutover retry demo` would start again from step 1.",
-            service.rollback_reason.as_deref().unwrap_or("?"),
+            service.rollback_reason.map_or("?", |r| r.label()),
             service.reason.as_deref().unwrap_or("?")
         ),
     }

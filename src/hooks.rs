@@ -29,40 +29,20 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use crate::config::{Hook, HookAction, Weight};
+use crate::config::{Hook, HookAction};
 
 /// How much of each output stream is kept.
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
 /// Between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
-/// The JSON document every hook receives (SPEC §4).
-#[derive(Debug, Clone, Serialize)]
-pub struct Payload {
-    pub service: String,
-    /// An event name, or `gate` / `run` for the hook of a step.
-    pub event: String,
-    /// 1-based step number; 0 before the first step.
-    pub step: usize,
-    pub weight: Weight,
-    pub state: String,
-    pub reason: String,
-    pub run_id: String,
-    pub timestamp: String,
-    pub analysis: serde_json::Value,
-}
-
-impl Payload {
-    fn env(&self) -> [(&'static str, String); 6] {
-        [
-            ("CUTOVER_SERVICE", self.service.clone()),
-            ("CUTOVER_EVENT", self.event.clone()),
-            ("CUTOVER_STEP", self.step.to_string()),
-            ("CUTOVER_WEIGHT", self.weight.percent().to_string()),
-            ("CUTOVER_REASON", self.reason.clone()),
-            ("CUTOVER_RUN_ID", self.run_id.clone()),
-        ]
-    }
+/// What a hook run is handed: the JSON document (stdin of an exec hook, body of an http
+/// one) and the `CUTOVER_*` environment of exec hooks. The controller builds both from its
+/// payload (SPEC §4); this module only delivers them.
+#[derive(Debug, Clone)]
+pub struct HookInput {
+    pub json: Bytes,
+    pub env: Vec<(&'static str, String)>,
 }
 
 /// `cutover_hook_runs_total{result}`.
@@ -122,13 +102,13 @@ impl HookOutcome {
     }
 }
 
-/// Runs `hook` once with `payload`; `dir` is the config's directory.
-pub async fn run(hook: &Hook, dir: &Path, payload: &Payload) -> HookOutcome {
+/// Runs `hook` once with `input`; `dir` is the config's directory.
+pub async fn run(hook: &Hook, dir: &Path, input: &HookInput) -> HookOutcome {
     let started = Instant::now();
     let (result, detail, stdout, stderr) = match &hook.action {
-        HookAction::Exec { argv } => run_exec(argv, dir, payload, hook.timeout).await,
+        HookAction::Exec { argv } => run_exec(argv, dir, input, hook.timeout).await,
         HookAction::Http { url, headers } => {
-            let (result, detail) = run_http(url, headers, payload, hook.timeout).await;
+            let (result, detail) = run_http(url, headers, input, hook.timeout).await;
             (result, detail, String::new(), String::new())
         }
     };
@@ -145,7 +125,7 @@ pub async fn run(hook: &Hook, dir: &Path, payload: &Payload) -> HookOutcome {
 async fn run_exec(
     argv: &[String],
     dir: &Path,
-    payload: &Payload,
+    input: &HookInput,
     timeout: Duration,
 ) -> (HookResult, String, String, String) {
     let Some(program) = argv.first() else {
@@ -165,7 +145,7 @@ async fn run_exec(
     command
         .args(&argv[1..])
         .current_dir(dir)
-        .envs(payload.env())
+        .envs(input.env.iter().cloned())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -184,7 +164,7 @@ async fn run_exec(
     let stdout = child.stdout.take().map(|out| tokio::spawn(read_tail(out)));
     let stderr = child.stderr.take().map(|err| tokio::spawn(read_tail(err)));
     if let Some(mut stdin) = child.stdin.take() {
-        let json = serde_json::to_vec(payload).unwrap_or_default();
+        let json = input.json.clone();
         tokio::spawn(async move {
             // A hook that does not read its stdin closes the pipe: that is fine.
             let _ = stdin.write_all(&json).await;
@@ -301,10 +281,10 @@ async fn collect(reader: Option<tokio::task::JoinHandle<Vec<u8>>>) -> String {
 async fn run_http(
     url: &Uri,
     headers: &[(http::HeaderName, HeaderValue)],
-    payload: &Payload,
+    input: &HookInput,
     timeout: Duration,
 ) -> (HookResult, String) {
-    match tokio::time::timeout(timeout, post_json(url, headers, payload)).await {
+    match tokio::time::timeout(timeout, post_json(url, headers, input)).await {
         Err(_) => (
             HookResult::Timeout,
             format!("no answer within {}", humantime::format_duration(timeout)),
@@ -321,7 +301,7 @@ async fn run_http(
 async fn post_json(
     url: &Uri,
     headers: &[(http::HeaderName, HeaderValue)],
-    payload: &Payload,
+    input: &HookInput,
 ) -> Result<http::StatusCode, String> {
     let host = url.host().ok_or("the URL has no host")?.to_string();
     let https = url.scheme_str() == Some("https");
@@ -329,7 +309,6 @@ async fn post_json(
     let stream = TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|err| format!("cannot connect to {host}:{port}: {err}"))?;
-    let body = serde_json::to_vec(payload).map_err(|err| err.to_string())?;
     let mut request = Request::builder()
         .method(Method::POST)
         .uri(url.path_and_query().map_or("/", |pq| pq.as_str()))
@@ -342,7 +321,7 @@ async fn post_json(
             header::USER_AGENT,
             concat!("cutover/", env!("CARGO_PKG_VERSION")),
         )
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(input.json.clone()))
         .map_err(|err| err.to_string())?;
     for (name, value) in headers {
         request.headers_mut().insert(name.clone(), value.clone());
@@ -390,13 +369,13 @@ impl Runner {
     pub fn spawn<T: Send + 'static>(
         &self,
         hook: Arc<Hook>,
-        payload: Payload,
+        input: HookInput,
         done: tokio::sync::mpsc::UnboundedSender<T>,
         wrap: impl FnOnce(HookOutcome) -> T + Send + 'static,
     ) {
         let dir = self.dir.clone();
         tokio::spawn(async move {
-            let outcome = run(&hook, &dir, &payload).await;
+            let outcome = run(&hook, &dir, &input).await;
             let _ = done.send(wrap(outcome));
         });
     }

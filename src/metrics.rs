@@ -5,25 +5,18 @@
 //! scrape time by a collector that walks the current routing snapshot, so the request
 //! path never touches a metric family (a lookup there takes a lock and hashes labels) and
 //! there is a single source for what `/metrics` shows and what the analysis decides on.
-//! The controller's metrics (rollout state, checks, hooks, reloads) are ordinary
-//! prometheus-client families: they change a few times a second at most.
+//! The controller's metrics (rollout state, checks, hooks, reloads) are its own
+//! (`rollout::controller::RolloutMetrics`), registered here by the app.
 
 use std::fmt::Write as _;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::hooks::HookResult;
 use crate::proxy::ListenerState;
-use crate::rollout::machine::RollbackReason;
 use crate::routing::SharedSnapshot;
 use crate::stats::{CodeClass, PoolCounts, UpstreamErrorKind, LATENCY_EDGES_US};
 use crate::upstream::{now_millis, Pool};
@@ -34,70 +27,10 @@ const DURATION_BOUNDS_US: [u64; 15] = [
     5_000_000, 10_000_000, 30_000_000, 60_000_000,
 ];
 
-/// The states `cutover_rollout_state` reports (one is 1, the others 0).
-pub const ROLLOUT_STATES: [&str; 7] = [
-    "pending",
-    "progressing",
-    "waiting",
-    "paused",
-    "promoted",
-    "rolled_back",
-    "static",
-];
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ServiceLabels {
-    service: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
-    service: String,
-    state: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    service: String,
-    reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    service: String,
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HookLabels {
-    service: String,
-    hook: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HookResultLabels {
-    service: String,
-    hook: String,
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReloadLabels {
-    result: &'static str,
-}
-
-/// Every metric cutover exposes.
+/// The registry `/metrics` encodes: the request path's counters, read at scrape time, and
+/// whatever families other parts register (the controller's, `RolloutMetrics`).
 pub struct Metrics {
     registry: Registry,
-    rollout_weight: Family<ServiceLabels, Gauge<f64, AtomicU64>>,
-    rollout_step: Family<ServiceLabels, Gauge>,
-    rollout_state: Family<StateLabels, Gauge>,
-    rollbacks: Family<ReasonLabels, Counter>,
-    checks: Family<ResultLabels, Counter>,
-    hook_runs: Family<HookResultLabels, Counter>,
-    hook_duration: Family<HookLabels, Histogram>,
-    reloads: Family<ReloadLabels, Counter>,
-    shadow: Family<ResultLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -112,81 +45,16 @@ impl Metrics {
         listeners: Arc<Mutex<Vec<Arc<ListenerState>>>>,
     ) -> Metrics {
         let mut registry = Registry::default();
-        let rollout_weight = Family::<ServiceLabels, Gauge<f64, AtomicU64>>::default();
-        let rollout_step = Family::<ServiceLabels, Gauge>::default();
-        let rollout_state = Family::<StateLabels, Gauge>::default();
-        let rollbacks = Family::<ReasonLabels, Counter>::default();
-        let checks = Family::<ResultLabels, Counter>::default();
-        let hook_runs = Family::<HookResultLabels, Counter>::default();
-        let hook_duration = Family::<HookLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0])
-        });
-        let reloads = Family::<ReloadLabels, Counter>::default();
-        let shadow = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "cutover_rollout_weight",
-            "NEW's share of the service's traffic, 0..100",
-            rollout_weight.clone(),
-        );
-        registry.register(
-            "cutover_rollout_step",
-            "The current rollout step, 1-based (0 before the first)",
-            rollout_step.clone(),
-        );
-        registry.register(
-            "cutover_rollout_state",
-            "1 for the rollout's current state",
-            rollout_state.clone(),
-        );
-        registry.register(
-            "cutover_rollbacks",
-            "Rollbacks, by reason",
-            rollbacks.clone(),
-        );
-        registry.register(
-            "cutover_analysis_checks",
-            "Analysis checks, by result",
-            checks.clone(),
-        );
-        registry.register(
-            "cutover_hook_runs",
-            "Hook runs, by result",
-            hook_runs.clone(),
-        );
-        registry.register(
-            "cutover_hook_duration_seconds",
-            "How long hook runs took",
-            hook_duration.clone(),
-        );
-        registry.register(
-            "cutover_config_reloads",
-            "Config reloads, by result",
-            reloads.clone(),
-        );
-        registry.register(
-            "cutover_shadow_requests",
-            "Mirrored requests, by comparison result (shadow steps are not available yet)",
-            shadow.clone(),
-        );
         registry.register_collector(Box::new(DataPlane {
             snapshot,
             listeners,
         }));
-        for result in ["ok", "error"] {
-            let _ = reloads.get_or_create(&ReloadLabels { result });
-        }
-        Metrics {
-            registry,
-            rollout_weight,
-            rollout_step,
-            rollout_state,
-            rollbacks,
-            checks,
-            hook_runs,
-            hook_duration,
-            reloads,
-            shadow,
-        }
+        Metrics { registry }
+    }
+
+    /// Where other parts register their families, before the metrics are shared.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
     }
 
     /// The OpenMetrics text of every metric.
@@ -196,97 +64,6 @@ impl Metrics {
             let _ = writeln!(text, "# encoding failed: {err}");
         }
         text
-    }
-
-    /// Sets the rollout gauges of a service.
-    pub fn rollout(&self, service: &str, weight_percent: f64, step: usize, state: &str) {
-        let labels = ServiceLabels {
-            service: service.to_string(),
-        };
-        self.rollout_weight
-            .get_or_create(&labels)
-            .set(weight_percent);
-        self.rollout_step.get_or_create(&labels).set(step as i64);
-        for candidate in ROLLOUT_STATES {
-            let value = i64::from(candidate == state);
-            self.rollout_state
-                .get_or_create(&StateLabels {
-                    service: service.to_string(),
-                    state: candidate,
-                })
-                .set(value);
-        }
-    }
-
-    /// Makes the rollback, check and hook series of a service exist from the start at 0,
-    /// so that `increase()` sees even the first one.
-    pub fn register_service(&self, service: &str, hooks: &[String]) {
-        for hook in hooks {
-            for result in HookResult::ALL {
-                let _ = self.hook_runs.get_or_create(&HookResultLabels {
-                    service: service.to_string(),
-                    hook: hook.clone(),
-                    result: result.label(),
-                });
-            }
-        }
-        for reason in RollbackReason::ALL {
-            let _ = self.rollbacks.get_or_create(&ReasonLabels {
-                service: service.to_string(),
-                reason: reason.label(),
-            });
-        }
-        for result in ["pass", "fail", "inconclusive"] {
-            let _ = self.checks.get_or_create(&ResultLabels {
-                service: service.to_string(),
-                result,
-            });
-        }
-        for result in ["match", "mismatch", "error"] {
-            let _ = self.shadow.get_or_create(&ResultLabels {
-                service: service.to_string(),
-                result,
-            });
-        }
-    }
-
-    pub fn rollback(&self, service: &str, reason: RollbackReason) {
-        self.rollbacks
-            .get_or_create(&ReasonLabels {
-                service: service.to_string(),
-                reason: reason.label(),
-            })
-            .inc();
-    }
-
-    pub fn check(&self, service: &str, result: &'static str) {
-        self.checks
-            .get_or_create(&ResultLabels {
-                service: service.to_string(),
-                result,
-            })
-            .inc();
-    }
-
-    pub fn hook_run(&self, service: &str, hook: &str, result: HookResult, seconds: f64) {
-        self.hook_runs
-            .get_or_create(&HookResultLabels {
-                service: service.to_string(),
-                hook: hook.to_string(),
-                result: result.label(),
-            })
-            .inc();
-        self.hook_duration
-            .get_or_create(&HookLabels {
-                service: service.to_string(),
-                hook: hook.to_string(),
-            })
-            .observe(seconds);
-    }
-
-    pub fn reload(&self, ok: bool) {
-        let result = if ok { "ok" } else { "error" };
-        self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 }
 
@@ -451,29 +228,12 @@ mod tests {
     }
 
     #[test]
-    fn the_exposition_has_every_family_with_spec_names() {
-        let snapshot: SharedSnapshot = Arc::default();
-        let metrics = Metrics::new(snapshot, Arc::default());
-        metrics.register_service("api", &["alert".to_string(), "gate".to_string()]);
-        metrics.rollout("api", 25.0, 2, "progressing");
-        metrics.rollback("api", RollbackReason::Trip);
-        metrics.hook_run("api", "alert", HookResult::Timeout, 5.0);
-        metrics.reload(false);
+    fn the_exposition_has_the_request_path_families() {
+        let metrics = Metrics::new(SharedSnapshot::default(), Arc::default());
         let text = metrics.encode();
         for needle in [
-            "cutover_rollout_weight{service=\"api\"} 25.0",
-            "cutover_rollout_step{service=\"api\"} 2",
-            "cutover_rollout_state{service=\"api\",state=\"progressing\"} 1",
-            "cutover_rollout_state{service=\"api\",state=\"paused\"} 0",
-            "cutover_rollbacks_total{service=\"api\",reason=\"trip\"} 1",
-            "cutover_analysis_checks_total{service=\"api\",result=\"pass\"} 0",
-            "cutover_hook_runs_total{service=\"api\",hook=\"alert\",result=\"timeout\"} 1",
-            "cutover_hook_runs_total{service=\"api\",hook=\"gate\",result=\"failed\"} 0",
-            "cutover_hook_duration_seconds_count{service=\"api\",hook=\"alert\"} 1",
-            "cutover_config_reloads_total{result=\"error\"} 1",
             "# TYPE cutover_requests counter",
             "# TYPE cutover_request_duration_seconds histogram",
-            "# TYPE cutover_shadow_requests counter",
             "# EOF",
         ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");

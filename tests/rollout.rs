@@ -116,7 +116,7 @@ async fn a_failing_new_pool_is_rolled_back_with_real_traffic() {
     assert_eq!(new.hits(), hits_at_rollback);
     let status = proxy.app.controller.status();
     let service = &status.services[0];
-    assert_eq!(service.rollback_reason.as_deref(), Some("analysis"));
+    assert_eq!(service.rollback_reason.map(|r| r.label()), Some("analysis"));
     assert!(
         service
             .reason

@@ -1,7 +1,7 @@
 //! The analysis: sliding windows over the data path's counters, and the checks run on them.
 //!
-//! Pure: the controller samples the cumulative counters once a second and passes them in
-//! with the time; nothing here reads a clock or touches I/O.
+//! Pure: the controller samples the cumulative counters every second and at every check,
+//! and passes them in with the time; nothing here reads a clock or touches I/O.
 //!
 //! - A regular check looks at the last `window` and evaluates every enabled rule. Fewer
 //!   than `min_requests` NEW requests make it inconclusive: it neither passes nor fails.
@@ -29,7 +29,8 @@ const SAMPLE_TOLERANCE: Duration = Duration::from_millis(500);
 /// Below this difference, a p99 ratio is noise.
 const RATIO_FLOOR: Duration = Duration::from_millis(5);
 
-/// Cumulative counts of both pools, sampled once a second, kept for the longest window.
+/// Cumulative counts of both pools, sampled every second and at every check, kept for the
+/// longest window.
 #[derive(Debug)]
 pub struct Windows {
     samples: VecDeque<Sample>,
@@ -150,7 +151,7 @@ impl PoolMeasure {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Pass,
@@ -159,12 +160,20 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    pub const ALL: [Verdict; 3] = [Verdict::Pass, Verdict::Fail, Verdict::Inconclusive];
+
     pub fn label(self) -> &'static str {
         match self {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
             Verdict::Inconclusive => "inconclusive",
         }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.label())
     }
 }
 
@@ -211,6 +220,17 @@ impl Check {
             text.push_str(&format!(" | {note}"));
         }
         text
+    }
+}
+
+/// A check on numbers known to miss part of the traffic: inconclusive, whatever they say.
+pub fn incomplete(window: &WindowCounts) -> Check {
+    Check {
+        verdict: Verdict::Inconclusive,
+        new: PoolMeasure::of(&window.new),
+        old: PoolMeasure::of(&window.old),
+        breaches: Vec::new(),
+        note: Some("the traffic numbers are incomplete".to_string()),
     }
 }
 

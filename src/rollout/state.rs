@@ -1,4 +1,7 @@
-//! Rollout state on disk: `state_dir/<service>.json`, one file per service.
+//! Where rollout state is kept: the `StateStore` seam, and today's store, the state files
+//! (`state_dir/<service>.json`, one file per service). Fleet mode adds a store on etcd,
+//! whose `save` fails on a lost compare-and-swap; the controller treats any failed save
+//! the same way: the transition did not happen.
 //!
 //! A transition is written before it takes effect outside (SPEC §3): temp file in the same
 //! directory, fsync, rename over the old file, fsync the directory. A crash at any point
@@ -15,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::machine::RolloutState;
+use crate::config::Config;
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -40,15 +44,45 @@ struct StateFile {
     state: RolloutState,
 }
 
+/// Where the controller keeps each service's rollout state.
+pub trait StateStore: Send {
+    /// The saved state of `service`, or `None` if it never had one.
+    fn load(&self, service: &str) -> Result<Option<RolloutState>, StateError>;
+    /// Writes `state` durably; an error means it was not written.
+    fn save(&self, service: &str, state: &RolloutState) -> Result<(), StateError>;
+    /// Where `service`'s state lives, for logs.
+    fn location(&self, service: &str) -> String;
+    /// The store to use once `config` is the running config (its `state_dir` may differ).
+    fn reconfigured(&self, config: &Config) -> Box<dyn StateStore>;
+}
+
 /// Reads and writes the state files of one state directory.
 #[derive(Debug, Clone)]
-pub struct StateStore {
+pub struct StateFiles {
     dir: PathBuf,
 }
 
-impl StateStore {
-    pub fn new(dir: &Path) -> StateStore {
-        StateStore {
+impl StateStore for StateFiles {
+    fn load(&self, service: &str) -> Result<Option<RolloutState>, StateError> {
+        self.read(service)
+    }
+
+    fn save(&self, service: &str, state: &RolloutState) -> Result<(), StateError> {
+        self.write(service, state)
+    }
+
+    fn location(&self, service: &str) -> String {
+        self.path(service).display().to_string()
+    }
+
+    fn reconfigured(&self, config: &Config) -> Box<dyn StateStore> {
+        Box::new(StateFiles::new(&config.state_dir))
+    }
+}
+
+impl StateFiles {
+    pub fn new(dir: &Path) -> StateFiles {
+        StateFiles {
             dir: dir.to_path_buf(),
         }
     }
@@ -57,8 +91,7 @@ impl StateStore {
         self.dir.join(format!("{service}.json"))
     }
 
-    /// The saved state of `service`, or `None` if it never had one.
-    pub fn load(&self, service: &str) -> Result<Option<RolloutState>, StateError> {
+    fn read(&self, service: &str) -> Result<Option<RolloutState>, StateError> {
         let path = self.path(service);
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
@@ -88,7 +121,7 @@ impl StateStore {
     }
 
     /// Writes `state` atomically and durably.
-    pub fn save(&self, service: &str, state: &RolloutState) -> Result<(), StateError> {
+    fn write(&self, service: &str, state: &RolloutState) -> Result<(), StateError> {
         let path = self.path(service);
         let write_error = |source| StateError::Write {
             path: path.clone(),
@@ -142,7 +175,7 @@ mod tests {
     #[test]
     fn saves_and_loads_the_same_state() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(&dir.path().join("state"));
+        let store = StateFiles::new(&dir.path().join("state"));
         assert!(store.load("api").unwrap().is_none());
         store.save("api", &state()).unwrap();
         assert_eq!(store.load("api").unwrap(), Some(state()));
@@ -154,7 +187,7 @@ mod tests {
     #[test]
     fn a_corrupt_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
+        let store = StateFiles::new(dir.path());
         fs::write(store.path("api"), "{\"format\": 1, \"phase\": ").unwrap();
         let err = store.load("api").unwrap_err().to_string();
         assert!(
@@ -175,7 +208,7 @@ mod tests {
     #[test]
     fn a_newer_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
+        let store = StateFiles::new(dir.path());
         fs::write(store.path("api"), "{\"format\": 9}").unwrap();
         assert!(matches!(
             store.load("api"),

@@ -106,7 +106,7 @@ pub fn running_version(proxy: &TestProxy) -> String {
 pub fn rollout(proxy: &TestProxy) -> (String, usize, usize, f64) {
     let status = proxy.app.controller.status();
     let s = &status.services[0];
-    (s.state.clone(), s.step, s.steps, s.weight)
+    (s.state.to_string(), s.step, s.steps, s.weight)
 }
 
 /// Reloads through the controller (what `POST /reload` does) and insists it worked.

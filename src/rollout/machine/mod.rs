@@ -18,175 +18,22 @@
 //!   paused rollout still rolls back if NEW breaks.
 //! - A `run` hook that succeeded is recorded and never run again for this run id, even
 //!   after a restart.
+//!
+//! Files: `rollout_state.rs` holds what is persisted and shown (the state and its enums);
+//! this file the inputs, the effects and the rules time and checks drive; `operator.rs`
+//! the operator's verbs and what a restart or a change of steps does.
 
-use std::collections::BTreeMap;
+mod operator;
+mod rollout_state;
+
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+pub use self::rollout_state::{
+    PauseCause, Phase, RollbackReason, RolloutState, ServiceState, StepHookRecord,
+};
 use super::analysis::Verdict;
 use super::schedule::{Plan, PlannedKind};
 use crate::config::{HookEvent, OnDeadline, Weight};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    Pending,
-    Progressing,
-    Paused,
-    Promoted,
-    RolledBack,
-}
-
-impl Phase {
-    pub fn label(self) -> &'static str {
-        match self {
-            Phase::Pending => "pending",
-            Phase::Progressing => "progressing",
-            Phase::Paused => "paused",
-            Phase::Promoted => "promoted",
-            Phase::RolledBack => "rolled_back",
-        }
-    }
-}
-
-/// Why a rollout is paused; decides what `resume` does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PauseCause {
-    Manual,
-    PauseStep,
-    SetWeight,
-    GateDeadline,
-    Analysis,
-    Trip,
-    Hook,
-}
-
-/// `cutover_rollbacks_total{reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RollbackReason {
-    Analysis,
-    Trip,
-    Manual,
-    Hook,
-    Gate,
-}
-
-impl RollbackReason {
-    pub const ALL: [RollbackReason; 5] = [
-        RollbackReason::Analysis,
-        RollbackReason::Trip,
-        RollbackReason::Manual,
-        RollbackReason::Hook,
-        RollbackReason::Gate,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            RollbackReason::Analysis => "analysis",
-            RollbackReason::Trip => "trip",
-            RollbackReason::Manual => "manual",
-            RollbackReason::Hook => "hook",
-            RollbackReason::Gate => "gate",
-        }
-    }
-}
-
-/// The outcome of a step's hook, kept with the state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepHookRecord {
-    pub ok: bool,
-    pub attempts: u32,
-}
-
-/// Everything about a rollout that must survive a restart.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RolloutState {
-    pub phase: Phase,
-    /// 0-based index of the current step.
-    pub step: usize,
-    /// NEW's weight, in basis points.
-    pub weight: Weight,
-    pub hold_observed_ms: u64,
-    pub gate_elapsed_ms: u64,
-    pub gate_wait_ms: u64,
-    pub run_attempts: u32,
-    pub consecutive_failures: u32,
-    /// Whether the last check of the current step passed.
-    pub last_check_passed: bool,
-    pub point_of_no_return_passed: bool,
-    pub pause_cause: Option<PauseCause>,
-    pub rollback_reason: Option<RollbackReason>,
-    /// What the last transition was about, for people.
-    pub reason: Option<String>,
-    pub run_id: String,
-    pub steps_fingerprint: String,
-    /// Step hooks' outcomes, by `step:hook`.
-    pub hooks: BTreeMap<String, StepHookRecord>,
-    /// The steps changed (or the weight was set by hand): continue from the first step
-    /// above the current weight after the next passing check.
-    pub realign: bool,
-    /// A step hook is running; not persisted, so a restart runs it again.
-    #[serde(skip)]
-    pub hook_in_flight: bool,
-}
-
-impl RolloutState {
-    pub fn new(plan: &Plan, initial: Weight) -> RolloutState {
-        RolloutState {
-            phase: Phase::Pending,
-            step: 0,
-            weight: initial,
-            hold_observed_ms: 0,
-            gate_elapsed_ms: 0,
-            gate_wait_ms: 0,
-            run_attempts: 0,
-            consecutive_failures: 0,
-            last_check_passed: false,
-            point_of_no_return_passed: false,
-            pause_cause: None,
-            rollback_reason: None,
-            reason: None,
-            run_id: String::new(),
-            steps_fingerprint: plan.fingerprint.clone(),
-            hooks: BTreeMap::new(),
-            realign: false,
-            hook_in_flight: false,
-        }
-    }
-
-    /// Whether checks and the trip run: NEW gets traffic and the outcome can change things.
-    pub fn is_watched(&self) -> bool {
-        matches!(self.phase, Phase::Progressing | Phase::Paused) && self.weight > Weight::ZERO
-    }
-
-    /// `progressing` at a gate is shown as `waiting`.
-    pub fn display_state(&self, plan: &Plan) -> &'static str {
-        let at_gate = matches!(
-            plan.steps.get(self.step).map(|s| &s.kind),
-            Some(PlannedKind::Gate { .. })
-        );
-        if self.phase == Phase::Progressing && at_gate && !self.realign {
-            "waiting"
-        } else {
-            self.phase.label()
-        }
-    }
-
-    /// What is left of the current weight step's hold.
-    pub fn hold_remaining(&self, plan: &Plan) -> Option<Duration> {
-        match plan.steps.get(self.step).map(|s| &s.kind) {
-            Some(PlannedKind::Weight { hold, .. })
-                if self.phase == Phase::Progressing || self.phase == Phase::Paused =>
-            {
-                Some(hold.saturating_sub(Duration::from_millis(self.hold_observed_ms)))
-            }
-            _ => None,
-        }
-    }
-}
 
 /// What can happen to a rollout.
 #[derive(Debug, Clone, PartialEq)]
@@ -244,7 +91,7 @@ pub enum Effect {
         reason: String,
         step: usize,
         weight: Weight,
-        state: &'static str,
+        state: ServiceState,
     },
     /// Counted in `cutover_rollbacks_total`.
     RolledBack(RollbackReason),
@@ -330,7 +177,7 @@ impl Machine<'_> {
             reason,
             step: (self.state.step + 1).min(self.plan.steps.len()),
             weight: self.state.weight,
-            state: self.state.display_state(self.plan),
+            state: self.state.shown_state(self.plan),
         });
     }
 
@@ -650,208 +497,7 @@ impl Machine<'_> {
             _ => {}
         }
     }
-
-    fn pause_manually(&mut self) -> Result<(), Refusal> {
-        if self.state.phase != Phase::Progressing {
-            return refuse(format!(
-                "only a progressing rollout can pause; this one is {}",
-                self.state.phase.label()
-            ));
-        }
-        self.pause(PauseCause::Manual, "paused by an operator".into());
-        Ok(())
-    }
-
-    fn resume(&mut self) -> Result<(), Refusal> {
-        if self.state.phase != Phase::Paused {
-            return refuse(format!(
-                "only a paused rollout can resume; this one is {}",
-                self.state.phase.label()
-            ));
-        }
-        if self.state.pause_cause == Some(PauseCause::PauseStep) && !self.state.realign {
-            return refuse(format!(
-                "step {} is a pause step: `cutover promote` continues",
-                self.state.step + 1
-            ));
-        }
-        let cause = self.state.pause_cause.take();
-        self.state.phase = Phase::Progressing;
-        self.state.consecutive_failures = 0;
-        self.event(HookEvent::Resumed, "resumed by an operator");
-        if cause == Some(PauseCause::SetWeight) {
-            self.state.realign = true;
-        }
-        if self.state.realign {
-            if self.plan.analysis.is_none() || self.state.weight == Weight::ZERO {
-                self.realign();
-            }
-            return Ok(());
-        }
-        match self.current().cloned() {
-            Some(PlannedKind::Gate { .. } | PlannedKind::Run { .. }) => {
-                if self.hook_succeeded(self.state.step) {
-                    self.complete_step();
-                } else if !self.state.hook_in_flight {
-                    if cause == Some(PauseCause::GateDeadline) {
-                        self.state.gate_elapsed_ms = 0;
-                    }
-                    self.state.run_attempts = 0;
-                    self.run_step_hook();
-                }
-            }
-            Some(PlannedKind::Weight { .. }) => self.maybe_complete(),
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn promote(&mut self, full: bool) -> Result<(), Refusal> {
-        match self.state.phase {
-            Phase::Pending => return refuse("the rollout has not started: `cutover start` first"),
-            Phase::Promoted => return refuse("the rollout is already promoted"),
-            Phase::RolledBack => {
-                return refuse("the rollout was rolled back: `cutover retry` starts it again")
-            }
-            Phase::Progressing | Phase::Paused => {}
-        }
-        let was_paused = self.state.phase == Phase::Paused;
-        self.state.phase = Phase::Progressing;
-        self.state.pause_cause = None;
-        self.state.hook_in_flight = false;
-        if was_paused {
-            self.event(HookEvent::Resumed, "promoted by an operator");
-        }
-        if self.state.realign {
-            self.realign();
-            return Ok(());
-        }
-        if !full {
-            self.complete_step();
-            return Ok(());
-        }
-        let last = self.plan.steps.len().saturating_sub(1);
-        let skipped_runs: Vec<String> = (self.state.step + 1..last)
-            .filter(|&i| {
-                matches!(self.plan.steps[i].kind, PlannedKind::Run { .. })
-                    && !self.hook_succeeded(i)
-            })
-            .map(|i| format!("step {} ({})", i + 1, self.plan.steps[i].describe()))
-            .collect();
-        if !skipped_runs.is_empty() {
-            if was_paused {
-                self.state.phase = Phase::Paused;
-            }
-            return refuse(format!(
-                "promote --full would skip {}: promote step by step so those hooks run",
-                skipped_runs.join(", ")
-            ));
-        }
-        if self.plan.steps[self.state.step..last]
-            .iter()
-            .any(|s| s.point_of_no_return)
-        {
-            self.state.point_of_no_return_passed = true;
-        }
-        self.enter_step(last);
-        Ok(())
-    }
-
-    fn rollback_manually(&mut self) -> Result<(), Refusal> {
-        match self.state.phase {
-            Phase::Pending => refuse("the rollout has not started: nothing to roll back"),
-            Phase::RolledBack => refuse("the rollout is already rolled back"),
-            _ => {
-                self.rollback(RollbackReason::Manual, "rolled back by an operator".into());
-                Ok(())
-            }
-        }
-    }
-
-    fn retry(&mut self, run_id: String) -> Result<(), Refusal> {
-        if self.state.phase != Phase::RolledBack {
-            return refuse(format!(
-                "only a rolled back rollout can be retried; this one is {}",
-                self.state.phase.label()
-            ));
-        }
-        self.state.weight = Weight::ZERO;
-        self.begin(run_id, "rollout retried from step 1");
-        Ok(())
-    }
-
-    fn set_weight(&mut self, weight: Weight) -> Result<(), Refusal> {
-        match self.state.phase {
-            Phase::RolledBack => {
-                return refuse(
-                    "the rollout was rolled back: `cutover retry` before setting a weight",
-                )
-            }
-            Phase::Pending => return refuse("the rollout has not started: `cutover start` first"),
-            _ => {}
-        }
-        self.state.hook_in_flight = false;
-        self.publish(weight);
-        self.pause(
-            PauseCause::SetWeight,
-            format!("weight set to {weight} by an operator"),
-        );
-        Ok(())
-    }
-
-    fn realign(&mut self) {
-        let target = self.plan.realign_target(self.state.weight);
-        self.state.realign = false;
-        self.enter_step(target);
-    }
-
-    fn steps_changed(&mut self, run_id: String) {
-        self.state.steps_fingerprint = self.plan.fingerprint.clone();
-        match self.state.phase {
-            Phase::RolledBack => self.begin(run_id, "the steps changed: rollout started again"),
-            Phase::Progressing | Phase::Paused => {
-                self.state.realign = true;
-                self.state.hook_in_flight = false;
-                self.state.reason = Some(format!(
-                    "the steps changed: continuing from the first step above {}",
-                    self.state.weight
-                ));
-                if self.state.pause_cause == Some(PauseCause::PauseStep) {
-                    self.state.phase = Phase::Progressing;
-                    self.state.pause_cause = None;
-                }
-                if self.state.phase == Phase::Progressing
-                    && (self.plan.analysis.is_none() || self.state.weight == Weight::ZERO)
-                {
-                    self.realign();
-                }
-            }
-            Phase::Pending | Phase::Promoted => {}
-        }
-    }
-
-    fn restored(&mut self) {
-        let weight = self.state.weight;
-        self.effects.push(Effect::Publish(weight));
-        if self.state.phase != Phase::Progressing || self.state.realign {
-            return;
-        }
-        match self.current() {
-            Some(PlannedKind::Gate { .. } | PlannedKind::Run { .. }) => {
-                if self.hook_succeeded(self.state.step) {
-                    self.complete_step();
-                } else {
-                    // It was running when the process stopped: run it again.
-                    self.state.run_attempts = self.state.run_attempts.saturating_sub(1);
-                    self.run_step_hook();
-                }
-            }
-            Some(PlannedKind::Weight { .. }) => self.maybe_complete(),
-            _ => {}
-        }
-    }
 }
 
 #[cfg(test)]
-#[path = "machine_tests.rs"]
 mod tests;

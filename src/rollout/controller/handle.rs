@@ -1,0 +1,145 @@
+//! What the rest of cutover uses to talk to the controller: the commands it accepts, the
+//! operator's verbs, their errors, and the handle that sends them. The admin API imports
+//! this file and nothing else of the controller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::status::{ServiceStatus, Status};
+use crate::config::Weight;
+
+/// The admin token, replaced by the controller when a reload changes it. It lives here, not
+/// in the admin API, so that the controller can keep it current without importing the API.
+pub type AdminToken = Arc<ArcSwap<Option<Arc<str>>>>;
+
+/// What can be asked of the controller.
+pub enum Command {
+    Control {
+        service: String,
+        op: Op,
+        reply: oneshot::Sender<Result<ServiceStatus, ControlError>>,
+    },
+    Reload {
+        source: ReloadSource,
+        reply: Option<oneshot::Sender<Result<String, Vec<String>>>>,
+    },
+    Shutdown {
+        grace: Duration,
+        reply: oneshot::Sender<usize>,
+    },
+}
+
+/// The operator's verbs (SPEC §1, §5).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Start,
+    Pause,
+    Resume,
+    Promote { full: bool },
+    Rollback,
+    Retry,
+    SetWeight(Weight),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadSource {
+    Signal,
+    Watch,
+    Api,
+}
+
+impl ReloadSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            ReloadSource::Signal => "SIGHUP",
+            ReloadSource::Watch => "file change",
+            ReloadSource::Api => "admin API",
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControlError {
+    #[error("no service named `{0}`")]
+    UnknownService(String),
+    #[error("service `{0}` has no rollout: its split is the static `weight` of its config")]
+    NoRollout(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("the transition was not applied: {0}")]
+    Persist(String),
+    #[error("the controller has stopped")]
+    Gone,
+}
+
+/// How the rest of cutover talks to the controller.
+#[derive(Clone)]
+pub struct ControllerHandle {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<Arc<Status>>,
+}
+
+impl ControllerHandle {
+    pub(super) fn new(
+        commands: mpsc::Sender<Command>,
+        status: watch::Receiver<Arc<Status>>,
+    ) -> ControllerHandle {
+        ControllerHandle { commands, status }
+    }
+
+    pub async fn control(&self, service: &str, op: Op) -> Result<ServiceStatus, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Control {
+            service: service.to_string(),
+            op,
+            reply,
+        };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| ControlError::Gone)?;
+        answer.await.map_err(|_| ControlError::Gone)?
+    }
+
+    /// Reloads the config file; the new version, or every error.
+    pub async fn reload(&self, source: ReloadSource) -> Result<String, Vec<String>> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Reload {
+            source,
+            reply: Some(reply),
+        };
+        let gone = || vec!["the controller has stopped".to_string()];
+        self.commands.send(command).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Asks for a reload without waiting for its outcome (signals, the file watcher).
+    pub fn request_reload(&self, source: ReloadSource) {
+        let _ = self.commands.try_send(Command::Reload {
+            source,
+            reply: None,
+        });
+    }
+
+    /// Stops the listeners and waits for connections to finish, up to `grace`; returns
+    /// how many were still open.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Shutdown { grace, reply })
+            .await
+            .is_err()
+        {
+            return 0;
+        }
+        answer.await.unwrap_or(0)
+    }
+
+    pub fn status(&self) -> Arc<Status> {
+        self.status.borrow().clone()
+    }
+}

@@ -1,0 +1,292 @@
+//! The controller's side of hooks: which hooks an effect starts, the payload each one gets
+//! (SPEC §4), and what a finished run changes (its status, metrics, a step hook's input to
+//! the state machine). Running them is `crate::hooks`'s job.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::status::{check_status, timestamp, HookStatus};
+use super::Controller;
+use crate::config::{HookEvent, Service, Weight};
+use crate::hooks::{self, HookInput, HookOutcome};
+use crate::rollout::machine::{Input, ServiceState};
+use crate::rollout::schedule::PlannedKind;
+
+/// Output shown per stream in `/status` (the log and the hook keep more).
+const STATUS_TAIL: usize = 4 * 1024;
+/// Output logged per stream when a hook fails.
+const LOG_TAIL: usize = 512;
+
+/// The JSON document every hook receives (SPEC §4).
+#[derive(Debug, Clone, Serialize)]
+pub struct Payload {
+    pub service: String,
+    /// An event name, or `gate` / `run` for the hook of a step.
+    pub event: String,
+    /// 1-based step number; 0 before the first step.
+    pub step: usize,
+    pub weight: Weight,
+    pub state: ServiceState,
+    pub reason: String,
+    pub run_id: String,
+    pub timestamp: String,
+    pub analysis: serde_json::Value,
+}
+
+impl Payload {
+    fn input(&self) -> HookInput {
+        HookInput {
+            json: Bytes::from(serde_json::to_vec(self).unwrap_or_default()),
+            env: vec![
+                ("CUTOVER_SERVICE", self.service.clone()),
+                ("CUTOVER_EVENT", self.event.clone()),
+                ("CUTOVER_STEP", self.step.to_string()),
+                ("CUTOVER_WEIGHT", self.weight.percent().to_string()),
+                ("CUTOVER_REASON", self.reason.clone()),
+                ("CUTOVER_RUN_ID", self.run_id.clone()),
+            ],
+        }
+    }
+}
+
+/// Where a rollout was when an event happened.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct EventAt {
+    pub step: usize,
+    pub weight: Weight,
+    pub state: ServiceState,
+}
+
+/// A hook run that finished.
+pub(super) enum HookDone {
+    Step {
+        service: String,
+        step: usize,
+        hook: String,
+        outcome: HookOutcome,
+    },
+    Event {
+        service: String,
+        hook: String,
+        event: HookEvent,
+        outcome: HookOutcome,
+    },
+}
+
+impl HookDone {
+    fn parts(&self) -> (&str, &str, &str, &HookOutcome) {
+        match self {
+            HookDone::Step {
+                service,
+                hook,
+                outcome,
+                ..
+            } => (service, hook, "step", outcome),
+            HookDone::Event {
+                service,
+                hook,
+                event,
+                outcome,
+            } => (service, hook, event.as_str(), outcome),
+        }
+    }
+}
+
+pub(super) fn hook_names(service: &Service) -> Vec<String> {
+    service.hooks.iter().map(|h| h.name.clone()).collect()
+}
+
+/// Hook statuses for every hook of the service, keeping what is known of existing ones.
+pub(super) fn hook_statuses(
+    service: &Service,
+    mut known: BTreeMap<String, HookStatus>,
+) -> BTreeMap<String, HookStatus> {
+    service
+        .hooks
+        .iter()
+        .map(|hook| {
+            let status = known.remove(&hook.name).unwrap_or_else(|| HookStatus {
+                name: hook.name.clone(),
+                ..HookStatus::default()
+            });
+            (hook.name.clone(), status)
+        })
+        .collect()
+}
+
+impl Controller {
+    /// The hook payload; `at` overrides step, weight and state with an event's own.
+    fn payload(&self, index: usize, event: &str, reason: &str, at: Option<EventAt>) -> Payload {
+        let service = &self.services[index];
+        let (state, step, weight, run_id, analysis) = match &service.rollout {
+            Some(run) => (
+                at.map_or_else(|| run.state.shown_state(&run.plan), |a| a.state),
+                at.map_or((run.state.step + 1).min(run.plan.steps.len()), |a| a.step),
+                at.map_or(run.state.weight, |a| a.weight),
+                run.state.run_id.clone(),
+                run.last_check
+                    .as_ref()
+                    .and_then(|(at, check)| serde_json::to_value(check_status(*at, check)).ok())
+                    .unwrap_or(serde_json::Value::Null),
+            ),
+            None => (
+                ServiceState::Static,
+                0,
+                service.config.weight,
+                String::new(),
+                serde_json::Value::Null,
+            ),
+        };
+        Payload {
+            service: service.config.name.clone(),
+            event: event.to_string(),
+            step,
+            weight,
+            state,
+            reason: reason.to_string(),
+            run_id,
+            timestamp: timestamp(SystemTime::now()),
+            analysis,
+        }
+    }
+
+    fn runner(&self) -> hooks::Runner {
+        hooks::Runner {
+            dir: Arc::from(self.config.dir.as_path()),
+        }
+    }
+
+    pub(super) fn spawn_step_hook(&mut self, index: usize, step: usize, hook_name: &str) {
+        let service = &self.services[index];
+        let Some(hook) = service.config.hook(hook_name).cloned() else {
+            return;
+        };
+        let planned = service
+            .rollout
+            .as_ref()
+            .and_then(|r| r.plan.steps.get(step));
+        let kind = match planned.map(|p| &p.kind) {
+            Some(PlannedKind::Gate { .. }) => "gate",
+            _ => "run",
+        };
+        let reason = format!("step {}: {kind} {hook_name}", step + 1);
+        let payload = self.payload(index, kind, &reason, None);
+        let name = service.config.name.clone();
+        self.mark_running(index, hook_name, kind);
+        let hook_name = hook_name.to_string();
+        self.runner().spawn(
+            hook,
+            payload.input(),
+            self.hook_tx.clone(),
+            move |outcome| HookDone::Step {
+                service: name,
+                step,
+                hook: hook_name,
+                outcome,
+            },
+        );
+    }
+
+    pub(super) fn spawn_event_hooks(
+        &mut self,
+        index: usize,
+        event: HookEvent,
+        reason: &str,
+        at: Option<EventAt>,
+    ) {
+        let subscribed: Vec<_> = self.services[index]
+            .config
+            .hooks
+            .iter()
+            .filter(|h| h.on.contains(&event))
+            .cloned()
+            .collect();
+        for hook in subscribed {
+            let payload = self.payload(index, event.as_str(), reason, at);
+            let service = self.services[index].config.name.clone();
+            let hook_name = hook.name.clone();
+            self.mark_running(index, &hook_name, event.as_str());
+            self.runner().spawn(
+                hook,
+                payload.input(),
+                self.hook_tx.clone(),
+                move |outcome| HookDone::Event {
+                    service,
+                    hook: hook_name,
+                    event,
+                    outcome,
+                },
+            );
+        }
+    }
+
+    fn mark_running(&mut self, index: usize, hook: &str, event: &str) {
+        let status = self.services[index]
+            .hooks
+            .entry(hook.to_string())
+            .or_default();
+        status.name = hook.to_string();
+        status.running = true;
+        status.last_event = Some(event.to_string());
+    }
+
+    pub(super) fn hook_done(&mut self, done: HookDone) {
+        let (service, hook, label, outcome) = done.parts();
+        self.metrics.hook_run(
+            service,
+            hook,
+            outcome.result,
+            outcome.duration.as_secs_f64(),
+        );
+        log_outcome(service, hook, label, outcome);
+        let Some(index) = self.index_of(service) else {
+            return;
+        };
+        record_outcome(&mut self.services[index].hooks, hook, outcome);
+        if let HookDone::Step {
+            step,
+            hook,
+            outcome,
+            ..
+        } = done
+        {
+            let input = Input::HookFinished {
+                step,
+                hook,
+                ok: outcome.ok(),
+                detail: outcome.detail,
+            };
+            self.apply_logged(index, input);
+        }
+        self.publish_status();
+    }
+}
+
+fn log_outcome(service: &str, hook: &str, on: &str, outcome: &HookOutcome) {
+    let tail = |text: &str| HookOutcome::tail(text, LOG_TAIL).trim_end().to_string();
+    if outcome.ok() {
+        tracing::info!(service, hook, on, detail = %outcome.detail, duration = ?outcome.duration, "hook succeeded");
+    } else {
+        tracing::warn!(
+            service, hook, on, detail = %outcome.detail, duration = ?outcome.duration,
+            stdout = %tail(&outcome.stdout), stderr = %tail(&outcome.stderr), "hook failed"
+        );
+    }
+}
+
+fn record_outcome(statuses: &mut BTreeMap<String, HookStatus>, hook: &str, outcome: &HookOutcome) {
+    let status = statuses.entry(hook.to_string()).or_default();
+    status.name = hook.to_string();
+    status.runs += 1;
+    status.running = false;
+    status.last_result = Some(outcome.result.label().to_string());
+    status.last_detail = Some(outcome.detail.clone());
+    status.last_duration_ms = Some(outcome.duration.as_millis() as u64);
+    status.last_at = Some(timestamp(outcome.finished_at));
+    status.stdout_tail = HookOutcome::tail(&outcome.stdout, STATUS_TAIL).to_string();
+    status.stderr_tail = HookOutcome::tail(&outcome.stderr, STATUS_TAIL).to_string();
+}

@@ -1,0 +1,555 @@
+//! The controller: the one writer of rollout state and routing (STYLE: "one writer, many
+//! readers").
+//!
+//! It owns the running config, every service's rollout state, the analysis windows, the
+//! listeners and the routing snapshot. The admin API, the CLI (through the API), signals
+//! and the config watcher send it `Command`s (`handle`); it answers on oneshot channels and
+//! publishes `Status` on a watch channel (`status`). The request path only ever reads the
+//! snapshot.
+//!
+//! This file is the loop: wait for a command, a hook's result or the next deadline
+//! (`tick`); then every input goes through `apply`: the state machine, then the state
+//! store, then the effects (a new weight, a hook, an event). A transition that cannot be
+//! saved did not happen. Hooks are `hooks`, reloads `reload`.
+//!
+//! Two seams are held here, each a small trait: where rollout state is stored
+//! (`StateStore`) and where the traffic numbers come from (`TrafficSource`).
+//!
+//! Time comes from tokio, so tests can run a three-hour rollout on a paused clock.
+
+mod handle;
+mod hooks;
+pub mod metrics;
+mod reload;
+pub mod status;
+mod tick;
+pub mod traffic;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+pub use self::handle::{AdminToken, Command, ControlError, ControllerHandle, Op, ReloadSource};
+use self::hooks::{hook_names, hook_statuses, EventAt, HookDone};
+pub use self::metrics::RolloutMetrics;
+use self::status::{HookStatus, ServiceStatus, Status};
+use self::tick::Clock;
+pub use self::traffic::{LocalTraffic, TrafficSample, TrafficSource};
+use super::analysis::{Check, Windows};
+use super::machine::{self, Effect, Input, RolloutState};
+use super::schedule::Plan;
+use super::state::{StateError, StateStore};
+use crate::config::{self, Config, HookEvent, Service};
+use crate::proxy::{ListenError, Listeners};
+use crate::routing::{build_service, Route, ServiceRoute, SharedSnapshot, Snapshot};
+use crate::upstream::UpstreamRegistry;
+
+/// Only time counters changed: such a state is written at most this often.
+const PERSIST_PROGRESS_EVERY: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+}
+
+struct ServiceRun {
+    config: Service,
+    route: Arc<ServiceRoute>,
+    rollout: Option<RolloutRun>,
+    hooks: BTreeMap<String, HookStatus>,
+}
+
+struct RolloutRun {
+    plan: Plan,
+    state: RolloutState,
+    windows: Windows,
+    last_check: Option<(SystemTime, Check)>,
+    /// When the next analysis check is due, on the controller's clock.
+    next_check: Duration,
+    /// When the counters are next sampled, on the controller's clock.
+    next_sample: Duration,
+    /// Whether the last sample counted all the traffic.
+    complete: bool,
+    persisted_at: Instant,
+}
+
+impl RolloutRun {
+    fn new(plan: Plan, state: RolloutState, now: Instant) -> RolloutRun {
+        let windows = Windows::new(window_span(&plan));
+        RolloutRun {
+            state,
+            windows,
+            last_check: None,
+            // A restored rollout is first judged one interval in, on fresh numbers.
+            next_check: plan
+                .analysis
+                .as_ref()
+                .map_or(Duration::ZERO, |a| a.interval),
+            next_sample: Duration::ZERO,
+            complete: true,
+            persisted_at: now,
+            plan,
+        }
+    }
+}
+
+/// How much history the windows keep: the longest of the analysis window and the trip's.
+fn window_span(plan: &Plan) -> Duration {
+    plan.analysis.as_ref().map_or(Duration::from_secs(60), |a| {
+        a.window
+            .max(a.trip.as_ref().map_or(Duration::ZERO, |t| t.window))
+            + Duration::from_secs(1)
+    })
+}
+
+/// What happens first to a rollout when the controller starts running it.
+enum Startup {
+    Start,
+    Restored {
+        steps_changed: bool,
+    },
+    /// A rollout carried over a reload whose steps changed.
+    StepsChanged,
+    Nothing,
+}
+
+/// What each rollout must do first, by service.
+type Startups = Vec<(String, Startup)>;
+
+/// What the controller is given by the app that wires it.
+pub struct Parts {
+    pub config: Config,
+    pub data_plane: tokio::runtime::Handle,
+    pub snapshot: SharedSnapshot,
+    pub listeners: Listeners,
+    pub metrics: RolloutMetrics,
+    pub admin_token: AdminToken,
+    pub store: Box<dyn StateStore>,
+    pub traffic: Box<dyn TrafficSource>,
+}
+
+pub struct Controller {
+    config: Arc<Config>,
+    services: Vec<ServiceRun>,
+    registry: UpstreamRegistry,
+    snapshot: SharedSnapshot,
+    generation: u64,
+    listeners: Listeners,
+    store: Box<dyn StateStore>,
+    traffic: Box<dyn TrafficSource>,
+    metrics: RolloutMetrics,
+    data_plane: tokio::runtime::Handle,
+    commands: mpsc::Receiver<Command>,
+    hook_tx: mpsc::UnboundedSender<HookDone>,
+    hook_rx: mpsc::UnboundedReceiver<HookDone>,
+    status_tx: watch::Sender<Arc<Status>>,
+    config_status: status::ConfigStatus,
+    clock: Clock,
+    startups: Startups,
+    admin_token: AdminToken,
+}
+
+impl Controller {
+    /// Reads the rollout states, binds the listeners and routes with the saved weights.
+    /// Nothing is changed until `run` is polled.
+    pub fn start(parts: Parts) -> Result<(Controller, ControllerHandle), StartError> {
+        let Parts {
+            config,
+            data_plane,
+            snapshot,
+            listeners,
+            metrics,
+            admin_token,
+            store,
+            traffic,
+        } = parts;
+        let mut registry = UpstreamRegistry::default();
+        let now = Instant::now();
+        let (services, startups) = first_services(
+            &config,
+            store.as_ref(),
+            &metrics,
+            &mut registry,
+            &data_plane,
+        )?;
+        let bound = listeners.prepare(&config.listeners)?;
+        let (command_tx, commands) = mpsc::channel(64);
+        let (hook_tx, hook_rx) = mpsc::unbounded_channel();
+        let (status_tx, status_rx) = watch::channel(Arc::new(Status::default()));
+        let mut controller = Controller {
+            config_status: reload::config_status(&config),
+            config: Arc::new(config),
+            services,
+            registry,
+            snapshot,
+            generation: 0,
+            listeners,
+            store,
+            traffic,
+            metrics,
+            data_plane,
+            commands,
+            hook_tx,
+            hook_rx,
+            status_tx,
+            clock: Clock::new(now),
+            startups,
+            admin_token,
+        };
+        controller.publish_snapshot();
+        let config = controller.config.clone();
+        controller
+            .listeners
+            .apply(&config.listeners, bound, &config.limits);
+        controller.publish_status();
+        Ok((controller, ControllerHandle::new(command_tx, status_rx)))
+    }
+
+    /// The bound listener addresses, by their configured address.
+    pub fn listener_addrs(&self) -> Vec<(String, std::net::SocketAddr)> {
+        self.listeners.local_addrs()
+    }
+
+    /// Runs until shut down (or until every handle is dropped).
+    pub async fn run(mut self) {
+        for (service, startup) in std::mem::take(&mut self.startups) {
+            self.restore(&service, startup);
+        }
+        self.clock = Clock::new(Instant::now());
+        self.publish_status();
+        loop {
+            let deadline = self.next_deadline();
+            let sleep = async move {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => {
+                    self.on_wake();
+                    self.publish_status();
+                }
+                Some(done) = self.hook_rx.recv() => {
+                    self.on_wake();
+                    self.hook_done(done);
+                }
+                command = self.commands.recv() => match command {
+                    None => break,
+                    Some(Command::Shutdown { grace, reply }) => {
+                        tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
+                        let open = self.listeners.shutdown(grace).await;
+                        let _ = reply.send(open);
+                        break;
+                    }
+                    Some(command) => {
+                        self.on_wake();
+                        self.command(command);
+                    }
+                },
+            }
+        }
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.services.iter().position(|s| s.config.name == name)
+    }
+
+    /// Carries out what a rollout must do when the controller takes it up.
+    fn restore(&mut self, service: &str, startup: Startup) {
+        let Some(index) = self.index_of(service) else {
+            return;
+        };
+        let inputs = match startup {
+            Startup::Nothing => Vec::new(),
+            Startup::Start => vec![Input::Start {
+                run_id: new_run_id(),
+            }],
+            Startup::Restored { steps_changed } => {
+                let mut inputs = vec![Input::Restored];
+                if steps_changed {
+                    inputs.push(Input::StepsChanged {
+                        run_id: new_run_id(),
+                    });
+                }
+                inputs
+            }
+            Startup::StepsChanged => vec![Input::StepsChanged {
+                run_id: new_run_id(),
+            }],
+        };
+        for input in inputs {
+            if let Err(err) = self.apply(index, input) {
+                tracing::error!(service, error = %err, "could not resume the rollout");
+            }
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Control { service, op, reply } => {
+                let result = self.control(&service, op);
+                self.publish_status();
+                let _ = reply.send(result);
+            }
+            Command::Reload { source, reply } => {
+                let result = self.reload(source);
+                self.publish_status();
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    fn control(&mut self, service: &str, op: Op) -> Result<ServiceStatus, ControlError> {
+        let index = self
+            .index_of(service)
+            .ok_or_else(|| ControlError::UnknownService(service.to_string()))?;
+        if self.services[index].rollout.is_none() {
+            return Err(ControlError::NoRollout(service.to_string()));
+        }
+        tracing::info!(service, op = ?op, "operator command");
+        let input = match op {
+            Op::Start => Input::Start {
+                run_id: new_run_id(),
+            },
+            Op::Pause => Input::Pause,
+            Op::Resume => Input::Resume,
+            Op::Promote { full } => Input::Promote { full },
+            Op::Rollback => Input::Rollback,
+            Op::Retry => Input::Retry {
+                run_id: new_run_id(),
+            },
+            Op::SetWeight(weight) => Input::SetWeight(weight),
+        };
+        self.apply(index, input)?;
+        Ok(status::service_status(&self.services[index]))
+    }
+
+    /// Applies an input to a service's rollout: state, then the store, then effects.
+    fn apply(&mut self, index: usize, input: Input) -> Result<(), ControlError> {
+        let now = Instant::now();
+        let service = &mut self.services[index];
+        let name = service.config.name.clone();
+        let Some(run) = service.rollout.as_mut() else {
+            return Err(ControlError::NoRollout(name));
+        };
+        let before = run.state.clone();
+        let effects = machine::apply(&run.plan, &mut run.state, input)
+            .map_err(|r| ControlError::Refused(r.0))?;
+        if run.state != before {
+            persist(self.store.as_ref(), &name, run, &before, &effects, now)?;
+        }
+        let started = effects.iter().any(|e| {
+            matches!(
+                e,
+                Effect::Event {
+                    event: HookEvent::Started,
+                    ..
+                }
+            )
+        });
+        if started {
+            run.windows.clear();
+            run.last_check = None;
+        }
+        self.execute(index, effects);
+        Ok(())
+    }
+
+    fn execute(&mut self, index: usize, effects: Vec<Effect>) {
+        let name = self.services[index].config.name.clone();
+        for effect in effects {
+            match effect {
+                Effect::Publish(weight) => {
+                    tracing::info!(service = %name, %weight, "NEW's weight is now {weight}");
+                    self.publish_snapshot();
+                }
+                Effect::RunStepHook {
+                    step,
+                    hook,
+                    attempt,
+                } => {
+                    tracing::info!(service = %name, step = step + 1, %hook, attempt, "running step hook");
+                    self.spawn_step_hook(index, step, &hook);
+                }
+                Effect::Event {
+                    event,
+                    reason,
+                    step,
+                    weight,
+                    state,
+                } => {
+                    tracing::info!(service = %name, event = event.as_str(), "{reason}");
+                    let at = EventAt {
+                        step,
+                        weight,
+                        state,
+                    };
+                    self.spawn_event_hooks(index, event, &reason, Some(at));
+                }
+                Effect::RolledBack(reason) => self.metrics.rollback(&name, reason),
+            }
+        }
+    }
+
+    /// Applies an input that cannot be refused (time, checks); logs if it somehow is.
+    fn apply_logged(&mut self, index: usize, input: Input) {
+        if let Err(err) = self.apply(index, input) {
+            tracing::error!(service = %self.services[index].config.name, error = %err, "rollout input failed");
+        }
+    }
+
+    /// Routes every service at its current weight.
+    fn publish_snapshot(&mut self) {
+        self.generation += 1;
+        let routes = self
+            .services
+            .iter()
+            .map(|service| Route {
+                service: service.route.clone(),
+                new_weight: service
+                    .rollout
+                    .as_ref()
+                    .map_or(service.config.weight, |run| run.state.weight),
+            })
+            .collect();
+        self.snapshot.store(Arc::new(Snapshot {
+            routes,
+            generation: self.generation,
+        }));
+    }
+
+    fn publish_status(&mut self) {
+        let services: Vec<ServiceStatus> =
+            self.services.iter().map(status::service_status).collect();
+        for service in &services {
+            self.metrics
+                .rollout(&service.name, service.weight, service.step, service.state);
+        }
+        let status = Status {
+            services,
+            config: self.config_status.clone(),
+        };
+        self.status_tx.send_replace(Arc::new(status));
+    }
+}
+
+/// Every service of the first config, with its rollout as the store has it, and what each
+/// rollout must do first.
+fn first_services(
+    config: &Config,
+    store: &dyn StateStore,
+    metrics: &RolloutMetrics,
+    registry: &mut UpstreamRegistry,
+    data_plane: &tokio::runtime::Handle,
+) -> Result<(Vec<ServiceRun>, Startups), StateError> {
+    let now = Instant::now();
+    let mut services = Vec::new();
+    let mut startups = Vec::new();
+    for service in &config.services {
+        metrics.register_service(&service.name, &hook_names(service));
+        let route = build_service(service, registry, data_plane);
+        let rollout = match Plan::of(service) {
+            None => None,
+            Some(plan) => {
+                let (run, startup) = load_rollout(store, service, plan, now)?;
+                startups.push((service.name.clone(), startup));
+                Some(run)
+            }
+        };
+        services.push(ServiceRun {
+            hooks: hook_statuses(service, BTreeMap::new()),
+            config: service.clone(),
+            route,
+            rollout,
+        });
+    }
+    Ok((services, startups))
+}
+
+/// Saves a changed state. A state whose only change is elapsed time is written at most
+/// every `PERSIST_PROGRESS_EVERY`. A failed save undoes the transition (it did not
+/// happen), except a rollback, which goes ahead: NEW is failing and routing away from it
+/// must not wait for a disk.
+fn persist(
+    store: &dyn StateStore,
+    name: &str,
+    run: &mut RolloutRun,
+    before: &RolloutState,
+    effects: &[Effect],
+    now: Instant,
+) -> Result<(), ControlError> {
+    let progress_only = same_but_progress(before, &run.state);
+    let due = now.duration_since(run.persisted_at) >= PERSIST_PROGRESS_EVERY;
+    if progress_only && !due {
+        return Ok(());
+    }
+    match store.save(name, &run.state) {
+        Ok(()) => run.persisted_at = now,
+        Err(err) => {
+            let rolling_back = effects.iter().any(|e| matches!(e, Effect::RolledBack(_)));
+            tracing::error!(service = %name, error = %err, "cannot save the rollout state");
+            if !rolling_back && !progress_only {
+                run.state = before.clone();
+                return Err(ControlError::Persist(err.to_string()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The state of a service's rollout from the store, or a new one.
+fn load_rollout(
+    store: &dyn StateStore,
+    service: &Service,
+    plan: Plan,
+    now: Instant,
+) -> Result<(RolloutRun, Startup), StateError> {
+    match store.load(&service.name)? {
+        Some(state) => {
+            let steps_changed = state.steps_fingerprint != plan.fingerprint;
+            tracing::info!(
+                service = %service.name, phase = state.phase.label(), step = state.step + 1, weight = %state.weight,
+                "rollout state restored from {}", store.location(&service.name)
+            );
+            Ok((
+                RolloutRun::new(plan, state, now),
+                Startup::Restored { steps_changed },
+            ))
+        }
+        None => {
+            let state = RolloutState::new(&plan, service.weight);
+            let startup = if plan.start == config::StartMode::Auto {
+                Startup::Start
+            } else {
+                Startup::Nothing
+            };
+            Ok((RolloutRun::new(plan, state, now), startup))
+        }
+    }
+}
+
+/// True when only the counters of elapsed time differ.
+fn same_but_progress(a: &RolloutState, b: &RolloutState) -> bool {
+    let mut a = a.clone();
+    a.hold_observed_ms = b.hold_observed_ms;
+    a.gate_elapsed_ms = b.gate_elapsed_ms;
+    a.gate_wait_ms = b.gate_wait_ms;
+    a == *b
+}
+
+fn new_run_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+#[cfg(test)]
+mod tests;

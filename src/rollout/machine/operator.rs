@@ -1,0 +1,209 @@
+//! The operator's verbs (pause, resume, promote, rollback, retry, set a weight), and what
+//! a restart or a change of the steps does to a rollout.
+
+use super::{refuse, Machine, Refusal};
+use super::{Effect, PauseCause, Phase, RollbackReason};
+use crate::config::{HookEvent, Weight};
+use crate::rollout::schedule::PlannedKind;
+
+impl Machine<'_> {
+    pub(super) fn pause_manually(&mut self) -> Result<(), Refusal> {
+        if self.state.phase != Phase::Progressing {
+            return refuse(format!(
+                "only a progressing rollout can pause; this one is {}",
+                self.state.phase.label()
+            ));
+        }
+        self.pause(PauseCause::Manual, "paused by an operator".into());
+        Ok(())
+    }
+
+    pub(super) fn resume(&mut self) -> Result<(), Refusal> {
+        if self.state.phase != Phase::Paused {
+            return refuse(format!(
+                "only a paused rollout can resume; this one is {}",
+                self.state.phase.label()
+            ));
+        }
+        if self.state.pause_cause == Some(PauseCause::PauseStep) && !self.state.realign {
+            return refuse(format!(
+                "step {} is a pause step: `cutover promote` continues",
+                self.state.step + 1
+            ));
+        }
+        let cause = self.state.pause_cause.take();
+        self.state.phase = Phase::Progressing;
+        self.state.consecutive_failures = 0;
+        self.event(HookEvent::Resumed, "resumed by an operator");
+        if cause == Some(PauseCause::SetWeight) {
+            self.state.realign = true;
+        }
+        if self.state.realign {
+            if self.plan.analysis.is_none() || self.state.weight == Weight::ZERO {
+                self.realign();
+            }
+            return Ok(());
+        }
+        match self.current().cloned() {
+            Some(PlannedKind::Gate { .. } | PlannedKind::Run { .. }) => {
+                if self.hook_succeeded(self.state.step) {
+                    self.complete_step();
+                } else if !self.state.hook_in_flight {
+                    if cause == Some(PauseCause::GateDeadline) {
+                        self.state.gate_elapsed_ms = 0;
+                    }
+                    self.state.run_attempts = 0;
+                    self.run_step_hook();
+                }
+            }
+            Some(PlannedKind::Weight { .. }) => self.maybe_complete(),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub(super) fn promote(&mut self, full: bool) -> Result<(), Refusal> {
+        match self.state.phase {
+            Phase::Pending => return refuse("the rollout has not started: `cutover start` first"),
+            Phase::Promoted => return refuse("the rollout is already promoted"),
+            Phase::RolledBack => {
+                return refuse("the rollout was rolled back: `cutover retry` starts it again")
+            }
+            Phase::Progressing | Phase::Paused => {}
+        }
+        let was_paused = self.state.phase == Phase::Paused;
+        self.state.phase = Phase::Progressing;
+        self.state.pause_cause = None;
+        self.state.hook_in_flight = false;
+        if was_paused {
+            self.event(HookEvent::Resumed, "promoted by an operator");
+        }
+        if self.state.realign {
+            self.realign();
+            return Ok(());
+        }
+        if !full {
+            self.complete_step();
+            return Ok(());
+        }
+        let last = self.plan.steps.len().saturating_sub(1);
+        let skipped_runs: Vec<String> = (self.state.step + 1..last)
+            .filter(|&i| {
+                matches!(self.plan.steps[i].kind, PlannedKind::Run { .. })
+                    && !self.hook_succeeded(i)
+            })
+            .map(|i| format!("step {} ({})", i + 1, self.plan.steps[i].describe()))
+            .collect();
+        if !skipped_runs.is_empty() {
+            if was_paused {
+                self.state.phase = Phase::Paused;
+            }
+            return refuse(format!(
+                "promote --full would skip {}: promote step by step so those hooks run",
+                skipped_runs.join(", ")
+            ));
+        }
+        if self.plan.steps[self.state.step..last]
+            .iter()
+            .any(|s| s.point_of_no_return)
+        {
+            self.state.point_of_no_return_passed = true;
+        }
+        self.enter_step(last);
+        Ok(())
+    }
+
+    pub(super) fn rollback_manually(&mut self) -> Result<(), Refusal> {
+        match self.state.phase {
+            Phase::Pending => refuse("the rollout has not started: nothing to roll back"),
+            Phase::RolledBack => refuse("the rollout is already rolled back"),
+            _ => {
+                self.rollback(RollbackReason::Manual, "rolled back by an operator".into());
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn retry(&mut self, run_id: String) -> Result<(), Refusal> {
+        if self.state.phase != Phase::RolledBack {
+            return refuse(format!(
+                "only a rolled back rollout can be retried; this one is {}",
+                self.state.phase.label()
+            ));
+        }
+        self.state.weight = Weight::ZERO;
+        self.begin(run_id, "rollout retried from step 1");
+        Ok(())
+    }
+
+    pub(super) fn set_weight(&mut self, weight: Weight) -> Result<(), Refusal> {
+        match self.state.phase {
+            Phase::RolledBack => {
+                return refuse(
+                    "the rollout was rolled back: `cutover retry` before setting a weight",
+                )
+            }
+            Phase::Pending => return refuse("the rollout has not started: `cutover start` first"),
+            _ => {}
+        }
+        self.state.hook_in_flight = false;
+        self.publish(weight);
+        self.pause(
+            PauseCause::SetWeight,
+            format!("weight set to {weight} by an operator"),
+        );
+        Ok(())
+    }
+
+    pub(super) fn realign(&mut self) {
+        let target = self.plan.realign_target(self.state.weight);
+        self.state.realign = false;
+        self.enter_step(target);
+    }
+
+    pub(super) fn steps_changed(&mut self, run_id: String) {
+        self.state.steps_fingerprint = self.plan.fingerprint.clone();
+        match self.state.phase {
+            Phase::RolledBack => self.begin(run_id, "the steps changed: rollout started again"),
+            Phase::Progressing | Phase::Paused => {
+                self.state.realign = true;
+                self.state.hook_in_flight = false;
+                self.state.reason = Some(format!(
+                    "the steps changed: continuing from the first step above {}",
+                    self.state.weight
+                ));
+                if self.state.pause_cause == Some(PauseCause::PauseStep) {
+                    self.state.phase = Phase::Progressing;
+                    self.state.pause_cause = None;
+                }
+                if self.state.phase == Phase::Progressing
+                    && (self.plan.analysis.is_none() || self.state.weight == Weight::ZERO)
+                {
+                    self.realign();
+                }
+            }
+            Phase::Pending | Phase::Promoted => {}
+        }
+    }
+
+    pub(super) fn restored(&mut self) {
+        let weight = self.state.weight;
+        self.effects.push(Effect::Publish(weight));
+        if self.state.phase != Phase::Progressing || self.state.realign {
+            return;
+        }
+        match self.current() {
+            Some(PlannedKind::Gate { .. } | PlannedKind::Run { .. }) => {
+                if self.hook_succeeded(self.state.step) {
+                    self.complete_step();
+                } else {
+                    // It was running when the process stopped: run it again.
+                    self.state.run_attempts = self.state.run_attempts.saturating_sub(1);
+                    self.run_step_hook();
+                }
+            }
+            Some(PlannedKind::Weight { .. }) => self.maybe_complete(),
+            _ => {}
+        }
+    }
+}

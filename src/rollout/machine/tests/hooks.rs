@@ -1,0 +1,173 @@
+//! Gates, run steps, restarts and changed steps.
+
+use super::*;
+
+#[test]
+fn a_gate_is_polled_until_it_passes_and_its_deadline_pauses_or_rolls_back() {
+    let steps = vec![
+        gate("replication", 15, Some(60), OnDeadline::Pause),
+        weight_step(100.0, 0),
+    ];
+    let mut rollout = Rollout::started(plan(steps.clone(), None));
+    assert_eq!(rollout.state.shown_state(&rollout.plan), "waiting");
+    let runs = |r: &Rollout| {
+        r.effects
+            .iter()
+            .filter(|e| matches!(e, Effect::RunStepHook { .. }))
+            .count()
+    };
+    assert_eq!(runs(&rollout), 1);
+    rollout.hook_done(false);
+    rollout.seconds(14);
+    assert_eq!(runs(&rollout), 1, "not before `every`");
+    rollout.seconds(1);
+    assert_eq!(runs(&rollout), 2);
+    rollout.hook_done(true);
+    assert_eq!(rollout.state.phase, Phase::Promoted);
+
+    let mut rollout = Rollout::started(plan(steps, None));
+    for _ in 0..4 {
+        rollout.hook_done(false);
+        rollout.seconds(15);
+    }
+    rollout.hook_done(false);
+    assert_eq!(rollout.state.phase, Phase::Paused);
+    assert_eq!(rollout.state.pause_cause, Some(PauseCause::GateDeadline));
+    rollout.ok(Input::Resume);
+    assert!(rollout.state.hook_in_flight, "resuming runs the gate again");
+    assert_eq!(rollout.state.gate_elapsed_ms, 0, "with a fresh deadline");
+
+    let steps = vec![
+        gate("replication", 15, Some(30), OnDeadline::Rollback),
+        weight_step(100.0, 0),
+    ];
+    let mut rollout = Rollout::started(plan(steps, None));
+    rollout.hook_done(false);
+    rollout.seconds(40);
+    assert_eq!(
+        rollout.state.phase,
+        Phase::Progressing,
+        "the attempt in flight may still pass"
+    );
+    rollout.hook_done(false);
+    assert_eq!(rollout.state.phase, Phase::RolledBack);
+    assert_eq!(rollout.state.rollback_reason, Some(RollbackReason::Gate));
+}
+
+#[test]
+fn a_run_step_retries_then_rolls_back() {
+    let steps = vec![
+        weight_step(5.0, 0),
+        run("switch-writes", 2, false),
+        weight_step(100.0, 0),
+    ];
+    let mut rollout = Rollout::started(plan(steps, None));
+    assert_eq!(rollout.state.step, 1);
+    rollout.hook_done(false);
+    rollout.hook_done(false);
+    assert_eq!(rollout.state.phase, Phase::Progressing);
+    let effects = rollout.hook_done(false);
+    assert_eq!(rollout.state.phase, Phase::RolledBack);
+    assert_eq!(rollout.state.rollback_reason, Some(RollbackReason::Hook));
+    assert_eq!(published(&effects), vec![Weight::ZERO]);
+    assert_eq!(
+        rollout.state.hooks["1:switch-writes"],
+        StepHookRecord {
+            ok: false,
+            attempts: 3
+        }
+    );
+}
+
+#[test]
+fn a_succeeded_run_hook_is_not_run_again_after_a_restart() {
+    let steps = vec![
+        run("switch-writes", 0, false),
+        weight_step(50.0, 600),
+        weight_step(100.0, 0),
+    ];
+    let plan = plan(steps, None);
+    let mut rollout = Rollout::started(plan.clone());
+    rollout.hook_done(true);
+    rollout.seconds(100);
+    // Restart: the persisted state comes back without the in-memory flags.
+    let json = serde_json::to_string(&rollout.state).unwrap();
+    let mut restored = Rollout::new(plan.clone());
+    restored.state = serde_json::from_str(&json).unwrap();
+    let effects = restored.ok(Input::Restored);
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::RunStepHook { .. })));
+    assert_eq!(published(&effects), vec![w(50.0)]);
+    assert_eq!(restored.state.hold_observed_ms, 100_000);
+
+    // A hook that was still running when the process died is run again.
+    let mut rollout = Rollout::started(plan.clone());
+    let json = serde_json::to_string(&rollout.state).unwrap();
+    rollout.state = serde_json::from_str(&json).unwrap();
+    let effects = rollout.ok(Input::Restored);
+    assert!(effects.contains(&Effect::RunStepHook {
+        step: 0,
+        hook: "switch-writes".into(),
+        attempt: 1
+    }));
+}
+
+#[test]
+fn late_hook_results_are_ignored() {
+    let steps = vec![run("slow", 0, false), weight_step(100.0, 0)];
+    let mut rollout = Rollout::started(plan(steps, None));
+    rollout.ok(Input::Rollback);
+    let effects = rollout.ok(Input::HookFinished {
+        step: 0,
+        hook: "slow".into(),
+        ok: true,
+        detail: String::new(),
+    });
+    assert!(effects.is_empty());
+    assert_eq!(rollout.state.phase, Phase::RolledBack);
+}
+
+#[test]
+fn changed_steps_realign_after_the_next_passing_check() {
+    let mut rollout = Rollout::started(classic());
+    rollout.ok(Input::Promote { full: false });
+    rollout.ok(Input::Promote { full: false });
+    assert_eq!(rollout.state.weight, w(45.0));
+    rollout.plan = plan(
+        vec![
+            weight_step(10.0, 60),
+            weight_step(40.0, 60),
+            weight_step(60.0, 60),
+            weight_step(100.0, 0),
+        ],
+        Some(analysis(3)),
+    );
+    rollout.plan.fingerprint = "two".into();
+    rollout.ok(Input::StepsChanged {
+        run_id: "ignored".into(),
+    });
+    assert!(rollout.state.realign);
+    assert_eq!(rollout.state.weight, w(45.0), "the weight is kept");
+    rollout.seconds(600);
+    rollout.check(Verdict::Inconclusive);
+    assert_eq!(rollout.state.weight, w(45.0));
+    rollout.check(Verdict::Pass);
+    assert!(!rollout.state.realign);
+    assert_eq!(rollout.state.step, 2);
+    assert_eq!(rollout.state.weight, w(60.0));
+    assert_eq!(rollout.state.steps_fingerprint, "two");
+}
+
+#[test]
+fn changed_steps_restart_a_rolled_back_rollout() {
+    let mut rollout = Rollout::started(classic());
+    rollout.ok(Input::Rollback);
+    rollout.plan.fingerprint = "two".into();
+    rollout.ok(Input::StepsChanged {
+        run_id: "run-2".into(),
+    });
+    assert_eq!(rollout.state.phase, Phase::Progressing);
+    assert_eq!(rollout.state.step, 0);
+    assert_eq!(rollout.state.run_id, "run-2");
+}
