@@ -44,7 +44,7 @@ struct Admin {
 }
 
 /// Serves the admin API on `listener` until the runtime stops.
-pub fn serve(
+pub(crate) fn serve(
     listener: TcpListener,
     controller: ControllerHandle,
     metrics: Arc<Metrics>,
@@ -87,7 +87,7 @@ pub fn serve(
 }
 
 /// Binds the admin address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 

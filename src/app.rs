@@ -54,7 +54,16 @@ pub struct App {
     _watcher: Option<ConfigWatcher>,
 }
 
-#[derive(Default)]
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("listeners", &self.listeners)
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
 pub struct Options {
     /// Reload when the config file's directory changes.
     pub watch: bool,

@@ -400,7 +400,7 @@ async fn control(target: &Target, json: bool, command: &Command) -> ExitCode {
         Command::Rollback { service } => (format!("/services/{service}/rollback"), None),
         Command::Retry { service } => (format!("/services/{service}/retry"), None),
         Command::SetWeight { service, percent } => {
-            let weight = config::load::parse_percent(percent)
+            let weight = config::parse_percent(percent)
                 .ok()
                 .and_then(Weight::from_percent);
             let Some(weight) = weight else {

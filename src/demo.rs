@@ -32,7 +32,7 @@ const CONNECTIONS: usize = 8;
 const PACE: Duration = Duration::from_millis(40);
 const LIMIT: Duration = Duration::from_secs(90);
 
-pub fn main(break_new: bool) -> ExitCode {
+pub(crate) fn main(break_new: bool) -> ExitCode {
     if std::env::var_os("CUTOVER_LOG").is_none() {
         // cutover's own log would break the table; `CUTOVER_LOG=info cutover demo` shows it.
         std::env::set_var("CUTOVER_LOG", "error");

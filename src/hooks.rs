@@ -32,15 +32,15 @@ use tokio::process::{Child, Command};
 use crate::config::{Hook, HookAction};
 
 /// How much of each output stream is kept.
-pub const OUTPUT_LIMIT: usize = 64 * 1024;
+pub(crate) const OUTPUT_LIMIT: usize = 64 * 1024;
 /// Between SIGTERM and SIGKILL.
-pub const KILL_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// What a hook run is handed: the JSON document (stdin of an exec hook, body of an http
 /// one) and the `CUTOVER_*` environment of exec hooks. The controller builds both from its
 /// payload (SPEC §4); this module only delivers them.
 #[derive(Debug, Clone)]
-pub struct HookInput {
+pub(crate) struct HookInput {
     pub json: Bytes,
     pub env: Vec<(&'static str, String)>,
 }
@@ -48,16 +48,17 @@ pub struct HookInput {
 /// `cutover_hook_runs_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum HookResult {
+pub(crate) enum HookResult {
     Ok,
     Failed,
     Timeout,
 }
 
 impl HookResult {
-    pub const ALL: [HookResult; 3] = [HookResult::Ok, HookResult::Failed, HookResult::Timeout];
+    pub(crate) const ALL: [HookResult; 3] =
+        [HookResult::Ok, HookResult::Failed, HookResult::Timeout];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             HookResult::Ok => "ok",
             HookResult::Failed => "failed",
@@ -68,7 +69,7 @@ impl HookResult {
 
 /// How one run of a hook went.
 #[derive(Debug, Clone, Serialize)]
-pub struct HookOutcome {
+pub(crate) struct HookOutcome {
     pub result: HookResult,
     /// `exit 0`, `exit 3`, `killed by signal 9`, `HTTP 503`, `cannot start: …`.
     pub detail: String,
@@ -85,12 +86,12 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 }
 
 impl HookOutcome {
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.result == HookResult::Ok
     }
 
     /// The last `bytes` of a stream, for logs and status.
-    pub fn tail(text: &str, bytes: usize) -> &str {
+    pub(crate) fn tail(text: &str, bytes: usize) -> &str {
         if text.len() <= bytes {
             return text;
         }
@@ -103,7 +104,7 @@ impl HookOutcome {
 }
 
 /// Runs `hook` once with `input`; `dir` is the config's directory.
-pub async fn run(hook: &Hook, dir: &Path, input: &HookInput) -> HookOutcome {
+pub(crate) async fn run(hook: &Hook, dir: &Path, input: &HookInput) -> HookOutcome {
     let started = Instant::now();
     let (result, detail, stdout, stderr) = match &hook.action {
         HookAction::Exec { argv } => run_exec(argv, dir, input, hook.timeout).await,
@@ -360,13 +361,13 @@ where
 
 /// Runs hooks on behalf of the controller and reports back on a channel.
 #[derive(Clone)]
-pub struct Runner {
+pub(crate) struct Runner {
     pub dir: Arc<Path>,
 }
 
 impl Runner {
     /// Starts `hook` on its own task; `done` receives the outcome.
-    pub fn spawn<T: Send + 'static>(
+    pub(crate) fn spawn<T: Send + 'static>(
         &self,
         hook: Arc<Hook>,
         input: HookInput,

@@ -21,9 +21,9 @@ use crate::config::{HostPattern, Matcher, Sticky, Timeouts, Weight};
 use crate::hash::fnv1a;
 use crate::upstream::{Pool, PoolKind, PoolSettings, UpstreamRegistry};
 
-pub const BUCKETS: u16 = 10_000;
+pub(crate) const BUCKETS: u16 = 10_000;
 
-pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+pub(crate) type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 
 /// What the request path reads: the services in match order, each with NEW's weight.
 #[derive(Debug, Default)]
@@ -153,7 +153,7 @@ impl ServiceRoute {
 }
 
 /// Builds the fixed parts of a service's route, reusing the registry's backends.
-pub fn build_service(
+pub(crate) fn build_service(
     service: &crate::config::Service,
     registry: &mut UpstreamRegistry,
     spawner: &tokio::runtime::Handle,
@@ -185,7 +185,7 @@ pub fn spread_bucket(n: u64) -> u16 {
 }
 
 /// A stable hash (the same on every cutover instance and across restarts) to a bucket.
-pub fn hash_bucket(bytes: &[u8]) -> u16 {
+pub(crate) fn hash_bucket(bytes: &[u8]) -> u16 {
     (fnv1a(bytes) % u64::from(BUCKETS)) as u16
 }
 
@@ -203,7 +203,7 @@ fn cookie_bucket(headers: &HeaderMap, name: &str) -> Option<u16> {
 }
 
 /// Host (without port, any case) and path against a service's match rules.
-pub fn matches(matcher: &Matcher, host: &str, path: &str) -> bool {
+pub(crate) fn matches(matcher: &Matcher, host: &str, path: &str) -> bool {
     if !path.starts_with(matcher.path_prefix.as_str()) {
         return false;
     }
@@ -222,7 +222,7 @@ pub fn matches(matcher: &Matcher, host: &str, path: &str) -> bool {
 
 /// The host of an authority or Host header, without its port: `api.x.com:443` → `api.x.com`,
 /// `[::1]:80` → `[::1]`.
-pub fn strip_port(authority: &str) -> &str {
+pub(crate) fn strip_port(authority: &str) -> &str {
     if authority.starts_with('[') {
         return match authority.find(']') {
             Some(end) => &authority[..=end],

@@ -18,8 +18,8 @@ const DECADE: [u64; 12] = [10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90];
 const DECADES: usize = 7;
 
 /// Upper bounds of the latency buckets, in microseconds; one more bucket holds the rest.
-pub const LATENCY_EDGES_US: [u64; DECADES * 12 + 1] = latency_edges();
-pub const LATENCY_BUCKETS: usize = LATENCY_EDGES_US.len() + 1;
+pub(crate) const LATENCY_EDGES_US: [u64; DECADES * 12 + 1] = latency_edges();
+pub(crate) const LATENCY_BUCKETS: usize = LATENCY_EDGES_US.len() + 1;
 
 const fn latency_edges() -> [u64; DECADES * 12 + 1] {
     let mut edges = [0u64; DECADES * 12 + 1];
@@ -39,7 +39,7 @@ const fn latency_edges() -> [u64; DECADES * 12 + 1] {
 }
 
 /// The bucket a latency falls in.
-pub fn latency_bucket(micros: u64) -> usize {
+pub(crate) fn latency_bucket(micros: u64) -> usize {
     LATENCY_EDGES_US.partition_point(|&edge| edge < micros)
 }
 

@@ -52,7 +52,7 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// A server config for one listener: the listener's certificates, ALPN h2 then http/1.1.
-pub fn server_config(
+pub(crate) fn server_config(
     settings: &Arc<TlsSettings>,
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
@@ -66,7 +66,7 @@ pub fn server_config(
 }
 
 /// A client config trusting the Mozilla roots, for `https://` hooks.
-pub fn client_config() -> Arc<rustls::ClientConfig> {
+pub(crate) fn client_config() -> Arc<rustls::ClientConfig> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {

@@ -27,7 +27,7 @@ async fn bad_requests_get_400_404_405_and_409() {
     proxy
         .app
         .controller
-        .control("api", cutover::rollout::controller::Op::Start)
+        .control("api", cutover::Op::Start)
         .await
         .unwrap();
 

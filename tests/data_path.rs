@@ -266,7 +266,7 @@ async fn when_new_is_down_old_serves_its_share_and_new_is_charged() {
     }
     // NEW's share of these 40 requests, from the same sequence the proxy uses.
     let share = (0..40u64)
-        .filter(|n| cutover::routing::spread_bucket(*n) < 5000)
+        .filter(|n| cutover::spread_bucket(*n) < 5000)
         .count() as u64;
     let route = &proxy.app.snapshot.load().routes[0];
     let new = route.service.new.stats.counts();
@@ -494,7 +494,7 @@ fn tls_client(certs: &[&std::path::Path]) -> tokio_rustls::TlsConnector {
             .add(CertificateDer::from_pem_file(cert).unwrap())
             .unwrap();
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(cutover::tls::provider())
+    let mut config = rustls::ClientConfig::builder_with_provider(cutover::tls_provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)

@@ -6,7 +6,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cutover::rollout::controller::ReloadSource;
+use cutover::ReloadSource;
 use http::StatusCode;
 use support::*;
 use tokio::net::TcpStream;

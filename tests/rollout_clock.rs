@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use cutover::stats::CodeClass;
+use cutover::CodeClass;
 use support::*;
 
 /// The classic seed schedule with the SPEC's example analysis.

@@ -15,7 +15,7 @@ type Number = Option<Spanned<u64>>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(super) struct FileConfig {
     pub listeners: Option<Spanned<Vec<Spanned<ListenerFile>>>>,
     pub admin: Option<Spanned<AdminFile>>,
     pub state_dir: Text,
@@ -25,34 +25,34 @@ pub struct FileConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListenerFile {
+pub(super) struct ListenerFile {
     pub addr: Text,
     pub tls: Option<Spanned<TlsFile>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsFile {
+pub(super) struct TlsFile {
     pub certificates: Option<Vec<Spanned<CertFile>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CertFile {
+pub(super) struct CertFile {
     pub cert: Text,
     pub key: Text,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdminFile {
+pub(super) struct AdminFile {
     pub addr: Text,
     pub token_file: Text,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LimitsFile {
+pub(super) struct LimitsFile {
     pub header_read_timeout: Text,
     pub max_header_bytes: Text,
     pub max_connections: Number,
@@ -61,7 +61,7 @@ pub struct LimitsFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServiceFile {
+pub(super) struct ServiceFile {
     pub name: Text,
     #[serde(rename = "match")]
     pub matcher: Option<MatchFile>,
@@ -81,27 +81,27 @@ pub struct ServiceFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MatchFile {
+pub(super) struct MatchFile {
     pub hosts: Option<Vec<Spanned<String>>>,
     pub path_prefix: Text,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PoolFile {
+pub(super) struct PoolFile {
     pub backends: Option<Vec<Spanned<BackendFile>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BackendFile {
+pub(super) struct BackendFile {
     pub addr: Text,
     pub weight: Number,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StickyFile {
+pub(super) struct StickyFile {
     pub cookie: Text,
     pub header: Text,
     pub client_ip: Option<Spanned<bool>>,
@@ -109,7 +109,7 @@ pub struct StickyFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TimeoutsFile {
+pub(super) struct TimeoutsFile {
     pub connect: Text,
     pub request: Text,
     pub idle: Text,
@@ -117,13 +117,13 @@ pub struct TimeoutsFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RetriesFile {
+pub(super) struct RetriesFile {
     pub attempts: Number,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OutlierFile {
+pub(super) struct OutlierFile {
     pub consecutive_failures: Number,
     pub eject_for: Text,
     pub max_ejected: Text,
@@ -131,7 +131,7 @@ pub struct OutlierFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HealthCheckFile {
+pub(super) struct HealthCheckFile {
     pub path: Text,
     pub interval: Text,
     pub timeout: Text,
@@ -141,7 +141,7 @@ pub struct HealthCheckFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RolloutFile {
+pub(super) struct RolloutFile {
     pub start: Text,
     pub steps: Option<Spanned<Vec<Spanned<StepFile>>>>,
     pub schedule: Option<Spanned<ScheduleFile>>,
@@ -150,7 +150,7 @@ pub struct RolloutFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StepFile {
+pub(super) struct StepFile {
     pub weight: Text,
     pub hold: Text,
     pub gate: Text,
@@ -164,7 +164,7 @@ pub struct StepFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ShadowFile {
+pub(super) struct ShadowFile {
     pub percent: Text,
     pub hold: Text,
     pub max_mismatch: Text,
@@ -172,7 +172,7 @@ pub struct ShadowFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ScheduleFile {
+pub(super) struct ScheduleFile {
     pub start: Text,
     pub step: Text,
     pub every: Text,
@@ -180,7 +180,7 @@ pub struct ScheduleFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AnalysisFile {
+pub(super) struct AnalysisFile {
     pub interval: Text,
     pub window: Text,
     pub min_requests: Number,
@@ -194,7 +194,7 @@ pub struct AnalysisFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TripFile {
+pub(super) struct TripFile {
     pub error_rate: Text,
     pub min_requests: Number,
     pub window: Text,
@@ -202,7 +202,7 @@ pub struct TripFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SmokeFile {
+pub(super) struct SmokeFile {
     pub method: Text,
     pub path: Text,
     pub expect_status: Number,
@@ -211,7 +211,7 @@ pub struct SmokeFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HookFile {
+pub(super) struct HookFile {
     pub exec: Option<Spanned<Vec<Spanned<String>>>>,
     pub http: Option<Spanned<HttpHookFile>>,
     pub timeout: Text,
@@ -224,7 +224,7 @@ pub struct HookFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HttpHookFile {
+pub(super) struct HttpHookFile {
     pub url: Text,
     pub headers: Option<Entries<Spanned<String>>>,
 }

@@ -16,8 +16,6 @@ use super::validate;
 use super::yaml::{self, Mark};
 
 // Older paths, kept so callers outside `config` need not change with this split.
-pub use super::model::parse_percent;
-pub use super::validate::schedule_steps;
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq)]

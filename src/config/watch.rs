@@ -30,6 +30,12 @@ pub struct ConfigWatcher {
     _watcher: notify::RecommendedWatcher,
 }
 
+impl std::fmt::Debug for ConfigWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigWatcher").finish_non_exhaustive()
+    }
+}
+
 /// What the watched files hold: one hash over each file's path and contents (or its
 /// absence). Equal fingerprints mean there is nothing new to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

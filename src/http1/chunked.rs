@@ -13,7 +13,7 @@ use super::tokens::is_hop_by_hop;
 use super::MAX_HEAD;
 
 /// The most hex digits of a chunk size: 16 fill a `u64`, so the size never overflows.
-pub const MAX_SIZE_DIGITS: u8 = 16;
+pub(crate) const MAX_SIZE_DIGITS: u8 = 16;
 const MAX_TRAILERS: usize = 32;
 
 /// The chunked framing is broken.
@@ -23,7 +23,7 @@ pub struct Malformed;
 
 /// Where a chunked body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chunk {
+pub(crate) enum Chunk {
     /// Reading the hex size; `digits` so far.
     Size {
         size: u64,
@@ -51,11 +51,11 @@ pub enum Chunk {
 }
 
 impl Chunk {
-    pub const START: Chunk = Chunk::Size { size: 0, digits: 0 };
+    pub(crate) const START: Chunk = Chunk::Size { size: 0, digits: 0 };
 
     /// The state after one byte outside chunk data; `None` when the framing is broken.
     #[inline]
-    pub fn next(self, byte: u8) -> Option<Chunk> {
+    pub(crate) fn next(self, byte: u8) -> Option<Chunk> {
         Some(match (self, byte) {
             (Chunk::Size { size, digits }, b)
                 if b.is_ascii_hexdigit() && digits < MAX_SIZE_DIGITS =>
@@ -111,7 +111,7 @@ fn after_size(size: u64) -> Chunk {
 
 /// Follows a chunked body through `bytes` without keeping them; returns how many bytes
 /// belong to the body (fewer than `bytes.len()` only when it ends inside them).
-pub fn follow(state: &mut Chunk, bytes: &[u8]) -> Result<usize, Malformed> {
+pub(crate) fn follow(state: &mut Chunk, bytes: &[u8]) -> Result<usize, Malformed> {
     let mut at = 0;
     while at < bytes.len() && *state != Chunk::End {
         if let Chunk::Data { remaining } = *state {
@@ -128,7 +128,7 @@ pub fn follow(state: &mut Chunk, bytes: &[u8]) -> Result<usize, Malformed> {
 
 /// What decoding the buffered bytes gave.
 #[derive(Debug)]
-pub enum Decoded {
+pub(crate) enum Decoded {
     Data(Bytes),
     Trailers(HeaderMap),
     End,
@@ -136,7 +136,7 @@ pub enum Decoded {
 }
 
 /// Decodes as much of a chunked body as `buf` holds, consuming it.
-pub fn decode(buf: &mut BytesMut, state: &mut Chunk) -> Result<Decoded, Malformed> {
+pub(crate) fn decode(buf: &mut BytesMut, state: &mut Chunk) -> Result<Decoded, Malformed> {
     loop {
         if let Chunk::Data { remaining } = *state {
             if buf.is_empty() {

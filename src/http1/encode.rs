@@ -36,13 +36,13 @@ impl BodyKind {
 }
 
 /// What the client told us and how it reached us, for the forwarding headers.
-pub struct Forwarded<'a> {
+pub(crate) struct Forwarded<'a> {
     pub client_ip: &'a HeaderValue,
     pub scheme: Scheme,
 }
 
 /// Encodes the request head for an HTTP/1.1 backend (see the module notes).
-pub fn encode_request_head(
+pub(crate) fn encode_request_head(
     parts: &Parts,
     forwarded: &Forwarded<'_>,
     body: BodyKind,
@@ -184,7 +184,7 @@ fn push_decimal(out: &mut BytesMut, mut n: u64) {
 }
 
 /// One chunk of a chunked request body: size line, data, line end.
-pub fn encode_chunk(data: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_chunk(data: &[u8]) -> Vec<u8> {
     let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
     chunk.extend_from_slice(data);
     chunk.extend_from_slice(b"\r\n");
@@ -192,7 +192,7 @@ pub fn encode_chunk(data: &[u8]) -> Vec<u8> {
 }
 
 /// The last chunk of a chunked request body, with the client's trailers if any.
-pub fn encode_last_chunk(trailers: Option<&HeaderMap>) -> Vec<u8> {
+pub(crate) fn encode_last_chunk(trailers: Option<&HeaderMap>) -> Vec<u8> {
     let mut end = b"0\r\n".to_vec();
     for (name, value) in trailers.into_iter().flatten() {
         end.extend_from_slice(name.as_str().as_bytes());

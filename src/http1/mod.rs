@@ -9,17 +9,17 @@
 //! This module knows nothing of pools, routes or the request path: it imports neither
 //! `proxy` nor `upstream`.
 
-pub mod chunked;
-pub mod encode;
-pub mod parse;
-pub mod tokens;
+pub(crate) mod chunked;
+pub(crate) mod encode;
+pub(crate) mod parse;
+pub(crate) mod tokens;
 
 /// The largest head (and trailer section) accepted from a backend.
-pub const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 
 /// `http` or `https`, as the client spoke to us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
+pub(crate) enum Scheme {
     Http,
     Https,
 }

@@ -31,7 +31,7 @@ pub struct ResponseHead {
 }
 
 /// Parses a response head from the front of `buf`, consuming it; `None` if incomplete.
-pub fn parse_response_head(
+pub(crate) fn parse_response_head(
     buf: &mut BytesMut,
     method: &Method,
 ) -> Result<Option<ResponseHead>, Invalid> {
@@ -206,7 +206,7 @@ fn remove_connection_named(headers: &mut HeaderMap, value: &[u8], switching: boo
 
 /// What the framing guard needs to know of a request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestHead {
+pub(crate) enum RequestHead {
     Partial,
     /// hyper rejects it by itself.
     Invalid,
@@ -218,7 +218,7 @@ pub enum RequestHead {
 
 /// How what follows a request head is delimited, as far as the guard cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestBody {
+pub(crate) enum RequestBody {
     Framed(Framing),
     /// Both Content-Length and Transfer-Encoding: the request-smuggling vector.
     Conflict,
@@ -227,7 +227,7 @@ pub enum RequestBody {
 }
 
 /// Reads the framing of a client's request head at the front of `bytes`.
-pub fn request_head(bytes: &[u8]) -> RequestHead {
+pub(crate) fn request_head(bytes: &[u8]) -> RequestHead {
     // Uninitialized: zeroing 128 headers per request head costs more than parsing it.
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut []);

@@ -5,18 +5,18 @@ use http::header::{self, HeaderName};
 
 /// The tokens of a comma-separated header value, trimmed of surrounding whitespace.
 #[inline]
-pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|b| *b == b',').map(<[u8]>::trim_ascii)
 }
 
 /// Whether the comma-separated `value` holds `token` (ASCII case-insensitive).
 #[inline]
-pub fn has_token(value: &[u8], token: &[u8]) -> bool {
+pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
     tokens(value).any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// The last token of a comma-separated value (`chunked` must be the last coding).
-pub fn last_token(value: &[u8]) -> &[u8] {
+pub(crate) fn last_token(value: &[u8]) -> &[u8] {
     value
         .rsplit(|b| *b == b',')
         .next()
@@ -25,7 +25,7 @@ pub fn last_token(value: &[u8]) -> &[u8] {
 }
 
 /// Hop-by-hop headers (SPEC §7); `Upgrade` is kept on upgrades.
-pub fn is_hop_by_hop(name: &HeaderName, upgrade: bool) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName, upgrade: bool) -> bool {
     name == header::CONNECTION
         || name == header::TE
         || name == header::TRAILER

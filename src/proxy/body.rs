@@ -13,17 +13,17 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use crate::upstream::{BodyError, InFlight, ResponseBody};
 
-pub enum ProxyBody {
+pub(crate) enum ProxyBody {
     Upstream(ResponseBody<InFlight>),
     Full(Option<Bytes>),
 }
 
 impl ProxyBody {
-    pub fn full(bytes: Bytes) -> ProxyBody {
+    pub(crate) fn full(bytes: Bytes) -> ProxyBody {
         ProxyBody::Full(Some(bytes))
     }
 
-    pub fn empty() -> ProxyBody {
+    pub(crate) fn empty() -> ProxyBody {
         ProxyBody::Full(None)
     }
 }

@@ -96,7 +96,7 @@ impl From<&ProxyError> for StatusCode {
 }
 
 /// The response cutover sends in place of the backend's.
-pub fn error_response(error: &ProxyError) -> Response<ProxyBody> {
+pub(crate) fn error_response(error: &ProxyError) -> Response<ProxyBody> {
     let status = StatusCode::from(error);
     let body = match status {
         StatusCode::NOT_FOUND => "404 Not Found: no service matches this host and path\n",

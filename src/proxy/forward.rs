@@ -16,7 +16,7 @@ use crate::http1::tokens::has_token;
 use crate::upstream::Connection;
 
 /// An HTTP/1.1 request asking to switch protocols (WebSocket and the like).
-pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
     version == Version::HTTP_11
         && headers.contains_key(header::UPGRADE)
         && headers
@@ -27,7 +27,7 @@ pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
 
 /// Runs the tunnel of an upgraded request as its own task, holding `guards` (what must
 /// stay counted while it runs) until it closes.
-pub fn spawn_tunnel(client: OnUpgrade, backend: Connection, guards: impl Send + 'static) {
+pub(crate) fn spawn_tunnel(client: OnUpgrade, backend: Connection, guards: impl Send + 'static) {
     let (stream, early) = backend.into_parts();
     tokio::spawn(async move {
         let _guards = guards;
@@ -37,7 +37,7 @@ pub fn spawn_tunnel(client: OnUpgrade, backend: Connection, guards: impl Send + 
 
 /// Copies bytes both ways between the upgraded client and the backend until either side
 /// closes. `early` holds what the backend sent right after its 101.
-pub async fn tunnel(client: OnUpgrade, mut backend: TcpStream, early: BytesMut) {
+pub(crate) async fn tunnel(client: OnUpgrade, mut backend: TcpStream, early: BytesMut) {
     let client = match client.await {
         Ok(client) => client,
         Err(err) => {

@@ -27,7 +27,7 @@ use crate::http1::Framing;
 /// Replaces the final byte of a poisoned head: not a line ending, not a header-name byte.
 const POISON: u8 = b'@';
 
-pub struct FramingGuard<S> {
+pub(crate) struct FramingGuard<S> {
     inner: S,
     state: State,
     /// A request head split across reads, kept until it is complete.
@@ -47,7 +47,7 @@ enum State {
 }
 
 impl<S> FramingGuard<S> {
-    pub fn new(inner: S, max_head: usize) -> Self {
+    pub(crate) fn new(inner: S, max_head: usize) -> Self {
         FramingGuard {
             inner,
             state: State::Head,

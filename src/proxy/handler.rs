@@ -27,7 +27,7 @@ use crate::routing::{strip_port, Bucket, Route, SharedSnapshot};
 use crate::upstream::{millis_at, PoolKind, ResponseBody};
 
 /// What the request path knows about the connection a request came on.
-pub struct ConnContext {
+pub(crate) struct ConnContext {
     pub peer: SocketAddr,
     /// The peer's IP, ready for `X-Forwarded-For`.
     pub peer_ip: HeaderValue,
@@ -39,7 +39,7 @@ pub struct ConnContext {
 }
 
 impl ConnContext {
-    pub fn new(
+    pub(crate) fn new(
         peer: SocketAddr,
         scheme: Scheme,
         snapshot: SharedSnapshot,
@@ -58,7 +58,7 @@ impl ConnContext {
 }
 
 /// Serves one request.
-pub async fn handle(
+pub(crate) async fn handle(
     request: Request<Incoming>,
     conn: Arc<ConnContext>,
 ) -> Result<Response<ProxyBody>, Infallible> {

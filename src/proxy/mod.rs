@@ -4,12 +4,12 @@
 //! response bodies (`body`) and the errors the proxy answers with (`error`).
 
 mod attempt;
-pub mod body;
-pub mod error;
-pub mod forward;
-pub mod framing;
-pub mod handler;
+pub(crate) mod body;
+pub(crate) mod error;
+pub(crate) mod forward;
+pub(crate) mod framing;
+pub(crate) mod handler;
 mod outcome;
-pub mod server;
+pub(crate) mod server;
 
-pub use server::{ListenError, ListenerState, Listeners};
+pub(crate) use server::{ListenError, ListenerState, Listeners};

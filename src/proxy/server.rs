@@ -55,8 +55,18 @@ pub struct ListenerState {
     stop: watch::Sender<bool>,
 }
 
+impl std::fmt::Debug for ListenerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerState")
+            .field("name", &self.name)
+            .field("local_addr", &self.local_addr)
+            .field("active", &self.active)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The running listeners. Owned by the controller, which applies each config to it.
-pub struct Listeners {
+pub(crate) struct Listeners {
     runtime: tokio::runtime::Handle,
     shared: Arc<Shared>,
     running: HashMap<String, Arc<ListenerState>>,
@@ -66,7 +76,7 @@ pub struct Listeners {
 
 /// A listener socket bound ahead of a config change, so a port that cannot be had fails
 /// the reload before anything else changes.
-pub struct Bound {
+pub(crate) struct Bound {
     name: String,
     listener: std::net::TcpListener,
 }
@@ -83,7 +93,7 @@ pub enum ListenError {
 }
 
 impl Listeners {
-    pub fn new(
+    pub(crate) fn new(
         runtime: tokio::runtime::Handle,
         snapshot: SharedSnapshot,
         limits: &Limits,
@@ -104,12 +114,12 @@ impl Listeners {
     }
 
     /// The listener states, for metrics.
-    pub fn registry(&self) -> Arc<Mutex<Vec<Arc<ListenerState>>>> {
+    pub(crate) fn registry(&self) -> Arc<Mutex<Vec<Arc<ListenerState>>>> {
         self.registry.clone()
     }
 
     /// Where each listener is bound, by its configured address.
-    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+    pub(crate) fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         let mut addrs: Vec<_> = self
             .running
             .values()
@@ -120,7 +130,7 @@ impl Listeners {
     }
 
     /// Binds the addresses `listeners` has that are not running yet, and checks TLS.
-    pub fn prepare(&self, listeners: &[Listener]) -> Result<Vec<Bound>, ListenError> {
+    pub(crate) fn prepare(&self, listeners: &[Listener]) -> Result<Vec<Bound>, ListenError> {
         let _runtime = self.runtime.enter();
         let mut bound = Vec::new();
         for listener in listeners {
@@ -147,7 +157,7 @@ impl Listeners {
 
     /// Makes the running listeners those of `listeners`: new ones start, kept ones take
     /// their new TLS settings, removed ones stop accepting and drain.
-    pub fn apply(&mut self, listeners: &[Listener], bound: Vec<Bound>, limits: &Limits) {
+    pub(crate) fn apply(&mut self, listeners: &[Listener], bound: Vec<Bound>, limits: &Limits) {
         self.apply_limits(limits);
         let mut bound: HashMap<String, std::net::TcpListener> =
             bound.into_iter().map(|b| (b.name, b.listener)).collect();
@@ -221,7 +231,7 @@ impl Listeners {
 
     /// Stops every listener and waits, at most `grace`, for their connections to finish.
     /// Returns how many connections were still open at the end.
-    pub async fn shutdown(&mut self, grace: Duration) -> usize {
+    pub(crate) async fn shutdown(&mut self, grace: Duration) -> usize {
         for state in self.running.values() {
             state.stop.send_replace(true);
         }

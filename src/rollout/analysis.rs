@@ -32,7 +32,7 @@ const RATIO_FLOOR: Duration = Duration::from_millis(5);
 /// Cumulative counts of both pools, sampled every second and at every check, kept for the
 /// longest window.
 #[derive(Debug)]
-pub struct Windows {
+pub(crate) struct Windows {
     samples: VecDeque<Sample>,
     keep: Duration,
 }
@@ -46,14 +46,14 @@ struct Sample {
 
 /// What one window holds for both pools.
 #[derive(Debug, Clone, Default)]
-pub struct WindowCounts {
+pub(crate) struct WindowCounts {
     pub old: PoolCounts,
     pub new: PoolCounts,
 }
 
 impl Windows {
     /// Keeps enough samples to answer for windows up to `keep`.
-    pub fn new(keep: Duration) -> Windows {
+    pub(crate) fn new(keep: Duration) -> Windows {
         Windows {
             samples: VecDeque::new(),
             keep,
@@ -61,7 +61,7 @@ impl Windows {
     }
 
     /// Adds the cumulative counts at time `at` (any monotonic origin).
-    pub fn record(&mut self, at: Duration, old: PoolCounts, new: PoolCounts) {
+    pub(crate) fn record(&mut self, at: Duration, old: PoolCounts, new: PoolCounts) {
         self.samples.push_back(Sample { at, old, new });
         while self.samples.len() > 2 && at.saturating_sub(self.samples[1].at) >= self.keep {
             self.samples.pop_front();
@@ -69,7 +69,7 @@ impl Windows {
     }
 
     /// What happened over the last `span` (or since the first sample, if shorter).
-    pub fn over(&self, span: Duration) -> WindowCounts {
+    pub(crate) fn over(&self, span: Duration) -> WindowCounts {
         let Some(latest) = self.samples.back() else {
             return WindowCounts::default();
         };
@@ -89,7 +89,7 @@ impl Windows {
 
     /// NEW's most recent requests: the shortest run of trailing samples holding at least
     /// `min_requests`, no longer than `max_span`. `None` while there are too few.
-    pub fn recent_new(&self, min_requests: u64, max_span: Duration) -> Option<PoolCounts> {
+    pub(crate) fn recent_new(&self, min_requests: u64, max_span: Duration) -> Option<PoolCounts> {
         let latest = self.samples.back()?;
         for earlier in self.samples.iter().rev().skip(1) {
             if latest.at.saturating_sub(earlier.at) > max_span {
@@ -103,12 +103,12 @@ impl Windows {
         None
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.samples.clear();
     }
 
     /// Keeps history for windows up to `keep` from now on.
-    pub fn set_span(&mut self, keep: Duration) {
+    pub(crate) fn set_span(&mut self, keep: Duration) {
         self.keep = keep;
     }
 }
@@ -179,7 +179,7 @@ impl fmt::Display for Verdict {
 
 /// A rule that was broken, with what was measured.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Breach {
+pub(crate) struct Breach {
     pub rule: &'static str,
     pub measured: f64,
     pub limit: f64,
@@ -194,7 +194,7 @@ impl fmt::Display for Breach {
 
 /// The result of one check: the verdict and everything it was based on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     pub verdict: Verdict,
     pub new: PoolMeasure,
     pub old: PoolMeasure,
@@ -205,7 +205,7 @@ pub struct Check {
 
 impl Check {
     /// One line for logs and hooks.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut text = format!(
             "{}: new {} | old {}",
             self.verdict.label(),
@@ -224,7 +224,7 @@ impl Check {
 }
 
 /// A check on numbers known to miss part of the traffic: inconclusive, whatever they say.
-pub fn incomplete(window: &WindowCounts) -> Check {
+pub(crate) fn incomplete(window: &WindowCounts) -> Check {
     Check {
         verdict: Verdict::Inconclusive,
         new: PoolMeasure::of(&window.new),
@@ -235,7 +235,7 @@ pub fn incomplete(window: &WindowCounts) -> Check {
 }
 
 /// Evaluates every enabled rule on one window.
-pub fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
+pub(crate) fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
     let new = PoolMeasure::of(&window.new);
     let old = PoolMeasure::of(&window.old);
     if new.requests < spec.min_requests {
@@ -324,7 +324,7 @@ pub fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
 }
 
 /// The trip: `Some(reason)` when NEW's most recent requests fail too often.
-pub fn trip(spec: &TripSpec, windows: &Windows) -> Option<String> {
+pub(crate) fn trip(spec: &TripSpec, windows: &Windows) -> Option<String> {
     let recent = windows.recent_new(spec.min_requests, spec.window)?;
     let rate = recent.error_rate();
     (rate >= spec.error_rate).then(|| {

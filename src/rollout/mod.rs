@@ -5,8 +5,8 @@
 //! The first four are pure or nearly so (`state` does files, nothing else); all the
 //! sockets, timers and processes are in the controller.
 
-pub mod analysis;
-pub mod controller;
-pub mod machine;
-pub mod schedule;
-pub mod state;
+pub(crate) mod analysis;
+pub(crate) mod controller;
+pub(crate) mod machine;
+pub(crate) mod schedule;
+pub(crate) mod state;

@@ -9,7 +9,7 @@ use crate::config::{AnalysisSpec, OnDeadline, Service, StartMode, StepKind, Weig
 
 /// A service's rollout, with each step's hook settings resolved.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub steps: Vec<PlannedStep>,
     pub analysis: Option<AnalysisSpec>,
     pub start: StartMode,
@@ -17,13 +17,13 @@ pub struct Plan {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct PlannedStep {
+pub(crate) struct PlannedStep {
     pub kind: PlannedKind,
     pub point_of_no_return: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum PlannedKind {
+pub(crate) enum PlannedKind {
     Weight {
         weight: Weight,
         hold: Duration,
@@ -42,14 +42,14 @@ pub enum PlannedKind {
 }
 
 impl PlannedStep {
-    pub fn hook(&self) -> Option<&str> {
+    pub(crate) fn hook(&self) -> Option<&str> {
         match &self.kind {
             PlannedKind::Gate { hook, .. } | PlannedKind::Run { hook, .. } => Some(hook),
             _ => None,
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let text = match &self.kind {
             PlannedKind::Weight { weight, hold } if hold.is_zero() => format!("weight {weight}"),
             PlannedKind::Weight { weight, hold } => {
@@ -74,7 +74,7 @@ impl PlannedStep {
 
 impl Plan {
     /// The plan of a service with a rollout; `None` for a static split.
-    pub fn of(service: &Service) -> Option<Plan> {
+    pub(crate) fn of(service: &Service) -> Option<Plan> {
         let rollout = service.rollout.as_ref()?;
         let steps = rollout
             .steps
@@ -90,7 +90,7 @@ impl Plan {
                         let config = service.hook(hook);
                         PlannedKind::Gate {
                             hook: hook.clone(),
-                            every: config.map_or(Duration::from_secs(15), |h| h.every),
+                            every: config.map_or(crate::config::defaults::GATE_EVERY, |h| h.every),
                             deadline: config.and_then(|h| h.deadline),
                             on_deadline: config.map_or(OnDeadline::Pause, |h| h.on_deadline),
                         }
@@ -117,7 +117,7 @@ impl Plan {
     /// Where a rollout at `weight` continues when its steps changed (SPEC §8): right after
     /// the last weight step at or below it, so no lower weight is held again and no step
     /// that comes after it (a `run`, a gate) is skipped.
-    pub fn realign_target(&self, weight: Weight) -> usize {
+    pub(crate) fn realign_target(&self, weight: Weight) -> usize {
         self.steps
             .iter()
             .rposition(
@@ -127,7 +127,7 @@ impl Plan {
     }
 
     /// The next weight the rollout will set after step `index`.
-    pub fn next_weight(&self, index: usize, current: Weight) -> Option<Weight> {
+    pub(crate) fn next_weight(&self, index: usize, current: Weight) -> Option<Weight> {
         self.steps
             .iter()
             .skip(index + 1)
@@ -140,7 +140,7 @@ impl Plan {
 
 /// One line of `cutover plan`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TimelineEntry {
+pub(crate) struct TimelineEntry {
     pub index: usize,
     pub description: String,
     /// NEW's weight while this step runs.
@@ -153,7 +153,7 @@ pub struct TimelineEntry {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Timeline {
+pub(crate) struct Timeline {
     pub entries: Vec<TimelineEntry>,
     /// The sum of the holds: no rollout of this plan can be promoted sooner.
     pub minimum_total: Duration,
@@ -163,7 +163,7 @@ pub struct Timeline {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Detection {
+pub(crate) struct Detection {
     /// A regression that breaks a rule by a little: the window has to fill with bad
     /// traffic, then `failure_threshold` checks in a row have to fail.
     pub regression: Duration,
@@ -172,7 +172,7 @@ pub struct Detection {
 }
 
 /// The timeline of a plan, starting from `initial` (the static weight before the start).
-pub fn timeline(plan: &Plan, initial: Weight) -> Timeline {
+pub(crate) fn timeline(plan: &Plan, initial: Weight) -> Timeline {
     let mut entries = Vec::new();
     let mut at = Duration::ZERO;
     let mut weight = initial;
@@ -213,7 +213,7 @@ pub fn timeline(plan: &Plan, initial: Weight) -> Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::load::schedule_steps;
+    use crate::config::schedule_steps;
     use crate::config::{AnalysisSpec, Step, TripSpec};
 
     fn plan_of(steps: Vec<Step>, analysis: Option<AnalysisSpec>) -> Plan {

@@ -45,7 +45,7 @@ struct StateFile {
 }
 
 /// Where the controller keeps each service's rollout state.
-pub trait StateStore: Send {
+pub(crate) trait StateStore: Send {
     /// The saved state of `service`, or `None` if it never had one.
     fn load(&self, service: &str) -> Result<Option<RolloutState>, StateError>;
     /// Writes `state` durably; an error means it was not written.
@@ -58,7 +58,7 @@ pub trait StateStore: Send {
 
 /// Reads and writes the state files of one state directory.
 #[derive(Debug, Clone)]
-pub struct StateFiles {
+pub(crate) struct StateFiles {
     dir: PathBuf,
 }
 
@@ -81,13 +81,13 @@ impl StateStore for StateFiles {
 }
 
 impl StateFiles {
-    pub fn new(dir: &Path) -> StateFiles {
+    pub(crate) fn new(dir: &Path) -> StateFiles {
         StateFiles {
             dir: dir.to_path_buf(),
         }
     }
 
-    pub fn path(&self, service: &str) -> PathBuf {
+    pub(crate) fn path(&self, service: &str) -> PathBuf {
         self.dir.join(format!("{service}.json"))
     }
 

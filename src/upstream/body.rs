@@ -48,7 +48,7 @@ enum Decoder {
 }
 
 /// What happens to the connection when a response body is over.
-pub trait Release: Send + Sync + Unpin + 'static {
+pub(crate) trait Release: Send + Sync + Unpin + 'static {
     /// The body ended cleanly on a connection that may carry another request.
     fn release(&self, connection: Connection);
     /// The body could not be relayed in full.
@@ -56,7 +56,7 @@ pub trait Release: Send + Sync + Unpin + 'static {
 }
 
 /// A response body streamed from a backend connection.
-pub struct ResponseBody<R: Release> {
+pub(crate) struct ResponseBody<R: Release> {
     connection: Option<Connection>,
     decoder: Decoder,
     keep_alive: bool,
@@ -66,7 +66,7 @@ pub struct ResponseBody<R: Release> {
 }
 
 impl<R: Release> ResponseBody<R> {
-    pub fn new(
+    pub(crate) fn new(
         connection: Connection,
         head: &ResponseHead,
         owner: R,

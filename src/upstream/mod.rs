@@ -22,12 +22,11 @@ mod outlier;
 mod pool;
 mod registry;
 
-pub use backend::{Backend, ConnectError, InFlight};
-pub use body::{BodyError, Release, ResponseBody};
-pub use connection::{Connection, Elapsed, ExchangeError};
-pub use outlier::Ejections;
-pub use pool::Pool;
-pub use registry::{PoolSettings, UpstreamRegistry};
+pub(crate) use backend::{Backend, ConnectError, InFlight};
+pub(crate) use body::{BodyError, Release, ResponseBody};
+pub(crate) use connection::{Connection, ExchangeError};
+pub(crate) use pool::Pool;
+pub(crate) use registry::{PoolSettings, UpstreamRegistry};
 
 /// Which side of the migration a pool is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,12 +45,12 @@ impl PoolKind {
 }
 
 /// Milliseconds on a process-wide monotonic clock (ejection deadlines fit in an atomic).
-pub fn now_millis() -> u64 {
+pub(crate) fn now_millis() -> u64 {
     millis_at(Instant::now())
 }
 
 /// `instant` on the clock of [`now_millis`], without reading the clock again.
-pub fn millis_at(instant: Instant) -> u64 {
+pub(crate) fn millis_at(instant: Instant) -> u64 {
     static BASE: OnceLock<Instant> = OnceLock::new();
     instant
         .saturating_duration_since(*BASE.get_or_init(Instant::now))

@@ -35,13 +35,13 @@ struct PoolShared {
 /// Keeps backends and pool counters alive across routing snapshots. Owned by the
 /// controller, the only builder of snapshots.
 #[derive(Default)]
-pub struct UpstreamRegistry {
+pub(crate) struct UpstreamRegistry {
     backends: HashMap<BackendKey, Weak<Backend>>,
     pools: HashMap<(String, PoolKind), PoolShared>,
 }
 
 impl UpstreamRegistry {
-    pub fn stats(&mut self, service: &str, pool: PoolKind) -> Arc<PoolStats> {
+    pub(crate) fn stats(&mut self, service: &str, pool: PoolKind) -> Arc<PoolStats> {
         self.shared(service, pool).stats.clone()
     }
 
@@ -51,7 +51,7 @@ impl UpstreamRegistry {
 
     /// Builds a pool, reusing backends whose settings are unchanged. New backends with a
     /// health check get their checker task.
-    pub fn pool(
+    pub(crate) fn pool(
         &mut self,
         service: &str,
         kind: PoolKind,
@@ -114,7 +114,7 @@ impl UpstreamRegistry {
 }
 
 /// What a pool is built with.
-pub struct PoolSettings<'a> {
+pub(crate) struct PoolSettings<'a> {
     pub balance: Balance,
     pub outlier: Outlier,
     pub timeouts: Timeouts,

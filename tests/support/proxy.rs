@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cutover::app::{self, App, Options};
-use cutover::rollout::controller::ReloadSource;
 use cutover::status::{HookStatus, ServiceStatus};
+use cutover::ReloadSource;
 
 use super::eventually;
 

@@ -27,7 +27,7 @@ pub fn tls_connector(trusted: &[CertificateDer<'static>]) -> tokio_rustls::TlsCo
     for cert in trusted {
         roots.add(cert.clone()).unwrap();
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(cutover::tls::provider())
+    let mut config = rustls::ClientConfig::builder_with_provider(cutover::tls_provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)

@@ -26,33 +26,33 @@ use node::NodeDe;
 
 /// A problem found while reading the tree.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Located {
+pub(super) struct Located {
     pub mark: Mark,
     pub message: String,
 }
 
 /// Where the lenient deserializer puts what it recovered from.
 #[derive(Debug, Default)]
-pub struct Sink {
+pub(super) struct Sink {
     errors: RefCell<Vec<Located>>,
 }
 
 impl Sink {
-    pub fn push(&self, mark: Mark, message: impl Into<String>) {
+    pub(super) fn push(&self, mark: Mark, message: impl Into<String>) {
         self.errors.borrow_mut().push(Located {
             mark,
             message: message.into(),
         });
     }
 
-    pub fn into_errors(self) -> Vec<Located> {
+    pub(super) fn into_errors(self) -> Vec<Located> {
         self.errors.into_inner()
     }
 }
 
 /// The error serde sees; carries a position once one is known.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DeError {
+pub(super) struct DeError {
     pub mark: Option<Mark>,
     pub message: String,
 }
@@ -82,7 +82,7 @@ impl DeError {
 }
 
 /// Deserializes `T` from `root`; returns what could be read and every problem met.
-pub fn from_node<'de, T: Deserialize<'de>>(root: &Node) -> (Option<T>, Vec<Located>) {
+pub(super) fn from_node<'de, T: Deserialize<'de>>(root: &Node) -> (Option<T>, Vec<Located>) {
     let sink = Sink::default();
     let result = T::deserialize(NodeDe {
         node: root,
@@ -104,7 +104,7 @@ pub fn from_node<'de, T: Deserialize<'de>>(root: &Node) -> (Option<T>, Vec<Locat
 
 /// A value and where it was written.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Spanned<T> {
+pub(super) struct Spanned<T> {
     pub value: T,
     pub mark: Mark,
 }
@@ -145,7 +145,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
 
 /// An ordered mapping whose keys keep their positions (hook names, header maps).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entries<T>(pub Vec<(Spanned<String>, T)>);
+pub(super) struct Entries<T>(pub Vec<(Spanned<String>, T)>);
 
 impl<T> Default for Entries<T> {
     fn default() -> Self {
@@ -175,7 +175,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Entries<T> {
 
 /// A key that is there or not, whatever its value (`- pause: {}` and `- pause:` alike).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Present(pub Option<Mark>);
+pub(super) struct Present(pub Option<Mark>);
 
 impl<'de> Deserialize<'de> for Present {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -13,10 +13,10 @@ use crate::config::Weight;
 
 /// The admin token, replaced by the controller when a reload changes it. It lives here, not
 /// in the admin API, so that the controller can keep it current without importing the API.
-pub type AdminToken = Arc<ArcSwap<Option<Arc<str>>>>;
+pub(crate) type AdminToken = Arc<ArcSwap<Option<Arc<str>>>>;
 
 /// What can be asked of the controller.
-pub enum Command {
+pub(crate) enum Command {
     Control {
         service: String,
         op: Op,
@@ -80,6 +80,12 @@ pub enum ControlError {
 pub struct ControllerHandle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<Arc<Status>>,
+}
+
+impl std::fmt::Debug for ControllerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerHandle").finish_non_exhaustive()
+    }
 }
 
 impl ControllerHandle {

@@ -23,7 +23,7 @@ const LOG_TAIL: usize = 512;
 
 /// The JSON document every hook receives (SPEC §4).
 #[derive(Debug, Clone, Serialize)]
-pub struct Payload {
+pub(super) struct Payload {
     pub service: String,
     /// An event name, or `gate` / `run` for the hook of a step.
     pub event: String,

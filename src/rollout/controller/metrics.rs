@@ -64,7 +64,7 @@ struct ReloadLabels {
 
 /// Handles on the controller's families; clones share the series.
 #[derive(Clone, Debug)]
-pub struct RolloutMetrics {
+pub(crate) struct RolloutMetrics {
     rollout_weight: Family<ServiceLabels, Gauge<f64, AtomicU64>>,
     rollout_step: Family<ServiceLabels, Gauge>,
     rollout_state: Family<StateLabels, Gauge>,
@@ -78,7 +78,7 @@ pub struct RolloutMetrics {
 
 impl RolloutMetrics {
     /// Creates the families and registers them in `registry`.
-    pub fn register(registry: &mut Registry) -> RolloutMetrics {
+    pub(crate) fn register(registry: &mut Registry) -> RolloutMetrics {
         let metrics = RolloutMetrics {
             rollout_weight: Family::default(),
             rollout_step: Family::default(),
@@ -137,7 +137,13 @@ impl RolloutMetrics {
     }
 
     /// Sets the rollout gauges of a service.
-    pub fn rollout(&self, service: &str, weight_percent: f64, step: usize, state: ServiceState) {
+    pub(crate) fn rollout(
+        &self,
+        service: &str,
+        weight_percent: f64,
+        step: usize,
+        state: ServiceState,
+    ) {
         let labels = ServiceLabels {
             service: service.to_string(),
         };
@@ -157,7 +163,7 @@ impl RolloutMetrics {
 
     /// Makes the rollback, check and hook series of a service exist from the start at 0,
     /// so that `increase()` sees even the first one.
-    pub fn register_service(&self, service: &str, hooks: &[String]) {
+    pub(crate) fn register_service(&self, service: &str, hooks: &[String]) {
         for hook in hooks {
             for result in HookResult::ALL {
                 let _ = self.hook_runs.get_or_create(&HookResultLabels {
@@ -182,19 +188,19 @@ impl RolloutMetrics {
         }
     }
 
-    pub fn rollback(&self, service: &str, reason: RollbackReason) {
+    pub(crate) fn rollback(&self, service: &str, reason: RollbackReason) {
         self.rollbacks
             .get_or_create(&reason_labels(service, reason))
             .inc();
     }
 
-    pub fn check(&self, service: &str, verdict: Verdict) {
+    pub(crate) fn check(&self, service: &str, verdict: Verdict) {
         self.checks
             .get_or_create(&result_labels(service, verdict.label()))
             .inc();
     }
 
-    pub fn hook_run(&self, service: &str, hook: &str, result: HookResult, seconds: f64) {
+    pub(crate) fn hook_run(&self, service: &str, hook: &str, result: HookResult, seconds: f64) {
         self.hook_runs
             .get_or_create(&HookResultLabels {
                 service: service.to_string(),
@@ -210,7 +216,7 @@ impl RolloutMetrics {
             .observe(seconds);
     }
 
-    pub fn reload(&self, ok: bool) {
+    pub(crate) fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }

@@ -19,11 +19,11 @@
 
 mod handle;
 mod hooks;
-pub mod metrics;
+pub(crate) mod metrics;
 mod reload;
-pub mod status;
+pub(crate) mod status;
 mod tick;
-pub mod traffic;
+pub(crate) mod traffic;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,12 +32,16 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-pub use self::handle::{AdminToken, Command, ControlError, ControllerHandle, Op, ReloadSource};
+pub(crate) use self::handle::{AdminToken, Command, ControlError, ControllerHandle};
+#[allow(unreachable_pub)] // re-exported at the crate root (the lint misses that)
+pub use self::handle::{Op, ReloadSource};
 use self::hooks::{hook_names, hook_statuses, EventAt, HookDone};
-pub use self::metrics::RolloutMetrics;
+pub(crate) use self::metrics::RolloutMetrics;
 use self::status::{HookStatus, ServiceStatus, Status};
 use self::tick::Clock;
-pub use self::traffic::{LocalTraffic, TrafficSample, TrafficSource};
+#[cfg(test)]
+use self::traffic::TrafficSample;
+pub(crate) use self::traffic::{LocalTraffic, TrafficSource};
 use super::analysis::{Check, Windows};
 use super::machine::{self, Effect, Input, RolloutState};
 use super::schedule::Plan;
@@ -123,7 +127,7 @@ enum Startup {
 type Startups = Vec<(String, Startup)>;
 
 /// What the controller is given by the app that wires it.
-pub struct Parts {
+pub(crate) struct Parts {
     pub config: Config,
     pub data_plane: tokio::runtime::Handle,
     pub snapshot: SharedSnapshot,
@@ -134,7 +138,7 @@ pub struct Parts {
     pub traffic: Box<dyn TrafficSource>,
 }
 
-pub struct Controller {
+pub(crate) struct Controller {
     config: Arc<Config>,
     services: Vec<ServiceRun>,
     registry: UpstreamRegistry,
@@ -158,7 +162,7 @@ pub struct Controller {
 impl Controller {
     /// Reads the rollout states, binds the listeners and routes with the saved weights.
     /// Nothing is changed until `run` is polled.
-    pub fn start(parts: Parts) -> Result<(Controller, ControllerHandle), StartError> {
+    pub(crate) fn start(parts: Parts) -> Result<(Controller, ControllerHandle), StartError> {
         let Parts {
             config,
             data_plane,
@@ -212,12 +216,12 @@ impl Controller {
     }
 
     /// The bound listener addresses, by their configured address.
-    pub fn listener_addrs(&self) -> Vec<(String, std::net::SocketAddr)> {
+    pub(crate) fn listener_addrs(&self) -> Vec<(String, std::net::SocketAddr)> {
         self.listeners.local_addrs()
     }
 
     /// Runs until shut down (or until every handle is dropped).
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         for (service, startup) in std::mem::take(&mut self.startups) {
             self.restore(&service, startup);
         }

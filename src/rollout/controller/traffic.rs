@@ -10,20 +10,20 @@ use crate::stats::PoolCounts;
 
 /// Cumulative counts of a service's two pools at one moment.
 #[derive(Debug, Clone, Default)]
-pub struct TrafficSample {
+pub(crate) struct TrafficSample {
     pub old: PoolCounts,
     pub new: PoolCounts,
     /// False when some of the traffic could not be counted.
     pub complete: bool,
 }
 
-pub trait TrafficSource: Send {
+pub(crate) trait TrafficSource: Send {
     fn sample(&self, route: &ServiceRoute) -> TrafficSample;
 }
 
 /// The counters of this process's pools, which the request path bumps.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LocalTraffic;
+pub(crate) struct LocalTraffic;
 
 impl TrafficSource for LocalTraffic {
     fn sample(&self, route: &ServiceRoute) -> TrafficSample {

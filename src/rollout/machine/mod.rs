@@ -28,7 +28,7 @@ mod rollout_state;
 
 use std::time::Duration;
 
-pub use self::rollout_state::{
+pub(crate) use self::rollout_state::{
     PauseCause, Phase, RollbackReason, RolloutState, ServiceState, StepHookRecord,
 };
 use super::analysis::Verdict;
@@ -37,7 +37,7 @@ use crate::config::{HookEvent, OnDeadline, Weight};
 
 /// What can happen to a rollout.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Input {
+pub(crate) enum Input {
     Start {
         run_id: String,
     },
@@ -76,7 +76,7 @@ pub enum Input {
 
 /// What the controller must do after a transition (the state is persisted first).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
+pub(crate) enum Effect {
     /// Route NEW's share at this weight.
     Publish(Weight),
     RunStepHook {
@@ -100,7 +100,7 @@ pub enum Effect {
 /// A transition that makes no sense now (HTTP 409).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct Refusal(pub String);
+pub(crate) struct Refusal(pub String);
 
 fn refuse<T>(reason: impl Into<String>) -> Result<T, Refusal> {
     Err(Refusal(reason.into()))
@@ -108,7 +108,11 @@ fn refuse<T>(reason: impl Into<String>) -> Result<T, Refusal> {
 
 /// Applies `input`. On success the state has changed and the effects are to be carried
 /// out; a refusal leaves the state exactly as it was.
-pub fn apply(plan: &Plan, state: &mut RolloutState, input: Input) -> Result<Vec<Effect>, Refusal> {
+pub(crate) fn apply(
+    plan: &Plan,
+    state: &mut RolloutState,
+    input: Input,
+) -> Result<Vec<Effect>, Refusal> {
     let mut next = state.clone();
     let mut machine = Machine {
         plan,

@@ -13,7 +13,7 @@ use crate::rollout::schedule::{Plan, PlannedKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Phase {
+pub(crate) enum Phase {
     Pending,
     Progressing,
     Paused,
@@ -22,7 +22,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         self.shown().as_str()
     }
 
@@ -154,14 +154,14 @@ impl RollbackReason {
 
 /// The outcome of a step's hook, kept with the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepHookRecord {
+pub(crate) struct StepHookRecord {
     pub ok: bool,
     pub attempts: u32,
 }
 
 /// Everything about a rollout that must survive a restart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RolloutState {
+pub(crate) struct RolloutState {
     pub phase: Phase,
     /// 0-based index of the current step.
     pub step: usize,
@@ -192,7 +192,7 @@ pub struct RolloutState {
 }
 
 impl RolloutState {
-    pub fn new(plan: &Plan, initial: Weight) -> RolloutState {
+    pub(crate) fn new(plan: &Plan, initial: Weight) -> RolloutState {
         RolloutState {
             phase: Phase::Pending,
             step: 0,
@@ -216,12 +216,12 @@ impl RolloutState {
     }
 
     /// Whether checks and the trip run: NEW gets traffic and the outcome can change things.
-    pub fn is_watched(&self) -> bool {
+    pub(crate) fn is_watched(&self) -> bool {
         matches!(self.phase, Phase::Progressing | Phase::Paused) && self.weight > Weight::ZERO
     }
 
     /// `progressing` at a gate is shown as `waiting`.
-    pub fn shown_state(&self, plan: &Plan) -> ServiceState {
+    pub(crate) fn shown_state(&self, plan: &Plan) -> ServiceState {
         let at_gate = matches!(
             plan.steps.get(self.step).map(|s| &s.kind),
             Some(PlannedKind::Gate { .. })
@@ -234,7 +234,7 @@ impl RolloutState {
     }
 
     /// What is left of the current weight step's hold.
-    pub fn hold_remaining(&self, plan: &Plan) -> Option<Duration> {
+    pub(crate) fn hold_remaining(&self, plan: &Plan) -> Option<Duration> {
         match plan.steps.get(self.step).map(|s| &s.kind) {
             Some(PlannedKind::Weight { hold, .. })
                 if self.phase == Phase::Progressing || self.phase == Phase::Paused =>
@@ -250,7 +250,7 @@ impl RolloutState {
     /// How much more running time until time alone changes something: a hold ends, a gate
     /// is polled again or reaches its deadline. `None` while only an input can (a check, a
     /// hook's result, an operator).
-    pub fn running_time_until_due(&self, plan: &Plan) -> Option<Duration> {
+    pub(crate) fn running_time_until_due(&self, plan: &Plan) -> Option<Duration> {
         if self.phase != Phase::Progressing || self.realign {
             return None;
         }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::load::schedule_steps;
+use crate::config::schedule_steps;
 use crate::config::{AnalysisSpec, StartMode};
 use crate::rollout::schedule::PlannedStep;
 
