@@ -189,20 +189,23 @@ impl Collector for DataPlane {
     }
 }
 
-/// Cumulative counts at each exposed bound, and the total.
+/// The count of each exposed bucket (not cumulative: prometheus-client's
+/// `encode_histogram` sums them as it writes `_bucket`), ending with the `f64::MAX` bucket
+/// it labels `+Inf`, and the total.
 fn duration_buckets(counts: &PoolCounts) -> (Vec<(f64, u64)>, u64) {
     let mut buckets = Vec::with_capacity(DURATION_BOUNDS_US.len() + 1);
-    let mut cumulative = 0u64;
     let mut next = 0usize;
     for bound in DURATION_BOUNDS_US {
+        let mut in_bucket = 0u64;
         while next < LATENCY_EDGES_US.len() && LATENCY_EDGES_US[next] <= bound {
-            cumulative += counts.latency[next];
+            in_bucket += counts.latency[next];
             next += 1;
         }
-        buckets.push((bound as f64 / 1e6, cumulative));
+        buckets.push((bound as f64 / 1e6, in_bucket));
     }
-    let total: u64 = counts.latency.iter().sum();
-    buckets.push((f64::INFINITY, total));
+    let rest: u64 = counts.latency[next..].iter().sum();
+    buckets.push((f64::MAX, rest));
+    let total = buckets.iter().map(|&(_, count)| count).sum();
     (buckets, total)
 }
 
@@ -212,19 +215,62 @@ mod tests {
     use crate::stats::PoolStats;
     use std::time::Duration;
 
-    #[test]
-    fn duration_buckets_are_cumulative_at_exact_edges() {
+    /// 0.9 ms, exactly 1 ms, 1.001 ms and 90 s, as the stats record them.
+    fn four_latencies() -> PoolCounts {
         let stats = PoolStats::default();
-        stats.record(CodeClass::Success, Duration::from_micros(900));
-        stats.record(CodeClass::Success, Duration::from_micros(1_000));
-        stats.record(CodeClass::Success, Duration::from_micros(1_001));
-        stats.record(CodeClass::Success, Duration::from_secs(90));
-        let (buckets, total) = duration_buckets(&stats.counts());
+        for micros in [900, 1_000, 1_001, 90_000_000] {
+            stats.record(CodeClass::Success, Duration::from_micros(micros));
+        }
+        stats.counts()
+    }
+
+    #[test]
+    fn duration_buckets_count_each_bucket_once_at_exact_edges() {
+        let (buckets, total) = duration_buckets(&four_latencies());
         assert_eq!(total, 4);
         assert_eq!(buckets[0], (0.001, 2), "le=1ms holds 0.9ms and exactly 1ms");
-        assert_eq!(buckets[1], (0.0025, 3));
-        assert_eq!(buckets[14], (60.0, 3));
-        assert_eq!(buckets[15].1, 4, "+Inf holds everything");
+        assert_eq!(
+            buckets[1],
+            (0.0025, 1),
+            "1.001 ms, and nothing counted again"
+        );
+        assert_eq!(buckets[14], (60.0, 0));
+        assert_eq!(buckets[15], (f64::MAX, 1), "the encoder's +Inf: 90 s");
+        assert_eq!(buckets.len(), DURATION_BOUNDS_US.len() + 1);
+    }
+
+    /// Encodes `counts` the way `DataPlane` does, for one series.
+    struct OneHistogram(PoolCounts);
+
+    impl std::fmt::Debug for OneHistogram {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("OneHistogram")
+        }
+    }
+
+    impl Collector for OneHistogram {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let mut family = encoder.encode_descriptor("d", "help", None, MetricType::Histogram)?;
+            let (buckets, count) = duration_buckets(&self.0);
+            family.encode_histogram::<NoLabelSet>(1.0, count, &buckets, None)
+        }
+    }
+
+    #[test]
+    fn the_exposed_histogram_is_cumulative_and_ends_at_plus_inf() {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(OneHistogram(four_latencies())));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "d_count 4",
+            "d_bucket{le=\"0.001\"} 2",
+            "d_bucket{le=\"0.0025\"} 3",
+            "d_bucket{le=\"60.0\"} 3",
+            "d_bucket{le=\"+Inf\"} 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
     }
 
     #[test]
