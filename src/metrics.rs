@@ -65,6 +65,94 @@ impl Metrics {
         }
         text
     }
+
+    /// Every metric in the format a client's `Accept` header asks for, with its
+    /// content type.
+    pub fn encode_for(&self, accept: Option<&str>) -> (String, &'static str) {
+        let format = Format::negotiate(accept);
+        let openmetrics = self.encode();
+        let body = match format {
+            Format::OpenMetrics => openmetrics,
+            Format::Text => openmetrics_to_text(&openmetrics),
+        };
+        (body, format.content_type())
+    }
+}
+
+/// The exposition formats `/metrics` serves: OpenMetrics to clients that ask for it
+/// (Prometheus does), the classic text format 0.0.4 to everything else (curl, promtool,
+/// older scrapers), as the official client libraries do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    OpenMetrics,
+    Text,
+}
+
+impl Format {
+    /// OpenMetrics when `Accept` lists `application/openmetrics-text` with a weight above 0.
+    fn negotiate(accept: Option<&str>) -> Format {
+        let wants_openmetrics = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media = parts.next().unwrap_or_default();
+                let refused = parts.any(|param| {
+                    param
+                        .strip_prefix("q=")
+                        .and_then(|q| q.parse::<f64>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                });
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if wants_openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// The classic text format from OpenMetrics: a counter family is named after its samples
+/// (`x_total`, where OpenMetrics names it `x`, which promtool reports as a family without
+/// HELP), `unknown` is `untyped`, and there is no `# UNIT` or `# EOF`.
+fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match descriptor {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let tail = if tail == "unknown" { "untyped" } else { tail };
+                let total = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                let _ = writeln!(text, "{prefix}{name}{total} {tail}");
+            }
+            None => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    text
 }
 
 /// Encodes the request path's counters from the current snapshot at scrape time.
@@ -284,5 +372,37 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn prometheus_gets_openmetrics_and_everything_else_the_text_format() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                          version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(
+            Format::negotiate(Some("Application/OpenMetrics-Text")),
+            Format::OpenMetrics
+        );
+        for other in [
+            None,
+            Some("*/*"),
+            Some("text/plain"),
+            Some("application/openmetrics-text;q=0, text/plain"),
+        ] {
+            assert_eq!(Format::negotiate(other), Format::Text, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_text_format_names_counter_families_after_their_samples() {
+        let openmetrics = "# HELP a_requests Requests.\n# TYPE a_requests counter\n\
+                           a_requests_total{x=\"1\"} 3\n# HELP b Up.\n# TYPE b gauge\nb 1\n\
+                           # HELP c Other.\n# TYPE c unknown\n# UNIT c seconds\nc 2\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(openmetrics),
+            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\n\
+             a_requests_total{x=\"1\"} 3\n# HELP b Up.\n# TYPE b gauge\nb 1\n\
+             # HELP c Other.\n# TYPE c untyped\nc 2\n"
+        );
     }
 }

@@ -111,18 +111,83 @@ async fn a_1ms_backend_has_a_p99_below_50ms() {
     }
 }
 
+/// A rollout with a hook that has run, so every family has series.
+async fn proxy_with_every_family() -> TestProxy {
+    let old = spawn_backend("old").await;
+    let new = spawn_backend("new").await;
+    let extra = "    rollout:\n      steps:\n        - weight: 50%\n          hold: 1h\n    \
+                 hooks:\n      note:\n        on: [started]\n        \
+                 exec: [\"/bin/sh\", \"-c\", \"exit 0\"]\n";
+    let proxy = spawn_proxy(&simple_config(&[old.addr], &[new.addr], "0%", extra)).await;
+    wait_for(&proxy, "the hook's run", Duration::from_secs(10), || {
+        hook(&proxy, "note").runs == 1
+    })
+    .await;
+    requests(&proxy, 20, 2).await;
+    proxy
+}
+
 #[tokio::test]
 async fn promtool_accepts_a_live_scrape() {
     let Some(promtool) = external_tool("promtool", "prometheus") else {
         return;
     };
-    let proxy = proxy_with_latency(Duration::ZERO).await;
-    requests(&proxy, 20, 2).await;
-    let text = scrape(&proxy).await;
+    let proxy = proxy_with_every_family().await;
+    let got = admin_get(proxy.app.admin_addr, "/metrics").await;
+    assert_eq!(
+        got.headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = got.body;
+    for family in [
+        "cutover_requests_total",
+        "cutover_hook_runs_total",
+        "cutover_hook_duration_seconds",
+        "cutover_request_duration_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("\n{family}")),
+            "no {family} series in:\n{text}"
+        );
+    }
     let (code, printed) = promtool_check_metrics(&promtool, &text).await;
     assert_eq!(
         (code, printed.trim()),
         (0, ""),
         "promtool check metrics on:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn prometheus_is_served_openmetrics_with_the_same_samples() {
+    let proxy = proxy_with_every_family().await;
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let request = http::Request::get("/metrics")
+        .header("host", "admin")
+        .header("accept", accept)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let got = send(proxy.app.admin_addr, request).await;
+    assert_eq!(
+        got.headers["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(got.body.ends_with("# EOF\n"), "{}", got.body);
+    assert!(got.body.contains("# TYPE cutover_requests counter\n"));
+    let text = admin_get(proxy.app.admin_addr, "/metrics").await.body;
+    let samples = |body: &str| -> Vec<String> {
+        body.lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("cutover_connections_active"))
+            .map(|l| {
+                l.rsplit_once(' ')
+                    .map_or(l, |(series, _)| series)
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(
+        samples(&got.body),
+        samples(&text),
+        "the same series in both formats"
     );
 }
