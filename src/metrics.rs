@@ -21,11 +21,30 @@ use crate::routing::SharedSnapshot;
 use crate::stats::{CodeClass, PoolCounts, UpstreamErrorKind, LATENCY_EDGES_US};
 use crate::upstream::{now_millis, Pool};
 
-/// The `le` bounds exposed for request durations: edges of the stats buckets.
-const DURATION_BOUNDS_US: [u64; 15] = [
-    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
-    5_000_000, 10_000_000, 30_000_000, 60_000_000,
-];
+/// The `le` bounds exposed for request durations: 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 per decade
+/// from 1 ms to 8 s, then 10, 30 and 60 s. A superset of the usual Prometheus bounds, and
+/// dense enough (adjacent bounds at most 1.5× apart) that `histogram_quantile` lands
+/// near the truth: a 50 ms service reads 50-60 ms, not the 75 ms that interpolating
+/// between 50 and 100 ms would give. Every bound is an edge of the stats buckets.
+const DURATION_BOUNDS_US: [u64; 39] = duration_bounds();
+
+const fn duration_bounds() -> [u64; 39] {
+    const STEPS: [u64; 9] = [10, 15, 20, 25, 30, 40, 50, 60, 80];
+    let mut bounds = [0u64; 39];
+    let mut scale = 100;
+    let mut i = 0;
+    while i < 36 {
+        bounds[i] = STEPS[i % 9] * scale;
+        i += 1;
+        if i % 9 == 0 {
+            scale *= 10;
+        }
+    }
+    bounds[36] = 10_000_000;
+    bounds[37] = 30_000_000;
+    bounds[38] = 60_000_000;
+    bounds
+}
 
 /// The registry `/metrics` encodes: the request path's counters, read at scrape time, and
 /// whatever families other parts register (the controller's, `RolloutMetrics`).
@@ -313,17 +332,43 @@ mod tests {
     }
 
     #[test]
+    fn duration_bounds_rise_and_are_stats_edges() {
+        assert!(DURATION_BOUNDS_US.windows(2).all(|w| w[0] < w[1]));
+        assert!(DURATION_BOUNDS_US
+            .windows(2)
+            .all(|w| w[1] as f64 / w[0] as f64 <= 1.5 || w[0] >= 8_000_000));
+        for bound in DURATION_BOUNDS_US {
+            assert!(
+                LATENCY_EDGES_US.contains(&bound),
+                "{bound} is no stats edge"
+            );
+        }
+        for usual in [
+            1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+        ] {
+            assert!(DURATION_BOUNDS_US.contains(&usual), "{usual}");
+        }
+        assert_eq!(DURATION_BOUNDS_US[0], 1_000);
+        assert_eq!(DURATION_BOUNDS_US[38], 60_000_000);
+    }
+
+    #[test]
     fn duration_buckets_count_each_bucket_once_at_exact_edges() {
         let (buckets, total) = duration_buckets(&four_latencies());
+        let at = |seconds: f64| buckets.iter().find(|b| b.0 == seconds).unwrap().1;
         assert_eq!(total, 4);
         assert_eq!(buckets[0], (0.001, 2), "le=1ms holds 0.9ms and exactly 1ms");
         assert_eq!(
             buckets[1],
-            (0.0025, 1),
+            (0.0015, 1),
             "1.001 ms, and nothing counted again"
         );
-        assert_eq!(buckets[14], (60.0, 0));
-        assert_eq!(buckets[15], (f64::MAX, 1), "the encoder's +Inf: 90 s");
+        assert_eq!(at(0.002) + at(60.0), 0);
+        assert_eq!(
+            buckets.last(),
+            Some(&(f64::MAX, 1)),
+            "the encoder's +Inf: 90 s"
+        );
         assert_eq!(buckets.len(), DURATION_BOUNDS_US.len() + 1);
     }
 
@@ -353,6 +398,7 @@ mod tests {
         for line in [
             "d_count 4",
             "d_bucket{le=\"0.001\"} 2",
+            "d_bucket{le=\"0.0015\"} 3",
             "d_bucket{le=\"0.0025\"} 3",
             "d_bucket{le=\"60.0\"} 3",
             "d_bucket{le=\"+Inf\"} 4",
