@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! GET  /healthz                 200 "ok"                         (no token needed)
-//! GET  /metrics                 OpenMetrics text                 (no token needed)
+//! GET  /metrics                 OpenMetrics or text 0.0.4 by Accept (no token needed)
 //! GET  /status                  every service and the config
 //! GET  /services/{name}         one service
 //! POST /services/{name}/{start|pause|resume|promote|rollback|retry}   ?full=true for promote
@@ -113,11 +113,13 @@ impl Admin {
             (&Method::GET, ["healthz"]) => {
                 text(StatusCode::OK, "ok\n", "text/plain; charset=utf-8")
             }
-            (&Method::GET, ["metrics"]) => text(
-                StatusCode::OK,
-                &self.metrics.encode(),
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
+            (&Method::GET, ["metrics"]) => {
+                let accept = request.headers().get(header::ACCEPT);
+                let (body, content_type) = self
+                    .metrics
+                    .encode_for(accept.and_then(|v| v.to_str().ok()));
+                text(StatusCode::OK, &body, content_type)
+            }
             (&Method::GET, ["status"]) => json_response(StatusCode::OK, &*self.controller.status()),
             (&Method::GET, ["services", name]) => {
                 let status = self.controller.status();

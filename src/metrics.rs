@@ -21,11 +21,30 @@ use crate::routing::SharedSnapshot;
 use crate::stats::{CodeClass, PoolCounts, UpstreamErrorKind, LATENCY_EDGES_US};
 use crate::upstream::{now_millis, Pool};
 
-/// The `le` bounds exposed for request durations: edges of the stats buckets.
-const DURATION_BOUNDS_US: [u64; 15] = [
-    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
-    5_000_000, 10_000_000, 30_000_000, 60_000_000,
-];
+/// The `le` bounds exposed for request durations: 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 per decade
+/// from 1 ms to 8 s, then 10, 30 and 60 s. A superset of the usual Prometheus bounds, and
+/// dense enough (adjacent bounds at most 1.5× apart) that `histogram_quantile` lands
+/// near the truth: a 50 ms service reads 50-60 ms, not the 75 ms that interpolating
+/// between 50 and 100 ms would give. Every bound is an edge of the stats buckets.
+const DURATION_BOUNDS_US: [u64; 39] = duration_bounds();
+
+const fn duration_bounds() -> [u64; 39] {
+    const STEPS: [u64; 9] = [10, 15, 20, 25, 30, 40, 50, 60, 80];
+    let mut bounds = [0u64; 39];
+    let mut scale = 100;
+    let mut i = 0;
+    while i < 36 {
+        bounds[i] = STEPS[i % 9] * scale;
+        i += 1;
+        if i % 9 == 0 {
+            scale *= 10;
+        }
+    }
+    bounds[36] = 10_000_000;
+    bounds[37] = 30_000_000;
+    bounds[38] = 60_000_000;
+    bounds
+}
 
 /// The registry `/metrics` encodes: the request path's counters, read at scrape time, and
 /// whatever families other parts register (the controller's, `RolloutMetrics`).
@@ -65,6 +84,94 @@ impl Metrics {
         }
         text
     }
+
+    /// Every metric in the format a client's `Accept` header asks for, with its
+    /// content type.
+    pub fn encode_for(&self, accept: Option<&str>) -> (String, &'static str) {
+        let format = Format::negotiate(accept);
+        let openmetrics = self.encode();
+        let body = match format {
+            Format::OpenMetrics => openmetrics,
+            Format::Text => openmetrics_to_text(&openmetrics),
+        };
+        (body, format.content_type())
+    }
+}
+
+/// The exposition formats `/metrics` serves: OpenMetrics to clients that ask for it
+/// (Prometheus does), the classic text format 0.0.4 to everything else (curl, promtool,
+/// older scrapers), as the official client libraries do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    OpenMetrics,
+    Text,
+}
+
+impl Format {
+    /// OpenMetrics when `Accept` lists `application/openmetrics-text` with a weight above 0.
+    fn negotiate(accept: Option<&str>) -> Format {
+        let wants_openmetrics = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media = parts.next().unwrap_or_default();
+                let refused = parts.any(|param| {
+                    param
+                        .strip_prefix("q=")
+                        .and_then(|q| q.parse::<f64>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                });
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if wants_openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// The classic text format from OpenMetrics: a counter family is named after its samples
+/// (`x_total`, where OpenMetrics names it `x`, which promtool reports as a family without
+/// HELP), `unknown` is `untyped`, and there is no `# UNIT` or `# EOF`.
+fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match descriptor {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let tail = if tail == "unknown" { "untyped" } else { tail };
+                let total = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                let _ = writeln!(text, "{prefix}{name}{total} {tail}");
+            }
+            None => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    text
 }
 
 /// Encodes the request path's counters from the current snapshot at scrape time.
@@ -189,20 +296,23 @@ impl Collector for DataPlane {
     }
 }
 
-/// Cumulative counts at each exposed bound, and the total.
+/// The count of each exposed bucket (not cumulative: prometheus-client's
+/// `encode_histogram` sums them as it writes `_bucket`), ending with the `f64::MAX` bucket
+/// it labels `+Inf`, and the total.
 fn duration_buckets(counts: &PoolCounts) -> (Vec<(f64, u64)>, u64) {
     let mut buckets = Vec::with_capacity(DURATION_BOUNDS_US.len() + 1);
-    let mut cumulative = 0u64;
     let mut next = 0usize;
     for bound in DURATION_BOUNDS_US {
+        let mut in_bucket = 0u64;
         while next < LATENCY_EDGES_US.len() && LATENCY_EDGES_US[next] <= bound {
-            cumulative += counts.latency[next];
+            in_bucket += counts.latency[next];
             next += 1;
         }
-        buckets.push((bound as f64 / 1e6, cumulative));
+        buckets.push((bound as f64 / 1e6, in_bucket));
     }
-    let total: u64 = counts.latency.iter().sum();
-    buckets.push((f64::INFINITY, total));
+    let rest: u64 = counts.latency[next..].iter().sum();
+    buckets.push((f64::MAX, rest));
+    let total = buckets.iter().map(|&(_, count)| count).sum();
     (buckets, total)
 }
 
@@ -212,19 +322,89 @@ mod tests {
     use crate::stats::PoolStats;
     use std::time::Duration;
 
-    #[test]
-    fn duration_buckets_are_cumulative_at_exact_edges() {
+    /// 0.9 ms, exactly 1 ms, 1.001 ms and 90 s, as the stats record them.
+    fn four_latencies() -> PoolCounts {
         let stats = PoolStats::default();
-        stats.record(CodeClass::Success, Duration::from_micros(900));
-        stats.record(CodeClass::Success, Duration::from_micros(1_000));
-        stats.record(CodeClass::Success, Duration::from_micros(1_001));
-        stats.record(CodeClass::Success, Duration::from_secs(90));
-        let (buckets, total) = duration_buckets(&stats.counts());
+        for micros in [900, 1_000, 1_001, 90_000_000] {
+            stats.record(CodeClass::Success, Duration::from_micros(micros));
+        }
+        stats.counts()
+    }
+
+    #[test]
+    fn duration_bounds_rise_and_are_stats_edges() {
+        assert!(DURATION_BOUNDS_US.windows(2).all(|w| w[0] < w[1]));
+        assert!(DURATION_BOUNDS_US
+            .windows(2)
+            .all(|w| w[1] as f64 / w[0] as f64 <= 1.5 || w[0] >= 8_000_000));
+        for bound in DURATION_BOUNDS_US {
+            assert!(
+                LATENCY_EDGES_US.contains(&bound),
+                "{bound} is no stats edge"
+            );
+        }
+        for usual in [
+            1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+        ] {
+            assert!(DURATION_BOUNDS_US.contains(&usual), "{usual}");
+        }
+        assert_eq!(DURATION_BOUNDS_US[0], 1_000);
+        assert_eq!(DURATION_BOUNDS_US[38], 60_000_000);
+    }
+
+    #[test]
+    fn duration_buckets_count_each_bucket_once_at_exact_edges() {
+        let (buckets, total) = duration_buckets(&four_latencies());
+        let at = |seconds: f64| buckets.iter().find(|b| b.0 == seconds).unwrap().1;
         assert_eq!(total, 4);
         assert_eq!(buckets[0], (0.001, 2), "le=1ms holds 0.9ms and exactly 1ms");
-        assert_eq!(buckets[1], (0.0025, 3));
-        assert_eq!(buckets[14], (60.0, 3));
-        assert_eq!(buckets[15].1, 4, "+Inf holds everything");
+        assert_eq!(
+            buckets[1],
+            (0.0015, 1),
+            "1.001 ms, and nothing counted again"
+        );
+        assert_eq!(at(0.002) + at(60.0), 0);
+        assert_eq!(
+            buckets.last(),
+            Some(&(f64::MAX, 1)),
+            "the encoder's +Inf: 90 s"
+        );
+        assert_eq!(buckets.len(), DURATION_BOUNDS_US.len() + 1);
+    }
+
+    /// Encodes `counts` the way `DataPlane` does, for one series.
+    struct OneHistogram(PoolCounts);
+
+    impl std::fmt::Debug for OneHistogram {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("OneHistogram")
+        }
+    }
+
+    impl Collector for OneHistogram {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let mut family = encoder.encode_descriptor("d", "help", None, MetricType::Histogram)?;
+            let (buckets, count) = duration_buckets(&self.0);
+            family.encode_histogram::<NoLabelSet>(1.0, count, &buckets, None)
+        }
+    }
+
+    #[test]
+    fn the_exposed_histogram_is_cumulative_and_ends_at_plus_inf() {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(OneHistogram(four_latencies())));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "d_count 4",
+            "d_bucket{le=\"0.001\"} 2",
+            "d_bucket{le=\"0.0015\"} 3",
+            "d_bucket{le=\"0.0025\"} 3",
+            "d_bucket{le=\"60.0\"} 3",
+            "d_bucket{le=\"+Inf\"} 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
     }
 
     #[test]
@@ -238,5 +418,37 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn prometheus_gets_openmetrics_and_everything_else_the_text_format() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                          version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(
+            Format::negotiate(Some("Application/OpenMetrics-Text")),
+            Format::OpenMetrics
+        );
+        for other in [
+            None,
+            Some("*/*"),
+            Some("text/plain"),
+            Some("application/openmetrics-text;q=0, text/plain"),
+        ] {
+            assert_eq!(Format::negotiate(other), Format::Text, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_text_format_names_counter_families_after_their_samples() {
+        let openmetrics = "# HELP a_requests Requests.\n# TYPE a_requests counter\n\
+                           a_requests_total{x=\"1\"} 3\n# HELP b Up.\n# TYPE b gauge\nb 1\n\
+                           # HELP c Other.\n# TYPE c unknown\n# UNIT c seconds\nc 2\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(openmetrics),
+            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\n\
+             a_requests_total{x=\"1\"} 3\n# HELP b Up.\n# TYPE b gauge\nb 1\n\
+             # HELP c Other.\n# TYPE c untyped\nc 2\n"
+        );
     }
 }

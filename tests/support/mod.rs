@@ -1,7 +1,8 @@
 //! Test support, one library for every integration test: scripted backends
 //! (`backend`), a real proxy and what it reports (`proxy`), clients (`client`), traffic
 //! under change (`traffic`), files as operators edit them (`files`), TLS (`tls`), hook
-//! fixtures (`hooks`) and the real binary (`binary`).
+//! fixtures (`hooks`), the real binary (`binary`) and what Prometheus makes of `/metrics`
+//! (`prometheus`).
 //!
 //! Everything binds loopback, uses port 0 and stops with the test's runtime. Each test
 //! file uses a part of this, so unused items are expected.
@@ -12,6 +13,7 @@ mod binary;
 mod client;
 mod files;
 mod hooks;
+mod prometheus;
 mod proxy;
 mod tls;
 mod traffic;
@@ -28,6 +30,8 @@ pub use client::*;
 pub use files::*;
 #[allow(unused_imports)]
 pub use hooks::*;
+#[allow(unused_imports)]
+pub use prometheus::*;
 #[allow(unused_imports)]
 pub use proxy::*;
 #[allow(unused_imports)]

@@ -284,4 +284,29 @@ mod tests {
             assert!(text.contains(&format!("state={json}")), "{state}: {text}");
         }
     }
+
+    #[test]
+    fn hook_durations_are_cumulative_and_end_at_plus_inf() {
+        let text = exposition(|metrics| {
+            for seconds in [0.005, 0.05, 0.05, 2.0, 7200.0] {
+                metrics.hook_run("api", "gate", HookResult::Ok, seconds);
+            }
+        });
+        let series = |le: &str| {
+            format!(
+                "cutover_hook_duration_seconds_bucket{{le=\"{le}\",service=\"api\",hook=\"gate\"}}"
+            )
+        };
+        for (le, count) in [
+            ("0.01", 1),
+            ("0.1", 3),
+            ("1.0", 3),
+            ("5.0", 4),
+            ("3600.0", 4),
+            ("+Inf", 5),
+        ] {
+            let line = format!("{} {count}", series(le));
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+    }
 }

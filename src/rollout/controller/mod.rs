@@ -392,7 +392,13 @@ impl Controller {
                     weight,
                     state,
                 } => {
-                    tracing::info!(service = %name, event = event.as_str(), "{reason}");
+                    // Rollbacks and failed checks are what an operator filtering on
+                    // warnings must not miss.
+                    if matches!(event, HookEvent::Rollback | HookEvent::CheckFailed) {
+                        tracing::warn!(service = %name, event = event.as_str(), "{reason}");
+                    } else {
+                        tracing::info!(service = %name, event = event.as_str(), "{reason}");
+                    }
                     let at = EventAt {
                         step,
                         weight,
