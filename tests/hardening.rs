@@ -206,3 +206,27 @@ async fn request_trailers_never_reach_the_backend() {
         assert_ne!(request.headers["host"], "evil.example");
     }
 }
+
+#[tokio::test]
+async fn bytes_sent_right_after_an_upgrade_request_reach_the_tunnel() {
+    let backend = spawn_backend("old").await;
+    let proxy = spawn_proxy(&simple_config(&[backend.addr], &[backend.addr], "0%", "")).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: api\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nearly bytes")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let arrived = tokio::time::timeout(Duration::from_secs(3), async {
+        while !got.windows(11).any(|w| w == b"early bytes") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(arrived.is_ok(), "{text}");
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+}

@@ -68,3 +68,56 @@ impl Checker<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::config::load::from_str;
+
+    const SERVICE: &str = "services:\n  - name: api\n    old: { backends: [{ addr: \"127.0.0.1:9001\", max_connections: 3 }] }\n    new: { backends: [{ addr: \"127.0.0.1:9002\" }] }\n";
+
+    fn load(limits: &str) -> Result<crate::config::Config, String> {
+        let source =
+            format!("listeners: [{{ addr: \"127.0.0.1:0\" }}]\nlimits:\n{limits}{SERVICE}");
+        from_str(&source, Path::new("/tmp/cutover-test/cutover.yaml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn request_limits_are_read_and_defaulted() {
+        let config =
+            load("  request_buffer: 1MiB\n  body_read_timeout: 5s\n  max_concurrent_streams: 7\n")
+                .unwrap();
+        assert_eq!(config.limits.request_buffer, 1024 * 1024);
+        assert_eq!(config.limits.body_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.limits.max_concurrent_streams, 7);
+        let service = &config.services[0];
+        assert_eq!(service.old.backends[0].max_connections, 3);
+        assert_eq!(service.new.backends[0].max_connections, 1024);
+        let defaults = load("  max_connections: 10\n").unwrap().limits;
+        assert_eq!(defaults.request_buffer, 64 * 1024);
+        assert_eq!(defaults.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(defaults.max_concurrent_streams, 100);
+    }
+
+    #[test]
+    fn request_limits_out_of_range_are_errors_with_their_line() {
+        let errors = load(
+            "  request_buffer: 100MiB\n  body_read_timeout: 0s\n  max_concurrent_streams: 0\n",
+        )
+        .unwrap_err();
+        assert!(
+            errors.contains(":3:") && errors.contains("64MiB"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains(":4:") && errors.contains("longer than zero"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains(":5:") && errors.contains("between 1 and 10000"),
+            "{errors}"
+        );
+    }
+}
