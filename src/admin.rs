@@ -97,7 +97,10 @@ impl Admin {
         let path = request.uri().path().to_string();
         let public = method == Method::GET && (path == "/healthz" || path == "/metrics");
         if !public && !self.authorized(&request) {
-            tracing::warn!(%peer, %method, %path, "admin request without a valid token");
+            // One line per 10 s, with a count: a probe must not flood the log.
+            if let Some(suppressed) = REFUSED_LOG.admit(crate::upstream::now_millis()) {
+                tracing::warn!(%peer, %method, %path, suppressed, "admin request without a valid token (suppressed: refused since the last line)");
+            }
             let mut response = error(
                 StatusCode::UNAUTHORIZED,
                 "a valid `Authorization: Bearer <token>` is required",
@@ -239,4 +242,60 @@ fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<
 
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json_response(status, &json!({ "error": message }))
+}
+
+/// Refused admin requests are logged at most once per this long.
+static REFUSED_LOG: LogLimit = LogLimit::new(10_000);
+
+/// Admits one log line per `every_ms`, counting the ones it held back.
+#[derive(Debug)]
+struct LogLimit {
+    every_ms: u64,
+    /// When the next line may be written (0: now); `u64::MAX` never happens.
+    next_ms: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl LogLimit {
+    const fn new(every_ms: u64) -> LogLimit {
+        LogLimit {
+            every_ms,
+            next_ms: std::sync::atomic::AtomicU64::new(0),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may be written now.
+    fn admit(&self, now_ms: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let next = self.next_ms.load(Relaxed);
+        let due = now_ms >= next
+            && self
+                .next_ms
+                .compare_exchange(next, now_ms + self.every_ms, Relaxed, Relaxed)
+                .is_ok();
+        if due {
+            Some(self.suppressed.swap(0, Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod log_limit_tests {
+    use super::LogLimit;
+
+    #[test]
+    fn one_line_per_period_with_the_count_of_the_rest() {
+        let limit = LogLimit::new(10_000);
+        assert_eq!(limit.admit(5), Some(0));
+        let admitted = (0..18_000)
+            .filter(|i| limit.admit(6 + i / 10).is_some())
+            .count();
+        assert_eq!(admitted, 0, "all within the first 10 s");
+        assert_eq!(limit.admit(10_005), Some(18_000));
+        assert_eq!(limit.admit(10_006), None);
+    }
 }

@@ -17,6 +17,8 @@ pub const PATH_PREFIX: &str = "/";
 /// Extra attempts after a connect failure.
 pub const RETRIES: u32 = 2;
 pub const BACKEND_WEIGHT: u32 = 1;
+/// Requests in flight to one backend, each holding one connection to it.
+pub const BACKEND_MAX_CONNECTIONS: u32 = 1024;
 
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -50,6 +52,9 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(30),
+            request_buffer: 64 * 1024,
+            body_read_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 100,
         }
     }
 }

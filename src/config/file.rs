@@ -57,6 +57,9 @@ pub(super) struct LimitsFile {
     pub max_header_bytes: Text,
     pub max_connections: Number,
     pub shutdown_grace: Text,
+    pub request_buffer: Text,
+    pub body_read_timeout: Text,
+    pub max_concurrent_streams: Number,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +100,7 @@ pub(super) struct PoolFile {
 pub(super) struct BackendFile {
     pub addr: Text,
     pub weight: Number,
+    pub max_connections: Number,
 }
 
 #[derive(Debug, Default, Deserialize)]

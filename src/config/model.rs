@@ -218,6 +218,12 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    /// Request bodies up to this size are read whole before a backend is chosen.
+    pub request_buffer: usize,
+    /// How long a client may take to send the buffered part of its request body.
+    pub body_read_timeout: Duration,
+    /// HTTP/2 streams one client connection may have open at once.
+    pub max_concurrent_streams: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +276,8 @@ pub struct BackendSpec {
     /// `host:port` as written; a name is resolved at connect time.
     pub addr: String,
     pub weight: u32,
+    /// Requests this backend may have in flight (each holds one connection).
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,8 +3,10 @@
 //! bytes hyper reads (`follow`), and the backend client decodes a chunked response body
 //! out of its read buffer (`decode`).
 //!
-//! Limits: a chunk size has at most 16 hex digits (any `u64`, as hyper accepts), and a
-//! trailer section at most `MAX_HEAD` bytes.
+//! Limits: a chunk size has at most 16 significant hex digits (any `u64`), after any
+//! number of leading zeros, exactly as hyper accepts (it checks for overflow, not length:
+//! the guard in front of it must follow every body hyper follows); a trailer section at
+//! most `MAX_HEAD` bytes.
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -12,7 +14,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use super::tokens::is_hop_by_hop;
 use super::MAX_HEAD;
 
-/// The most hex digits of a chunk size: 16 fill a `u64`, so the size never overflows.
+/// The most significant hex digits of a chunk size: 16 fill a `u64`, so the size never
+/// overflows.
 pub(crate) const MAX_SIZE_DIGITS: u8 = 16;
 const MAX_TRAILERS: usize = 32;
 
@@ -24,7 +27,7 @@ pub struct Malformed;
 /// Where a chunked body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Chunk {
-    /// Reading the hex size; `digits` so far.
+    /// Reading the hex size; `digits` so far, leading zeros counting as one.
     Size {
         size: u64,
         digits: u8,
@@ -57,6 +60,10 @@ impl Chunk {
     #[inline]
     pub(crate) fn next(self, byte: u8) -> Option<Chunk> {
         Some(match (self, byte) {
+            (Chunk::Size { size: 0, .. }, b) if b.is_ascii_hexdigit() => Chunk::Size {
+                size: u64::from((b as char).to_digit(16).unwrap_or(0)),
+                digits: 1,
+            },
             (Chunk::Size { size, digits }, b)
                 if b.is_ascii_hexdigit() && digits < MAX_SIZE_DIGITS =>
             {

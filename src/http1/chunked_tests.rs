@@ -91,6 +91,10 @@ fn sizes_take_at_most_sixteen_hex_digits_on_both_sides() {
     let over = b"10000000000000000\r\n";
     assert_eq!(followed(over, over.len()), Err(Malformed));
     assert!(matches!(dechunk(over, over.len()), Err("malformed")));
+    // Leading zeros are not significant: hyper takes any number of them, so must we.
+    let zeros = b"00000000000000000005\r\nhello\r\n0\r\n\r\n";
+    assert_eq!(followed(zeros, zeros.len()), Ok(Some(Vec::new())));
+    assert_eq!(followed(zeros, 1), Ok(Some(Vec::new())));
 }
 
 #[test]

@@ -99,9 +99,10 @@ fn push_end_to_end(out: &mut BytesMut, headers: &HeaderMap, upgrade: bool) {
 #[inline]
 fn push_forwarding(out: &mut BytesMut, parts: &Parts, forwarded: &Forwarded<'_>) {
     let headers = &parts.headers;
-    let host = match headers.get(header::HOST) {
-        Some(host) => Some(host.as_bytes()),
-        None => parts.uri.authority().map(|a| a.as_str().as_bytes()),
+    // The authority that routed the request (see `proxy::handler`): the URI's wins.
+    let host = match parts.uri.authority() {
+        Some(authority) => Some(host_of(authority).as_bytes()),
+        None => headers.get(header::HOST).map(HeaderValue::as_bytes),
     };
     if let Some(host) = host {
         push_header(out, b"host", host);
@@ -118,6 +119,12 @@ fn push_forwarding(out: &mut BytesMut, parts: &Parts, forwarded: &Forwarded<'_>)
         Scheme::Http => b"x-forwarded-proto: http\r\n".as_slice(),
         Scheme::Https => b"x-forwarded-proto: https\r\n".as_slice(),
     });
+}
+
+/// `host[:port]` of an authority, without any `userinfo@`.
+pub(crate) fn host_of(authority: &http::uri::Authority) -> &str {
+    let text = authority.as_str();
+    text.rsplit_once('@').map_or(text, |(_, host)| host)
 }
 
 /// How the body follows, and `Connection: upgrade` for upgrades.
@@ -191,17 +198,10 @@ pub(crate) fn encode_chunk(data: &[u8]) -> Vec<u8> {
     chunk
 }
 
-/// The last chunk of a chunked request body, with the client's trailers if any.
-pub(crate) fn encode_last_chunk(trailers: Option<&HeaderMap>) -> Vec<u8> {
-    let mut end = b"0\r\n".to_vec();
-    for (name, value) in trailers.into_iter().flatten() {
-        end.extend_from_slice(name.as_str().as_bytes());
-        end.extend_from_slice(b": ");
-        end.extend_from_slice(value.as_bytes());
-        end.extend_from_slice(b"\r\n");
-    }
-    end.extend_from_slice(b"\r\n");
-    end
+/// The last chunk of a chunked request body. The client's trailers are never forwarded
+/// (see `upstream::request_body`).
+pub(crate) fn encode_last_chunk() -> &'static [u8] {
+    b"0\r\n\r\n"
 }
 
 #[cfg(test)]

@@ -222,8 +222,9 @@ pub(crate) enum RequestBody {
     Framed(Framing),
     /// Both Content-Length and Transfer-Encoding: the request-smuggling vector.
     Conflict,
-    /// Upgrade or CONNECT: what follows may not be HTTP.
-    Tunnel,
+    /// Upgrade or CONNECT, with the framing of its own body: what follows it may not be
+    /// HTTP, if the answer switches protocols.
+    Tunnel(Framing),
 }
 
 /// Reads the framing of a client's request head at the front of `bytes`.
@@ -254,12 +255,21 @@ pub(crate) fn request_head(bytes: &[u8]) -> RequestHead {
             upgrade = true;
         }
     }
-    let body = match (content_length, transfer_encoding) {
-        (Some(_), true) => RequestBody::Conflict,
-        _ if upgrade => RequestBody::Tunnel,
-        (None, true) => RequestBody::Framed(Framing::Chunked),
-        (Some(n), false) => RequestBody::Framed(Framing::Length(n)),
-        (None, false) => RequestBody::Framed(Framing::None),
+    let framing = match (content_length, transfer_encoding) {
+        (Some(_), true) => {
+            return RequestHead::Complete {
+                len,
+                body: RequestBody::Conflict,
+            }
+        }
+        (None, true) => Framing::Chunked,
+        (Some(n), false) => Framing::Length(n),
+        (None, false) => Framing::None,
+    };
+    let body = if upgrade {
+        RequestBody::Tunnel(framing)
+    } else {
+        RequestBody::Framed(framing)
     };
     RequestHead::Complete { len, body }
 }

@@ -142,7 +142,11 @@ fn request_heads_say_how_their_body_is_framed() {
     );
     assert_eq!(
         framed(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n"),
-        RequestBody::Tunnel
+        RequestBody::Tunnel(Framing::None)
+    );
+    assert_eq!(
+        framed(b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\n"),
+        RequestBody::Tunnel(Framing::Length(2))
     );
     assert_eq!(request_head(b"GET / HTTP/1.1\r\nHo"), RequestHead::Partial);
     assert_eq!(

@@ -10,6 +10,10 @@
 //! - Stale connections: an idle connection the backend closed just as it was reused
 //!   never saw the request; one without a body is sent again, a bounded number of times.
 //!
+//! - Backend limits: a backend at its `max_connections` is passed over like one that
+//!   cannot be reached (nothing was sent), after waiting up to the connect timeout for a
+//!   request of its own to finish; it is not a failure of that backend.
+//!
 //! Each try picks once: running out of backends is learnt from the next pick.
 
 use std::sync::Arc;
@@ -17,20 +21,19 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::Method;
-use hyper::body::Incoming;
 
 use super::error::ProxyError;
 use super::outcome;
 use crate::http1::encode::BodyKind;
 use crate::http1::parse::ResponseHead;
 use crate::routing::Route;
-use crate::upstream::{Backend, Connection, ExchangeError, InFlight, Pool, PoolKind};
+use crate::upstream::{Backend, Connection, ExchangeError, InFlight, Pool, PoolKind, RequestBody};
 
 /// The request as it goes to a backend: encoded once, sent to whichever backend takes it.
 pub(super) struct Outgoing {
     pub head: Bytes,
     pub method: Method,
-    pub body: Incoming,
+    pub body: RequestBody,
     pub body_kind: BodyKind,
     pub upgrade: bool,
 }
@@ -38,7 +41,7 @@ pub(super) struct Outgoing {
 impl Outgoing {
     /// Whether the request may be sent again after a stale connection swallowed it.
     fn resendable(&self) -> bool {
-        self.body_kind == BodyKind::Empty && !self.upgrade
+        !self.upgrade && (self.body_kind == BodyKind::Empty || self.body.whole_len().is_some())
     }
 }
 
@@ -99,6 +102,18 @@ pub(super) async fn exchange(
             return Err((error, kind));
         };
         let backend = &pool.backends[index];
+        let Some(in_flight) = backend
+            .start_request(now_ms, service.timeouts.connect)
+            .await
+        else {
+            tracing::debug!(backend = %backend.addr, "backend at its max_connections");
+            unreachable = Some(ProxyError::BackendBusy {
+                addr: backend.addr.clone(),
+            });
+            tried[tries] = index;
+            tries += 1;
+            continue;
+        };
         let connected = if outgoing.upgrade {
             backend.connect().await
         } else {
@@ -117,7 +132,6 @@ pub(super) async fn exchange(
             }
         };
 
-        let in_flight = backend.start_request(now_ms);
         let sent = connection
             .exchange(
                 &outgoing.head,

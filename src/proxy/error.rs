@@ -33,6 +33,12 @@ pub enum ProxyError {
     ClientBody(hyper::Error),
     #[error("CONNECT is not served by a reverse proxy")]
     MethodNotAllowed,
+    #[error("the client sent no request body within {after:?}")]
+    BodyTimeout { after: Duration },
+    #[error("backend {addr} has max_connections requests in flight")]
+    BackendBusy { addr: Arc<str> },
+    #[error("the request has more than one Host header")]
+    DuplicateHost,
 }
 
 impl ProxyError {
@@ -58,7 +64,11 @@ impl ProxyError {
     pub fn counts_against_pool(&self) -> bool {
         !matches!(
             self,
-            ProxyError::NoRoute | ProxyError::ClientBody(_) | ProxyError::MethodNotAllowed
+            ProxyError::NoRoute
+                | ProxyError::ClientBody(_)
+                | ProxyError::MethodNotAllowed
+                | ProxyError::BodyTimeout { .. }
+                | ProxyError::DuplicateHost
         )
     }
 
@@ -86,10 +96,13 @@ impl From<&ProxyError> for StatusCode {
     fn from(error: &ProxyError) -> StatusCode {
         match error {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoHealthyBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthyBackend { .. } | ProxyError::BackendBusy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Unreachable(_) | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBody(_) | ProxyError::DuplicateHost => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -100,10 +113,13 @@ pub(crate) fn error_response(error: &ProxyError) -> Response<ProxyBody> {
     let status = StatusCode::from(error);
     let body = match status {
         StatusCode::NOT_FOUND => "404 Not Found: no service matches this host and path\n",
-        StatusCode::SERVICE_UNAVAILABLE => "503 Service Unavailable: no healthy backend\n",
+        StatusCode::SERVICE_UNAVAILABLE => {
+            "503 Service Unavailable: no backend can take the request\n"
+        }
         StatusCode::GATEWAY_TIMEOUT => "504 Gateway Timeout: the backend did not answer in time\n",
         StatusCode::BAD_REQUEST => "400 Bad Request\n",
         StatusCode::METHOD_NOT_ALLOWED => "405 Method Not Allowed\n",
+        StatusCode::REQUEST_TIMEOUT => "408 Request Timeout: the request body did not arrive\n",
         _ => "502 Bad Gateway: the backend could not be reached or answered badly\n",
     };
     let mut response = Response::new(ProxyBody::full(Bytes::from_static(body.as_bytes())));

@@ -10,13 +10,19 @@
 //! byte no header line may hold. hyper's parser then fails on that very head, answers
 //! `400 Bad Request` and closes the connection: the request never reaches the handler.
 //!
-//! It stops watching (and leaves everything to hyper) after an `Upgrade`/`CONNECT`
-//! request, whose bytes may become a tunnel, and whenever the framing is broken in a way
-//! hyper rejects by itself.
+//! The guard holds for every request of a connection; it never stops watching while the
+//! connection may still carry requests:
+//! - After a request asking to switch protocols (`Upgrade`, `CONNECT`), the bytes that
+//!   follow it are held back until hyper writes the answer: a `101` (or hyper's upgrade)
+//!   makes them a tunnel, which is no longer watched; any other answer means they are
+//!   requests again, and they are inspected like the first.
+//! - Framing it cannot follow (a malformed head or chunked body, an oversized head) is
+//!   never left to chance: a malformed head is poisoned so hyper refuses it, and the
+//!   connection reads nothing more (an error, which closes it).
 
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -26,6 +32,10 @@ use crate::http1::Framing;
 
 /// Replaces the final byte of a poisoned head: not a line ending, not a header-name byte.
 const POISON: u8 = b'@';
+/// Replaces a byte of a head the guard cannot parse: no request line or header holds it.
+const POISON_ANY: u8 = 0;
+/// `HTTP/1.1 101`: how long a status line must be before its code is known.
+const STATUS_LINE_PREFIX: usize = 12;
 
 pub(crate) struct FramingGuard<S> {
     inner: S,
@@ -33,6 +43,14 @@ pub(crate) struct FramingGuard<S> {
     /// A request head split across reads, kept until it is complete.
     partial_head: Vec<u8>,
     max_head: usize,
+    /// A request asked to switch protocols and its answer is not written yet.
+    switch_asked: bool,
+    /// What followed that request, held back until the answer says what it is.
+    held: Vec<u8>,
+    /// The start of the answer being written, until its status code is known.
+    answer_start: Vec<u8>,
+    /// The connection's task, waiting for the answer to release `held`.
+    reader: Option<Waker>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +60,10 @@ enum State {
         remaining: u64,
     },
     Chunked(Chunk),
-    /// Not watching any more; hyper alone decides.
+    /// A tunnel: not watching any more.
     Off,
+    /// Framing the guard could not follow: nothing more is read from this connection.
+    Broken,
 }
 
 impl<S> FramingGuard<S> {
@@ -53,15 +73,31 @@ impl<S> FramingGuard<S> {
             state: State::Head,
             partial_head: Vec::new(),
             max_head,
+            switch_asked: false,
+            held: Vec::new(),
+            answer_start: Vec::new(),
+            reader: None,
         }
     }
 
+    /// Whether the request that asked to switch protocols has been read whole, and what
+    /// follows it waits for the answer.
+    fn awaiting_answer(&self) -> bool {
+        self.switch_asked && self.state == State::Head
+    }
+
     /// Follows the framing through freshly read bytes, poisoning a conflicting head.
-    fn inspect(&mut self, bytes: &mut [u8]) {
+    /// Returns how many of them go to hyper now: the rest waits for the answer to a
+    /// request that asked to switch protocols, or is dropped when the framing broke.
+    fn inspect(&mut self, bytes: &mut [u8]) -> usize {
         let mut at = 0;
         while at < bytes.len() {
+            if self.awaiting_answer() {
+                return at;
+            }
             at += match self.state {
-                State::Off => return,
+                State::Off => return bytes.len(),
+                State::Broken => return at,
                 State::Head => self.head(bytes, at),
                 State::Body { remaining } => {
                     let take = remaining.min((bytes.len() - at) as u64);
@@ -77,6 +113,7 @@ impl<S> FramingGuard<S> {
                 State::Chunked(chunk) => self.chunked(chunk, &bytes[at..]),
             };
         }
+        at
     }
 
     /// Consumes head bytes from `bytes[at..]`; returns how many.
@@ -95,30 +132,39 @@ impl<S> FramingGuard<S> {
                     self.partial_head.extend_from_slice(fresh);
                 }
                 if self.partial_head.len() > self.max_head {
-                    // hyper answers 431 by itself.
-                    self.state = State::Off;
-                    self.partial_head = Vec::new();
+                    // hyper answers 431 by itself, and closes.
+                    self.break_off();
                 }
                 fresh.len()
             }
             RequestHead::Invalid => {
-                self.state = State::Off;
-                self.partial_head = Vec::new();
-                fresh.len()
+                // The error is in these fresh bytes (the earlier ones parsed as a
+                // partial head), so hyper has not got past this byte yet.
+                bytes[at] = POISON_ANY;
+                self.break_off();
+                bytes.len() - at
             }
             RequestHead::Complete { len, body } => {
                 self.partial_head.clear();
                 let consumed = len - buffered;
-                self.state = match body {
+                let framing = match body {
                     RequestBody::Conflict => {
                         bytes[at + consumed - 1] = POISON;
-                        State::Off
+                        self.break_off();
+                        return consumed;
                     }
-                    RequestBody::Framed(Framing::None | Framing::Length(0)) => State::Head,
-                    RequestBody::Framed(Framing::Length(n)) => State::Body { remaining: n },
-                    RequestBody::Framed(Framing::Chunked) => State::Chunked(Chunk::START),
+                    RequestBody::Framed(framing) => framing,
+                    RequestBody::Tunnel(framing) => {
+                        self.switch_asked = true;
+                        framing
+                    }
+                };
+                self.state = match framing {
+                    Framing::None | Framing::Length(0) => State::Head,
+                    Framing::Length(n) => State::Body { remaining: n },
+                    Framing::Chunked => State::Chunked(Chunk::START),
                     // Requests are never delimited by the end of the connection.
-                    RequestBody::Framed(Framing::UntilClose) | RequestBody::Tunnel => State::Off,
+                    Framing::UntilClose => State::Broken,
                 };
                 consumed
             }
@@ -137,10 +183,48 @@ impl<S> FramingGuard<S> {
                 used
             }
             Err(_) => {
-                // Broken chunked framing: hyper fails the body by itself.
-                self.state = State::Off;
-                bytes.len()
+                // hyper fails such a body by itself; should it not, it reads no further.
+                self.break_off();
+                0
             }
+        }
+    }
+
+    fn break_off(&mut self) {
+        self.state = State::Broken;
+        self.partial_head = Vec::new();
+        self.held = Vec::new();
+    }
+
+    /// Watches the start of the answer to a request that asked to switch protocols.
+    fn written(&mut self, mut bufs: &[io::IoSlice<'_>], mut n: usize) {
+        while n > 0 && self.answer_start.len() < STATUS_LINE_PREFIX {
+            let Some((first, rest)) = bufs.split_first() else {
+                break;
+            };
+            let take = first.len().min(n);
+            let want = STATUS_LINE_PREFIX - self.answer_start.len();
+            self.answer_start
+                .extend_from_slice(&first[..take.min(want)]);
+            n -= take;
+            bufs = rest;
+        }
+        if self.answer_start.len() < STATUS_LINE_PREFIX {
+            return;
+        }
+        let code = &self.answer_start[9..STATUS_LINE_PREFIX];
+        if code.starts_with(b"1") && code != b"101" {
+            // An interim answer (`100 Continue`), written whole: the final one follows.
+            self.answer_start.clear();
+            return;
+        }
+        if code == b"101" {
+            self.state = State::Off;
+        }
+        self.switch_asked = false;
+        self.answer_start.clear();
+        if let Some(reader) = self.reader.take() {
+            reader.wake();
         }
     }
 }
@@ -152,11 +236,45 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.awaiting_answer() {
+            this.reader = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        if this.state != State::Off {
-            let fresh = &mut buf.filled_mut()[before..];
-            this.inspect(fresh);
+        if !this.held.is_empty() {
+            let n = this.held.len().min(buf.remaining());
+            buf.put_slice(&this.held[..n]);
+            this.held.drain(..n);
+        } else if this.state == State::Broken {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request framing the proxy cannot follow",
+            )));
+        } else {
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        }
+        if this.state == State::Off || buf.filled().len() == before {
+            return Poll::Ready(Ok(()));
+        }
+        let fresh = &mut buf.filled_mut()[before..];
+        let pass = this.inspect(fresh);
+        if pass < fresh.len() {
+            if this.state != State::Broken {
+                let rest = fresh[pass..].to_vec();
+                this.held.splice(0..0, rest);
+            }
+            buf.set_filled(before + pass);
+            if pass == 0 {
+                // Nothing to give hyper yet; an empty read would look like the end.
+                if this.state == State::Broken {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "request framing the proxy cannot follow",
+                    )));
+                }
+                this.reader = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
         }
         Poll::Ready(Ok(()))
     }
@@ -168,7 +286,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        if this.switch_asked {
+            this.written(&[io::IoSlice::new(buf)], n);
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn poll_write_vectored(
@@ -176,7 +299,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+        if this.switch_asked {
+            this.written(bufs, n);
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -193,98 +321,5 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Feeds `input` in reads of `step` bytes; returns what hyper would have received.
-    fn run(input: &[u8], step: usize) -> (Vec<u8>, State) {
-        let mut guard = FramingGuard::new((), 64 * 1024);
-        let mut out = Vec::new();
-        for piece in input.chunks(step) {
-            let mut piece = piece.to_vec();
-            if guard.state != State::Off {
-                guard.inspect(&mut piece);
-            }
-            out.extend_from_slice(&piece);
-        }
-        (out, guard.state)
-    }
-
-    const SMUGGLE: &[u8] =
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
-
-    #[test]
-    fn a_conflicting_head_is_poisoned_at_its_last_byte() {
-        for step in [1, 2, 7, SMUGGLE.len()] {
-            let (out, state) = run(SMUGGLE, step);
-            let head_end = SMUGGLE.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-            assert_eq!(out[head_end - 1], POISON, "step {step}");
-            assert_eq!(&out[..head_end - 1], &SMUGGLE[..head_end - 1]);
-            assert_eq!(state, State::Off);
-        }
-    }
-
-    #[test]
-    fn a_conflict_after_keep_alive_requests_is_found() {
-        let mut input = Vec::new();
-        input.extend_from_slice(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
-        input.extend_from_slice(b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
-        input.extend_from_slice(b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nX-T: 1\r\n\r\n");
-        let clean_len = input.len();
-        input.extend_from_slice(SMUGGLE);
-        for step in [1, 3, 16, input.len()] {
-            let (out, _) = run(&input, step);
-            assert_eq!(&out[..clean_len], &input[..clean_len], "step {step}");
-            assert!(out[clean_len..].contains(&POISON), "step {step}");
-        }
-    }
-
-    #[test]
-    fn bodies_that_look_like_heads_are_not_parsed_as_heads() {
-        let body = b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let mut input = format!(
-            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        input.extend_from_slice(body);
-        let mut chunked =
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-        chunked.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
-        chunked.extend_from_slice(body);
-        chunked.extend_from_slice(b"\r\n0\r\n\r\n");
-        for input in [input, chunked] {
-            for step in [1, 5, input.len()] {
-                let (out, state) = run(&input, step);
-                assert_eq!(out, input, "step {step}");
-                assert_eq!(state, State::Head);
-            }
-        }
-    }
-
-    #[test]
-    fn upgrades_stop_the_watch() {
-        let input = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05hello";
-        let (out, state) = run(input, 4);
-        assert_eq!(out, input);
-        assert_eq!(state, State::Off);
-    }
-
-    #[test]
-    fn invalid_heads_are_left_to_hyper() {
-        let input = b"GET / HTTP/1.1\r\nBad Header\r\n\r\n";
-        let (out, state) = run(input, input.len());
-        assert_eq!(out, input);
-        assert_eq!(state, State::Off);
-    }
-
-    #[test]
-    fn oversized_heads_stop_the_watch() {
-        let mut guard = FramingGuard::new((), 100);
-        let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
-        head.extend(std::iter::repeat_n(b'a', 200));
-        guard.inspect(&mut head);
-        assert_eq!(guard.state, State::Off);
-        assert!(guard.partial_head.is_empty());
-    }
-}
+#[path = "framing_tests.rs"]
+mod tests;

@@ -1,7 +1,17 @@
 //! The request path: one straight line, read top to bottom.
 //!
-//! load snapshot → match service → bucket → OLD or NEW → encode the backend request →
-//! backend (`attempt`: retries, failover) → record the outcome (`outcome`) → respond.
+//! load snapshot → match service → read ahead the request body → bucket → OLD or NEW →
+//! encode the backend request → backend (`attempt`: retries, failover) → record the
+//! outcome (`outcome`) → respond.
+//!
+//! One authority per request: the URI's (HTTP/2 `:authority`, HTTP/1 absolute-form)
+//! wins over `Host` (RFC 9112 §3.2.2), and the one that routes is the one forwarded.
+//! Two `Host` headers are refused.
+//!
+//! A request body is read ahead, up to `limits.request_buffer` and within
+//! `limits.body_read_timeout`, before a backend is chosen (nginx's request buffering):
+//! a client that sends its body slowly, or not at all, holds no backend connection.
+//! A request without a body skips all of it.
 //!
 //! It reads the routing snapshot and never decides anything about the rollout: NEW's
 //! weight is already in the route. Its only writes are relaxed atomic counters, all of
@@ -10,7 +20,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -21,10 +31,11 @@ use super::body::ProxyBody;
 use super::error::{error_response, ProxyError};
 use super::forward;
 use super::outcome;
+use crate::config::Limits;
 use crate::http1::encode::{encode_request_head, BodyKind, Forwarded};
 use crate::http1::Scheme;
 use crate::routing::{strip_port, Bucket, Route, SharedSnapshot};
-use crate::upstream::{millis_at, PoolKind, ResponseBody};
+use crate::upstream::{millis_at, PoolKind, RequestBody, ResponseBody};
 
 /// What the request path knows about the connection a request came on.
 pub(crate) struct ConnContext {
@@ -36,6 +47,9 @@ pub(crate) struct ConnContext {
     /// Keeps the connection counted as open (for drain and `max_connections`) for as long
     /// as anything uses it, including a tunnel that outlives hyper's handling of it.
     pub open: Arc<dyn Send + Sync>,
+    /// `limits.request_buffer` and `limits.body_read_timeout`, as the connection opened.
+    pub request_buffer: usize,
+    pub body_read_timeout: Duration,
 }
 
 impl ConnContext {
@@ -44,6 +58,7 @@ impl ConnContext {
         scheme: Scheme,
         snapshot: SharedSnapshot,
         open: Arc<dyn Send + Sync>,
+        limits: &Limits,
     ) -> ConnContext {
         let ip = peer.ip().to_canonical();
         ConnContext {
@@ -53,6 +68,8 @@ impl ConnContext {
             scheme,
             snapshot,
             open,
+            request_buffer: limits.request_buffer,
+            body_read_timeout: limits.body_read_timeout,
         }
     }
 }
@@ -63,6 +80,13 @@ pub(crate) async fn handle(
     conn: Arc<ConnContext>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
+    if request.method() == Method::CONNECT {
+        return Ok(error_response(&ProxyError::MethodNotAllowed));
+    }
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        return Ok(error_response(&ProxyError::DuplicateHost));
+    }
     let route = {
         let snapshot = conn.snapshot.load();
         let host = request_host(&request);
@@ -71,18 +95,16 @@ pub(crate) async fn handle(
             None => return Ok(error_response(&ProxyError::NoRoute)),
         }
     };
-    if request.method() == Method::CONNECT {
-        return Ok(error_response(&ProxyError::MethodNotAllowed));
-    }
     Ok(proxy(request, route, &conn, started).await)
 }
 
-/// The host a request is for: the URI's authority (HTTP/2, absolute-form) or `Host`.
+/// The host a request is for: the URI's authority (HTTP/2, absolute-form), which wins
+/// over `Host` (RFC 9112 §3.2.2), else `Host`. The encoder forwards the same one.
 fn request_host<B>(request: &Request<B>) -> &str {
     request
         .uri()
         .authority()
-        .map(|a| a.as_str())
+        .map(crate::http1::encode::host_of)
         .or_else(|| {
             request
                 .headers()
@@ -92,26 +114,58 @@ fn request_host<B>(request: &Request<B>) -> &str {
         .unwrap_or("")
 }
 
+/// Reads the request body ahead, within the connection's limits (see the module notes).
+async fn read_ahead(
+    body: hyper::body::Incoming,
+    conn: &ConnContext,
+) -> Result<RequestBody, ProxyError> {
+    let after = conn.body_read_timeout;
+    let read = RequestBody::read_ahead(body, conn.request_buffer);
+    match tokio::time::timeout(after, read).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(error)) => Err(ProxyError::ClientBody(error)),
+        Err(_) => Err(ProxyError::BodyTimeout { after }),
+    }
+}
+
 async fn proxy(
     mut request: Request<Incoming>,
     route: Route,
     conn: &ConnContext,
-    started: Instant,
+    mut started: Instant,
 ) -> Response<ProxyBody> {
+    let upgrade = forward::is_upgrade_request(request.version(), request.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let (parts, body) = request.into_parts();
+    let mut body_kind = BodyKind::of(&parts.headers, &body);
+    let body = if body_kind == BodyKind::Empty || upgrade {
+        RequestBody::streamed(body)
+    } else {
+        match read_ahead(body, conn).await {
+            Ok(body) => {
+                // The client's time to send its body is not the backend's latency.
+                started = Instant::now();
+                if let Some(len) = body.whole_len() {
+                    body_kind = BodyKind::Length(len);
+                }
+                body
+            }
+            Err(error) => {
+                tracing::debug!(service = %route.service.name, %error, "request body not read");
+                return error_response(&error);
+            }
+        }
+    };
+
     let service = &route.service;
     let now_ms = millis_at(started);
-    let bucket = service.bucket(request.headers(), conn.peer.ip());
+    let bucket = service.bucket(&parts.headers, conn.peer.ip());
     let assigned = if bucket.value() < route.new_weight.basis_points() {
         PoolKind::New
     } else {
         PoolKind::Old
     };
     let kind = attempt::first_pool(&route, assigned, now_ms);
-
-    let upgrade = forward::is_upgrade_request(request.version(), request.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let (parts, body) = request.into_parts();
-    let body_kind = BodyKind::of(&parts.headers, &body);
     let forwarded = Forwarded {
         client_ip: &conn.peer_ip,
         scheme: conn.scheme,

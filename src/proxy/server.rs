@@ -365,7 +365,13 @@ async fn serve(
                 }
             };
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let context = Arc::new(ConnContext::new(peer, Scheme::Https, snapshot, open));
+            let context = Arc::new(ConnContext::new(
+                peer,
+                Scheme::Https,
+                snapshot,
+                open,
+                &limits,
+            ));
             if h2 {
                 serve_h2(stream, context, &limits, stopped).await;
             } else {
@@ -374,7 +380,13 @@ async fn serve(
             }
         }
         None => {
-            let context = Arc::new(ConnContext::new(peer, Scheme::Http, snapshot, open));
+            let context = Arc::new(ConnContext::new(
+                peer,
+                Scheme::Http,
+                snapshot,
+                open,
+                &limits,
+            ));
             match sniff(&stream, limits.header_read_timeout).await {
                 Some(Protocol::Http2) => serve_h2(stream, context, &limits, stopped).await,
                 Some(Protocol::Http1) => {
@@ -461,7 +473,7 @@ async fn serve_h2<I>(
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(limits.max_concurrent_streams)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(limits.header_read_timeout);
     let service = service_fn(move |request| handler::handle(request, context.clone()));

@@ -7,17 +7,23 @@
 //! has closed, or that holds bytes nobody asked for, is dropped (docs/design.md, "Backend
 //! connections").
 //!
+//! A backend takes at most `max_connections` requests at once (each holds one connection;
+//! idle connections are only ever made by those, so they stay within it too). A request
+//! beyond it waits, up to the connect timeout, for one to finish: the counter is one
+//! atomic, and only a request that has to wait touches the `Notify`.
+//!
 //! The idle pool is a lock-free `ArrayQueue`. A connection goes back into it only once its
 //! response body has been read to the end; dropped early, it closes.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use http::HeaderValue;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use super::connection::Connection;
 use super::outlier::{Ejections, OutlierState};
@@ -64,6 +70,10 @@ pub struct Backend {
     /// Passive outlier detection: consecutive failures and ejection.
     pub(super) outlier: OutlierState,
     in_flight: AtomicU32,
+    max_in_flight: u32,
+    /// Requests waiting for one in flight to finish, and how they are woken.
+    waiting: AtomicU32,
+    slot_freed: Notify,
 }
 
 impl std::fmt::Debug for Backend {
@@ -80,6 +90,7 @@ impl Backend {
         timeouts: Timeouts,
         stats: Arc<PoolStats>,
         ejections: Arc<Ejections>,
+        max_connections: u32,
     ) -> Backend {
         Backend {
             addr: Arc::from(addr),
@@ -91,6 +102,9 @@ impl Backend {
             healthy: AtomicBool::new(true),
             outlier: OutlierState::new(ejections),
             in_flight: AtomicU32::new(0),
+            max_in_flight: max_connections.max(1),
+            waiting: AtomicU32::new(0),
+            slot_freed: Notify::new(),
         }
     }
 
@@ -189,12 +203,48 @@ impl Backend {
         })
     }
 
-    /// Marks one more request in flight; the guard undoes it.
-    pub fn start_request(self: &Arc<Self>, now_ms: u64) -> InFlight {
-        self.in_flight.fetch_add(1, Relaxed);
-        InFlight {
-            backend: self.clone(),
-            started_ms: now_ms,
+    /// Marks one more request in flight, unless `max_connections` are; the guard undoes it.
+    #[inline]
+    pub fn try_start_request(self: &Arc<Self>, now_ms: u64) -> Option<InFlight> {
+        let mut current = self.in_flight.load(Relaxed);
+        loop {
+            if current >= self.max_in_flight {
+                return None;
+            }
+            match self
+                .in_flight
+                .compare_exchange_weak(current, current + 1, SeqCst, Relaxed)
+            {
+                Ok(_) => {
+                    return Some(InFlight {
+                        backend: self.clone(),
+                        started_ms: now_ms,
+                    })
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Like [`Backend::try_start_request`], waiting up to `wait` for a request in flight
+    /// to finish when the backend is at its limit. `None`: still at its limit.
+    pub async fn start_request(self: &Arc<Self>, now_ms: u64, wait: Duration) -> Option<InFlight> {
+        if let Some(in_flight) = self.try_start_request(now_ms) {
+            return Some(in_flight);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        self.waiting.fetch_add(1, SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        loop {
+            let notified = self.slot_freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(in_flight) = self.try_start_request(now_ms) {
+                return Some(in_flight);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.try_start_request(now_ms);
+            }
         }
     }
 
@@ -248,6 +298,19 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.backend.in_flight.fetch_sub(1, Relaxed);
+        let backend = &self.backend;
+        backend.in_flight.fetch_sub(1, SeqCst);
+        if backend.waiting.load(SeqCst) > 0 {
+            backend.slot_freed.notify_one();
+        }
+    }
+}
+
+/// Counts a request as waiting for a slot while it lives.
+struct Waiting<'a>(&'a AtomicU32);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
     }
 }

@@ -16,11 +16,12 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use http::{Method, StatusCode};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
+use super::request_body::RequestBody;
 use crate::http1::encode::{encode_chunk, encode_last_chunk, BodyKind};
 use crate::http1::parse::{parse_response_head, Invalid, ResponseHead};
 use crate::http1::{Framing, MAX_HEAD};
@@ -125,42 +126,47 @@ impl Connection {
         self.stream.write_all(head).await
     }
 
-    /// Writes the request head and body.
+    /// Writes the request head and body (trailers are dropped: see `request_body`).
     pub async fn send(
         &mut self,
         head: &[u8],
-        body: &mut Incoming,
+        body: &mut RequestBody,
         kind: BodyKind,
     ) -> Result<(), ExchangeError> {
         self.stream.write_all(head).await?;
         if kind == BodyKind::Empty {
             return Ok(());
         }
-        let mut trailers = None;
-        while let Some(frame) = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
-            let frame = frame.map_err(ExchangeError::ClientBody)?;
-            match frame.into_data() {
-                Ok(data) if kind == BodyKind::Chunked => {
-                    if !data.is_empty() {
-                        self.stream.write_all(&encode_chunk(&data)).await?;
-                    }
+        for data in body.buffered() {
+            self.write_data(data, kind).await?;
+        }
+        if let Some(rest) = body.rest() {
+            while let Some(frame) = poll_fn(|cx| Pin::new(&mut *rest).poll_frame(cx)).await {
+                let frame = frame.map_err(ExchangeError::ClientBody)?;
+                if let Ok(data) = frame.into_data() {
+                    self.write_data(&data, kind).await?;
                 }
-                Ok(data) => self.stream.write_all(&data).await?,
-                Err(frame) => trailers = frame.into_trailers().ok(),
             }
         }
         if kind == BodyKind::Chunked {
-            let end = encode_last_chunk(trailers.as_ref());
-            self.stream.write_all(&end).await?;
+            self.stream.write_all(encode_last_chunk()).await?;
         }
         Ok(())
+    }
+
+    async fn write_data(&mut self, data: &[u8], kind: BodyKind) -> io::Result<()> {
+        match kind {
+            BodyKind::Chunked if data.is_empty() => Ok(()),
+            BodyKind::Chunked => self.stream.write_all(&encode_chunk(data)).await,
+            _ => self.stream.write_all(data).await,
+        }
     }
 
     /// Sends the request and reads the response head, unless `deadline` passes first.
     pub async fn exchange(
         &mut self,
         head: &[u8],
-        body: &mut Incoming,
+        body: &mut RequestBody,
         kind: BodyKind,
         method: &Method,
         deadline: tokio::time::Instant,

@@ -7,6 +7,7 @@
 //! - `health`: active health-check tasks.
 //! - `registry`: what outlives a routing snapshot (backends, counters, ejection counts).
 //! - `connection`, `body`: the in-task HTTP/1.1 client (wire format in `http1`).
+//! - `request_body`: a request body read ahead before a backend is chosen, then streamed.
 //!
 //! This module records nothing about requests: the request path does, in one place
 //! (`proxy::outcome`). It never imports `proxy`.
@@ -21,12 +22,14 @@ mod health;
 mod outlier;
 mod pool;
 mod registry;
+mod request_body;
 
 pub(crate) use backend::{Backend, ConnectError, InFlight};
 pub(crate) use body::{BodyError, Release, ResponseBody};
 pub(crate) use connection::{Connection, ExchangeError};
 pub(crate) use pool::Pool;
 pub(crate) use registry::{PoolSettings, UpstreamRegistry};
+pub(crate) use request_body::RequestBody;
 
 /// Which side of the migration a pool is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

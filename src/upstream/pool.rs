@@ -170,7 +170,7 @@ pub(super) fn test_pool(weights: &[u32], balance: Balance, outlier: Outlier) -> 
         .map(|(i, w)| {
             let addr = format!("127.0.0.1:{}", 10_000 + i);
             let timeouts = crate::config::Timeouts::default();
-            let backend = Backend::new(&addr, timeouts, stats.clone(), ejections.clone());
+            let backend = Backend::new(&addr, timeouts, stats.clone(), ejections.clone(), 1024);
             (Arc::new(backend), *w)
         })
         .collect();
@@ -228,7 +228,9 @@ mod tests {
     #[test]
     fn least_request_prefers_the_idle_backend() {
         let pool = pool(&[1, 1], Balance::LeastRequest);
-        let _busy: Vec<InFlight> = (0..5).map(|_| pool.backends[0].start_request(0)).collect();
+        let _busy: Vec<InFlight> = (0..5)
+            .map(|_| pool.backends[0].try_start_request(0).unwrap())
+            .collect();
         for _ in 0..50 {
             assert_eq!(pool.pick(&[], 0), Some(1));
         }

@@ -21,6 +21,7 @@ struct BackendKey {
     service: String,
     pool: PoolKind,
     addr: String,
+    max_connections: u32,
     timeouts: Timeouts,
     health_check: Option<HealthCheck>,
 }
@@ -90,6 +91,7 @@ impl UpstreamRegistry {
             service: service.to_string(),
             pool,
             addr: spec.addr.clone(),
+            max_connections: spec.max_connections,
             timeouts: settings.timeouts,
             health_check: settings.health_check.cloned(),
         };
@@ -102,6 +104,7 @@ impl UpstreamRegistry {
             settings.timeouts,
             shared.stats.clone(),
             shared.ejections.clone(),
+            spec.max_connections,
         ));
         if let Some(check) = settings.health_check {
             settings

@@ -68,3 +68,7 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+mod counting;
+#[allow(unused_imports)]
+pub use counting::*;

@@ -58,9 +58,16 @@ impl Checker<'_> {
                 1,
                 1000,
             ) as u32;
+            let max_connections = self.count(
+                &backend.value.max_connections,
+                u64::from(defaults::BACKEND_MAX_CONNECTIONS),
+                1,
+                1_000_000,
+            ) as u32;
             out.push(BackendSpec {
                 addr: addr.value.clone(),
                 weight,
+                max_connections,
             });
         }
         (out.len() == backends.len()).then_some(PoolSpec { backends: out })
