@@ -231,3 +231,6 @@ pub(crate) fn config_hash(config: &Config) -> String {
 }
 
 pub(crate) use self::agent::FleetMetrics;
+
+#[cfg(test)]
+mod tests;

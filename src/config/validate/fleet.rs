@@ -283,13 +283,13 @@ mod tests {
                 "no `{needle}` at {line} in:\n{all}"
             )
         };
-        has("c.yaml:6:", "unknown");
-        has("c.yaml:8:10:", "`etcd` is not an etcd endpoint");
-        has("c.yaml:9:13:", "cannot name an instance");
-        has("c.yaml:10:14:", "whole seconds");
-        has("c.yaml:11:", "missing `ca`");
-        has("c.yaml:11:", "needs both `cert` and `key`");
-        has("c.yaml:", "missing `prefix`");
+        has("c.yaml:11:3:", "unknown key `leader`");
+        has("c.yaml:7:10:", "`etcd` is not an etcd endpoint");
+        has("c.yaml:8:13:", "cannot name an instance");
+        has("c.yaml:9:14:", "whole seconds");
+        has("c.yaml:10:8:", "missing `ca`");
+        has("c.yaml:10:16:", "needs both `cert` and `key`");
+        has("c.yaml:7:7:", "missing `prefix`");
     }
 
     #[test]
