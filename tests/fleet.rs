@@ -25,8 +25,8 @@ fn config(
     etcd: &str,
     old: &Backend,
     new: &Backend,
-    proxy: u16,
-    admin: u16,
+    (proxy, admin): (u16, u16),
+    said: &str,
 ) -> String {
     format!(
         r#"listeners: [{{ addr: "127.0.0.1:{proxy}" }}]
@@ -50,7 +50,7 @@ services:
           hold: 1h
     hooks:
       once:
-        exec: ["/bin/sh", "-c", "echo ran >> {hooks}"]
+        exec: ["/bin/sh", "-c", "echo {said} >> {hooks}"]
 "#,
         old = old.addr,
         new = new.addr,
@@ -59,9 +59,24 @@ services:
 }
 
 async fn start_member(dir: &Path, i: usize, etcd: &Etcd, old: &Backend, new: &Backend) -> Member {
+    start_member_saying(dir, i, etcd, old, new, "ran").await
+}
+
+async fn start_member_saying(
+    dir: &Path,
+    i: usize,
+    etcd: &Etcd,
+    old: &Backend,
+    new: &Backend,
+    said: &str,
+) -> Member {
     let (proxy, admin) = (free_port(), free_port());
     let path = dir.join(format!("cutover-{i}.yaml"));
-    std::fs::write(&path, config(dir, i, &etcd.url(), old, new, proxy, admin)).unwrap();
+    std::fs::write(
+        &path,
+        config(dir, i, &etcd.url(), old, new, (proxy, admin), said),
+    )
+    .unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
     let process = Cutover::start(&path, admin).await;
     Member {
@@ -277,4 +292,46 @@ async fn three_instances_act_as_one() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(hook_runs(dir.path()), 1, "the run hook was not run again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_another_config_blocks_the_leader() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let old = spawn_backend("old").await;
+    let new = spawn_backend("new").await;
+    let dir = tempfile::tempdir().unwrap();
+    let leader = start_member(dir.path(), 0, &etcd, &old, &new).await;
+    wait_until("i0 to lead at 10%", Duration::from_secs(10), || async {
+        status(&leader)
+            .await
+            .is_some_and(|s| s["fleet"]["leader"] == "i0" && weight(&s) == 10.0)
+    })
+    .await;
+    let other = start_member_saying(dir.path(), 1, &etcd, &old, &new, "other").await;
+    wait_until(
+        "the leader to name i1 as blocking",
+        Duration::from_secs(5),
+        || async {
+            status(&leader).await.is_some_and(|s| {
+                s["fleet"]["blocked"]
+                    .as_str()
+                    .is_some_and(|b| b.contains("`i1`"))
+            })
+        },
+    )
+    .await;
+    // The first hold is 2 s: blocked, the leader does not go past it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = status(&leader).await.unwrap();
+    assert_eq!(s["services"][0]["step"], 1, "{s:#}");
+    assert_eq!(weight(&s), 10.0, "{s:#}");
+    assert_eq!(hook_runs(dir.path()), 0);
+    // The odd one out leaves: the rollout goes on.
+    drop(other);
+    wait_until("the rollout to go on", Duration::from_secs(10), || async {
+        status(&leader).await.is_some_and(|s| weight(&s) == 40.0)
+    })
+    .await;
 }

@@ -339,7 +339,7 @@ impl Agent {
     ) -> Result<etcdv3client::Watcher, Failure> {
         let mut watch = client.watch.do_watch(self.shared.keys.all()).with_prefix();
         watch.request.start_revision = revision;
-        Ok(timed(watch).await?)
+        timed(watch).await
     }
 
     fn set_leader(&mut self, leader: Option<String>, leadership: i64) {

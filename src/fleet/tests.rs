@@ -31,7 +31,10 @@ fn free_port() -> u16 {
 fn etcd() -> Option<Etcd> {
     let binary = std::path::Path::new("/usr/bin/etcd");
     if !binary.exists() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "/usr/bin/etcd is missing");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "/usr/bin/etcd is missing"
+        );
         eprintln!("\n*** SKIP: /usr/bin/etcd is missing; the etcd guard test did not run ***\n");
         return None;
     }
@@ -131,7 +134,10 @@ async fn a_deposed_leader_cannot_write_the_state() {
         .txn(guarded_put(&keys, new, "api", 0, b"blind".to_vec()))
         .await
         .unwrap();
-    assert!(!stale_state.succeeded, "a write on a state it has not seen is refused");
+    assert!(
+        !stale_state.succeeded,
+        "a write on a state it has not seen is refused"
+    );
     let fresh = client
         .kv
         .txn(guarded_put(&keys, new, "api", written, b"two".to_vec()))
