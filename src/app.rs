@@ -18,13 +18,17 @@ use std::time::Duration;
 
 use crate::admin;
 use crate::config::{self, watch::ConfigWatcher, Config, ConfigErrors};
+use crate::fleet::store::FleetStore;
+use crate::fleet::traffic::FleetTraffic;
+use crate::fleet::{Fleet, FleetMetrics};
 use crate::metrics::Metrics;
 use crate::proxy::Listeners;
+use crate::rollout::controller::TrafficSource;
 use crate::rollout::controller::{
     AdminToken, Controller, ControllerHandle, LocalTraffic, Parts, ReloadSource, RolloutMetrics,
     StartError,
 };
-use crate::rollout::state::StateFiles;
+use crate::rollout::state::{StateFiles, StateStore};
 use crate::routing::SharedSnapshot;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +44,12 @@ pub enum AppError {
     },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+}
+
+impl From<std::io::Error> for StartError {
+    fn from(err: std::io::Error) -> StartError {
+        StartError::Fleet(err.to_string())
+    }
 }
 
 /// A running cutover.
@@ -143,9 +153,32 @@ fn wire(config: Config) -> Result<Wired, StartError> {
     let rollout_metrics = RolloutMetrics::register(metrics.registry_mut());
     let admin_token: AdminToken =
         Arc::new(arc_swap::ArcSwap::from_pointee(config.admin.token.clone()));
+    // Fleet mode swaps the two seams: state in etcd, traffic summed over the fleet.
+    let fleet = match &config.fleet {
+        None => None,
+        Some(settings) => {
+            let fleet_metrics = FleetMetrics::register(metrics.registry_mut());
+            Some(Fleet::start(
+                settings,
+                &config,
+                snapshot.clone(),
+                fleet_metrics,
+            )?)
+        }
+    };
+    let (store, traffic): (Box<dyn StateStore>, Box<dyn TrafficSource>) = match &fleet {
+        None => (
+            Box::new(StateFiles::new(&config.state_dir)),
+            Box::new(LocalTraffic),
+        ),
+        Some(fleet) => (
+            Box::new(FleetStore::new(fleet.clone(), &config)),
+            Box::new(FleetTraffic::new(fleet.clone())),
+        ),
+    };
     let parts = Parts {
-        store: Box::new(StateFiles::new(&config.state_dir)),
-        traffic: Box::new(LocalTraffic),
+        store,
+        traffic,
         config,
         data_plane,
         snapshot: snapshot.clone(),
@@ -154,6 +187,9 @@ fn wire(config: Config) -> Result<Wired, StartError> {
         admin_token: admin_token.clone(),
     };
     let (controller, handle) = Controller::start(parts)?;
+    if let Some(fleet) = &fleet {
+        fleet.attach(handle.clone());
+    }
     Ok(Wired {
         listeners: controller.listener_addrs(),
         controller,

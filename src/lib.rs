@@ -12,6 +12,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 mod demo;
+mod fleet;
 mod hash;
 mod hooks;
 mod http1;

@@ -78,3 +78,6 @@ impl Default for Outlier {
         }
     }
 }
+
+/// How long a fleet instance's lease outlives its last keep-alive (SPEC §11).
+pub const FLEET_LEASE_TTL: Duration = Duration::from_secs(10);

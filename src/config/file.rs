@@ -21,6 +21,7 @@ pub(super) struct FileConfig {
     pub state_dir: Text,
     pub limits: Option<LimitsFile>,
     pub services: Option<Spanned<Vec<Spanned<ServiceFile>>>>,
+    pub fleet: Option<Spanned<FleetFile>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,4 +232,22 @@ pub(super) struct HookFile {
 pub(super) struct HttpHookFile {
     pub url: Text,
     pub headers: Option<Entries<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FleetFile {
+    pub etcd: Option<Spanned<Vec<Spanned<String>>>>,
+    pub prefix: Text,
+    pub instance: Text,
+    pub lease_ttl: Text,
+    pub tls: Option<Spanned<FleetTlsFile>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FleetTlsFile {
+    pub ca: Text,
+    pub cert: Text,
+    pub key: Text,
 }

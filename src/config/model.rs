@@ -147,6 +147,37 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub limits: Limits,
     pub services: Vec<Service>,
+    /// Fleet mode (SPEC §11); `None`: one process, state in `state_dir`.
+    pub fleet: Option<Fleet>,
+}
+
+/// `fleet:`: several proxies sharing one rollout through etcd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fleet {
+    /// `http://host:port` or `https://host:port`.
+    pub etcd: Vec<String>,
+    /// Without a trailing `/`; every key of the fleet is under `prefix/`.
+    pub prefix: String,
+    pub instance: String,
+    pub lease_ttl: Duration,
+    pub tls: Option<FleetTls>,
+}
+
+/// PEM bytes, read when the config is loaded so that a missing file is a config error.
+#[derive(Clone, PartialEq)]
+pub struct FleetTls {
+    pub ca: Vec<u8>,
+    /// Certificate and key for client authentication, both or neither.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for FleetTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetTls")
+            .field("ca_bytes", &self.ca.len())
+            .field("client_identity", &self.identity.is_some())
+            .finish()
+    }
 }
 
 impl Config {

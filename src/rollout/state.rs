@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::controller::status::{FleetStatus, ServiceStatus};
+use super::controller::{ControlError, Op};
 use super::machine::RolloutState;
 use crate::config::Config;
 
@@ -44,7 +46,16 @@ struct StateFile {
     state: RolloutState,
 }
 
+/// A fleet's answer to a forwarded operator command.
+pub(crate) type Forwarded = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<ServiceStatus, ControlError>> + Send>,
+>;
+
 /// Where the controller keeps each service's rollout state.
+///
+/// In fleet mode the store is also where the controller learns its role: only the leader
+/// decides; the others adopt what it commits (`committed`) and forward operator commands
+/// (`forward`). The defaults are those of a single process.
 pub(crate) trait StateStore: Send {
     /// The saved state of `service`, or `None` if it never had one.
     fn load(&self, service: &str) -> Result<Option<RolloutState>, StateError>;
@@ -54,6 +65,72 @@ pub(crate) trait StateStore: Send {
     fn location(&self, service: &str) -> String;
     /// The store to use once `config` is the running config (its `state_dir` may differ).
     fn reconfigured(&self, config: &Config) -> Box<dyn StateStore>;
+
+    /// Whether this process may change rollouts (fleet: only the leader may).
+    fn leads(&self) -> bool {
+        true
+    }
+    /// Why the leader must not advance now (fleet: an instance runs another config, or
+    /// some instance's numbers are missing).
+    fn blocked(&self) -> Option<String> {
+        None
+    }
+    /// The states the leader committed, for a process that does not lead to adopt.
+    fn committed(&self) -> Vec<(String, RolloutState)> {
+        Vec::new()
+    }
+    /// Bumped when `leads`, `committed` or the members may have changed.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+    /// Sends an operator command to the process that decides, when that is not this one.
+    fn forward(&self, _service: &str, _op: &Op) -> Option<Forwarded> {
+        None
+    }
+    /// The `fleet` block of `/status`.
+    fn fleet_status(&self) -> Option<FleetStatus> {
+        None
+    }
+}
+
+/// A state as the file (and fleet mode's etcd key) holds it.
+pub(crate) fn encode(service: &str, state: &RolloutState) -> Result<Vec<u8>, serde_json::Error> {
+    let file = StateFile {
+        format: FORMAT_VERSION,
+        service: service.to_string(),
+        updated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        state: state.clone(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&file)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// The state in `bytes`, read from `path` (a file, or an etcd key for messages).
+pub(crate) fn decode(service: &str, bytes: &[u8], path: &Path) -> Result<RolloutState, StateError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|err| StateError::Corrupt {
+            path: path.to_path_buf(),
+            detail: err.to_string(),
+        })?;
+    let found = value.get("format").and_then(|f| f.as_u64()).unwrap_or(0) as u32;
+    if found > FORMAT_VERSION {
+        return Err(StateError::NewerFormat {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    let file: StateFile = serde_json::from_value(value).map_err(|err| StateError::Corrupt {
+        path: path.to_path_buf(),
+        detail: err.to_string(),
+    })?;
+    if file.service != service {
+        return Err(StateError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("it belongs to service `{}`", file.service),
+        });
+    }
+    Ok(file.state)
 }
 
 /// Reads and writes the state files of one state directory.
@@ -93,31 +170,12 @@ impl StateFiles {
 
     fn read(&self, service: &str) -> Result<Option<RolloutState>, StateError> {
         let path = self.path(service);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(StateError::Read { path, source }),
         };
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|err| StateError::Corrupt {
-                path: path.clone(),
-                detail: err.to_string(),
-            })?;
-        let found = value.get("format").and_then(|f| f.as_u64()).unwrap_or(0) as u32;
-        if found > FORMAT_VERSION {
-            return Err(StateError::NewerFormat { path, found });
-        }
-        let file: StateFile = serde_json::from_value(value).map_err(|err| StateError::Corrupt {
-            path: path.clone(),
-            detail: err.to_string(),
-        })?;
-        if file.service != service {
-            return Err(StateError::Corrupt {
-                path,
-                detail: format!("it belongs to service `{}`", file.service),
-            });
-        }
-        Ok(Some(file.state))
+        decode(service, &bytes, &path).map(Some)
     }
 
     /// Writes `state` atomically and durably.
@@ -128,15 +186,7 @@ impl StateFiles {
             source,
         };
         fs::create_dir_all(&self.dir).map_err(write_error)?;
-        let file = StateFile {
-            format: FORMAT_VERSION,
-            service: service.to_string(),
-            updated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            state: state.clone(),
-        };
-        let mut bytes =
-            serde_json::to_vec_pretty(&file).map_err(|err| write_error(io::Error::other(err)))?;
-        bytes.push(b'\n');
+        let bytes = encode(service, state).map_err(|err| write_error(io::Error::other(err)))?;
         let temp = self.dir.join(format!(".{service}.json.tmp"));
         let mut out = File::create(&temp).map_err(write_error)?;
         out.write_all(&bytes).map_err(write_error)?;

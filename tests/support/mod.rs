@@ -72,3 +72,6 @@ where
 mod counting;
 #[allow(unused_imports)]
 pub use counting::*;
+mod etcd;
+#[allow(unused_imports)]
+pub use etcd::*;

@@ -9,6 +9,7 @@
 //! `files.rs`.
 
 mod admin;
+mod fleet;
 mod hooks;
 mod limits;
 mod listeners;
@@ -171,6 +172,7 @@ impl Checker<'_> {
         };
         let limits = self.limits(file.limits.as_ref());
         let services = self.services(&file.services, top);
+        let fleet = file.fleet.as_ref().and_then(|fleet| self.fleet(fleet));
         Config {
             path: path.to_path_buf(),
             dir: self.dir.to_path_buf(),
@@ -182,6 +184,7 @@ impl Checker<'_> {
             state_dir,
             limits,
             services,
+            fleet,
         }
     }
 }

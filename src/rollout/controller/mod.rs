@@ -21,6 +21,7 @@ mod handle;
 mod hooks;
 pub(crate) mod metrics;
 mod reload;
+mod role;
 pub(crate) mod status;
 mod tick;
 pub(crate) mod traffic;
@@ -60,6 +61,8 @@ pub enum StartError {
     State(#[from] StateError),
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error("cannot start fleet mode: {0}")]
+    Fleet(String),
 }
 
 struct ServiceRun {
@@ -157,6 +160,12 @@ pub(crate) struct Controller {
     clock: Clock,
     startups: Startups,
     admin_token: AdminToken,
+    /// The store's changes (fleet: the leader's commits, the leadership).
+    changes: Option<watch::Receiver<u64>>,
+    /// Whether this process decided at its last wake-up (`role`).
+    leading: bool,
+    /// Why the leader does not advance, while it does not.
+    blocked: Option<String>,
 }
 
 impl Controller {
@@ -186,7 +195,12 @@ impl Controller {
         let (command_tx, commands) = mpsc::channel(64);
         let (hook_tx, hook_rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = watch::channel(Arc::new(Status::default()));
+        let changes = store.changes();
+        let leading = store.leads();
         let mut controller = Controller {
+            changes,
+            leading,
+            blocked: None,
             config_status: reload::config_status(&config),
             config: Arc::new(config),
             services,
@@ -222,13 +236,17 @@ impl Controller {
 
     /// Runs until shut down (or until every handle is dropped).
     pub(crate) async fn run(mut self) {
-        for (service, startup) in std::mem::take(&mut self.startups) {
-            self.restore(&service, startup);
+        // In a fleet, what a rollout does first is decided when this process takes over.
+        let startups = std::mem::take(&mut self.startups);
+        if self.leading {
+            for (service, startup) in startups {
+                self.restore(&service, startup);
+            }
         }
         self.clock = Clock::new(Instant::now());
         self.publish_status();
         loop {
-            let deadline = self.next_deadline();
+            let deadline = self.wake_at();
             let sleep = async move {
                 match deadline {
                     Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -237,11 +255,15 @@ impl Controller {
             };
             tokio::select! {
                 _ = sleep => {
-                    self.on_wake();
+                    self.wake();
+                    self.publish_status();
+                }
+                _ = role::changed(&mut self.changes) => {
+                    self.wake();
                     self.publish_status();
                 }
                 Some(done) = self.hook_rx.recv() => {
-                    self.on_wake();
+                    self.wake();
                     self.hook_done(done);
                 }
                 command = self.commands.recv() => match command {
@@ -253,7 +275,7 @@ impl Controller {
                         break;
                     }
                     Some(command) => {
-                        self.on_wake();
+                        self.wake();
                         self.command(command);
                     }
                 },
@@ -298,12 +320,19 @@ impl Controller {
     fn command(&mut self, command: Command) {
         match command {
             Command::Control { service, op, reply } => {
+                if let Some(forwarded) = self.store.forward(&service, &op) {
+                    tokio::spawn(async move {
+                        let _ = reply.send(forwarded.await);
+                    });
+                    return;
+                }
                 let result = self.control(&service, op);
                 self.publish_status();
                 let _ = reply.send(result);
             }
             Command::Reload { source, reply } => {
                 let result = self.reload(source);
+                self.changes = self.store.changes();
                 self.publish_status();
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
@@ -445,9 +474,14 @@ impl Controller {
             self.metrics
                 .rollout(&service.name, service.weight, service.step, service.state);
         }
+        let mut fleet = self.store.fleet_status();
+        if let Some(fleet) = &mut fleet {
+            fleet.blocked = self.blocked.clone();
+        }
         let status = Status {
             services,
             config: self.config_status.clone(),
+            fleet,
         };
         self.status_tx.send_replace(Arc::new(status));
     }

@@ -16,6 +16,35 @@ use crate::upstream::now_millis;
 pub struct Status {
     pub services: Vec<ServiceStatus>,
     pub config: ConfigStatus,
+    /// Fleet mode only (SPEC §11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// The `fleet` block: who leads, whether this instance reaches etcd, and every member.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FleetStatus {
+    pub prefix: String,
+    pub instance: String,
+    pub leader: Option<String>,
+    /// This instance's etcd session is up.
+    pub connected: bool,
+    /// Why the leader does not advance, when it does not.
+    pub blocked: Option<String>,
+    pub instances: Vec<FleetMember>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FleetMember {
+    pub id: String,
+    /// When its last record was published (RFC 3339).
+    pub last_seen: String,
+    /// Seconds since this instance received its last record.
+    pub age_s: f64,
+    pub config_hash: String,
+    pub version: String,
+    /// Its numbers are too old to judge traffic on.
+    pub stale: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

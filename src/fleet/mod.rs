@@ -1,0 +1,236 @@
+//! Fleet mode (SPEC §11): several cutover processes, one rollout, coordinated through etcd.
+//!
+//! The etcd side runs in an agent (`agent.rs`) on a thread and runtime of its own, so a
+//! slow or unreachable etcd never takes time from requests or from the controller's loop,
+//! and the controller's synchronous `StateStore` calls can wait for it without a deadlock.
+//! The rest of cutover meets the fleet only through the controller's seams:
+//! `store::FleetStore` (a `StateStore` whose writes are transactions guarded by the
+//! leadership) and `traffic::FleetTraffic` (a `TrafficSource` that sums every instance).
+//!
+//! Keys, all under `prefix/`:
+//! - `leader`: the leader's name, under its lease; its create revision is the leadership.
+//! - `state/<service>`: the rollout state, as the state file holds it. It also carries the
+//!   routing (weight, run id): every instance applies it from its watch.
+//! - `members/<instance>`: each instance's record (version, config hash, counters), put
+//!   every second under its own lease.
+//! - `commands/<id>` and `results/<id>`: operator commands forwarded to the leader.
+
+mod agent;
+mod keys;
+pub(crate) mod member;
+pub(crate) mod store;
+pub(crate) mod traffic;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use self::keys::Keys;
+use self::member::Member;
+use crate::config::{Config, Fleet as FleetConfig};
+use crate::rollout::controller::ControllerHandle;
+use crate::routing::SharedSnapshot;
+
+/// How long the controller waits for etcd on one state read or write.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a forwarded command waits for the leader's answer.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum FleetError {
+    #[error("etcd is unreachable: {0}")]
+    Unavailable(String),
+    #[error("refused by etcd: {0}")]
+    Refused(String),
+    #[error("no answer from the fleet agent within {0:?}")]
+    Timeout(Duration),
+}
+
+/// What the synchronous side asks of the agent.
+pub(crate) enum Request {
+    Load {
+        service: String,
+        reply: std::sync::mpsc::SyncSender<Result<Option<Vec<u8>>, FleetError>>,
+    },
+    Save {
+        service: String,
+        bytes: Vec<u8>,
+        reply: std::sync::mpsc::SyncSender<Result<(), FleetError>>,
+    },
+    Forward {
+        service: String,
+        op: String,
+        reply: oneshot::Sender<Result<Vec<u8>, String>>,
+    },
+}
+
+/// A rollout state as etcd holds it, with its mod revision (0: absent).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stored {
+    pub mod_revision: i64,
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// What the agent knows, shared with the synchronous side.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub keys: Keys,
+    pub instance: String,
+    pub connected: AtomicBool,
+    /// The create revision of the leader key when this instance holds it; 0 otherwise.
+    pub leadership: AtomicI64,
+    pub leader: Mutex<Option<String>>,
+    pub states: Mutex<BTreeMap<String, Stored>>,
+    pub members: Mutex<BTreeMap<String, Member>>,
+    pub config_hash: Mutex<String>,
+    /// Bumped whenever a state, the leader or the members change: the controller wakes.
+    pub changes: watch::Sender<u64>,
+    pub controller: OnceLock<ControllerHandle>,
+}
+
+impl Shared {
+    pub(crate) fn leads(&self) -> bool {
+        self.leadership.load(Ordering::Acquire) != 0
+    }
+
+    pub(crate) fn bump(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// This process's membership of a fleet.
+#[derive(Debug)]
+pub(crate) struct Fleet {
+    pub shared: Arc<Shared>,
+    requests: mpsc::UnboundedSender<Request>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// Starts the agent; it connects (and reconnects) in the background.
+    pub(crate) fn start(
+        fleet: &FleetConfig,
+        config: &Config,
+        snapshot: SharedSnapshot,
+        metrics: agent::FleetMetrics,
+    ) -> std::io::Result<Arc<Fleet>> {
+        let (changes, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            keys: Keys::new(&fleet.prefix),
+            instance: fleet.instance.clone(),
+            connected: AtomicBool::new(false),
+            leadership: AtomicI64::new(0),
+            leader: Mutex::new(None),
+            states: Mutex::new(BTreeMap::new()),
+            members: Mutex::new(BTreeMap::new()),
+            config_hash: Mutex::new(config_hash(config)),
+            changes,
+            controller: OnceLock::new(),
+        });
+        let (requests, inbox) = mpsc::unbounded_channel();
+        let (stop, stopped) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let agent = agent::Agent::new(fleet.clone(), shared.clone(), snapshot, metrics);
+        let thread = std::thread::Builder::new()
+            .name("cutover-fleet".into())
+            .spawn(move || {
+                runtime.block_on(agent.run(inbox, stopped));
+            })?;
+        Ok(Arc::new(Fleet {
+            shared,
+            requests,
+            stop: Some(stop),
+            thread: Some(thread),
+        }))
+    }
+
+    /// Lets the agent hand forwarded commands to this process's controller.
+    pub(crate) fn attach(&self, controller: ControllerHandle) {
+        let _ = self.shared.controller.set(controller);
+    }
+
+    /// Sends a request and waits for its answer, blocking this thread.
+    fn call<T>(
+        &self,
+        make: impl FnOnce(std::sync::mpsc::SyncSender<Result<T, FleetError>>) -> Request,
+    ) -> Result<T, FleetError> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.requests
+            .send(make(reply))
+            .map_err(|_| FleetError::Unavailable("the fleet agent has stopped".into()))?;
+        answer
+            .recv_timeout(REQUEST_TIMEOUT)
+            .map_err(|_| FleetError::Timeout(REQUEST_TIMEOUT))?
+    }
+
+    pub(crate) fn load(&self, service: &str) -> Result<Option<Vec<u8>>, FleetError> {
+        self.call(|reply| Request::Load {
+            service: service.to_string(),
+            reply,
+        })
+    }
+
+    pub(crate) fn save(&self, service: &str, bytes: Vec<u8>) -> Result<(), FleetError> {
+        self.call(|reply| Request::Save {
+            service: service.to_string(),
+            bytes,
+            reply,
+        })
+    }
+
+    /// Hands an operator command to the leader through etcd; its answer (a JSON
+    /// `ServiceStatus`), or why there is none.
+    pub(crate) async fn forward(&self, service: &str, op: String) -> Result<Vec<u8>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Forward {
+                service: service.to_string(),
+                op,
+                reply,
+            })
+            .map_err(|_| "the fleet agent has stopped".to_string())?;
+        match tokio::time::timeout(FORWARD_TIMEOUT, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the fleet agent has stopped".into()),
+            Err(_) => Err(format!(
+                "the leader did not answer within {FORWARD_TIMEOUT:?}; the command may or may not have been applied: check /status"
+            )),
+        }
+    }
+
+    pub(crate) fn set_config_hash(&self, config: &Config) {
+        if let Ok(mut hash) = self.shared.config_hash.lock() {
+            *hash = config_hash(config);
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A hash of what decides the rollout (SPEC §11): the services, with their pools, steps,
+/// analysis and hooks; not the listeners, the admin API, `state_dir` or `fleet`, which
+/// differ between instances by design.
+pub(crate) fn config_hash(config: &Config) -> String {
+    let text = format!("{:?}", config.services);
+    format!("{:016x}", crate::hash::fnv1a(text.as_bytes()))
+}
+
+pub(crate) use self::agent::FleetMetrics;
+
+#[cfg(test)]
+mod tests;

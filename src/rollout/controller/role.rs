@@ -1,0 +1,132 @@
+//! The controller's role in a fleet (SPEC §11): the one that leads decides; the others
+//! adopt what it commits. A single process always leads.
+//!
+//! Taking over reads every rollout from the store again (the leader's last commit) and
+//! resumes it exactly as a restart would (`Input::Restored`): the same step, the hold
+//! already served, a `run` hook that succeeded not run again. A leader that may not
+//! advance (another config on some instance) hands out no running time and judges nothing
+//! until that is resolved; it then starts its analysis on fresh numbers.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::tick::Clock;
+use super::{load_rollout, Controller, RolloutRun, Startup};
+use crate::rollout::schedule::Plan;
+
+/// How often a process that does not decide refreshes what it shows.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+impl Controller {
+    /// The next wake-up: the rollouts' deadlines when deciding, a status refresh otherwise.
+    pub(super) fn wake_at(&self) -> Option<Instant> {
+        if self.leading && self.blocked.is_none() {
+            self.next_deadline()
+        } else {
+            Some(Instant::now() + FOLLOW_EVERY)
+        }
+    }
+
+    /// Does what is due, in whatever role the store gives this process now.
+    pub(super) fn wake(&mut self) {
+        let leads = self.store.leads();
+        if leads && !self.leading {
+            self.take_over();
+        }
+        self.leading = leads;
+        if !leads {
+            self.blocked = None;
+            self.adopt();
+            return;
+        }
+        match self.store.blocked() {
+            Some(why) => {
+                if self.blocked.as_deref() != Some(why.as_str()) {
+                    tracing::warn!("not advancing any rollout: {why}");
+                }
+                self.blocked = Some(why);
+            }
+            None => {
+                if self.blocked.take().is_some() {
+                    tracing::info!("advancing rollouts again");
+                    self.fresh_runs(Vec::new());
+                }
+                self.on_wake();
+            }
+        }
+    }
+
+    /// Becomes the one that decides: every rollout as the store has it, resumed.
+    fn take_over(&mut self) {
+        tracing::info!("taking over the rollouts");
+        let now = Instant::now();
+        let mut startups = Vec::new();
+        for service in &mut self.services {
+            let Some(plan) = Plan::of(&service.config) else {
+                continue;
+            };
+            match load_rollout(self.store.as_ref(), &service.config, plan, now) {
+                Ok((run, startup)) => {
+                    service.rollout = Some(run);
+                    startups.push((service.config.name.clone(), startup));
+                }
+                Err(err) => {
+                    tracing::error!(service = %service.config.name, error = %err, "cannot read the rollout state to take it over");
+                }
+            }
+        }
+        self.fresh_runs(startups);
+    }
+
+    /// Restarts the clock and the analysis windows, then carries out `startups`.
+    fn fresh_runs(&mut self, startups: Vec<(String, Startup)>) {
+        let now = Instant::now();
+        for service in &mut self.services {
+            if let Some(run) = service.rollout.take() {
+                service.rollout = Some(RolloutRun::new(run.plan, run.state, now));
+            }
+        }
+        self.clock = Clock::new(now);
+        self.publish_snapshot();
+        for (service, startup) in startups {
+            self.restore(&service, startup);
+        }
+    }
+
+    /// Takes on the states the leader committed; routes at their weights.
+    fn adopt(&mut self) {
+        let mut reroute = false;
+        for (name, state) in self.store.committed() {
+            let Some(index) = self.index_of(&name) else {
+                continue;
+            };
+            let Some(run) = self.services[index].rollout.as_mut() else {
+                continue;
+            };
+            if run.state != state {
+                if run.state.weight != state.weight {
+                    tracing::info!(service = %name, weight = %state.weight, "the fleet's leader set NEW's weight to {}", state.weight);
+                    reroute = true;
+                }
+                run.state = state;
+            }
+        }
+        if reroute {
+            self.publish_snapshot();
+        }
+    }
+}
+
+/// Waits for the store's next change; forever when it has none.
+pub(super) async fn changed(changes: &mut Option<watch::Receiver<u64>>) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                *changes = None;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
