@@ -87,9 +87,9 @@ fn the_image_build_steps_lay_out_a_binary_that_validates_its_config() {
         // The Dockerfile's own command; a target dir of its own keeps it off `cargo test`'s lock.
         layout.env("CARGO_TARGET_DIR", repo().join("target/packaging"));
     } else {
-        eprintln!(
-            "\n*** SKIP: the image's `cargo build --release --locked` (set CI=true or \
-             CUTOVER_PACKAGING_BUILD=1); laying out the test binary instead ***\n"
+        loud_skip(
+            "the image's `cargo build --release --locked` (set CI=true or \
+             CUTOVER_PACKAGING_BUILD=1); laying out the test binary instead",
         );
         layout.env("CUTOVER_BINARY", support::binary());
     }
@@ -246,7 +246,9 @@ fn the_kubernetes_config_validates_with_the_deployments_mounts() {
         let out = validate(&config);
         if dir == FLEET && !out.ok && fleet_unknown(&out.text) {
             // Fleet mode is not in this build yet: check the rest, and say so loudly.
-            eprintln!("\n*** SKIP: this cutover does not know `fleet:` yet; {dir}'s config was validated without it ***\n");
+            loud_skip(&format!(
+                "this cutover does not know `fleet:` yet; {dir}'s config was validated without it"
+            ));
             std::fs::write(&config, without_fleet(&read(&config))).unwrap();
             let out = validate(&config);
             assert!(

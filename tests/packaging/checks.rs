@@ -36,9 +36,18 @@ pub(crate) fn tool(name: &str) -> Option<PathBuf> {
             !ci(),
             "{name} is missing: .ci/run installs it; install it or fix .ci/run"
         );
-        eprintln!("\n*** SKIP: {name} is not installed; its check did NOT run (see .ci/run) ***\n");
+        loud_skip(&format!(
+            "{name} is not installed; its check did NOT run (see .ci/run)"
+        ));
     }
     found
+}
+
+/// Says what did not run, past the test harness's capture of `eprintln!` (which would
+/// hide it in a passing test).
+pub(crate) fn loud_skip(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** SKIP: {what} ***\n");
 }
 
 /// What a command did: whether it exited 0, and its stdout and stderr together.
