@@ -203,6 +203,7 @@ pub fn run(path: &Path) -> ExitCode {
 }
 
 fn serve(config: Config) -> Result<(), AppError> {
+    let config_path = config.path.clone();
     let data_plane = data_plane_runtime().map_err(AppError::Runtime)?;
     let controller = ControllerThread::spawn().map_err(AppError::Runtime)?;
     let options = Options {
@@ -211,6 +212,7 @@ fn serve(config: Config) -> Result<(), AppError> {
     };
     let result = data_plane.block_on(async {
         let app = start(config, options).await?;
+        record_admin_address(&config_path, app.admin_addr);
         wait_for_signals(&app).await;
         let open = app.shutdown().await;
         if open > 0 {
@@ -223,9 +225,32 @@ fn serve(config: Config) -> Result<(), AppError> {
         }
         Ok(())
     });
+    admin::runtime_file::remove(&config_path, std::process::id());
     controller.stop();
     data_plane.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Tells client commands where this process serves its admin API, so that they can reach
+/// it even when the config file no longer parses (see `admin::runtime_file`).
+fn record_admin_address(config_path: &Path, admin: SocketAddr) {
+    let token_file = config::load::admin_settings(config_path)
+        .ok()
+        .and_then(|(_, token_file)| token_file);
+    let info = admin::runtime_file::RuntimeInfo {
+        pid: std::process::id(),
+        admin,
+        token_file,
+        config: config_path.to_path_buf(),
+        started_at: crate::status::timestamp(std::time::SystemTime::now()),
+    };
+    match admin::runtime_file::write(config_path, &info) {
+        Ok(path) => tracing::debug!(path = %path.display(), "admin address recorded"),
+        Err(err) => tracing::warn!(
+            error = %err,
+            "cannot record the admin address next to the config; client commands will need a config that parses or --admin"
+        ),
+    }
 }
 
 /// Reloads on SIGHUP; returns on SIGTERM or SIGINT.

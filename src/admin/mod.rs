@@ -15,6 +15,8 @@
 //! reason, bad body → 400. The API never changes anything itself: it sends commands to
 //! the controller and reads the status it publishes.
 
+pub(crate) mod runtime_file;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
