@@ -2,11 +2,12 @@
 
 use std::process::ExitCode;
 
-use http::Method;
+use http::{Method, StatusCode};
 
 use super::client::{call, target, Answer, ClientError, Target};
 use super::status_view::{service_text, status};
 use super::{usage, Cli, Command};
+use crate::admin::weight_hint;
 use crate::config::{self, Weight};
 use crate::status::ServiceStatus;
 
@@ -43,12 +44,26 @@ pub(super) fn exit_for(answer: &Answer) -> ExitCode {
     if answer.status.is_success() {
         return ExitCode::SUCCESS;
     }
-    let message = serde_json::from_slice::<serde_json::Value>(&answer.body)
+    eprintln!("cutover: {}", refusal_text(answer.status, &answer.body));
+    ExitCode::from(1)
+}
+
+/// An error answer as a sentence: a refusal is the reason itself; other errors keep their
+/// HTTP code in parentheses for whoever has to look further.
+fn refusal_text(status: StatusCode, body: &[u8]) -> String {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(&answer.body).trim().to_string());
-    eprintln!("cutover: {} {message}", answer.status);
-    ExitCode::from(1)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    let message = message.trim_end_matches('.');
+    match status {
+        StatusCode::CONFLICT => format!("refused: {message}."),
+        StatusCode::UNAUTHORIZED => format!(
+            "the admin API wants a valid token ({}): give it with --token-file, CUTOVER_TOKEN or the config's admin.token_file",
+            status.as_u16()
+        ),
+        _ => format!("{message} ({})", status.as_u16()),
+    }
 }
 
 pub(super) fn unreachable_exit(err: ClientError) -> ExitCode {
@@ -68,17 +83,23 @@ async fn control(target: &Target, json: bool, command: &Command) -> ExitCode {
         }
         Command::Rollback { service } => (format!("/services/{service}/rollback"), None),
         Command::Retry { service } => (format!("/services/{service}/retry"), None),
-        Command::SetWeight { service, percent } => {
+        Command::SetWeight {
+            service,
+            percent,
+            force,
+        } => {
             let weight = config::parse_percent(percent)
-                .ok()
-                .and_then(Weight::from_percent);
-            let Some(weight) = weight else {
-                eprintln!("cutover: `{percent}` is not a weight (0..100, like 30 or 0.5%)");
-                return ExitCode::from(1);
+                .and_then(|p| Weight::from_percent(p).ok_or_else(|| weight_hint(p)));
+            let weight = match weight {
+                Ok(weight) => weight,
+                Err(message) => {
+                    eprintln!("cutover: {message}");
+                    return ExitCode::from(1);
+                }
             };
             (
                 format!("/services/{service}/weight"),
-                Some(serde_json::json!({ "weight": weight.percent() }).to_string()),
+                Some(serde_json::json!({ "weight": weight.percent(), "force": force }).to_string()),
             )
         }
         _ => return usage("not a control command"),
@@ -91,6 +112,12 @@ async fn control(target: &Target, json: bool, command: &Command) -> ExitCode {
         if json {
             print!("{}", String::from_utf8_lossy(&answer.body));
         } else if let Ok(service) = serde_json::from_slice::<ServiceStatus>(&answer.body) {
+            let note = serde_json::from_slice::<serde_json::Value>(&answer.body)
+                .ok()
+                .and_then(|v| v.get("note").and_then(|n| n.as_str()).map(str::to_string));
+            if let Some(note) = note {
+                println!("{}: {note}; nothing changed", service.name);
+            }
             print!("{}", service_text(&service, true));
         }
     }

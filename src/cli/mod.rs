@@ -91,8 +91,11 @@ pub enum Command {
     /// Set NEW's weight by hand; the rollout stays paused at it.
     SetWeight {
         service: String,
-        /// Like 30, 30% or 0.5%.
+        /// Like 30, 30% or 0.5% (steps of 0.01%).
         percent: String,
+        /// Allow lowering NEW's weight: that sends sticky users on NEW back to OLD.
+        #[arg(long)]
+        force: bool,
     },
     /// Reload the config file (like SIGHUP).
     Reload,

@@ -5,46 +5,74 @@ use std::time::Duration;
 
 use http::Method;
 
-use super::client::{call, Target};
+use super::client::{call, ClientError, Target};
 use super::commands::{exit_for, unreachable_exit};
-use crate::status::{ServiceStatus, Status};
+use crate::status::{HookStatus, ServiceStatus, Status};
 
+/// Prints the status once, or redraws it every second. A watch outlives the proxy it
+/// watches: while the admin API cannot be reached (a restart, a crash) it says so, keeps the
+/// last view on screen and tries again every second.
 pub(super) async fn status(
     target: &Target,
     json: bool,
     watch: bool,
     only: Option<&str>,
 ) -> ExitCode {
+    let path = match only {
+        Some(service) => format!("/services/{service}"),
+        None => "/status".to_string(),
+    };
+    let mut last_view = String::new();
+    let mut lost_since: Option<std::time::Instant> = None;
     loop {
-        let path = match only {
-            Some(service) => format!("/services/{service}"),
-            None => "/status".to_string(),
+        let problem = match call(target, Method::GET, &path, None).await {
+            Ok(answer) if answer.status.is_success() => {
+                let text = match render(&answer.body, json, only.is_some()) {
+                    Ok(text) => text,
+                    Err(err) => {
+                        eprintln!("cutover: the admin API answered something unreadable: {err}");
+                        return ExitCode::from(1);
+                    }
+                };
+                if !watch {
+                    print!("{text}");
+                    return ExitCode::SUCCESS;
+                }
+                last_view = text;
+                lost_since = None;
+                None
+            }
+            // Refused (no such service, no token): retrying will not help.
+            Ok(answer) if answer.status.is_client_error() || !watch => return exit_for(&answer),
+            Ok(answer) => Some(format!("the admin API answered {}", answer.status)),
+            Err(err) if !watch => return unreachable_exit(err),
+            Err(ClientError::Unreachable(message)) => {
+                Some(format!("cannot reach the admin API at {message}"))
+            }
         };
-        let answer = match call(target, Method::GET, &path, None).await {
-            Ok(answer) => answer,
-            Err(err) => return unreachable_exit(err),
-        };
-        if !answer.status.is_success() {
-            return exit_for(&answer);
-        }
-        let text = if json {
-            String::from_utf8_lossy(&answer.body).into_owned()
-        } else if only.is_some() {
-            serde_json::from_slice::<ServiceStatus>(&answer.body)
-                .map(|s| service_text(&s, true))
-                .unwrap_or_default()
-        } else {
-            serde_json::from_slice::<Status>(&answer.body)
-                .map(|s| status_text(&s))
-                .unwrap_or_default()
-        };
-        if !watch {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
         // Clear the screen and redraw from the top.
-        print!("\x1b[2J\x1b[H{text}\n(refreshing every second; Ctrl-C to stop)\n");
+        match problem {
+            None => print!("\x1b[2J\x1b[H{last_view}\n(refreshing every second; Ctrl-C to stop)\n"),
+            Some(problem) => {
+                let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+                print!(
+                    "\x1b[2J\x1b[H{last_view}\n{problem}\nreconnecting (for {}s); the view above is from before; Ctrl-C to stop\n",
+                    since.elapsed().as_secs()
+                );
+            }
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn render(body: &[u8], json: bool, one: bool) -> Result<String, serde_json::Error> {
+    if json {
+        return Ok(String::from_utf8_lossy(body).into_owned());
+    }
+    if one {
+        serde_json::from_slice::<ServiceStatus>(body).map(|s| service_text(&s, true))
+    } else {
+        serde_json::from_slice::<Status>(body).map(|s| status_text(&s))
     }
 }
 
@@ -96,7 +124,8 @@ pub(crate) fn service_text(service: &ServiceStatus, detailed: bool) -> String {
     }
     if let Some(check) = &service.last_check {
         out.push_str(&format!(
-            "  check {} at {}: NEW {} | OLD {}\n",
+            "  check #{} {} at {}: NEW {} | OLD {}\n",
+            check.seq,
             check.result.label().to_uppercase(),
             check.at,
             check.new,
@@ -117,6 +146,27 @@ pub(crate) fn service_text(service: &ServiceStatus, detailed: bool) -> String {
             ));
         }
     }
+    if !detailed {
+        // Why the rollout is stuck: a step hook (gate, run) whose last run failed.
+        let stuck = matches!(service.state.as_str(), "waiting" | "progressing" | "paused");
+        for hook in service.hooks.iter().filter(|_| stuck) {
+            let step_hook = matches!(hook.last_event.as_deref(), Some("gate" | "run"));
+            let failed = hook.last_result.as_deref().is_some_and(|r| r != "ok");
+            if step_hook && failed {
+                out.push_str(&format!(
+                    "  {} {}: {} ({}) at {}\n",
+                    hook.last_event.as_deref().unwrap_or_default(),
+                    hook.name,
+                    hook.last_result.as_deref().unwrap_or_default(),
+                    hook.last_detail.as_deref().unwrap_or("?"),
+                    hook.last_at.as_deref().unwrap_or("?")
+                ));
+                for line in output_tail(hook, 2) {
+                    out.push_str(&format!("    {line}\n"));
+                }
+            }
+        }
+    }
     if detailed {
         for hook in &service.hooks {
             let last = match (&hook.last_result, &hook.last_detail) {
@@ -132,16 +182,8 @@ pub(crate) fn service_text(service: &ServiceStatus, detailed: bool) -> String {
                 "  hook {}: {last}{running}, {} run(s)\n",
                 hook.name, hook.runs
             ));
-            for line in hook
-                .stderr_tail
-                .lines()
-                .rev()
-                .take(3)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-            {
-                out.push_str(&format!("    stderr: {line}\n"));
+            for line in output_tail(hook, 3) {
+                out.push_str(&format!("    {line}\n"));
             }
         }
         for backend in &service.backends {
@@ -159,4 +201,19 @@ pub(crate) fn service_text(service: &ServiceStatus, detailed: bool) -> String {
     }
     out.push('\n');
     out
+}
+
+/// The last `n` lines a hook wrote, labelled: stderr if it wrote any, else stdout (a script
+/// that explains itself on stdout must be heard too).
+fn output_tail(hook: &HookStatus, n: usize) -> Vec<String> {
+    let (label, text) = if hook.stderr_tail.trim().is_empty() {
+        ("stdout", &hook.stdout_tail)
+    } else {
+        ("stderr", &hook.stderr_tail)
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|line| format!("{label}: {line}"))
+        .collect()
 }

@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-pub(crate) use self::handle::{AdminToken, Command, ControlError, ControllerHandle};
+pub(crate) use self::handle::{AdminToken, Command, ControlError, Controlled, ControllerHandle};
 #[allow(unreachable_pub)] // re-exported at the crate root (the lint misses that)
 pub use self::handle::{Op, ReloadSource};
 use self::hooks::{hook_names, hook_statuses, EventAt, HookDone};
@@ -77,6 +77,8 @@ struct RolloutRun {
     state: RolloutState,
     windows: Windows,
     last_check: Option<(SystemTime, Check)>,
+    /// How many checks this rollout has had since the process started: `last_check.seq`.
+    checks: u64,
     /// When the next analysis check is due, on the controller's clock.
     next_check: Duration,
     /// When the counters are next sampled, on the controller's clock.
@@ -93,6 +95,7 @@ impl RolloutRun {
             state,
             windows,
             last_check: None,
+            checks: 0,
             // A restored rollout is first judged one interval in, on fresh numbers.
             next_check: plan
                 .analysis
@@ -335,7 +338,7 @@ impl Controller {
         }
     }
 
-    fn control(&mut self, service: &str, op: Op) -> Result<ServiceStatus, ControlError> {
+    fn control(&mut self, service: &str, op: Op) -> Result<Controlled, ControlError> {
         let index = self
             .index_of(service)
             .ok_or_else(|| ControlError::UnknownService(service.to_string()))?;
@@ -343,6 +346,10 @@ impl Controller {
             return Err(ControlError::NoRollout(service.to_string()));
         }
         tracing::info!(service, op = ?op, "operator command");
+        let set_weight = match &op {
+            Op::SetWeight { weight, .. } => Some(*weight),
+            _ => None,
+        };
         let input = match op {
             Op::Start => Input::Start {
                 run_id: new_run_id(),
@@ -354,10 +361,25 @@ impl Controller {
             Op::Retry => Input::Retry {
                 run_id: new_run_id(),
             },
-            Op::SetWeight(weight) => Input::SetWeight(weight),
+            Op::SetWeight { weight, force } => Input::SetWeight { weight, force },
         };
+        let before = self.services[index]
+            .rollout
+            .as_ref()
+            .map(|run| run.state.clone());
         self.apply(index, input)?;
-        Ok(status::service_status(&self.services[index]))
+        let run = self.services[index].rollout.as_ref();
+        // The machine accepts a verb whose outcome already holds and changes nothing.
+        let note =
+            run.filter(|run| Some(&run.state) == before.as_ref())
+                .map(|run| match set_weight {
+                    Some(weight) => format!("already paused at {weight}"),
+                    None => format!("already {}", run.state.phase.label().replace('_', " ")),
+                });
+        Ok(Controlled {
+            status: status::service_status(&self.services[index]),
+            note,
+        })
     }
 
     /// Applies an input to a service's rollout: state, then the store, then effects.
