@@ -204,6 +204,10 @@ pub fn run(path: &Path) -> ExitCode {
 
 fn serve(config: Config) -> Result<(), AppError> {
     let config_path = config.path.clone();
+    // Read now, while the file is the one that was validated; it may be edited later.
+    let token_file = config::load::admin_settings(&config_path)
+        .ok()
+        .and_then(|(_, token_file)| token_file);
     let data_plane = data_plane_runtime().map_err(AppError::Runtime)?;
     let controller = ControllerThread::spawn().map_err(AppError::Runtime)?;
     let options = Options {
@@ -212,7 +216,7 @@ fn serve(config: Config) -> Result<(), AppError> {
     };
     let result = data_plane.block_on(async {
         let app = start(config, options).await?;
-        record_admin_address(&config_path, app.admin_addr);
+        record_admin_address(&config_path, app.admin_addr, token_file);
         wait_for_signals(&app).await;
         let open = app.shutdown().await;
         if open > 0 {
@@ -233,10 +237,11 @@ fn serve(config: Config) -> Result<(), AppError> {
 
 /// Tells client commands where this process serves its admin API, so that they can reach
 /// it even when the config file no longer parses (see `admin::runtime_file`).
-fn record_admin_address(config_path: &Path, admin: SocketAddr) {
-    let token_file = config::load::admin_settings(config_path)
-        .ok()
-        .and_then(|(_, token_file)| token_file);
+fn record_admin_address(
+    config_path: &Path,
+    admin: SocketAddr,
+    token_file: Option<std::path::PathBuf>,
+) {
     let info = admin::runtime_file::RuntimeInfo {
         pid: std::process::id(),
         admin,

@@ -85,7 +85,9 @@ async fn bad_requests_get_400_404_405_and_409() {
     let refused = send(admin, post("/services/api/retry", "")).await;
     assert_eq!(refused.status, StatusCode::CONFLICT);
     assert!(
-        refused.body.contains("only a rolled back rollout can be retried"),
+        refused
+            .body
+            .contains("only a rolled back rollout can be retried"),
         "{}",
         refused.body
     );
