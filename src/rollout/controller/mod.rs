@@ -10,7 +10,7 @@
 //! This file is the loop: wait for a command, a hook's result or the next deadline
 //! (`tick`); then every input goes through `apply`: the state machine, then the state
 //! store, then the effects (a new weight, a hook, an event). A transition that cannot be
-//! saved did not happen. Hooks are `hooks`, reloads `reload`.
+//! saved did not happen (`persist`). Hooks are `hooks`, reloads `reload`.
 //!
 //! Two seams are held here, each a small trait: where rollout state is stored
 //! (`StateStore`) and where the traffic numbers come from (`TrafficSource`).
@@ -20,6 +20,7 @@
 mod handle;
 mod hooks;
 pub(crate) mod metrics;
+mod persist;
 mod reload;
 pub(crate) mod status;
 mod tick;
@@ -50,12 +51,6 @@ use crate::config::{self, Config, HookEvent, Service};
 use crate::proxy::{ListenError, Listeners};
 use crate::routing::{build_service, Route, ServiceRoute, SharedSnapshot, Snapshot};
 use crate::upstream::UpstreamRegistry;
-
-/// Only time counters changed: such a state is written at most this often, so that a crash
-/// loses about a second of a hold at most (SPEC §3); a clean stop writes it exactly. An
-/// active rollout ticks every second (`tick::SAMPLE_EVERY`): just under a second writes at
-/// each tick despite jitter, one small fsynced file a second per rollout.
-const PERSIST_PROGRESS_EVERY: Duration = Duration::from_millis(900);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -270,22 +265,6 @@ impl Controller {
         }
     }
 
-    /// Writes every rollout's state as it is now, the time counters included.
-    fn save_progress(&mut self) {
-        let now = Instant::now();
-        for service in &mut self.services {
-            let Some(run) = service.rollout.as_mut() else {
-                continue;
-            };
-            match self.store.save(&service.config.name, &run.state) {
-                Ok(()) => run.persisted_at = now,
-                Err(err) => {
-                    tracing::error!(service = %service.config.name, error = %err, "cannot save the rollout state")
-                }
-            }
-        }
-    }
-
     fn index_of(&self, name: &str) -> Option<usize> {
         self.services.iter().position(|s| s.config.name == name)
     }
@@ -394,7 +373,7 @@ impl Controller {
         let effects = machine::apply(&run.plan, &mut run.state, input)
             .map_err(|r| ControlError::Refused(r.0))?;
         if run.state != before {
-            persist(self.store.as_ref(), &name, run, &before, &effects, now)?;
+            persist::persist(self.store.as_ref(), &name, run, &before, &effects, now)?;
         }
         let started = effects.iter().any(|e| {
             matches!(
@@ -524,37 +503,6 @@ fn first_services(
     Ok((services, startups))
 }
 
-/// Saves a changed state. A state whose only change is elapsed time is written at most
-/// every `PERSIST_PROGRESS_EVERY`. A failed save undoes the transition (it did not
-/// happen), except a rollback, which goes ahead: NEW is failing and routing away from it
-/// must not wait for a disk.
-fn persist(
-    store: &dyn StateStore,
-    name: &str,
-    run: &mut RolloutRun,
-    before: &RolloutState,
-    effects: &[Effect],
-    now: Instant,
-) -> Result<(), ControlError> {
-    let progress_only = same_but_progress(before, &run.state);
-    let due = now.duration_since(run.persisted_at) >= PERSIST_PROGRESS_EVERY;
-    if progress_only && !due {
-        return Ok(());
-    }
-    match store.save(name, &run.state) {
-        Ok(()) => run.persisted_at = now,
-        Err(err) => {
-            let rolling_back = effects.iter().any(|e| matches!(e, Effect::RolledBack(_)));
-            tracing::error!(service = %name, error = %err, "cannot save the rollout state");
-            if !rolling_back && !progress_only {
-                run.state = before.clone();
-                return Err(ControlError::Persist(err.to_string()));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The state of a service's rollout from the store, or a new one.
 fn load_rollout(
     store: &dyn StateStore,
@@ -584,15 +532,6 @@ fn load_rollout(
             Ok((RolloutRun::new(plan, state, now), startup))
         }
     }
-}
-
-/// True when only the counters of elapsed time differ.
-fn same_but_progress(a: &RolloutState, b: &RolloutState) -> bool {
-    let mut a = a.clone();
-    a.hold_observed_ms = b.hold_observed_ms;
-    a.gate_elapsed_ms = b.gate_elapsed_ms;
-    a.gate_wait_ms = b.gate_wait_ms;
-    a == *b
 }
 
 fn new_run_id() -> String {
