@@ -69,6 +69,10 @@ pub struct Options {
     pub watch: bool,
     /// Where the controller runs; the current runtime when `None`.
     pub controller_runtime: Option<tokio::runtime::Handle>,
+    /// Record the admin address and token file next to the config for client commands
+    /// (`admin::runtime_file`), before the config watcher starts so that it never sees
+    /// the write.
+    pub admin_record: Option<Option<std::path::PathBuf>>,
 }
 
 /// Starts cutover on the current runtime.
@@ -84,6 +88,9 @@ pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
     let shutdown_grace = config.limits.shutdown_grace;
     let watched = config.watched_dirs();
     let watched_files = config::watch::watched_files(&config.path, &config.read);
+    if let Some(token_file) = &options.admin_record {
+        record_admin_address(&config.path, admin_addr, token_file.clone());
+    }
     let started = wire(config)?;
     match &options.controller_runtime {
         Some(runtime) => drop(runtime.spawn(started.controller.run())),
@@ -212,12 +219,15 @@ fn serve(config: Config) -> Result<(), AppError> {
     let controller = ControllerThread::spawn().map_err(AppError::Runtime)?;
     let options = Options {
         watch: true,
+        admin_record: Some(token_file),
         controller_runtime: Some(controller.handle.clone()),
     };
     let result = data_plane.block_on(async {
+        // Installed before anything is served or recorded: a SIGTERM that comes early is a
+        // clean stop too, never the default action that kills the process.
+        let signals = Signals::install();
         let app = start(config, options).await?;
-        record_admin_address(&config_path, app.admin_addr, token_file);
-        wait_for_signals(&app).await;
+        wait_for_signals(&app, signals).await;
         let open = app.shutdown().await;
         if open > 0 {
             tracing::warn!(
@@ -258,14 +268,32 @@ fn record_admin_address(
     }
 }
 
+/// The signals `cutover run` handles.
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Some(Signals {
+            hangup: signal(SignalKind::hangup()).ok()?,
+            terminate: signal(SignalKind::terminate()).ok()?,
+            interrupt: signal(SignalKind::interrupt()).ok()?,
+        })
+    }
+}
+
 /// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
-async fn wait_for_signals(app: &App) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+async fn wait_for_signals(app: &App, signals: Option<Signals>) {
+    let Some(Signals {
+        mut hangup,
+        mut terminate,
+        mut interrupt,
+    }) = signals
+    else {
         tracing::error!("cannot install signal handlers");
         return;
     };

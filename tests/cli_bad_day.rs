@@ -127,7 +127,7 @@ async fn a_broken_config_and_no_running_proxy_never_fall_back_to_a_default() {
     let (mut running, config) = start(dir.path(), old.addr).await;
     // A clean stop removes the record; a record left by a dead process is ignored.
     running.signal(libc::SIGTERM);
-    running.child.wait().unwrap();
+    assert!(running.child.wait().unwrap().success());
     assert!(!dir.path().join(".cutover.yaml.admin").exists());
     break_syntax(&config);
 
