@@ -79,6 +79,10 @@ pub struct Options {
     pub watch: bool,
     /// Where the controller runs; the current runtime when `None`.
     pub controller_runtime: Option<tokio::runtime::Handle>,
+    /// Record the admin address and token file next to the config for client commands
+    /// (`admin::runtime_file`), before the config watcher starts so that it never sees
+    /// the write.
+    pub admin_record: Option<Option<std::path::PathBuf>>,
 }
 
 /// Starts cutover on the current runtime.
@@ -94,6 +98,9 @@ pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
     let shutdown_grace = config.limits.shutdown_grace;
     let watched = config.watched_dirs();
     let watched_files = config::watch::watched_files(&config.path, &config.read);
+    if let Some(token_file) = &options.admin_record {
+        record_admin_address(&config.path, admin_addr, token_file.clone());
+    }
     let started = wire(config)?;
     match &options.controller_runtime {
         Some(runtime) => drop(runtime.spawn(started.controller.run())),
@@ -239,15 +246,24 @@ pub fn run(path: &Path) -> ExitCode {
 }
 
 fn serve(config: Config) -> Result<(), AppError> {
+    let config_path = config.path.clone();
+    // Read now, while the file is the one that was validated; it may be edited later.
+    let token_file = config::load::admin_settings(&config_path)
+        .ok()
+        .and_then(|(_, token_file)| token_file);
     let data_plane = data_plane_runtime().map_err(AppError::Runtime)?;
     let controller = ControllerThread::spawn().map_err(AppError::Runtime)?;
     let options = Options {
         watch: true,
+        admin_record: Some(token_file),
         controller_runtime: Some(controller.handle.clone()),
     };
     let result = data_plane.block_on(async {
+        // Installed before anything is served or recorded: a SIGTERM that comes early is a
+        // clean stop too, never the default action that kills the process.
+        let signals = Signals::install();
         let app = start(config, options).await?;
-        wait_for_signals(&app).await;
+        wait_for_signals(&app, signals).await;
         let open = app.shutdown().await;
         if open > 0 {
             tracing::warn!(
@@ -259,19 +275,61 @@ fn serve(config: Config) -> Result<(), AppError> {
         }
         Ok(())
     });
+    admin::runtime_file::remove(&config_path, std::process::id());
     controller.stop();
     data_plane.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
+/// Tells client commands where this process serves its admin API, so that they can reach
+/// it even when the config file no longer parses (see `admin::runtime_file`).
+fn record_admin_address(
+    config_path: &Path,
+    admin: SocketAddr,
+    token_file: Option<std::path::PathBuf>,
+) {
+    let info = admin::runtime_file::RuntimeInfo {
+        pid: std::process::id(),
+        admin,
+        token_file,
+        config: config_path.to_path_buf(),
+        started_at: crate::status::timestamp(std::time::SystemTime::now()),
+    };
+    match admin::runtime_file::write(config_path, &info) {
+        Ok(path) => tracing::debug!(path = %path.display(), "admin address recorded"),
+        Err(err) => tracing::warn!(
+            error = %err,
+            "cannot record the admin address next to the config; client commands will need a config that parses or --admin"
+        ),
+    }
+}
+
+/// The signals `cutover run` handles.
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Some(Signals {
+            hangup: signal(SignalKind::hangup()).ok()?,
+            terminate: signal(SignalKind::terminate()).ok()?,
+            interrupt: signal(SignalKind::interrupt()).ok()?,
+        })
+    }
+}
+
 /// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
-async fn wait_for_signals(app: &App) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+async fn wait_for_signals(app: &App, signals: Option<Signals>) {
+    let Some(Signals {
+        mut hangup,
+        mut terminate,
+        mut interrupt,
+    }) = signals
+    else {
         tracing::error!("cannot install signal handlers");
         return;
     };

@@ -72,9 +72,25 @@ async fn bad_requests_get_400_404_405_and_409() {
         send(admin, get("admin", "/reload")).await.status,
         StatusCode::METHOD_NOT_ALLOWED
     );
-    let refused = send(admin, post("/services/api/start", "")).await;
+    // Starting a started (here: paused by set-weight) rollout is no error; the answer says so.
+    let again = send(admin, post("/services/api/start", "")).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert!(
+        again.body.contains("\"note\": \"already paused\""),
+        "{}",
+        again.body
+    );
+    let promoted = send(admin, post("/services/api/promote?full=true", "")).await;
+    assert_eq!(promoted.status, StatusCode::OK, "{}", promoted.body);
+    let refused = send(admin, post("/services/api/retry", "")).await;
     assert_eq!(refused.status, StatusCode::CONFLICT);
-    assert!(refused.body.contains("not pending"), "{}", refused.body);
+    assert!(
+        refused
+            .body
+            .contains("only a rolled back rollout can be retried"),
+        "{}",
+        refused.body
+    );
 }
 
 #[tokio::test]

@@ -308,7 +308,8 @@ async fn every_cli_verb_works_against_a_running_proxy() {
     let refused = cli(admin, &["pause", "api"]);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("409"),
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("refused: only a progressing rollout can pause"),
         "{}",
         text(&refused)
     );

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::Fleet;
 use crate::config::{Config, Weight};
-use crate::rollout::controller::status::{FleetMember, FleetStatus, ServiceStatus};
-use crate::rollout::controller::{ControlError, Op};
+use crate::rollout::controller::status::{FleetMember, FleetStatus};
+use crate::rollout::controller::{ControlError, Controlled, Op};
 use crate::rollout::machine::RolloutState;
 use crate::rollout::state::{self, Forwarded, StateError, StateFiles, StateStore};
 
@@ -148,7 +148,7 @@ impl StateStore for FleetStore {
                 .forward(&service, op)
                 .await
                 .map_err(|e| ControlError::Refused(format!("not applied by the fleet: {e}")))?;
-            serde_json::from_slice::<ServiceStatus>(&bytes).map_err(|e| {
+            serde_json::from_slice::<Controlled>(&bytes).map_err(|e| {
                 ControlError::Refused(format!("the leader's answer cannot be read: {e}"))
             })
         }))
@@ -196,7 +196,10 @@ pub(crate) fn op_to_text(op: &Op) -> String {
         Op::Promote { full: true } => "promote-full".into(),
         Op::Rollback => "rollback".into(),
         Op::Retry => "retry".into(),
-        Op::SetWeight(weight) => format!("set-weight:{}", weight.basis_points()),
+        Op::SetWeight { weight, force } => {
+            let force = if *force { ":force" } else { "" };
+            format!("set-weight:{}{force}", weight.basis_points())
+        }
     }
 }
 
@@ -210,8 +213,13 @@ pub(crate) fn op_from_text(text: &str) -> Option<Op> {
         "rollback" => Op::Rollback,
         "retry" => Op::Retry,
         other => {
-            let bp = other.strip_prefix("set-weight:")?.parse().ok()?;
-            Op::SetWeight(Weight::from_basis_points(bp)?)
+            let rest = other.strip_prefix("set-weight:")?;
+            let (bp, force) = match rest.strip_suffix(":force") {
+                Some(bp) => (bp, true),
+                None => (rest, false),
+            };
+            let weight = Weight::from_basis_points(bp.parse().ok()?)?;
+            Op::SetWeight { weight, force }
         }
     })
 }
@@ -230,7 +238,14 @@ mod tests {
             Op::Promote { full: true },
             Op::Rollback,
             Op::Retry,
-            Op::SetWeight(Weight::from_percent(12.5).unwrap()),
+            Op::SetWeight {
+                weight: Weight::from_percent(12.5).unwrap(),
+                force: false,
+            },
+            Op::SetWeight {
+                weight: Weight::from_percent(3.0).unwrap(),
+                force: true,
+            },
         ];
         for op in ops {
             assert_eq!(op_from_text(&op_to_text(&op)), Some(op));

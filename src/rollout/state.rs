@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::controller::status::{FleetStatus, ServiceStatus};
-use super::controller::{ControlError, Op};
+use super::controller::status::FleetStatus;
+use super::controller::{ControlError, Controlled, Op};
 use super::machine::RolloutState;
 use crate::config::Config;
 
@@ -47,9 +47,8 @@ struct StateFile {
 }
 
 /// A fleet's answer to a forwarded operator command.
-pub(crate) type Forwarded = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<ServiceStatus, ControlError>> + Send>,
->;
+pub(crate) type Forwarded =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Controlled, ControlError>> + Send>>;
 
 /// Where the controller keeps each service's rollout state.
 ///

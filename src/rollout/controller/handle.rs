@@ -20,7 +20,7 @@ pub(crate) enum Command {
     Control {
         service: String,
         op: Op,
-        reply: oneshot::Sender<Result<ServiceStatus, ControlError>>,
+        reply: oneshot::Sender<Result<Controlled, ControlError>>,
     },
     Reload {
         source: ReloadSource,
@@ -38,10 +38,24 @@ pub enum Op {
     Start,
     Pause,
     Resume,
-    Promote { full: bool },
+    Promote {
+        full: bool,
+    },
     Rollback,
     Retry,
-    SetWeight(Weight),
+    /// `force` allows lowering NEW's weight, which moves sticky users back to OLD.
+    SetWeight {
+        weight: Weight,
+        force: bool,
+    },
+}
+
+/// What an accepted verb left behind: the service's status, and a note when the verb
+/// changed nothing because what it asks for already holds ("already paused").
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Controlled {
+    pub status: ServiceStatus,
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +110,7 @@ impl ControllerHandle {
         ControllerHandle { commands, status }
     }
 
-    pub async fn control(&self, service: &str, op: Op) -> Result<ServiceStatus, ControlError> {
+    pub async fn control(&self, service: &str, op: Op) -> Result<Controlled, ControlError> {
         let (reply, answer) = oneshot::channel();
         let command = Command::Control {
             service: service.to_string(),

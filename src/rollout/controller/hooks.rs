@@ -130,7 +130,9 @@ impl Controller {
                 run.state.run_id.clone(),
                 run.last_check
                     .as_ref()
-                    .and_then(|(at, check)| serde_json::to_value(check_status(*at, check)).ok())
+                    .and_then(|(at, check)| {
+                        serde_json::to_value(check_status(run.checks, *at, check)).ok()
+                    })
                     .unwrap_or(serde_json::Value::Null),
             ),
             None => (

@@ -10,7 +10,7 @@
 //! This file is the loop: wait for a command, a hook's result or the next deadline
 //! (`tick`); then every input goes through `apply`: the state machine, then the state
 //! store, then the effects (a new weight, a hook, an event). A transition that cannot be
-//! saved did not happen. Hooks are `hooks`, reloads `reload`.
+//! saved did not happen (`persist`). Hooks are `hooks`, reloads `reload`.
 //!
 //! Two seams are held here, each a small trait: where rollout state is stored
 //! (`StateStore`) and where the traffic numbers come from (`TrafficSource`).
@@ -20,6 +20,7 @@
 mod handle;
 mod hooks;
 pub(crate) mod metrics;
+mod persist;
 mod reload;
 mod role;
 pub(crate) mod status;
@@ -33,7 +34,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-pub(crate) use self::handle::{AdminToken, Command, ControlError, ControllerHandle};
+pub(crate) use self::handle::{AdminToken, Command, ControlError, Controlled, ControllerHandle};
 #[allow(unreachable_pub)] // re-exported at the crate root (the lint misses that)
 pub use self::handle::{Op, ReloadSource};
 use self::hooks::{hook_names, hook_statuses, EventAt, HookDone};
@@ -51,9 +52,6 @@ use crate::config::{self, Config, HookEvent, Service};
 use crate::proxy::{ListenError, Listeners};
 use crate::routing::{build_service, Route, ServiceRoute, SharedSnapshot, Snapshot};
 use crate::upstream::UpstreamRegistry;
-
-/// Only time counters changed: such a state is written at most this often.
-const PERSIST_PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -77,6 +75,8 @@ struct RolloutRun {
     state: RolloutState,
     windows: Windows,
     last_check: Option<(SystemTime, Check)>,
+    /// How many checks this rollout has had since the process started: `last_check.seq`.
+    checks: u64,
     /// When the next analysis check is due, on the controller's clock.
     next_check: Duration,
     /// When the counters are next sampled, on the controller's clock.
@@ -93,6 +93,7 @@ impl RolloutRun {
             state,
             windows,
             last_check: None,
+            checks: 0,
             // A restored rollout is first judged one interval in, on fresh numbers.
             next_check: plan
                 .analysis
@@ -271,6 +272,9 @@ impl Controller {
                     Some(Command::Shutdown { grace, reply }) => {
                         tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
                         let open = self.listeners.shutdown(grace).await;
+                        // The hold ran until now: keep every millisecond of it.
+                        self.on_wake();
+                        self.save_progress();
                         let _ = reply.send(open);
                         break;
                     }
@@ -342,7 +346,7 @@ impl Controller {
         }
     }
 
-    fn control(&mut self, service: &str, op: Op) -> Result<ServiceStatus, ControlError> {
+    fn control(&mut self, service: &str, op: Op) -> Result<Controlled, ControlError> {
         let index = self
             .index_of(service)
             .ok_or_else(|| ControlError::UnknownService(service.to_string()))?;
@@ -350,6 +354,10 @@ impl Controller {
             return Err(ControlError::NoRollout(service.to_string()));
         }
         tracing::info!(service, op = ?op, "operator command");
+        let set_weight = match &op {
+            Op::SetWeight { weight, .. } => Some(*weight),
+            _ => None,
+        };
         let input = match op {
             Op::Start => Input::Start {
                 run_id: new_run_id(),
@@ -361,10 +369,25 @@ impl Controller {
             Op::Retry => Input::Retry {
                 run_id: new_run_id(),
             },
-            Op::SetWeight(weight) => Input::SetWeight(weight),
+            Op::SetWeight { weight, force } => Input::SetWeight { weight, force },
         };
+        let before = self.services[index]
+            .rollout
+            .as_ref()
+            .map(|run| run.state.clone());
         self.apply(index, input)?;
-        Ok(status::service_status(&self.services[index]))
+        let run = self.services[index].rollout.as_ref();
+        // The machine accepts a verb whose outcome already holds and changes nothing.
+        let note =
+            run.filter(|run| Some(&run.state) == before.as_ref())
+                .map(|run| match set_weight {
+                    Some(weight) => format!("already paused at {weight}"),
+                    None => format!("already {}", run.state.phase.label().replace('_', " ")),
+                });
+        Ok(Controlled {
+            status: status::service_status(&self.services[index]),
+            note,
+        })
     }
 
     /// Applies an input to a service's rollout: state, then the store, then effects.
@@ -379,7 +402,7 @@ impl Controller {
         let effects = machine::apply(&run.plan, &mut run.state, input)
             .map_err(|r| ControlError::Refused(r.0))?;
         if run.state != before {
-            persist(self.store.as_ref(), &name, run, &before, &effects, now)?;
+            persist::persist(self.store.as_ref(), &name, run, &before, &effects, now)?;
         }
         let started = effects.iter().any(|e| {
             matches!(
@@ -520,37 +543,6 @@ fn first_services(
     Ok((services, startups))
 }
 
-/// Saves a changed state. A state whose only change is elapsed time is written at most
-/// every `PERSIST_PROGRESS_EVERY`. A failed save undoes the transition (it did not
-/// happen), except a rollback, which goes ahead: NEW is failing and routing away from it
-/// must not wait for a disk.
-fn persist(
-    store: &dyn StateStore,
-    name: &str,
-    run: &mut RolloutRun,
-    before: &RolloutState,
-    effects: &[Effect],
-    now: Instant,
-) -> Result<(), ControlError> {
-    let progress_only = same_but_progress(before, &run.state);
-    let due = now.duration_since(run.persisted_at) >= PERSIST_PROGRESS_EVERY;
-    if progress_only && !due {
-        return Ok(());
-    }
-    match store.save(name, &run.state) {
-        Ok(()) => run.persisted_at = now,
-        Err(err) => {
-            let rolling_back = effects.iter().any(|e| matches!(e, Effect::RolledBack(_)));
-            tracing::error!(service = %name, error = %err, "cannot save the rollout state");
-            if !rolling_back && !progress_only {
-                run.state = before.clone();
-                return Err(ControlError::Persist(err.to_string()));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The state of a service's rollout from the store, or a new one.
 fn load_rollout(
     store: &dyn StateStore,
@@ -580,15 +572,6 @@ fn load_rollout(
             Ok((RolloutRun::new(plan, state, now), startup))
         }
     }
-}
-
-/// True when only the counters of elapsed time differ.
-fn same_but_progress(a: &RolloutState, b: &RolloutState) -> bool {
-    let mut a = a.clone();
-    a.hold_observed_ms = b.hold_observed_ms;
-    a.gate_elapsed_ms = b.gate_elapsed_ms;
-    a.gate_wait_ms = b.gate_wait_ms;
-    a == *b
 }
 
 fn new_run_id() -> String {

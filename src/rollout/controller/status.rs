@@ -73,6 +73,9 @@ pub struct ServiceStatus {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckStatus {
+    /// Counts the service's checks since the process started: two checks with the same
+    /// numbers are still two checks.
+    pub seq: u64,
     pub at: String,
     pub passed: bool,
     pub result: Verdict,
@@ -123,8 +126,9 @@ pub fn timestamp(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
-pub(super) fn check_status(at: SystemTime, check: &Check) -> CheckStatus {
+pub(super) fn check_status(seq: u64, at: SystemTime, check: &Check) -> CheckStatus {
     CheckStatus {
+        seq,
         at: timestamp(at),
         passed: check.verdict == Verdict::Pass,
         result: check.verdict,
@@ -167,6 +171,19 @@ fn rollout_status(run: &RolloutRun, base: ServiceStatus) -> ServiceStatus {
     let state = &run.state;
     let plan = &run.plan;
     let started = state.phase != Phase::Pending;
+    // Only a rollout that is going somewhere has a next weight and a hold; a rolled back
+    // or promoted one has neither, whatever step it stopped at.
+    let moving = matches!(
+        state.phase,
+        Phase::Pending | Phase::Progressing | Phase::Paused
+    );
+    // After a rollback, a check that did not fail is history that contradicts the state;
+    // the failing check that caused it is the explanation and stays.
+    let last_check = run
+        .last_check
+        .as_ref()
+        .filter(|(_, check)| state.phase != Phase::RolledBack || check.verdict == Verdict::Fail)
+        .map(|(at, check)| check_status(run.checks, *at, check));
     ServiceStatus {
         state: state.shown_state(plan),
         step: if started {
@@ -181,14 +198,15 @@ fn rollout_status(run: &RolloutRun, base: ServiceStatus) -> ServiceStatus {
             .filter(|_| started)
             .map(|s| s.describe()),
         weight: state.weight.percent(),
-        hold_remaining_s: state.hold_remaining(plan).map(|d| d.as_secs_f64()),
+        hold_remaining_s: state
+            .hold_remaining(plan)
+            .filter(|_| moving)
+            .map(|d| d.as_secs_f64()),
         next_weight: plan
             .next_weight(state.step, state.weight)
+            .filter(|_| moving)
             .map(|w| w.percent()),
-        last_check: run
-            .last_check
-            .as_ref()
-            .map(|(at, check)| check_status(*at, check)),
+        last_check,
         consecutive_failures: state.consecutive_failures,
         failure_threshold: plan.analysis.as_ref().map(|a| a.failure_threshold),
         reason: state.reason.clone(),

@@ -160,6 +160,7 @@ impl Controller {
             analysis::incomplete(&window)
         };
         run.last_check = Some((SystemTime::now(), check.clone()));
+        run.checks += 1;
         let name = self.services[index].config.name.clone();
         self.metrics.check(&name, check.verdict);
         let summary = check.summary();

@@ -50,7 +50,10 @@ pub(crate) enum Input {
     Retry {
         run_id: String,
     },
-    SetWeight(Weight),
+    SetWeight {
+        weight: Weight,
+        force: bool,
+    },
     /// Running time observed since the last tick.
     Tick(Duration),
     Check {
@@ -140,7 +143,7 @@ impl Machine<'_> {
             Input::Promote { full } => self.promote(full),
             Input::Rollback => self.rollback_manually(),
             Input::Retry { run_id } => self.retry(run_id),
-            Input::SetWeight(weight) => self.set_weight(weight),
+            Input::SetWeight { weight, force } => self.set_weight(weight, force),
             Input::Tick(elapsed) => {
                 self.tick(elapsed);
                 Ok(())
@@ -209,6 +212,10 @@ impl Machine<'_> {
     }
 
     fn start(&mut self, run_id: String) -> Result<(), Refusal> {
+        // Already started: nothing to do (the controller says "already").
+        if matches!(self.state.phase, Phase::Progressing | Phase::Paused) {
+            return Ok(());
+        }
         if self.state.phase != Phase::Pending {
             return refuse(format!(
                 "the rollout is {}, not pending",

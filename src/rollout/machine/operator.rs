@@ -1,5 +1,10 @@
 //! The operator's verbs (pause, resume, promote, rollback, retry, set a weight), and what
 //! a restart or a change of the steps does to a rollout.
+//!
+//! A verb asking for what already holds (pause a paused rollout, resume a progressing one,
+//! roll back a rolled back one, promote a promoted one) succeeds and changes nothing, so
+//! that scripts and nervous operators can repeat it; the controller tells them "already".
+//! Verbs that make no sense in the current state are refused with the reason.
 
 use super::{refuse, Machine, Refusal};
 use super::{Effect, PauseCause, Phase, RollbackReason};
@@ -8,6 +13,9 @@ use crate::rollout::schedule::PlannedKind;
 
 impl Machine<'_> {
     pub(super) fn pause_manually(&mut self) -> Result<(), Refusal> {
+        if self.state.phase == Phase::Paused {
+            return Ok(());
+        }
         if self.state.phase != Phase::Progressing {
             return refuse(format!(
                 "only a progressing rollout can pause; this one is {}",
@@ -19,6 +27,9 @@ impl Machine<'_> {
     }
 
     pub(super) fn resume(&mut self) -> Result<(), Refusal> {
+        if self.state.phase == Phase::Progressing {
+            return Ok(());
+        }
         if self.state.phase != Phase::Paused {
             return refuse(format!(
                 "only a paused rollout can resume; this one is {}",
@@ -65,7 +76,7 @@ impl Machine<'_> {
     pub(super) fn promote(&mut self, full: bool) -> Result<(), Refusal> {
         match self.state.phase {
             Phase::Pending => return refuse("the rollout has not started: `cutover start` first"),
-            Phase::Promoted => return refuse("the rollout is already promoted"),
+            Phase::Promoted => return Ok(()),
             Phase::RolledBack => {
                 return refuse("the rollout was rolled back: `cutover retry` starts it again")
             }
@@ -116,7 +127,7 @@ impl Machine<'_> {
     pub(super) fn rollback_manually(&mut self) -> Result<(), Refusal> {
         match self.state.phase {
             Phase::Pending => refuse("the rollout has not started: nothing to roll back"),
-            Phase::RolledBack => refuse("the rollout is already rolled back"),
+            Phase::RolledBack => Ok(()),
             _ => {
                 self.rollback(RollbackReason::Manual, "rolled back by an operator".into());
                 Ok(())
@@ -136,7 +147,9 @@ impl Machine<'_> {
         Ok(())
     }
 
-    pub(super) fn set_weight(&mut self, weight: Weight) -> Result<(), Refusal> {
+    /// Lowering NEW's weight moves sticky users from NEW back to OLD, the one thing the
+    /// monotone rule otherwise never does: it takes `force`.
+    pub(super) fn set_weight(&mut self, weight: Weight, force: bool) -> Result<(), Refusal> {
         match self.state.phase {
             Phase::RolledBack => {
                 return refuse(
@@ -145,6 +158,20 @@ impl Machine<'_> {
             }
             Phase::Pending => return refuse("the rollout has not started: `cutover start` first"),
             _ => {}
+        }
+        if weight < self.state.weight && !force {
+            return refuse(format!(
+                "lowering NEW's weight from {} to {weight} sends sticky users who are on NEW back to OLD; \
+                 repeat with --force (admin API: \"force\": true) if that is what you want, \
+                 or `cutover rollback` to send everyone back",
+                self.state.weight
+            ));
+        }
+        if weight == self.state.weight
+            && self.state.phase == Phase::Paused
+            && self.state.pause_cause == Some(PauseCause::SetWeight)
+        {
+            return Ok(());
         }
         self.state.hook_in_flight = false;
         self.publish(weight);

@@ -134,8 +134,18 @@ fn rolled_back_is_latched_until_retry() {
     assert!(rollout
         .refused(Input::Promote { full: false })
         .contains("retry"));
-    assert!(rollout.refused(Input::SetWeight(w(10.0))).contains("retry"));
-    assert!(rollout.refused(Input::Rollback).contains("already"));
+    assert!(rollout
+        .refused(Input::SetWeight {
+            weight: w(10.0),
+            force: true,
+        })
+        .contains("retry"));
+    let rolled_back = rollout.state.clone();
+    assert!(
+        rollout.ok(Input::Rollback).is_empty(),
+        "already rolled back"
+    );
+    assert_eq!(rollout.state, rolled_back);
     rollout.ok(Input::Retry {
         run_id: "run-2".into(),
     });

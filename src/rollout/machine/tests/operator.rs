@@ -9,8 +9,16 @@ fn pause_freezes_the_hold_and_resume_continues() {
     rollout.ok(Input::Pause);
     rollout.seconds(3600);
     assert_eq!(rollout.state.hold_observed_ms, 600_000);
-    assert!(rollout.refused(Input::Pause).contains("only a progressing"));
+    let paused = rollout.state.clone();
+    assert!(
+        rollout.ok(Input::Pause).is_empty(),
+        "already paused: no effect"
+    );
+    assert_eq!(rollout.state, paused);
     rollout.ok(Input::Resume);
+    let progressing = rollout.state.clone();
+    assert!(rollout.ok(Input::Resume).is_empty(), "already progressing");
+    assert_eq!(rollout.state, progressing);
     rollout.seconds(1200);
     rollout.check(Verdict::Pass);
     assert_eq!(rollout.state.step, 1);
@@ -37,9 +45,9 @@ fn promote_completes_the_current_step_and_full_jumps_to_the_last() {
     assert_eq!(rollout.state.weight, Weight::FULL);
     rollout.check(Verdict::Pass);
     assert_eq!(rollout.state.phase, Phase::Promoted);
-    assert!(rollout
-        .refused(Input::Promote { full: false })
-        .contains("already promoted"));
+    let promoted = rollout.state.clone();
+    assert!(rollout.ok(Input::Promote { full: false }).is_empty());
+    assert_eq!(rollout.state, promoted, "already promoted: nothing changes");
 }
 
 #[test]
@@ -70,9 +78,15 @@ fn a_pause_step_waits_for_promote() {
 fn set_weight_pauses_there_and_resume_continues_above_it() {
     let mut rollout = Rollout::started(classic());
     assert!(Rollout::new(classic())
-        .refused(Input::SetWeight(w(30.0)))
+        .refused(Input::SetWeight {
+            weight: w(30.0),
+            force: false,
+        })
         .contains("not started"));
-    rollout.ok(Input::SetWeight(w(30.0)));
+    rollout.ok(Input::SetWeight {
+        weight: w(30.0),
+        force: false,
+    });
     assert_eq!(rollout.state.phase, Phase::Paused);
     assert_eq!(rollout.state.weight, w(30.0));
     rollout.ok(Input::Resume);
@@ -92,7 +106,42 @@ fn start_is_for_pending_rollouts_only() {
         rollout.events()[..2],
         [HookEvent::Started, HookEvent::StepStarted]
     );
+    let started = rollout.state.clone();
     assert!(rollout
-        .refused(Input::Start { run_id: "r".into() })
-        .contains("not pending"));
+        .ok(Input::Start {
+            run_id: "r2".into()
+        })
+        .is_empty());
+    assert_eq!(rollout.state, started, "already started: the run id stays");
+}
+
+#[test]
+fn lowering_the_weight_by_hand_takes_force() {
+    let mut rollout = Rollout::started(classic());
+    rollout.ok(Input::SetWeight {
+        weight: w(40.0),
+        force: false,
+    });
+    let refusal = rollout.refused(Input::SetWeight {
+        weight: w(20.0),
+        force: false,
+    });
+    assert!(
+        refusal.contains("from 40% to 20%") && refusal.contains("--force"),
+        "{refusal}"
+    );
+    let same = rollout.state.clone();
+    assert!(rollout
+        .ok(Input::SetWeight {
+            weight: w(40.0),
+            force: false,
+        })
+        .is_empty());
+    assert_eq!(rollout.state, same, "the same weight again changes nothing");
+    rollout.ok(Input::SetWeight {
+        weight: w(20.0),
+        force: true,
+    });
+    assert_eq!(rollout.state.weight, w(20.0));
+    assert_eq!(rollout.state.phase, Phase::Paused);
 }

@@ -6,7 +6,7 @@
 //! GET  /status                  every service and the config
 //! GET  /services/{name}         one service
 //! POST /services/{name}/{start|pause|resume|promote|rollback|retry}   ?full=true for promote
-//! POST /services/{name}/weight  {"weight": 30}
+//! POST /services/{name}/weight  {"weight": 30}, {"weight": 10, "force": true} to lower it
 //! POST /reload                  200 {version} | 400 {errors: [...]}
 //! ```
 //!
@@ -14,6 +14,8 @@
 //! compared in constant time. Unknown service → 404, refused transition → 409 with the
 //! reason, bad body → 400. The API never changes anything itself: it sends commands to
 //! the controller and reads the status it publishes.
+
+pub(crate) mod runtime_file;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,7 +35,9 @@ use tokio::net::TcpListener;
 
 use crate::config::Weight;
 use crate::metrics::Metrics;
-use crate::rollout::controller::{AdminToken, ControlError, ControllerHandle, Op, ReloadSource};
+use crate::rollout::controller::{
+    AdminToken, ControlError, Controlled, ControllerHandle, Op, ReloadSource,
+};
 
 const MAX_BODY: usize = 64 * 1024;
 
@@ -132,11 +136,11 @@ impl Admin {
                 }
             }
             (&Method::POST, ["services", name, "weight"]) => {
-                let weight = match read_weight(request).await {
-                    Ok(weight) => weight,
+                let (weight, force) = match read_weight(request).await {
+                    Ok(read) => read,
                     Err(message) => return error(StatusCode::BAD_REQUEST, &message),
                 };
-                self.control(name, Op::SetWeight(weight)).await
+                self.control(name, Op::SetWeight { weight, force }).await
             }
             (&Method::POST, ["services", name, verb]) => {
                 let full = query
@@ -181,7 +185,18 @@ impl Admin {
 
     async fn control(&self, service: &str, op: Op) -> Response<Full<Bytes>> {
         match self.controller.control(service, op).await {
-            Ok(status) => json_response(StatusCode::OK, &status),
+            Ok(Controlled { status, note: None }) => json_response(StatusCode::OK, &status),
+            Ok(Controlled {
+                status,
+                note: Some(note),
+            }) => {
+                // The status, with what the operator must know: the verb changed nothing.
+                let mut body = serde_json::to_value(&status).unwrap_or_else(|_| json!({}));
+                if let Some(object) = body.as_object_mut() {
+                    object.insert("note".into(), json!(note));
+                }
+                json_response(StatusCode::OK, &body)
+            }
             Err(err @ ControlError::UnknownService(_)) => {
                 error(StatusCode::NOT_FOUND, &err.to_string())
             }
@@ -199,24 +214,41 @@ impl Admin {
 #[serde(deny_unknown_fields)]
 struct WeightBody {
     weight: serde_json::Value,
+    #[serde(default)]
+    force: bool,
 }
 
-/// `{"weight": 30}`, `{"weight": 0.5}` or `{"weight": "25%"}`.
-async fn read_weight(request: Request<Incoming>) -> Result<Weight, String> {
+/// `{"weight": 30}`, `{"weight": 0.5}` or `{"weight": "25%"}`, with `"force": true` to
+/// lower it.
+async fn read_weight(request: Request<Incoming>) -> Result<(Weight, bool), String> {
     let body = Limited::new(request.into_body(), MAX_BODY)
         .collect()
         .await
         .map_err(|err| format!("cannot read the body: {err}"))?
         .to_bytes();
-    let parsed: WeightBody = serde_json::from_slice(&body)
-        .map_err(|err| format!("expected {{\"weight\": <percent>}}: {err}"))?;
+    let parsed: WeightBody = serde_json::from_slice(&body).map_err(|err| {
+        format!("expected {{\"weight\": <percent>}} or {{\"weight\": <percent>, \"force\": true}}: {err}")
+    })?;
     let percent = match parsed.weight {
         serde_json::Value::Number(n) => n.as_f64().ok_or("the weight is not a number")?,
         serde_json::Value::String(s) => crate::config::parse_percent(&s)?,
         _ => return Err("the weight is a number of percent, like 30".to_string()),
     };
-    Weight::from_percent(percent)
-        .ok_or_else(|| format!("{percent} is not a weight: 0..100 in steps of 0.01"))
+    let weight = Weight::from_percent(percent).ok_or_else(|| weight_hint(percent))?;
+    Ok((weight, parsed.force))
+}
+
+/// Why a number of percent is not a weight, with the nearest ones that are.
+pub(crate) fn weight_hint(percent: f64) -> String {
+    if !(0.0..=100.0).contains(&percent) {
+        return format!("{percent}% is not a weight: NEW's share is 0..100%");
+    }
+    let below = (percent * 100.0).floor() / 100.0;
+    let above = (percent * 100.0).ceil() / 100.0;
+    format!(
+        "{percent}% is not a weight: NEW's share is set in steps of 0.01% (a sticky bucket \
+         is one of 10000), like {below}% or {above}%"
+    )
 }
 
 fn text(status: StatusCode, body: &str, content_type: &'static str) -> Response<Full<Bytes>> {

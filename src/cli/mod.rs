@@ -1,0 +1,180 @@
+//! The command line (SPEC §1).
+//!
+//! Exit codes: 0 ok, 1 invalid input or refused operation (message on stderr), 2 usage
+//! error (clap), 3 cannot reach the admin API.
+//!
+//! Client commands find the admin API from `--admin URL` or `CUTOVER_ADMIN`, else the
+//! config's `admin.addr`; the token from `--token-file`, `CUTOVER_TOKEN`, or the config's
+//! `admin.token_file`.
+
+mod client;
+mod commands;
+mod plan_view;
+mod status_view;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config;
+
+const DEFAULT_CONFIG: &str = "config/cutover.yaml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cutover",
+    version,
+    about = "Move a live service from old servers to new ones without losing a request",
+    long_about = None,
+    after_help = "Without a command, `cutover -c FILE` runs the proxy, like `cutover run -c FILE`."
+)]
+pub struct Cli {
+    /// The config file.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The admin API, like http://127.0.0.1:9901 (client commands).
+    #[arg(long, global = true, env = "CUTOVER_ADMIN", value_name = "URL")]
+    pub admin: Option<String>,
+    /// A file holding the admin token (client commands).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Print the admin API's JSON instead of text (client commands).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve: listeners, rollouts, hooks and the admin API.
+    Run,
+    /// Check a config file: exit 0 if valid, else print every error with file:line:col.
+    Validate,
+    /// Print each service's rollout timeline: steps, weights, earliest starts, the minimum
+    /// duration and the worst-case time from a regression to its rollback.
+    Plan {
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// A self-contained demonstration: two local backends, a proxy and a fast rollout.
+    Demo {
+        /// Make NEW start failing partway, to watch an automatic rollback.
+        #[arg(long)]
+        break_new: bool,
+    },
+    /// Show the rollout of every service (or one).
+    Status {
+        /// Redraw every second.
+        #[arg(long)]
+        watch: bool,
+        service: Option<String>,
+    },
+    /// Start a rollout configured with `start: manual`.
+    Start { service: String },
+    /// Freeze the weight and the hold clock.
+    Pause { service: String },
+    /// Continue a paused rollout.
+    Resume { service: String },
+    /// Complete the current step now (`--full`: jump to the last step).
+    Promote {
+        service: String,
+        #[arg(long)]
+        full: bool,
+    },
+    /// Send all traffic back to OLD now.
+    Rollback { service: String },
+    /// Start a rolled back rollout again from its first step.
+    Retry { service: String },
+    /// Set NEW's weight by hand; the rollout stays paused at it.
+    SetWeight {
+        service: String,
+        /// Like 30, 30% or 0.5% (steps of 0.01%).
+        percent: String,
+        /// Allow lowering NEW's weight: that sends sticky users on NEW back to OLD.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Reload the config file (like SIGHUP).
+    Reload,
+}
+
+/// Runs the command line; returns the process's exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        None | Some(Command::Run) => match &cli.config {
+            Some(path) => {
+                crate::app::init_logging();
+                crate::app::run(path)
+            }
+            None => {
+                usage("`cutover run` needs the config file: cutover run -c config/cutover.yaml")
+            }
+        },
+        Some(Command::Validate) => validate(&config_path(&cli)),
+        Some(Command::Plan { ref service }) => plan(&config_path(&cli), service.as_deref()),
+        Some(Command::Demo { break_new }) => crate::demo::main(break_new),
+        Some(ref command) => commands::client(&cli, command),
+    }
+}
+
+pub(crate) fn usage(message: &str) -> ExitCode {
+    eprintln!("cutover: {message}");
+    ExitCode::from(2)
+}
+
+pub(crate) fn config_path(cli: &Cli) -> PathBuf {
+    cli.config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
+fn validate(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            let rollouts = config
+                .services
+                .iter()
+                .filter(|s| s.rollout.is_some())
+                .count();
+            println!(
+                "{}: ok ({} listener(s), {} service(s), {} with a rollout)",
+                path.display(),
+                config.listeners.len(),
+                config.services.len(),
+                rollouts
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn plan(path: &Path, only: Option<&str>) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(1);
+        }
+    };
+    let services: Vec<_> = config
+        .services
+        .iter()
+        .filter(|s| only.is_none_or(|name| s.name == name))
+        .collect();
+    if services.is_empty() {
+        eprintln!("cutover: no service named `{}`", only.unwrap_or_default());
+        return ExitCode::from(1);
+    }
+    for service in services {
+        print!("{}", plan_view::plan_text(service));
+    }
+    ExitCode::SUCCESS
+}
