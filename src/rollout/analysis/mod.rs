@@ -26,6 +26,8 @@ use crate::stats::PoolCounts;
 
 #[cfg_attr(not(test), allow(dead_code))] // the controller calls it once issue 11 is wired
 mod intervals;
+#[cfg(test)]
+mod scenarios;
 mod statistical;
 
 /// How far a sample may be from the start of a window and still open it.
