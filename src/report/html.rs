@@ -20,7 +20,8 @@ tr.fail td{background:#fdecec}tr.inconclusive td{color:#55607a}ul.rules{margin:2
 .chart .lim{font-size:11px;fill:#c0392b}.chart .ev{font-size:11px;fill:#8e44ad}.chart .fail{fill:#c0392b}
 code{font-size:12px}
 @media print{body{margin:0;max-width:none;font-size:11px}h2{break-after:avoid}tr,.chart{break-inside:avoid}
-tr.fail td{background:none;font-weight:600}th{background:none}@page{margin:14mm}}
+tr.fail td{background:none;font-weight:600}th{background:none}@page{margin:14mm}
+tr.pass ul.rules{display:none}}
 "#;
 
 /// Escapes text for HTML content and attribute values.

@@ -128,9 +128,9 @@ fn control_points(entries: &[Entry]) -> Vec<ControlPoint> {
                 let (checked, evidence) = analysis();
                 points.push(point(
                     format!(
-                        "step {} → {}: {} (weight {}% → {}%)",
+                        "{} → step {}: {} (weight {}% → {}%)",
                         step.from_step
-                            .map_or("-".to_string(), |s| (s + 1).to_string()),
+                            .map_or("start".to_string(), |s| format!("step {}", s + 1)),
                         step.to_step + 1,
                         step.description,
                         step.from_weight,

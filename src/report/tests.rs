@@ -55,7 +55,7 @@ fn check(second: i64, weight: f64, error_rate: f64, p99: f64) -> Entry {
             old: PoolRecord {
                 requests: 24000 - requests,
                 errors: ((24000 - requests) as f64 * 0.005) as u64,
-                error_rate: 0.005,
+                error_rate: if requests < 24000 { 0.005 } else { 0.0 },
                 p99_ms: Some(40.0),
             },
             rules: vec![
@@ -287,6 +287,8 @@ fn a_three_hour_rollout_report_shows_every_decision_and_stays_small() {
     // Text escaped, not markup.
     assert!(html.contains("switch-writes &lt;done&gt; &amp; flushed"));
     assert!(html.contains("@media print"));
+    // Printed, passing checks keep their line but not their rule list.
+    assert!(html.contains("tr.pass ul.rules{display:none}"));
 }
 
 #[test]
@@ -332,7 +334,7 @@ fn the_markdown_report_holds_every_decision() {
         .count();
     assert_eq!(decision_lines, entries.len() + hook_lines);
     assert!(
-        text.contains("| 2026-11-30T14:00:10Z | step - → 1: weight 5% (weight 0% → 5%) |"),
+        text.contains("| 2026-11-30T14:00:10Z | start → step 1: weight 5% (weight 0% → 5%) |"),
         "{text}"
     );
     assert!(text.contains(
