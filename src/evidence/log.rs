@@ -101,9 +101,17 @@ impl HistoryLog {
         if self.size > 0 && self.size + line.len() as u64 > self.rotate_at {
             self.rotate()?;
         }
-        self.file.write_all(&line).map_err(io_error(&self.path))?;
-        self.file.flush().map_err(io_error(&self.path))?;
-        self.file.sync_data().map_err(io_error(&self.path))?;
+        let written = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.flush())
+            .and_then(|()| self.file.sync_data());
+        if let Err(error) = written {
+            // A half-written line would glue itself to the next one: cut it off, so the
+            // file keeps only whole records (best effort: the disk may be what failed).
+            let _ = self.file.set_len(self.size);
+            return Err(io_error(&self.path)(error));
+        }
         self.size += line.len() as u64;
         Ok(())
     }
