@@ -21,7 +21,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AnalysisSpec, TripSpec};
+use crate::evidence::record::{CheckRecord, Method, Outcome, PoolRecord, Rule, RuleRecord};
 use crate::stats::PoolCounts;
+
+#[cfg_attr(not(test), allow(dead_code))] // the controller calls it once issue 11 is wired
+mod intervals;
+#[cfg(test)]
+mod scenarios;
+mod statistical;
 
 /// How far a sample may be from the start of a window and still open it.
 const SAMPLE_TOLERANCE: Duration = Duration::from_millis(500);
@@ -192,13 +199,38 @@ impl fmt::Display for Breach {
     }
 }
 
+/// How checks judge (`analysis.method`, SPEC §10).
+#[cfg_attr(not(test), allow(dead_code))] // the controller calls it once issue 11 is wired
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) enum AnalysisMethod {
+    /// Point estimates against the limits.
+    #[default]
+    Threshold,
+    /// Confidence bounds against the limits; `confidence` is a fraction (0.99).
+    Statistical { confidence: f64 },
+}
+
+/// The default `confidence` of the statistical method.
+#[cfg_attr(not(test), allow(dead_code))] // the controller calls it once issue 11 is wired
+pub(crate) const DEFAULT_CONFIDENCE: f64 = 0.99;
+
+/// How long a step may stay inconclusive before it pauses for "not enough evidence":
+/// the configured `max_wait`, else 3 × the step's hold and at least 10 minutes.
+#[cfg_attr(not(test), allow(dead_code))] // the controller calls it once issue 11 is wired
+pub(crate) fn max_wait(configured: Option<Duration>, hold: Duration) -> Duration {
+    configured.unwrap_or_else(|| (hold * 3).max(Duration::from_secs(600)))
+}
+
 /// The result of one check: the verdict and everything it was based on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct Check {
     pub verdict: Verdict,
+    pub method: Method,
     pub new: PoolMeasure,
     pub old: PoolMeasure,
     pub breaches: Vec<Breach>,
+    /// Every enabled rule with its numbers, for the decision log.
+    pub rules: Vec<RuleRecord>,
     /// Why a check was inconclusive.
     pub note: Option<String>,
 }
@@ -221,93 +253,188 @@ impl Check {
         }
         text
     }
+
+    /// The check as the decision log keeps it.
+    #[cfg_attr(not(test), allow(dead_code))] // the controller calls it once issue 11 is wired
+    pub(crate) fn record(&self, window: Duration, consecutive_failures: u32) -> CheckRecord {
+        CheckRecord {
+            method: self.method,
+            outcome: match self.verdict {
+                Verdict::Pass => Outcome::Pass,
+                Verdict::Fail => Outcome::Fail,
+                Verdict::Inconclusive => Outcome::Inconclusive,
+            },
+            window_s: window.as_secs_f64(),
+            new: self.new.record(),
+            old: self.old.record(),
+            rules: self.rules.clone(),
+            note: self.note.clone(),
+            consecutive_failures,
+        }
+    }
+}
+
+#[cfg_attr(not(test), allow(dead_code))] // the controller calls it once issue 11 is wired
+impl PoolMeasure {
+    fn record(&self) -> PoolRecord {
+        PoolRecord {
+            requests: self.requests,
+            errors: self.errors,
+            error_rate: self.error_rate,
+            p99_ms: self.p99_ms,
+        }
+    }
 }
 
 /// A check on numbers known to miss part of the traffic: inconclusive, whatever they say.
 pub(crate) fn incomplete(window: &WindowCounts) -> Check {
     Check {
         verdict: Verdict::Inconclusive,
+        method: Method::Threshold,
         new: PoolMeasure::of(&window.new),
         old: PoolMeasure::of(&window.old),
         breaches: Vec::new(),
+        rules: Vec::new(),
         note: Some("the traffic numbers are incomplete".to_string()),
     }
 }
 
-/// Evaluates every enabled rule on one window.
+/// Runs a check with the configured method; `complete` is false when the numbers are
+/// known to miss part of the traffic.
+#[cfg_attr(not(test), allow(dead_code))] // the controller calls it once issue 11 is wired
+pub(crate) fn judge(
+    method: AnalysisMethod,
+    spec: &AnalysisSpec,
+    window: &WindowCounts,
+    complete: bool,
+) -> Check {
+    let mut check = match (complete, method) {
+        (false, _) => incomplete(window),
+        (true, AnalysisMethod::Threshold) => evaluate(spec, window),
+        (true, AnalysisMethod::Statistical { confidence }) => {
+            statistical::evaluate(spec, confidence, window)
+        }
+    };
+    if let AnalysisMethod::Statistical { .. } = method {
+        check.method = Method::Statistical;
+    }
+    check
+}
+
+/// Too few NEW requests: inconclusive, whatever the method.
+fn too_few(spec: &AnalysisSpec, new: PoolMeasure, old: PoolMeasure, method: Method) -> Check {
+    Check {
+        verdict: Verdict::Inconclusive,
+        method,
+        new,
+        old,
+        breaches: Vec::new(),
+        rules: Vec::new(),
+        note: Some(format!(
+            "{} NEW requests in the window, {} needed",
+            new.requests, spec.min_requests
+        )),
+    }
+}
+
+/// A rule's record before its outcome and numbers are known.
+fn rule_record(rule: Rule, threshold: f64, new: &PoolMeasure, old: &PoolMeasure) -> RuleRecord {
+    RuleRecord {
+        rule,
+        outcome: Outcome::Skipped,
+        measured: None,
+        threshold,
+        new_requests: new.requests,
+        old_requests: old.requests,
+        bound: None,
+        p_value: None,
+        note: None,
+    }
+}
+
+/// Evaluates every enabled rule on one window with point estimates (`method: threshold`).
 pub(crate) fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
     let new = PoolMeasure::of(&window.new);
     let old = PoolMeasure::of(&window.old);
     if new.requests < spec.min_requests {
-        return Check {
-            verdict: Verdict::Inconclusive,
-            new,
-            old,
-            breaches: Vec::new(),
-            note: Some(format!(
-                "{} NEW requests in the window, {} needed",
-                new.requests, spec.min_requests
-            )),
-        };
+        return too_few(spec, new, old, Method::Threshold);
     }
     let old_comparable = old.requests >= spec.min_requests;
     let mut breaches = Vec::new();
-    if let Some(limit) = spec.max_error_rate {
-        if new.error_rate > limit {
+    let mut rules = Vec::new();
+    let mut judge = |mut record: RuleRecord, measured: Option<f64>, breach: Option<String>| {
+        record.measured = measured;
+        record.outcome = match (measured, &breach) {
+            (_, Some(_)) => Outcome::Fail,
+            (Some(_), None) => Outcome::Pass,
+            (None, None) => Outcome::Skipped,
+        };
+        if let (Some(text), Some(measured)) = (breach, measured) {
             breaches.push(Breach {
-                rule: "max_error_rate",
-                measured: new.error_rate,
-                limit,
-                text: format!(
-                    "NEW error rate {:.2}% > {:.2}%",
-                    new.error_rate * 100.0,
-                    limit * 100.0
-                ),
+                rule: record.rule.label(),
+                measured,
+                limit: record.threshold,
+                text,
             });
         }
+        rules.push(record);
+    };
+    if let Some(limit) = spec.max_error_rate {
+        let record = rule_record(Rule::MaxErrorRate, limit, &new, &old);
+        let breach = (new.error_rate > limit).then(|| {
+            format!(
+                "NEW error rate {:.2}% > {:.2}%",
+                new.error_rate * 100.0,
+                limit * 100.0
+            )
+        });
+        judge(record, Some(new.error_rate), breach);
     }
-    if let (Some(limit), true) = (spec.max_error_rate_increase, old_comparable) {
+    if let Some(limit) = spec.max_error_rate_increase {
+        let mut record = rule_record(Rule::MaxErrorRateIncrease, limit, &new, &old);
         let increase = new.error_rate - old.error_rate;
-        if increase > limit {
-            breaches.push(Breach {
-                rule: "max_error_rate_increase",
-                measured: increase,
-                limit,
-                text: format!(
+        if old_comparable {
+            let breach = (increase > limit).then(|| {
+                format!(
                     "NEW error rate {:.2}% is {:.2} points above OLD's {:.2}% (max {:.2})",
                     new.error_rate * 100.0,
                     increase * 100.0,
                     old.error_rate * 100.0,
                     limit * 100.0
-                ),
+                )
             });
+            judge(record, Some(increase), breach);
+        } else {
+            record.note = Some(old_too_few(spec));
+            judge(record, None, None);
         }
     }
     let new_p99 = window.new.latency_quantile(0.99);
-    if let (Some(limit), Some(p99)) = (spec.max_p99_latency, new_p99) {
-        if p99 > limit {
-            breaches.push(Breach {
-                rule: "max_p99_latency",
-                measured: p99.as_secs_f64(),
-                limit: limit.as_secs_f64(),
-                text: format!("NEW p99 {p99:.1?} > {limit:?}"),
-            });
-        }
+    if let Some(limit) = spec.max_p99_latency {
+        let record = rule_record(Rule::MaxP99Latency, millis(limit), &new, &old);
+        let breach = new_p99
+            .filter(|p99| *p99 > limit)
+            .map(|p99| format!("NEW p99 {p99:.1?} > {limit:?}"));
+        judge(record, new_p99.map(millis), breach);
     }
     let old_p99 = window.old.latency_quantile(0.99);
-    if let (Some(ratio), Some(new_p99), Some(old_p99), true) =
-        (spec.max_p99_latency_ratio, new_p99, old_p99, old_comparable)
-    {
-        let measured = new_p99.as_secs_f64() / old_p99.as_secs_f64().max(1e-9);
-        if measured > ratio && new_p99.saturating_sub(old_p99) >= RATIO_FLOOR {
-            breaches.push(Breach {
-                rule: "max_p99_latency_ratio",
-                measured,
-                limit: ratio,
-                text: format!(
-                    "NEW p99 {new_p99:.1?} is {measured:.2}x OLD's {old_p99:.1?} (max {ratio}x)"
-                ),
-            });
+    if let Some(ratio) = spec.max_p99_latency_ratio {
+        let mut record = rule_record(Rule::MaxP99LatencyRatio, ratio, &new, &old);
+        match (new_p99, old_p99, old_comparable) {
+            (Some(new_p99), Some(old_p99), true) => {
+                let measured = new_p99.as_secs_f64() / old_p99.as_secs_f64().max(1e-9);
+                let breach = (measured > ratio && new_p99.saturating_sub(old_p99) >= RATIO_FLOOR)
+                    .then(|| {
+                        format!(
+                            "NEW p99 {new_p99:.1?} is {measured:.2}x OLD's {old_p99:.1?} (max {ratio}x)"
+                        )
+                    });
+                judge(record, Some(measured), breach);
+            }
+            _ => {
+                record.note = Some(old_too_few(spec));
+                judge(record, None, None);
+            }
         }
     }
     Check {
@@ -316,11 +443,24 @@ pub(crate) fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
         } else {
             Verdict::Fail
         },
+        method: Method::Threshold,
         new,
         old,
         breaches,
+        rules,
         note: None,
     }
+}
+
+fn old_too_few(spec: &AnalysisSpec) -> String {
+    format!(
+        "OLD has fewer than {} requests: nothing to compare with",
+        spec.min_requests
+    )
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 /// The trip: `Some(reason)` when NEW's most recent requests fail too often.
@@ -339,5 +479,4 @@ pub(crate) fn trip(spec: &TripSpec, windows: &Windows) -> Option<String> {
 }
 
 #[cfg(test)]
-#[path = "analysis_tests.rs"]
 mod tests;

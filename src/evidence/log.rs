@@ -1,0 +1,238 @@
+//! The history file: append before the decision takes effect, rotate at 16 MiB keeping one
+//! old file, read back from a time on, follow as it grows.
+//!
+//! `append` writes the whole line with one `write_all`, then `sync_data`: when it returns
+//! the line is on disk, so the controller may act. A crash can at worst tear the last
+//! line; readers skip an unterminated last line and report any other bad line with its
+//! file and number, since a decision log that silently drops records is worse than none.
+//! Rotation renames the file to `<service>.history.jsonl.1` (replacing the previous old
+//! one) and syncs the directory before the new file is written, so at most two files exist.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::record::Entry;
+
+/// The size at which the history file is rotated.
+pub(crate) const ROTATE_AT: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EvidenceError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}:{line}: not a history record: {source}")]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        source: serde_json::Error,
+    },
+    #[error("{text:?} is not an RFC 3339 time (like 2026-11-30T14:30:00Z)")]
+    Since { text: String },
+    #[error("a history record could not be encoded: {0}")]
+    Encode(serde_json::Error),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> EvidenceError + '_ {
+    move |source| EvidenceError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `state_dir/<service>.history.jsonl`.
+pub(crate) fn history_path(state_dir: &Path, service: &str) -> PathBuf {
+    state_dir.join(format!("{service}.history.jsonl"))
+}
+
+/// The rotated file next to `path`: `<path>.1`.
+pub(crate) fn old_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// Parses a `since` argument.
+pub(crate) fn parse_since(text: &str) -> Result<OffsetDateTime, EvidenceError> {
+    OffsetDateTime::parse(text.trim(), &Rfc3339).map_err(|_| EvidenceError::Since {
+        text: text.to_string(),
+    })
+}
+
+/// The open history file of one service.
+#[derive(Debug)]
+pub(crate) struct HistoryLog {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    rotate_at: u64,
+}
+
+impl HistoryLog {
+    /// Opens (creating it if needed) the history file of `service` in `state_dir`.
+    pub(crate) fn open(state_dir: &Path, service: &str) -> Result<HistoryLog, EvidenceError> {
+        HistoryLog::open_path(history_path(state_dir, service), ROTATE_AT)
+    }
+
+    /// Opens `path`, rotating when a line would take it past `rotate_at` bytes.
+    pub(crate) fn open_path(path: PathBuf, rotate_at: u64) -> Result<HistoryLog, EvidenceError> {
+        let file = open_append(&path)?;
+        let size = file.metadata().map_err(io_error(&path))?.len();
+        Ok(HistoryLog {
+            path,
+            file,
+            size,
+            rotate_at,
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one entry; when this returns `Ok` the line is on disk.
+    pub(crate) fn append(&mut self, entry: &Entry) -> Result<(), EvidenceError> {
+        let mut line = serde_json::to_vec(entry).map_err(EvidenceError::Encode)?;
+        line.push(b'\n');
+        if self.size > 0 && self.size + line.len() as u64 > self.rotate_at {
+            self.rotate()?;
+        }
+        let written = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.flush())
+            .and_then(|()| self.file.sync_data());
+        if let Err(error) = written {
+            // A half-written line would glue itself to the next one: cut it off, so the
+            // file keeps only whole records (best effort: the disk may be what failed).
+            let _ = self.file.set_len(self.size);
+            return Err(io_error(&self.path)(error));
+        }
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<(), EvidenceError> {
+        let old = old_path(&self.path);
+        fs::rename(&self.path, &old).map_err(io_error(&self.path))?;
+        if let Some(dir) = self.path.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error(dir))?;
+        }
+        self.file = open_append(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> Result<File, EvidenceError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_error(path))
+}
+
+/// Every entry at or after `since` (all without it), the rotated file first. Missing
+/// files hold nothing.
+pub(crate) fn read_since(
+    path: &Path,
+    since: Option<OffsetDateTime>,
+) -> Result<Vec<Entry>, EvidenceError> {
+    let mut entries = Vec::new();
+    for file in [old_path(path), path.to_path_buf()] {
+        read_file(&file, 0, &mut entries)?;
+    }
+    if let Some(since) = since {
+        entries.retain(|entry| entry.at >= since);
+    }
+    Ok(entries)
+}
+
+/// Reads whole lines of `path` from byte `offset`, appending the entries; returns the
+/// offset after the last whole line.
+fn read_file(path: &Path, offset: u64, entries: &mut Vec<Entry>) -> Result<u64, EvidenceError> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(offset),
+        Err(error) => return Err(io_error(path)(error)),
+    };
+    file.seek(SeekFrom::Start(offset)).map_err(io_error(path))?;
+    let mut reader = BufReader::new(file);
+    let mut position = offset;
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(io_error(path))?;
+        if read == 0 || line.last() != Some(&b'\n') {
+            // The end, or a line still being written (or torn by a crash).
+            return Ok(position);
+        }
+        number += 1;
+        position += read as u64;
+        let text = &line[..line.len() - 1];
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let entry = serde_json::from_slice(text).map_err(|source| EvidenceError::Corrupt {
+            path: path.to_path_buf(),
+            line: number,
+            source,
+        })?;
+        entries.push(entry);
+    }
+}
+
+/// Follows the history file as it grows (`cutover history --follow`), across rotations.
+#[derive(Debug)]
+pub(crate) struct Follower {
+    path: PathBuf,
+    offset: u64,
+    /// The inode read from: a new one means the file was rotated.
+    inode: u64,
+}
+
+impl Follower {
+    /// Starts at the current end of the file: only new entries will be returned.
+    pub(crate) fn from_end(path: &Path) -> Follower {
+        let (offset, inode) = fs::metadata(path).map_or((0, 0), |m| (m.len(), m.ino()));
+        Follower {
+            path: path.to_path_buf(),
+            offset,
+            inode,
+        }
+    }
+
+    /// The entries written since the last poll.
+    pub(crate) fn poll(&mut self) -> Result<Vec<Entry>, EvidenceError> {
+        let mut entries = Vec::new();
+        let (size, inode) = fs::metadata(&self.path).map_or((0, 0), |m| (m.len(), m.ino()));
+        if inode != self.inode || size < self.offset {
+            // Rotated: finish the old file where we were, then start the new one.
+            if self.inode != 0 {
+                read_file(&old_path(&self.path), self.offset, &mut entries)?;
+            }
+            self.offset = 0;
+            self.inode = inode;
+        }
+        self.offset = read_file(&self.path, self.offset, &mut entries)?;
+        Ok(entries)
+    }
+}
+
+#[cfg(test)]
+#[path = "log_tests.rs"]
+mod tests;
