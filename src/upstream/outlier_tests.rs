@@ -75,12 +75,14 @@ fn racing_failures_never_eject_past_the_limit() {
     let done = AtomicBool::new(false);
     let ejected_total = AtomicUsize::new(0);
     std::thread::scope(|scope| {
+        // The slot count is the invariant: a backend is marked ejected only after taking a
+        // slot and unmarked before giving it back, so at every instant the ejected backends
+        // are at most the slots taken. (Counting the marked backends by a scan would not
+        // be one instant: a slot can move from a backend already scanned to a later one.)
         let monitor = scope.spawn(|| {
             let mut most = 0;
             while !done.load(Ordering::Acquire) {
-                let holding = pool.backends.iter().filter(|b| b.outlier.holds_slot());
-                most = most.max(holding.count());
-                assert!(ejections(&pool).taken() <= allowed);
+                most = most.max(ejections(&pool).taken());
             }
             most
         });
