@@ -460,6 +460,10 @@ pub struct Hook {
     /// `run` steps: further attempts after a failure.
     pub retries: u32,
     pub on: Vec<HookEvent>,
+    /// Exec hooks: variables set for the hook (`env:`).
+    pub env: Vec<(String, String)>,
+    /// Exec hooks: cutover's own variables handed on (`pass_env:`), by name or `PREFIX_*`.
+    pub pass_env: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
