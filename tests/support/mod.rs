@@ -64,3 +64,7 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+mod restart;
+#[allow(unused_imports)]
+pub use restart::*;

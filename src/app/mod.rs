@@ -9,6 +9,11 @@
 //! nothing to steal there, and it measurably costs ~5% of throughput). The controller runs
 //! on a thread and runtime of its own, so writing state files and spawning hooks never
 //! takes time from requests.
+//!
+//! Restarts and upgrades without a refused request (the state lock, the takeover) are
+//! `handover`.
+
+mod handover;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,6 +24,7 @@ use std::time::Duration;
 use crate::admin;
 use crate::config::{self, watch::ConfigWatcher, Config, ConfigErrors};
 use crate::metrics::Metrics;
+use crate::proxy::server::bind_listener;
 use crate::proxy::Listeners;
 use crate::rollout::controller::{
     AdminToken, Controller, ControllerHandle, LocalTraffic, Parts, ReloadSource, RolloutMetrics,
@@ -40,6 +46,10 @@ pub enum AppError {
     },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("{0}")]
+    StateLock(String),
+    #[error("cannot take over from pid {pid}: {source}")]
+    Takeover { pid: i32, source: std::io::Error },
 }
 
 /// A running cutover.
@@ -69,22 +79,32 @@ pub struct Options {
     pub watch: bool,
     /// Where the controller runs; the current runtime when `None`.
     pub controller_runtime: Option<tokio::runtime::Handle>,
+    /// Sockets bound ahead of the start (a takeover), by configured listener address.
+    pub bound_listeners: Vec<(String, std::net::TcpListener)>,
+    /// The admin socket, bound ahead of the start (a takeover).
+    pub bound_admin: Option<std::net::TcpListener>,
 }
 
 /// Starts cutover on the current runtime.
 pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
-    let admin_listener =
-        admin::bind(config.admin.addr)
-            .await
-            .map_err(|source| AppError::Admin {
-                addr: config.admin.addr,
-                source,
-            })?;
+    let admin_socket = match options.bound_admin {
+        Some(socket) => Ok(socket),
+        None => bind_listener(config.admin.addr),
+    };
+    let admin_listener = admin_socket
+        .and_then(|socket| {
+            socket.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(socket)
+        })
+        .map_err(|source| AppError::Admin {
+            addr: config.admin.addr,
+            source,
+        })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.addr);
     let shutdown_grace = config.limits.shutdown_grace;
     let watched = config.watched_dirs();
     let watched_files = config::watch::watched_files(&config.path, &config.read);
-    let started = wire(config)?;
+    let started = wire(config, options.bound_listeners)?;
     match &options.controller_runtime {
         Some(runtime) => drop(runtime.spawn(started.controller.run())),
         None => drop(tokio::spawn(started.controller.run())),
@@ -135,10 +155,11 @@ struct Wired {
 }
 
 /// Builds the snapshot, listeners, metrics and the controller that runs them.
-fn wire(config: Config) -> Result<Wired, StartError> {
+fn wire(config: Config, bound: Vec<(String, std::net::TcpListener)>) -> Result<Wired, StartError> {
     let data_plane = tokio::runtime::Handle::current();
     let snapshot: SharedSnapshot = Arc::default();
     let listeners = Listeners::new(data_plane.clone(), snapshot.clone(), &config.limits);
+    listeners.adopt(bound);
     let mut metrics = Metrics::new(snapshot.clone(), listeners.registry());
     let rollout_metrics = RolloutMetrics::register(metrics.registry_mut());
     let admin_token: AdminToken =
@@ -204,10 +225,16 @@ pub fn run(path: &Path) -> ExitCode {
 
 fn serve(config: Config) -> Result<(), AppError> {
     let data_plane = data_plane_runtime().map_err(AppError::Runtime)?;
+    let (state_lock, bound) = {
+        let _context = data_plane.enter();
+        take_state_dir(&config)?
+    };
     let controller = ControllerThread::spawn().map_err(AppError::Runtime)?;
     let options = Options {
         watch: true,
         controller_runtime: Some(controller.handle.clone()),
+        bound_listeners: bound.listeners,
+        bound_admin: bound.admin,
     };
     let result = data_plane.block_on(async {
         let app = start(config, options).await?;
@@ -224,8 +251,59 @@ fn serve(config: Config) -> Result<(), AppError> {
         Ok(())
     });
     controller.stop();
+    // The controller wrote its last state: a successor may read it now.
+    drop(state_lock);
     data_plane.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Sockets a takeover binds before the process it replaces lets go.
+#[derive(Debug, Default)]
+struct Bound {
+    listeners: Vec<(String, std::net::TcpListener)>,
+    admin: Option<std::net::TcpListener>,
+}
+
+/// Takes the state directory's lock; with `CUTOVER_TAKEOVER=1` and another cutover
+/// holding it, binds every port first, asks the holder to stop, and waits for it.
+fn take_state_dir(config: &Config) -> Result<(handover::StateLock, Bound), AppError> {
+    use handover::{LockError, StateLock};
+    let pid = match StateLock::try_acquire(&config.state_dir) {
+        Ok(lock) => return Ok((lock, Bound::default())),
+        Err(LockError::Held { pid, .. })
+            if std::env::var(handover::TAKEOVER_VAR).is_ok_and(|v| v == "1") =>
+        {
+            pid
+        }
+        Err(err) => return Err(AppError::StateLock(err.to_string())),
+    };
+    let mut bound = Bound::default();
+    for listener in &config.listeners {
+        let socket = bind_listener(listener.addr).map_err(|source| AppError::Takeover {
+            pid,
+            source: std::io::Error::new(
+                source.kind(),
+                format!("cannot bind {}: {source}", listener.addr_text),
+            ),
+        })?;
+        bound.listeners.push((listener.addr_text.clone(), socket));
+    }
+    bound.admin = Some(
+        bind_listener(config.admin.addr).map_err(|source| AppError::Admin {
+            addr: config.admin.addr,
+            source,
+        })?,
+    );
+    tracing::info!(
+        pid,
+        "takeover: listening beside pid {pid}; asking it to finish its requests and stop"
+    );
+    handover::terminate(pid).map_err(|source| AppError::Takeover { pid, source })?;
+    let within = config.limits.shutdown_grace + Duration::from_secs(10);
+    let lock = StateLock::wait(&config.state_dir, pid, within)
+        .map_err(|err| AppError::StateLock(err.to_string()))?;
+    tracing::info!(pid, "takeover: pid {pid} released the state directory");
+    Ok((lock, bound))
 }
 
 /// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
