@@ -278,6 +278,14 @@ fn take_state_dir(config: &Config) -> Result<(handover::StateLock, Bound), AppEr
         Err(err) => return Err(AppError::StateLock(err.to_string())),
     };
     let mut bound = Bound::default();
+    // The admin socket first: a port that cannot be shared (a running cutover from before
+    // SO_REUSEPORT) fails here, before any client connection was queued in this process.
+    bound.admin = Some(
+        bind_listener(config.admin.addr).map_err(|source| AppError::Admin {
+            addr: config.admin.addr,
+            source,
+        })?,
+    );
     for listener in &config.listeners {
         let socket = bind_listener(listener.addr).map_err(|source| AppError::Takeover {
             pid,
@@ -288,12 +296,6 @@ fn take_state_dir(config: &Config) -> Result<(handover::StateLock, Bound), AppEr
         })?;
         bound.listeners.push((listener.addr_text.clone(), socket));
     }
-    bound.admin = Some(
-        bind_listener(config.admin.addr).map_err(|source| AppError::Admin {
-            addr: config.admin.addr,
-            source,
-        })?,
-    );
     tracing::info!(
         pid,
         "takeover: listening beside pid {pid}; asking it to finish its requests and stop"
