@@ -2,7 +2,7 @@
 //! text and structured mutations of the annotated example never panic, never take a
 //! second, and every error they produce has a position inside the file.
 //! `PROPTEST_CASES` raises the number of cases for a longer run; the slowest validation
-//! is printed (`--nocapture`).
+//! is printed (`--nocapture`), and `CUTOVER_FUZZ_SLOW_DIR` keeps inputs slower than 100 ms.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -40,6 +40,13 @@ fn check(text: &str, path: &Path) -> Result<(), TestCaseError> {
     let before = SLOWEST_MICROS.fetch_max(took.as_micros() as u64, Relaxed);
     if took.as_micros() as u64 > before {
         eprintln!("slowest validation so far: {took:?} ({} bytes)", text.len());
+    }
+    // To look into slow inputs: CUTOVER_FUZZ_SLOW_DIR=/tmp/slow keeps those over 100 ms.
+    if let Ok(dir) = std::env::var("CUTOVER_FUZZ_SLOW_DIR") {
+        if took > Duration::from_millis(100) {
+            let name = format!("{}-{}us.yaml", std::process::id(), took.as_micros());
+            let _ = std::fs::write(Path::new(&dir).join(name), text);
+        }
     }
     prop_assert!(took < Duration::from_secs(1), "validation took {took:?}");
     if let Err(errors) = result {
