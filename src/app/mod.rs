@@ -277,15 +277,16 @@ fn take_state_dir(config: &Config) -> Result<(handover::StateLock, Bound), AppEr
         }
         Err(err) => return Err(AppError::StateLock(err.to_string())),
     };
-    let mut bound = Bound::default();
     // The admin socket first: a port that cannot be shared (a running cutover from before
     // SO_REUSEPORT) fails here, before any client connection was queued in this process.
-    bound.admin = Some(
-        bind_listener(config.admin.addr).map_err(|source| AppError::Admin {
-            addr: config.admin.addr,
-            source,
-        })?,
-    );
+    let admin = bind_listener(config.admin.addr).map_err(|source| AppError::Admin {
+        addr: config.admin.addr,
+        source,
+    })?;
+    let mut bound = Bound {
+        listeners: Vec::new(),
+        admin: Some(admin),
+    };
     for listener in &config.listeners {
         let socket = bind_listener(listener.addr).map_err(|source| AppError::Takeover {
             pid,
