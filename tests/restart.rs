@@ -73,7 +73,12 @@ async fn a_takeover_under_load_fails_no_request_and_keeps_the_rollout() {
         .await;
     let served_by_first = load.ok();
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let retried = load.retried();
     let (ok, failures) = load.stop().await;
+    eprintln!(
+        "{ok} requests, {} failed, {retried} retried after an idle keep-alive close",
+        failures.len()
+    );
 
     assert!(
         failures.is_empty(),

@@ -109,6 +109,42 @@ impl StateLock {
     }
 }
 
+/// Makes the kernel hand every new connection on `socket`'s port to `socket`, the newest
+/// of its `SO_REUSEPORT` group (the running process's socket is index 0, this one 1), so
+/// the old process's accept queue stays empty and closing it drops nothing. A classic BPF
+/// program that returns the index; when the index is out of range (the old socket has
+/// closed) the kernel falls back to its hash, so the program is harmless afterwards.
+pub(crate) fn steer_new_connections_here(socket: &std::net::TcpListener) -> std::io::Result<()> {
+    const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+    let mut program = [libc::sock_filter {
+        code: BPF_RET_K,
+        jt: 0,
+        jf: 0,
+        k: 1,
+    }];
+    let filter = libc::sock_fprog {
+        len: 1,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: setsockopt(2) reads `filter` (and the one instruction it points to, alive
+    // for the call) and copies them into the kernel.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            std::ptr::addr_of!(filter).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Asks `pid` to stop (SIGTERM): what an operator's `kill` would do.
 pub(crate) fn terminate(pid: i32) -> std::io::Result<()> {
     if pid <= 0 {

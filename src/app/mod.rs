@@ -295,6 +295,11 @@ fn take_state_dir(config: &Config) -> Result<(handover::StateLock, Bound), AppEr
                 format!("cannot bind {}: {source}", listener.addr_text),
             ),
         })?;
+        if let Err(err) = handover::steer_new_connections_here(&socket) {
+            // Without it the kernel spreads connections over both processes: still no
+            // refusal, except for the few in the old one's queue at the moment it closes.
+            tracing::warn!(listener = %listener.addr_text, error = %err, "cannot steer new connections to this process");
+        }
         bound.listeners.push((listener.addr_text.clone(), socket));
     }
     tracing::info!(

@@ -2,8 +2,11 @@
 //! takeover), and load that counts what a real HTTP client would count as failed.
 //!
 //! An HTTP client reconnects when its pooled keep-alive connection was closed by the
-//! server before it sent anything (that is how keep-alive works); a request that was
-//! sent and got no answer, a refused connect or a non-200 is a failure.
+//! server before it sent anything, and retries an idempotent request once on a new
+//! connection when the server closed a reused idle connection as it was sent (RFC 9112
+//! §9.3.1; browsers and hyper-util's pool do both). Such retries are counted apart; a
+//! request on a new connection is never retried. A refused connect, a request that got
+//! no answer after that, or a non-200 is a failure.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -95,6 +98,8 @@ impl Process {
 pub struct Load {
     stop: Arc<AtomicBool>,
     pub ok: Arc<AtomicUsize>,
+    /// Requests retried on a new connection after a reused one was closed under them.
+    pub retried: Arc<AtomicUsize>,
     pub failures: Arc<Mutex<Vec<String>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -103,19 +108,36 @@ impl Load {
     pub fn start(addr: SocketAddr, clients: usize, per_client: u32) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
+        let retried = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let tasks = (0..clients)
             .map(|i| {
                 let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                let retried = retried.clone();
                 let keep_alive = i % 2 == 0;
                 tokio::spawn(async move {
                     let mut pace = tokio::time::interval(Duration::from_secs(1) / per_client);
                     let mut connection = None;
                     while !stop.load(SeqCst) {
                         pace.tick().await;
-                        match request(addr, keep_alive, &mut connection).await {
+                        let reused = connection.is_some();
+                        let mut result = request(addr, keep_alive, &mut connection).await;
+                        if reused
+                            && result
+                                .as_ref()
+                                .is_err_and(|e| e.contains("closed before message completed"))
+                        {
+                            retried.fetch_add(1, SeqCst);
+                            result = request(addr, keep_alive, &mut connection).await;
+                        }
+                        let kind = if keep_alive {
+                            "keep-alive"
+                        } else {
+                            "new connection"
+                        };
+                        match result {
                             Ok(()) => drop(ok.fetch_add(1, SeqCst)),
-                            Err(e) => failures.lock().unwrap().push(e),
+                            Err(e) => failures.lock().unwrap().push(format!("{kind}: {e}")),
                         }
                     }
                 })
@@ -124,6 +146,7 @@ impl Load {
         Load {
             stop,
             ok,
+            retried,
             failures,
             tasks,
         }
@@ -131,6 +154,10 @@ impl Load {
 
     pub fn ok(&self) -> usize {
         self.ok.load(SeqCst)
+    }
+
+    pub fn retried(&self) -> usize {
+        self.retried.load(SeqCst)
     }
 
     /// Stops; (succeeded, failures).
