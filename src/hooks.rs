@@ -1,7 +1,10 @@
 //! Hooks (SPEC §4): programs and HTTP endpoints that drive the rest of a migration.
 //!
-//! - `exec`: argv, no shell, cwd = the config's directory, `CUTOVER_*` in the environment,
-//!   the JSON payload on stdin; success is exit status 0.
+//! - `exec`: argv, no shell, cwd = the config's directory, the JSON payload on stdin;
+//!   success is exit status 0. The environment is built, not inherited (as systemd does for
+//!   services): `PATH`, `HOME`, `LANG`, `TZ` from cutover's, the variables `pass_env` names,
+//!   the hook's `env`, and the `CUTOVER_*` of the run. Secrets in cutover's environment
+//!   reach a hook only when its config lists them.
 //! - `http`: the payload is POSTed with the configured headers; success is a 2xx.
 //!
 //! Design note on processes: each hook runs in a process group of its own. At its timeout
@@ -14,7 +17,8 @@
 //!
 //! Hooks run on their own tasks; nothing on the request path ever waits for one.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -107,7 +111,10 @@ impl HookOutcome {
 pub(crate) async fn run(hook: &Hook, dir: &Path, input: &HookInput) -> HookOutcome {
     let started = Instant::now();
     let (result, detail, stdout, stderr) = match &hook.action {
-        HookAction::Exec { argv } => run_exec(argv, dir, input, hook.timeout).await,
+        HookAction::Exec { argv } => {
+            let env = environment(hook, input, std::env::vars_os());
+            run_exec(argv, dir, env, &input.json, hook.timeout).await
+        }
         HookAction::Http { url, headers } => {
             let (result, detail) = run_http(url, headers, input, hook.timeout).await;
             (result, detail, String::new(), String::new())
@@ -123,10 +130,49 @@ pub(crate) async fn run(hook: &Hook, dir: &Path, input: &HookInput) -> HookOutco
     }
 }
 
+/// Taken from cutover's environment for every exec hook: enough to find programs and
+/// format text and dates, nothing that could be a secret.
+const BASE_ENV: [&str; 4] = ["PATH", "HOME", "LANG", "TZ"];
+/// `PATH` when cutover itself runs without one.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// An exec hook's whole environment, from cutover's (`inherited`): `BASE_ENV`, what
+/// `pass_env` names (`NAME` or `PREFIX_*`), the hook's `env`, then the run's `CUTOVER_*`;
+/// a later source wins over an earlier one.
+fn environment(
+    hook: &Hook,
+    input: &HookInput,
+    inherited: impl Iterator<Item = (OsString, OsString)>,
+) -> BTreeMap<OsString, OsString> {
+    let passes = |name: &str| {
+        BASE_ENV.contains(&name)
+            || hook
+                .pass_env
+                .iter()
+                .any(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => name.starts_with(prefix),
+                    None => name == pattern,
+                })
+    };
+    let mut env: BTreeMap<OsString, OsString> = inherited
+        .filter(|(name, _)| name.to_str().is_some_and(passes))
+        .collect();
+    env.entry("PATH".into())
+        .or_insert_with(|| DEFAULT_PATH.into());
+    for (name, value) in &hook.env {
+        env.insert(name.into(), value.into());
+    }
+    for (name, value) in &input.env {
+        env.insert(name.into(), value.into());
+    }
+    env
+}
+
 async fn run_exec(
     argv: &[String],
     dir: &Path,
-    input: &HookInput,
+    env: BTreeMap<OsString, OsString>,
+    json: &Bytes,
     timeout: Duration,
 ) -> (HookResult, String, String, String) {
     let Some(program) = argv.first() else {
@@ -146,7 +192,8 @@ async fn run_exec(
     command
         .args(&argv[1..])
         .current_dir(dir)
-        .envs(input.env.iter().cloned())
+        .env_clear()
+        .envs(env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -165,7 +212,7 @@ async fn run_exec(
     let stdout = child.stdout.take().map(|out| tokio::spawn(read_tail(out)));
     let stderr = child.stderr.take().map(|err| tokio::spawn(read_tail(err)));
     if let Some(mut stdin) = child.stdin.take() {
-        let json = input.json.clone();
+        let json = json.clone();
         tokio::spawn(async move {
             // A hook that does not read its stdin closes the pipe: that is fine.
             let _ = stdin.write_all(&json).await;
@@ -379,5 +426,78 @@ impl Runner {
             let outcome = run(&hook, &dir, &input).await;
             let _ = done.send(wrap(outcome));
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OnDeadline;
+
+    fn hook(env: &[(&str, &str)], pass_env: &[&str]) -> Hook {
+        Hook {
+            name: "h".into(),
+            action: HookAction::Exec {
+                argv: vec!["true".into()],
+            },
+            timeout: Duration::from_secs(1),
+            every: Duration::from_secs(1),
+            deadline: None,
+            on_deadline: OnDeadline::Pause,
+            retries: 0,
+            on: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            pass_env: pass_env.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn built(hook: &Hook, inherited: &[(&str, &str)]) -> Vec<(String, String)> {
+        let input = HookInput {
+            json: Bytes::new(),
+            env: vec![("CUTOVER_EVENT", "started".into())],
+        };
+        let inherited = inherited.iter().map(|(k, v)| (k.into(), v.into()));
+        environment(hook, &input, inherited)
+            .into_iter()
+            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn only_the_base_listed_and_cutover_variables_reach_a_hook() {
+        let inherited = [
+            ("PATH", "/opt/bin"),
+            ("HOME", "/home/op"),
+            ("AWS_SECRET_ACCESS_KEY", "hunter2"),
+            ("DB_HOST", "db1"),
+            ("DB_PORT", "5432"),
+            ("DRY_RUN", "1"),
+            ("VAULT_TOKEN", "t"),
+            ("CUTOVER_EVENT", "forged"),
+        ];
+        let hook = hook(&[("REGION", "eu-1")], &["DB_*", "VAULT_TOKEN"]);
+        assert_eq!(
+            built(&hook, &inherited),
+            [
+                ("CUTOVER_EVENT", "started"),
+                ("DB_HOST", "db1"),
+                ("DB_PORT", "5432"),
+                ("HOME", "/home/op"),
+                ("PATH", "/opt/bin"),
+                ("REGION", "eu-1"),
+                ("VAULT_TOKEN", "t"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+    }
+
+    #[test]
+    fn a_hook_gets_a_path_even_when_cutover_has_none() {
+        let env = built(&hook(&[], &[]), &[("SECRET", "x")]);
+        assert!(env.contains(&("PATH".to_string(), DEFAULT_PATH.to_string())));
+        assert!(!env.iter().any(|(k, _)| k == "SECRET"));
     }
 }

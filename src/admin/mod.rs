@@ -90,11 +90,6 @@ pub(crate) fn serve(
     });
 }
 
-/// Binds the admin address.
-pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
 impl Admin {
     async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let method = request.method().clone();

@@ -225,6 +225,8 @@ pub(super) struct HookFile {
     pub on_deadline: Text,
     pub retries: Number,
     pub on: Option<Vec<Spanned<String>>>,
+    pub env: Option<Entries<Spanned<String>>>,
+    pub pass_env: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

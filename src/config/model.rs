@@ -91,17 +91,78 @@ pub fn parse_percent(text: &str) -> Result<f64, String> {
     }
 }
 
-/// `250ms`, `30s`, `10m`, `2h`, `1h30m`.
+/// The longest duration any setting takes. Deadlines are `Instant + duration`, and an
+/// unbounded value overflows that on every request; nothing an operator means lasts longer.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+const DURATION_UNITS: &str = "durations use ms, s, m, h, d (e.g. 30m, 1h30m)";
+
+/// `250ms`, `30s`, `10m`, `2h`, `1d`, `1h30m`: whole numbers with exactly these units, at
+/// most `MAX_DURATION`. `30M`, `1y`, `1.5h` and `30 minutes` are refused with a hint rather
+/// than read as something the operator did not mean.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || c == '.') {
+    if text.is_empty() {
+        return Err(format!("empty duration; {DURATION_UNITS}"));
+    }
+    if text.chars().all(|c| c.is_ascii_digit() || c == '.') {
         return Err(format!(
             "`{text}` needs a unit, like `{text}s` or `{text}ms`"
         ));
     }
-    humantime::parse_duration(text).map_err(|_| {
-        format!("`{text}` is not a duration; write it like `250ms`, `30s`, `10m` or `2h`")
-    })
+    if text.contains(char::is_whitespace) {
+        return Err(format!(
+            "`{text}`: write durations without spaces; {DURATION_UNITS}"
+        ));
+    }
+    let too_long = || format!("`{text}` is longer than the maximum of 30d");
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("`{text}` is not a duration; {DURATION_UNITS}"));
+        }
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let millis: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => {
+                return Err(format!(
+                    "`{text}`: `{number}` needs a unit; {DURATION_UNITS}"
+                ))
+            }
+            _ if unit.starts_with('.') => {
+                return Err(format!(
+                    "`{text}`: fractions are not accepted; write `1h30m` or `90m` instead of \
+                     `1.5h`"
+                ))
+            }
+            _ => return Err(format!("`{text}`: unknown unit `{unit}`; {DURATION_UNITS}")),
+        };
+        let part = number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(millis))
+            .ok_or_else(too_long)?;
+        total = total
+            .checked_add(Duration::from_millis(part))
+            .ok_or_else(too_long)?;
+        rest = next;
+    }
+    if total > MAX_DURATION {
+        return Err(too_long());
+    }
+    Ok(total)
 }
 
 /// `65536`, `64KiB`, `1MiB`, `64KB`.
@@ -438,6 +499,10 @@ pub struct Hook {
     /// `run` steps: further attempts after a failure.
     pub retries: u32,
     pub on: Vec<HookEvent>,
+    /// Exec hooks: variables set for the hook (`env:`).
+    pub env: Vec<(String, String)>,
+    /// Exec hooks: cutover's own variables handed on (`pass_env:`), by name or `PREFIX_*`.
+    pub pass_env: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -530,6 +595,46 @@ mod tests {
         assert_eq!(Weight(50).to_string(), "0.5%");
         assert_eq!(Weight(2550).to_string(), "25.5%");
         assert_eq!(Weight::FULL.to_string(), "100%");
+    }
+
+    #[test]
+    fn durations_take_exactly_the_documented_units() {
+        let ok = [
+            ("250ms", 250),
+            ("30s", 30_000),
+            ("10m", 600_000),
+            ("2h", 7_200_000),
+            ("1d", 86_400_000),
+            ("1h30m", 5_400_000),
+            ("0s", 0),
+            (" 30d ", 2_592_000_000),
+        ];
+        for (text, millis) in ok {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(millis)),
+                "{text}"
+            );
+        }
+        let refused = [
+            ("30M", "unknown unit `M`; durations use ms, s, m, h, d"),
+            ("1y", "unknown unit `y`"),
+            ("1.5h", "fractions are not accepted"),
+            ("30 minutes", "without spaces"),
+            ("30minutes", "unknown unit `minutes`"),
+            ("30", "needs a unit"),
+            ("1h30", "`30` needs a unit"),
+            ("-5s", "not a duration"),
+            ("", "empty duration"),
+            ("31d", "longer than the maximum of 30d"),
+            ("18446744073709551615s", "longer than the maximum"),
+            ("18446744073709551615ms", "longer than the maximum"),
+            ("99999999999999999999999h", "longer than the maximum"),
+        ];
+        for (text, hint) in refused {
+            let err = parse_duration(text).expect_err(text);
+            assert!(err.contains(hint), "{text}: {err}");
+        }
     }
 
     #[test]

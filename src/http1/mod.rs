@@ -14,6 +14,9 @@ pub(crate) mod encode;
 pub(crate) mod parse;
 pub(crate) mod tokens;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 /// The largest head (and trailer section) accepted from a backend.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 

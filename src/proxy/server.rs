@@ -72,6 +72,9 @@ pub(crate) struct Listeners {
     running: HashMap<String, Arc<ListenerState>>,
     /// Read by `/metrics`; replaced whole when listeners change.
     registry: Arc<Mutex<Vec<Arc<ListenerState>>>>,
+    /// Sockets bound before the config was applied (a takeover binds its ports before the
+    /// process it replaces lets go of the state), by configured address; used once.
+    adopted: Mutex<HashMap<String, std::net::TcpListener>>,
 }
 
 /// A listener socket bound ahead of a config change, so a port that cannot be had fails
@@ -110,6 +113,15 @@ impl Listeners {
             }),
             running: HashMap::new(),
             registry: Arc::default(),
+            adopted: Mutex::default(),
+        }
+    }
+
+    /// Sockets already bound (`bind_listener`) for some configured addresses: `prepare`
+    /// uses them instead of binding again.
+    pub(crate) fn adopt(&self, sockets: Vec<(String, std::net::TcpListener)>) {
+        if let Ok(mut adopted) = self.adopted.lock() {
+            adopted.extend(sockets);
         }
     }
 
@@ -143,10 +155,18 @@ impl Listeners {
             if self.running.contains_key(&listener.addr_text) {
                 continue;
             }
-            let socket = bind(listener.addr).map_err(|source| ListenError::Bind {
-                addr: listener.addr_text.clone(),
-                source,
-            })?;
+            let adopted = self
+                .adopted
+                .lock()
+                .ok()
+                .and_then(|mut adopted| adopted.remove(&listener.addr_text));
+            let socket = match adopted {
+                Some(socket) => socket,
+                None => bind_listener(listener.addr).map_err(|source| ListenError::Bind {
+                    addr: listener.addr_text.clone(),
+                    source,
+                })?,
+            };
             bound.push(Bound {
                 name: listener.addr_text.clone(),
                 listener: socket,
@@ -250,13 +270,17 @@ impl Listeners {
     }
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A listening socket on `addr` with `SO_REUSEPORT`, so that a successor process can bind
+/// the same port and queue connections while this one still serves (see
+/// `docs/restarts.md`). Needs a runtime context.
+pub(crate) fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
     socket.bind(addr)?;
     // `listen` needs a runtime only to register the socket; convert back to std so the
     // accept loop can register it with the data plane's runtime.

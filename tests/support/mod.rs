@@ -75,3 +75,6 @@ pub use counting::*;
 mod etcd;
 #[allow(unused_imports)]
 pub use etcd::*;
+mod restart;
+#[allow(unused_imports)]
+pub use restart::*;

@@ -74,7 +74,59 @@ impl Checker<'_> {
             on_deadline,
             retries: self.count(&file.retries, u64::from(defaults::HOOK_RETRIES), 0, 100) as u32,
             on,
+            env: self.hook_env(hook),
+            pass_env: self.pass_env(hook),
         })
+    }
+
+    /// `env: {NAME: value}`: names a shell can export; `CUTOVER_*` is cutover's own.
+    fn hook_env(&mut self, hook: &Spanned<HookFile>) -> Vec<(String, String)> {
+        let Some(env) = &hook.value.env else {
+            return Vec::new();
+        };
+        if hook.value.http.is_some() {
+            self.error(
+                env.0.first().map_or(hook.mark, |(k, _)| k.mark),
+                HTTP_HAS_NO_ENV,
+            );
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (name, value) in &env.0 {
+            if let Some(problem) = env_name_problem(&name.value) {
+                self.error(name.mark, problem);
+            } else if value.value.contains('\0') {
+                self.error(value.mark, "an environment value cannot hold a NUL byte");
+            } else {
+                out.push((name.value.clone(), value.value.clone()));
+            }
+        }
+        out
+    }
+
+    /// `pass_env: [NAME, PREFIX_*]`: variables of cutover's environment the hook also gets.
+    fn pass_env(&mut self, hook: &Spanned<HookFile>) -> Vec<String> {
+        let Some(names) = &hook.value.pass_env else {
+            return Vec::new();
+        };
+        if hook.value.http.is_some() {
+            self.error(names.first().map_or(hook.mark, |n| n.mark), HTTP_HAS_NO_ENV);
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for name in names {
+            let bare = name.value.strip_suffix('*').unwrap_or(&name.value);
+            let problem = if bare.is_empty() {
+                Some("`*` alone would pass cutover's whole environment, secrets included; list the names or prefixes the hook needs".to_string())
+            } else {
+                env_name_problem(bare)
+            };
+            match problem {
+                Some(problem) => self.error(name.mark, problem),
+                None => out.push(name.value.clone()),
+            }
+        }
+        out
     }
 
     fn on_deadline(&mut self, on_deadline: &Spanned<String>) -> OnDeadline {
@@ -180,4 +232,28 @@ impl Checker<'_> {
         );
         None
     }
+}
+
+const HTTP_HAS_NO_ENV: &str =
+    "`env` and `pass_env` are for exec hooks; an http hook sends `headers`";
+
+/// Why `name` cannot be an environment variable a hook is given, if it cannot.
+fn env_name_problem(name: &str) -> Option<String> {
+    let valid = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        return Some(format!(
+            "`{name}` is not an environment variable name (letters, digits and `_`, not \
+             starting with a digit; a prefix ends in `*`)"
+        ));
+    }
+    if name.starts_with("CUTOVER_") {
+        return Some(format!(
+            "`{name}`: the `CUTOVER_` variables are set by cutover for each run (SPEC §4)"
+        ));
+    }
+    None
 }

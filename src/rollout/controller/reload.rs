@@ -84,7 +84,7 @@ pub(super) fn diff(running: &[(String, Option<String>)], new: &Config) -> Vec<Ch
 
 impl Controller {
     pub(super) fn reload(&mut self, source: ReloadSource) -> Result<String, Vec<String>> {
-        let new = match config::load(&self.config.path) {
+        let mut new = match config::load(&self.config.path) {
             Ok(new) => new,
             Err(errors) => {
                 let errors = errors.0.iter().map(|e| e.to_string()).collect();
@@ -96,6 +96,9 @@ impl Controller {
             self.config_status.last_error = None;
             self.config_status.last_error_at = None;
             return Ok(new.version);
+        }
+        if let Err(error) = pin_admin_addr(&self.config.admin, &mut new.admin) {
+            return Err(self.reload_failed(source, vec![error]));
         }
         let bound = match self.listeners.prepare(&new.listeners) {
             Ok(bound) => bound,
@@ -109,12 +112,6 @@ impl Controller {
             Ok(loaded) => loaded,
             Err(err) => return Err(self.reload_failed(source, vec![err.to_string()])),
         };
-        if new.admin.addr != self.config.admin.addr {
-            tracing::warn!(
-                old = %self.config.admin.addr, new = %new.admin.addr,
-                "admin.addr changes take effect at the next restart"
-            );
-        }
         self.store = store;
         let startups = self.apply_changes(&new, &changes, loaded);
         self.commit_config(new, source);
@@ -219,6 +216,34 @@ impl Controller {
         );
         errors
     }
+}
+
+/// The admin socket stays bound where it is until a restart, so the token it gets must
+/// be the one its *running* address requires: a reload that moves `admin.addr` from a
+/// public address to loopback and drops `token_file` in the same edit would otherwise
+/// leave the public socket open without a token. Such a reload is refused; any other
+/// keeps `running.addr` (the truth about the socket) and takes the new token.
+pub(super) fn pin_admin_addr(
+    running: &config::Admin,
+    new: &mut config::Admin,
+) -> Result<(), String> {
+    if new.addr == running.addr {
+        return Ok(());
+    }
+    if !running.addr.ip().is_loopback() && new.token.is_none() {
+        return Err(format!(
+            "admin: the admin API keeps listening on {} until cutover restarts (admin.addr \
+             changes take effect at the next restart), and that address is reachable from \
+             other hosts: keep `token_file` until cutover runs on {}",
+            running.addr, new.addr
+        ));
+    }
+    tracing::warn!(
+        old = %running.addr, new = %new.addr,
+        "admin.addr changes take effect at the next restart"
+    );
+    new.addr = running.addr;
+    Ok(())
 }
 
 /// The rollouts the changes read from the store, by service.

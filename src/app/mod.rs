@@ -9,6 +9,11 @@
 //! nothing to steal there, and it measurably costs ~5% of throughput). The controller runs
 //! on a thread and runtime of its own, so writing state files and spawning hooks never
 //! takes time from requests.
+//!
+//! Restarts and upgrades without a refused request (the state lock, the takeover) are
+//! `handover`.
+
+mod handover;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -22,6 +27,7 @@ use crate::fleet::store::FleetStore;
 use crate::fleet::traffic::FleetTraffic;
 use crate::fleet::{Fleet, FleetMetrics};
 use crate::metrics::Metrics;
+use crate::proxy::server::bind_listener;
 use crate::proxy::Listeners;
 use crate::rollout::controller::TrafficSource;
 use crate::rollout::controller::{
@@ -44,6 +50,10 @@ pub enum AppError {
     },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("{0}")]
+    StateLock(String),
+    #[error("cannot take over from pid {pid}: {source}")]
+    Takeover { pid: i32, source: std::io::Error },
 }
 
 impl From<std::io::Error> for StartError {
@@ -83,17 +93,27 @@ pub struct Options {
     /// (`admin::runtime_file`), before the config watcher starts so that it never sees
     /// the write.
     pub admin_record: Option<Option<std::path::PathBuf>>,
+    /// Sockets bound ahead of the start (a takeover), by configured listener address.
+    pub bound_listeners: Vec<(String, std::net::TcpListener)>,
+    /// The admin socket, bound ahead of the start (a takeover).
+    pub bound_admin: Option<std::net::TcpListener>,
 }
 
 /// Starts cutover on the current runtime.
 pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
-    let admin_listener =
-        admin::bind(config.admin.addr)
-            .await
-            .map_err(|source| AppError::Admin {
-                addr: config.admin.addr,
-                source,
-            })?;
+    let admin_socket = match options.bound_admin {
+        Some(socket) => Ok(socket),
+        None => bind_listener(config.admin.addr),
+    };
+    let admin_listener = admin_socket
+        .and_then(|socket| {
+            socket.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(socket)
+        })
+        .map_err(|source| AppError::Admin {
+            addr: config.admin.addr,
+            source,
+        })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.addr);
     let shutdown_grace = config.limits.shutdown_grace;
     let watched = config.watched_dirs();
@@ -101,7 +121,7 @@ pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
     if let Some(token_file) = &options.admin_record {
         record_admin_address(&config.path, admin_addr, token_file.clone());
     }
-    let started = wire(config)?;
+    let started = wire(config, options.bound_listeners)?;
     match &options.controller_runtime {
         Some(runtime) => drop(runtime.spawn(started.controller.run())),
         None => drop(tokio::spawn(started.controller.run())),
@@ -152,10 +172,11 @@ struct Wired {
 }
 
 /// Builds the snapshot, listeners, metrics and the controller that runs them.
-fn wire(config: Config) -> Result<Wired, StartError> {
+fn wire(config: Config, bound: Vec<(String, std::net::TcpListener)>) -> Result<Wired, StartError> {
     let data_plane = tokio::runtime::Handle::current();
     let snapshot: SharedSnapshot = Arc::default();
     let listeners = Listeners::new(data_plane.clone(), snapshot.clone(), &config.limits);
+    listeners.adopt(bound);
     let mut metrics = Metrics::new(snapshot.clone(), listeners.registry());
     let rollout_metrics = RolloutMetrics::register(metrics.registry_mut());
     let admin_token: AdminToken =
@@ -252,11 +273,17 @@ fn serve(config: Config) -> Result<(), AppError> {
         .ok()
         .and_then(|(_, token_file)| token_file);
     let data_plane = data_plane_runtime().map_err(AppError::Runtime)?;
+    let (state_lock, bound) = {
+        let _context = data_plane.enter();
+        take_state_dir(&config)?
+    };
     let controller = ControllerThread::spawn().map_err(AppError::Runtime)?;
     let options = Options {
         watch: true,
         admin_record: Some(token_file),
         controller_runtime: Some(controller.handle.clone()),
+        bound_listeners: bound.listeners,
+        bound_admin: bound.admin,
     };
     let result = data_plane.block_on(async {
         // Installed before anything is served or recorded: a SIGTERM that comes early is a
@@ -277,6 +304,8 @@ fn serve(config: Config) -> Result<(), AppError> {
     });
     admin::runtime_file::remove(&config_path, std::process::id());
     controller.stop();
+    // The controller wrote its last state: a successor may read it now.
+    drop(state_lock);
     data_plane.shutdown_timeout(Duration::from_secs(1));
     result
 }
@@ -320,6 +349,63 @@ impl Signals {
             interrupt: signal(SignalKind::interrupt()).ok()?,
         })
     }
+}
+
+/// Sockets a takeover binds before the process it replaces lets go.
+#[derive(Debug, Default)]
+struct Bound {
+    listeners: Vec<(String, std::net::TcpListener)>,
+    admin: Option<std::net::TcpListener>,
+}
+
+/// Takes the state directory's lock; with `CUTOVER_TAKEOVER=1` and another cutover
+/// holding it, binds every port first, asks the holder to stop, and waits for it.
+fn take_state_dir(config: &Config) -> Result<(handover::StateLock, Bound), AppError> {
+    use handover::{LockError, StateLock};
+    let pid = match StateLock::try_acquire(&config.state_dir) {
+        Ok(lock) => return Ok((lock, Bound::default())),
+        Err(LockError::Held { pid, .. })
+            if std::env::var(handover::TAKEOVER_VAR).is_ok_and(|v| v == "1") =>
+        {
+            pid
+        }
+        Err(err) => return Err(AppError::StateLock(err.to_string())),
+    };
+    // The admin socket first: a port that cannot be shared (a running cutover from before
+    // SO_REUSEPORT) fails here, before any client connection was queued in this process.
+    let admin = bind_listener(config.admin.addr).map_err(|source| AppError::Admin {
+        addr: config.admin.addr,
+        source,
+    })?;
+    let mut bound = Bound {
+        listeners: Vec::new(),
+        admin: Some(admin),
+    };
+    for listener in &config.listeners {
+        let socket = bind_listener(listener.addr).map_err(|source| AppError::Takeover {
+            pid,
+            source: std::io::Error::new(
+                source.kind(),
+                format!("cannot bind {}: {source}", listener.addr_text),
+            ),
+        })?;
+        if let Err(err) = handover::steer_new_connections_here(&socket) {
+            // Without it the kernel spreads connections over both processes: still no
+            // refusal, except for the few in the old one's queue at the moment it closes.
+            tracing::warn!(listener = %listener.addr_text, error = %err, "cannot steer new connections to this process");
+        }
+        bound.listeners.push((listener.addr_text.clone(), socket));
+    }
+    tracing::info!(
+        pid,
+        "takeover: listening beside pid {pid}; asking it to finish its requests and stop"
+    );
+    handover::terminate(pid).map_err(|source| AppError::Takeover { pid, source })?;
+    let within = config.limits.shutdown_grace + Duration::from_secs(10);
+    let lock = StateLock::wait(&config.state_dir, pid, within)
+        .map_err(|err| AppError::StateLock(err.to_string()))?;
+    tracing::info!(pid, "takeover: pid {pid} released the state directory");
+    Ok((lock, bound))
 }
 
 /// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
