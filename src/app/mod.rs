@@ -27,7 +27,7 @@ use crate::fleet::store::FleetStore;
 use crate::fleet::traffic::FleetTraffic;
 use crate::fleet::{Fleet, FleetMetrics};
 use crate::metrics::Metrics;
-use crate::proxy::server::bind_listener;
+use crate::proxy::server::{bind_listener, PortSharing};
 use crate::proxy::Listeners;
 use crate::rollout::controller::TrafficSource;
 use crate::rollout::controller::{
@@ -103,7 +103,7 @@ pub struct Options {
 pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
     let admin_socket = match options.bound_admin {
         Some(socket) => Ok(socket),
-        None => bind_listener(config.admin.addr),
+        None => bind_listener(config.admin.addr, PortSharing::Exclusive),
     };
     let admin_listener = admin_socket
         .and_then(|socket| {
@@ -373,21 +373,25 @@ fn take_state_dir(config: &Config) -> Result<(handover::StateLock, Bound), AppEr
     };
     // The admin socket first: a port that cannot be shared (a running cutover from before
     // SO_REUSEPORT) fails here, before any client connection was queued in this process.
-    let admin = bind_listener(config.admin.addr).map_err(|source| AppError::Admin {
-        addr: config.admin.addr,
-        source,
+    let admin = bind_listener(config.admin.addr, PortSharing::Shared).map_err(|source| {
+        AppError::Admin {
+            addr: config.admin.addr,
+            source,
+        }
     })?;
     let mut bound = Bound {
         listeners: Vec::new(),
         admin: Some(admin),
     };
     for listener in &config.listeners {
-        let socket = bind_listener(listener.addr).map_err(|source| AppError::Takeover {
-            pid,
-            source: std::io::Error::new(
-                source.kind(),
-                format!("cannot bind {}: {source}", listener.addr_text),
-            ),
+        let socket = bind_listener(listener.addr, PortSharing::Shared).map_err(|source| {
+            AppError::Takeover {
+                pid,
+                source: std::io::Error::new(
+                    source.kind(),
+                    format!("cannot bind {}: {source}", listener.addr_text),
+                ),
+            }
         })?;
         if let Err(err) = handover::steer_new_connections_here(&socket) {
             // Without it the kernel spreads connections over both processes: still no

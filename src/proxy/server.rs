@@ -125,6 +125,20 @@ impl Listeners {
         }
     }
 
+    /// A new listener may share a port only with a listener of this process (an address
+    /// change for the same port, applied by a reload).
+    fn sharing_for(&self, addr: SocketAddr) -> PortSharing {
+        let ours = self
+            .running
+            .values()
+            .any(|running| running.local_addr.port() == addr.port());
+        if ours {
+            PortSharing::Shared
+        } else {
+            PortSharing::Exclusive
+        }
+    }
+
     /// The listener states, for metrics.
     pub(crate) fn registry(&self) -> Arc<Mutex<Vec<Arc<ListenerState>>>> {
         self.registry.clone()
@@ -162,10 +176,12 @@ impl Listeners {
                 .and_then(|mut adopted| adopted.remove(&listener.addr_text));
             let socket = match adopted {
                 Some(socket) => socket,
-                None => bind_listener(listener.addr).map_err(|source| ListenError::Bind {
-                    addr: listener.addr_text.clone(),
-                    source,
-                })?,
+                None => bind_listener(listener.addr, self.sharing_for(listener.addr)).map_err(
+                    |source| ListenError::Bind {
+                        addr: listener.addr_text.clone(),
+                        source,
+                    },
+                )?,
             };
             bound.push(Bound {
                 name: listener.addr_text.clone(),
@@ -273,19 +289,61 @@ impl Listeners {
 /// A listening socket on `addr` with `SO_REUSEPORT`, so that a successor process can bind
 /// the same port and queue connections while this one still serves (see
 /// `docs/restarts.md`). Needs a runtime context.
-pub(crate) fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
+pub(crate) fn bind_listener(
+    addr: SocketAddr,
+    sharing: PortSharing,
+) -> std::io::Result<std::net::TcpListener> {
+    if sharing == PortSharing::Exclusive && addr.port() != 0 {
+        ensure_port_is_free(addr)?;
+    }
+    let socket = new_socket(addr)?;
     socket.set_reuseport(true)?;
     socket.bind(addr)?;
     // `listen` needs a runtime only to register the socket; convert back to std so the
     // accept loop can register it with the data plane's runtime.
     let listener = socket.listen(4096)?;
     listener.into_std()
+}
+
+/// Whether a listening socket may share its port with one that is already there.
+///
+/// Every listener sets `SO_REUSEPORT`, so that a new cutover can serve beside the one it
+/// replaces (`CUTOVER_TAKEOVER=1`, see docs/restarts.md). The kernel would then also let a
+/// second cutover started by mistake on the same port take half of the connections,
+/// silently. So only a takeover, or a listener of this process moving to another address
+/// on a port it already holds, may share; anything else must find the port free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PortSharing {
+    Exclusive,
+    Shared,
+}
+
+fn new_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    Ok(socket)
+}
+
+/// Fails with `AddrInUse` when something listens on `addr`'s port, even with
+/// `SO_REUSEPORT`: a socket without that option cannot bind beside a listening one.
+fn ensure_port_is_free(addr: SocketAddr) -> std::io::Result<()> {
+    new_socket(addr)?.bind(addr).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::AddrInUse {
+            std::io::Error::new(
+                err.kind(),
+                format!(
+                    "{addr} is in use by another process (to replace a running cutover \
+                     without refusing requests, start the new one with CUTOVER_TAKEOVER=1)"
+                ),
+            )
+        } else {
+            err
+        }
+    })
 }
 
 async fn accept_loop(
@@ -522,3 +580,7 @@ fn log_connection_end(result: Result<(), hyper::Error>) {
         tracing::debug!(error = %err, "client connection ended with an error");
     }
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
