@@ -14,7 +14,9 @@
 //!   Upgraded tunnels are separate tasks and are not cut by a reload.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -533,14 +535,7 @@ async fn serve_h1<I>(
     let connection = builder
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => log_connection_end(result),
-        _ = stop_requested(&mut stopped) => {
-            connection.as_mut().graceful_shutdown();
-            log_connection_end(connection.await);
-        }
-    }
+    drive(connection, |c| c.graceful_shutdown(), &mut stopped).await;
 }
 
 async fn serve_h2<I>(
@@ -560,11 +555,23 @@ async fn serve_h2<I>(
         .keep_alive_timeout(limits.header_read_timeout);
     let service = service_fn(move |request| handler::handle(request, context.clone()));
     let connection = builder.serve_connection(TokioIo::new(io), service);
+    drive(connection, |c| c.graceful_shutdown(), &mut stopped).await;
+}
+
+/// Serves a connection to its end; when the listener is told to stop, it finishes the
+/// requests in flight and closes (HTTP/1: after the current response; h2: GOAWAY).
+async fn drive<C>(
+    connection: C,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    stopped: &mut watch::Receiver<bool>,
+) where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => log_connection_end(result),
-        _ = stop_requested(&mut stopped) => {
-            connection.as_mut().graceful_shutdown();
+        _ = stop_requested(stopped) => {
+            graceful_shutdown(connection.as_mut());
             log_connection_end(connection.await);
         }
     }

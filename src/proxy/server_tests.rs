@@ -1,5 +1,13 @@
 use super::*;
 
+/// Binding registers the socket with a reactor: these tests need a runtime entered.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A listener on a fresh port (call inside a runtime).
 fn held_port() -> (std::net::TcpListener, SocketAddr) {
     let first = bind_listener("127.0.0.1:0".parse().unwrap(), PortSharing::Exclusive).unwrap();
@@ -9,10 +17,7 @@ fn held_port() -> (std::net::TcpListener, SocketAddr) {
 
 #[test]
 fn a_second_process_by_mistake_cannot_share_a_port() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let _guard = runtime.enter();
     let (_first, addr) = held_port();
     let err = bind_listener(addr, PortSharing::Exclusive).unwrap_err();
@@ -22,10 +27,7 @@ fn a_second_process_by_mistake_cannot_share_a_port() {
 
 #[test]
 fn a_takeover_binds_beside_the_running_listener() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let _guard = runtime.enter();
     let (_first, addr) = held_port();
     let second = bind_listener(addr, PortSharing::Shared).unwrap();
@@ -34,10 +36,7 @@ fn a_takeover_binds_beside_the_running_listener() {
 
 #[test]
 fn a_free_port_binds_exclusively_and_stays_shareable() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let _guard = runtime.enter();
     let (first, addr) = held_port();
     drop(first);
