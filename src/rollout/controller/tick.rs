@@ -154,11 +154,7 @@ impl Controller {
         // stall, half an interval from now rather than a burst of catch-up checks.
         run.next_check = (run.next_check + analysis.interval).max(at + analysis.interval / 2);
         let window = run.windows.over(analysis.window);
-        let check = if run.complete {
-            analysis::evaluate(analysis, &window)
-        } else {
-            analysis::incomplete(&window)
-        };
+        let check = analysis::judge(analysis.method, analysis, &window, run.complete);
         run.last_check = Some((SystemTime::now(), check.clone()));
         run.checks += 1;
         let name = self.services[index].config.name.clone();
