@@ -23,17 +23,23 @@ services:
 }
 
 fn spec(analysis: &str) -> AnalysisSpec {
-    let config = from_str(&config(analysis), Path::new("/tmp/cutover-test/cutover.yaml"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let config = from_str(
+        &config(analysis),
+        Path::new("/tmp/cutover-test/cutover.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let rollout = config.services[0].rollout.clone().expect("a rollout");
     rollout.analysis.expect("an analysis")
 }
 
 fn error(analysis: &str) -> ConfigError {
-    let errors = from_str(&config(analysis), Path::new("/tmp/cutover-test/cutover.yaml"))
-        .err()
-        .expect("an error")
-        .0;
+    let errors = from_str(
+        &config(analysis),
+        Path::new("/tmp/cutover-test/cutover.yaml"),
+    )
+    .err()
+    .expect("an error")
+    .0;
     assert_eq!(errors.len(), 1, "{errors:#?}");
     errors.into_iter().next().expect("one error")
 }
@@ -65,9 +71,15 @@ fn bad_values_are_errors_at_their_place() {
     assert!(e.message.contains("strictly between 50% and 100%"), "{e}");
     assert_eq!(e.mark.line, 12, "{e}");
     let e = error("        confidence: 95%\n");
-    assert!(e.message.contains("only applies to `method: statistical`"), "{e}");
+    assert!(
+        e.message.contains("only applies to `method: statistical`"),
+        "{e}"
+    );
     let e = error("        max_wait: 10s\n");
-    assert!(e.message.contains("at least the analysis `interval`"), "{e}");
+    assert!(
+        e.message.contains("at least the analysis `interval`"),
+        "{e}"
+    );
     let e = error("        max_wait: soon\n");
     assert_eq!(e.mark.line, 11, "{e}");
 }

@@ -245,7 +245,7 @@ impl Check {
     }
 
     /// The check as the decision log keeps it.
-        pub(crate) fn record(&self, window: Duration, consecutive_failures: u32) -> CheckRecord {
+    pub(crate) fn record(&self, window: Duration, consecutive_failures: u32) -> CheckRecord {
         CheckRecord {
             method: self.method,
             outcome: match self.verdict {

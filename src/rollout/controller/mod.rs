@@ -17,6 +17,7 @@
 //!
 //! Time comes from tokio, so tests can run a three-hour rollout on a paused clock.
 
+mod evidence;
 mod handle;
 mod hooks;
 pub(crate) mod metrics;
@@ -167,6 +168,10 @@ pub(crate) struct Controller {
     leading: bool,
     /// Why the leader does not advance, while it does not.
     blocked: Option<String>,
+    /// The decision log (`evidence`).
+    history: evidence::History,
+    /// The admin client whose command is being applied, for the decision log.
+    client: Option<String>,
 }
 
 impl Controller {
@@ -202,6 +207,8 @@ impl Controller {
             changes,
             leading,
             blocked: None,
+            history: evidence::History::new(config.state_dir.clone()),
+            client: None,
             config_status: reload::config_status(&config),
             config: Arc::new(config),
             services,
@@ -227,7 +234,11 @@ impl Controller {
             .listeners
             .apply(&config.listeners, bound, &config.limits);
         controller.publish_status();
-        Ok((controller, ControllerHandle::new(command_tx, status_rx)))
+        let state_dir = controller.config.state_dir.clone();
+        Ok((
+            controller,
+            ControllerHandle::new(command_tx, status_rx, state_dir),
+        ))
     }
 
     /// The bound listener addresses, by their configured address.
@@ -323,19 +334,27 @@ impl Controller {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Control { service, op, reply } => {
+            Command::Control {
+                service,
+                op,
+                client,
+                reply,
+            } => {
                 if let Some(forwarded) = self.store.forward(&service, &op) {
                     tokio::spawn(async move {
                         let _ = reply.send(forwarded.await);
                     });
                     return;
                 }
+                self.client = Some(client.unwrap_or_else(|| "local".to_string()));
                 let result = self.control(&service, op);
+                self.client = None;
                 self.publish_status();
                 let _ = reply.send(result);
             }
             Command::Reload { source, reply } => {
                 let result = self.reload(source);
+                self.record_reload(source, &result);
                 self.changes = self.store.changes();
                 self.publish_status();
                 if let Some(reply) = reply {
@@ -358,6 +377,7 @@ impl Controller {
             Op::SetWeight { weight, .. } => Some(*weight),
             _ => None,
         };
+        let asked = op.clone();
         let input = match op {
             Op::Start => Input::Start {
                 run_id: new_run_id(),
@@ -375,7 +395,7 @@ impl Controller {
             .rollout
             .as_ref()
             .map(|run| run.state.clone());
-        self.apply(index, input)?;
+        self.apply_as(index, input, Some(&asked))?;
         let run = self.services[index].rollout.as_ref();
         // The machine accepts a verb whose outcome already holds and changes nothing.
         let note =
@@ -390,17 +410,57 @@ impl Controller {
         })
     }
 
-    /// Applies an input to a service's rollout: state, then the store, then effects.
+    /// Applies an input to a service's rollout: state, then the decision log and the
+    /// store, then effects.
     fn apply(&mut self, index: usize, input: Input) -> Result<(), ControlError> {
+        self.apply_as(index, input, None)
+    }
+
+    /// `apply`, for an operator's verb when `asked` is set: the command is logged too,
+    /// accepted or not.
+    fn apply_as(
+        &mut self,
+        index: usize,
+        input: Input,
+        asked: Option<&Op>,
+    ) -> Result<(), ControlError> {
         let now = Instant::now();
-        let service = &mut self.services[index];
-        let name = service.config.name.clone();
-        let Some(run) = service.rollout.as_mut() else {
+        let by = evidence::decided_by(&input, self.client.as_deref());
+        let name = self.services[index].config.name.clone();
+        let Some(run) = self.services[index].rollout.as_mut() else {
             return Err(ControlError::NoRollout(name));
         };
         let before = run.state.clone();
-        let effects = machine::apply(&run.plan, &mut run.state, input)
-            .map_err(|r| ControlError::Refused(r.0))?;
+        let applied = machine::apply(&run.plan, &mut run.state, input);
+        let after = run.state.clone();
+        let decisions = evidence::transition(&run.plan, &before, &after, &by);
+        if let Some(op) = asked {
+            let (accepted, detail) = match &applied {
+                Ok(_) if after == before => (true, Some("nothing to change".to_string())),
+                Ok(_) => (true, None),
+                Err(refusal) => (false, Some(refusal.0.clone())),
+            };
+            let client = self.client.clone().unwrap_or_else(|| "local".to_string());
+            let record = evidence::operator_record(op, &client, accepted, detail);
+            let _ = self.record_at(index, before.weight, Some(before.step), record);
+        }
+        let effects = applied.map_err(|r| ControlError::Refused(r.0))?;
+        let mut lost = false;
+        for decision in decisions {
+            lost |= self
+                .record_at(index, after.weight, Some(after.step), decision)
+                .is_err();
+        }
+        let Some(run) = self.services[index].rollout.as_mut() else {
+            return Err(ControlError::NoRollout(name));
+        };
+        if lost && evidence::exposes_more(&before, &after) {
+            // More traffic to NEW waits until its reason can be written (`evidence`).
+            run.state = before;
+            return Err(ControlError::Persist(
+                "the decision log could not be written".to_string(),
+            ));
+        }
         if run.state != before {
             persist::persist(self.store.as_ref(), &name, run, &before, &effects, now)?;
         }

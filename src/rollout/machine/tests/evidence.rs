@@ -25,7 +25,10 @@ fn a_statistical_step_inconclusive_past_max_wait_pauses_for_not_enough_evidence(
     assert_eq!(rollout.state.phase, Phase::Progressing);
     inconclusive_for(&mut rollout, 30);
     assert_eq!(rollout.state.phase, Phase::Paused);
-    assert_eq!(rollout.state.pause_cause, Some(PauseCause::NotEnoughEvidence));
+    assert_eq!(
+        rollout.state.pause_cause,
+        Some(PauseCause::NotEnoughEvidence)
+    );
     let reason = rollout.state.reason.clone().unwrap_or_default();
     assert!(reason.starts_with("not enough evidence"), "{reason}");
     assert_eq!(rollout.state.weight, w(5.0), "a pause keeps the weight");
@@ -34,7 +37,10 @@ fn a_statistical_step_inconclusive_past_max_wait_pauses_for_not_enough_evidence(
     inconclusive_for(&mut rollout, 570);
     assert_eq!(rollout.state.phase, Phase::Progressing);
     inconclusive_for(&mut rollout, 30);
-    assert_eq!(rollout.state.pause_cause, Some(PauseCause::NotEnoughEvidence));
+    assert_eq!(
+        rollout.state.pause_cause,
+        Some(PauseCause::NotEnoughEvidence)
+    );
 }
 
 #[test]
@@ -46,7 +52,10 @@ fn the_default_max_wait_is_three_holds_and_a_conclusive_check_restarts_it() {
     inconclusive_for(&mut rollout, 5370);
     assert_eq!(rollout.state.phase, Phase::Progressing);
     inconclusive_for(&mut rollout, 30);
-    assert_eq!(rollout.state.pause_cause, Some(PauseCause::NotEnoughEvidence));
+    assert_eq!(
+        rollout.state.pause_cause,
+        Some(PauseCause::NotEnoughEvidence)
+    );
 }
 
 #[test]
@@ -60,5 +69,8 @@ fn the_threshold_method_waits_unless_max_wait_is_set() {
     }
     let mut rollout = Rollout::started(plan);
     inconclusive_for(&mut rollout, 900);
-    assert_eq!(rollout.state.pause_cause, Some(PauseCause::NotEnoughEvidence));
+    assert_eq!(
+        rollout.state.pause_cause,
+        Some(PauseCause::NotEnoughEvidence)
+    );
 }
