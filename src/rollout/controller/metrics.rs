@@ -152,6 +152,15 @@ impl RolloutMetrics {
             .inc();
     }
 
+    #[cfg(test)]
+    pub(crate) fn history_errors_of(&self, service: &str) -> u64 {
+        self.history_errors
+            .get_or_create(&ServiceLabels {
+                service: service.to_string(),
+            })
+            .get()
+    }
+
     /// Sets the rollout gauges of a service.
     pub(crate) fn rollout(
         &self,

@@ -219,3 +219,5 @@ async fn the_next_deadline_is_the_earliest_thing_due() {
     h.controller.control("api", Op::Rollback).unwrap();
     assert_eq!(h.controller.next_deadline(), None);
 }
+
+mod evidence;
