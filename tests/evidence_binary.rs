@@ -29,6 +29,10 @@ services:
         - weight: 10%
           hold: 1h
         - weight: 100%
+    hooks:
+      notify:
+        exec: ["/bin/sh", "-c", "echo notified the pager; exit 3"]
+        on: [paused]
 "#;
 
 async fn start(dir: &Path) -> Cutover {
@@ -106,6 +110,25 @@ async fn history_follows_and_report_renders_after_the_proxy_stopped() {
     assert_eq!(streamed[1]["by"], "operator");
     assert_eq!(streamed[1]["client"], client);
 
+    // The hook the pause ran: its exit, duration and output.
+    let mut hook = None;
+    for _ in 0..100 {
+        let got = admin_get(proxy.admin, "/services/api/history").await;
+        let all: Vec<Value> = serde_json::from_str(&got.body).unwrap();
+        hook = all.into_iter().find(|r| r["kind"] == "hook");
+        if hook.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let hook = hook.expect("a hook record");
+    assert_eq!(hook["hook"], "notify", "{hook}");
+    assert_eq!(hook["event"], "paused");
+    assert_eq!(hook["ok"], false);
+    assert_eq!(hook["exit_code"], 3);
+    assert!(hook["duration_ms"].as_u64().unwrap() < 5_000, "{hook}");
+    assert!(hook["output_tail"].as_str().unwrap().contains("notified the pager"), "{hook}");
+
     // A refused command is recorded too, with why.
     let got = admin_post(proxy.admin, "/services/api/retry").await;
     assert_eq!(got.status, StatusCode::CONFLICT, "{}", got.body);
@@ -128,13 +151,25 @@ async fn history_follows_and_report_renders_after_the_proxy_stopped() {
     )
     .await;
     let since: Vec<Value> = serde_json::from_str(&got.body).unwrap();
-    assert_eq!(since.len(), 2, "{since:?}");
-    assert_eq!(since[0]["kind"], "state");
+    let kinds: Vec<&str> = since.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["state", "hook", "operator"], "{since:?}");
     let got = admin_get(proxy.admin, "/services/api/history?since=yesterday").await;
     assert_eq!(got.status, StatusCode::BAD_REQUEST, "{}", got.body);
     assert!(got.body.contains("RFC 3339"), "{}", got.body);
     let got = admin_get(proxy.admin, "/services/nope/history").await;
     assert_eq!(got.status, StatusCode::NOT_FOUND);
+
+    // A reload is a decision too.
+    let got = admin_post(proxy.admin, "/reload").await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    let version = serde_json::from_str::<Value>(&got.body).unwrap()["version"].clone();
+    let got = admin_get(proxy.admin, "/services/api/history").await;
+    let all: Vec<Value> = serde_json::from_str(&got.body).unwrap();
+    let reload = all.last().unwrap();
+    assert_eq!(reload["kind"], "reload", "{reload}");
+    assert_eq!(reload["ok"], true);
+    let change = reload["changes"][0].as_str().unwrap();
+    assert!(change.contains(version.as_str().unwrap()), "{reload}");
 
     // The proxy stops; the report is made from the file alone.
     drop(proxy);
