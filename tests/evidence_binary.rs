@@ -127,7 +127,13 @@ async fn history_follows_and_report_renders_after_the_proxy_stopped() {
     assert_eq!(hook["ok"], false);
     assert_eq!(hook["exit_code"], 3);
     assert!(hook["duration_ms"].as_u64().unwrap() < 5_000, "{hook}");
-    assert!(hook["output_tail"].as_str().unwrap().contains("notified the pager"), "{hook}");
+    assert!(
+        hook["output_tail"]
+            .as_str()
+            .unwrap()
+            .contains("notified the pager"),
+        "{hook}"
+    );
 
     // A refused command is recorded too, with why.
     let got = admin_post(proxy.admin, "/services/api/retry").await;

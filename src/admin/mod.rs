@@ -350,23 +350,6 @@ impl LogLimit {
     }
 }
 
-#[cfg(test)]
-mod log_limit_tests {
-    use super::LogLimit;
-
-    #[test]
-    fn one_line_per_period_with_the_count_of_the_rest() {
-        let limit = LogLimit::new(10_000);
-        assert_eq!(limit.admit(5), Some(0));
-        let admitted = (0..18_000)
-            .filter(|i| limit.admit(6 + i / 10).is_some())
-            .count();
-        assert_eq!(admitted, 0, "all within the first 10 s");
-        assert_eq!(limit.admit(10_005), Some(18_000));
-        assert_eq!(limit.admit(10_006), None);
-    }
-}
-
 /// Decodes `%XX` escapes (a `+` in an RFC 3339 offset arrives as `%2B`).
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
@@ -389,4 +372,21 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod log_limit_tests {
+    use super::LogLimit;
+
+    #[test]
+    fn one_line_per_period_with_the_count_of_the_rest() {
+        let limit = LogLimit::new(10_000);
+        assert_eq!(limit.admit(5), Some(0));
+        let admitted = (0..18_000)
+            .filter(|i| limit.admit(6 + i / 10).is_some())
+            .count();
+        assert_eq!(admitted, 0, "all within the first 10 s");
+        assert_eq!(limit.admit(10_005), Some(18_000));
+        assert_eq!(limit.admit(10_006), None);
+    }
 }

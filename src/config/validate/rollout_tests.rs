@@ -33,13 +33,14 @@ fn spec(analysis: &str) -> AnalysisSpec {
 }
 
 fn error(analysis: &str) -> ConfigError {
-    let errors = from_str(
+    let loaded = from_str(
         &config(analysis),
         Path::new("/tmp/cutover-test/cutover.yaml"),
-    )
-    .err()
-    .expect("an error")
-    .0;
+    );
+    let errors = match loaded {
+        Ok(_) => panic!("expected an error for {analysis:?}"),
+        Err(errors) => errors.0,
+    };
     assert_eq!(errors.len(), 1, "{errors:#?}");
     errors.into_iter().next().expect("one error")
 }
