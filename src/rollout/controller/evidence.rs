@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::{Controller, Op, ReloadSource};
+use super::{ControlError, Controller, Op, ReloadSource};
 use crate::config::{TripSpec, Weight};
 use crate::evidence::log::HistoryLog;
 use crate::evidence::record::{
@@ -127,7 +127,7 @@ pub(super) fn describe_op(op: &Op) -> String {
 }
 
 /// The records of one transition: the step or weight change, then the state change.
-pub(super) fn transition(
+fn transition(
     plan: &Plan,
     before: &RolloutState,
     after: &RolloutState,
@@ -166,7 +166,7 @@ pub(super) fn transition(
 }
 
 /// Whether a transition gives NEW more of the traffic than it had.
-pub(super) fn exposes_more(before: &RolloutState, after: &RolloutState) -> bool {
+fn exposes_more(before: &RolloutState, after: &RolloutState) -> bool {
     after.weight > before.weight
         || (after.phase == Phase::Promoted && before.phase != Phase::Promoted)
 }
@@ -218,12 +218,7 @@ pub(super) fn reload_record(ok: bool, changes: Vec<String>, by: DecidedBy) -> De
     Decision::Reload(ReloadRecord { ok, changes, by })
 }
 
-pub(super) fn operator_record(
-    op: &Op,
-    client: &str,
-    accepted: bool,
-    detail: Option<String>,
-) -> Decision {
+fn operator_record(op: &Op, client: &str, accepted: bool, detail: Option<String>) -> Decision {
     Decision::Operator(OperatorRecord {
         command: describe_op(op),
         client: client.to_string(),
@@ -246,6 +241,49 @@ pub(super) fn check_decision(check: &Check, window: Duration, failures: u32) -> 
 }
 
 impl Controller {
+    /// Writes the records of a transition the machine just computed, the operator's
+    /// command first (accepted or refused). A transition that gives NEW more traffic and
+    /// whose records could not all be written is undone (`Err`); any other goes ahead.
+    pub(super) fn log_transition(
+        &mut self,
+        index: usize,
+        before: &RolloutState,
+        by: &DecidedBy,
+        asked: Option<&Op>,
+        refusal: Option<&str>,
+    ) -> Result<(), ControlError> {
+        let Some(run) = self.services[index].rollout.as_ref() else {
+            return Ok(());
+        };
+        let after = run.state.clone();
+        let decisions = transition(&run.plan, before, &after, by);
+        if let Some(op) = asked {
+            let (accepted, detail) = match refusal {
+                Some(refusal) => (false, Some(refusal.to_string())),
+                None if after == *before => (true, Some("nothing to change".to_string())),
+                None => (true, None),
+            };
+            let client = self.client.clone().unwrap_or_else(|| "local".to_string());
+            let record = operator_record(op, &client, accepted, detail);
+            let _ = self.record_at(index, before.weight, Some(before.step), record);
+        }
+        let mut lost = false;
+        for decision in decisions {
+            lost |= self
+                .record_at(index, after.weight, Some(after.step), decision)
+                .is_err();
+        }
+        if lost && exposes_more(before, &after) {
+            if let Some(run) = self.services[index].rollout.as_mut() {
+                run.state = before.clone();
+            }
+            return Err(ControlError::Persist(
+                "the decision log could not be written".to_string(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Appends a decision of service `index`, at its current weight and step. `Err`
     /// when it could not be written (already logged and counted).
     pub(super) fn record(&mut self, index: usize, decision: Decision) -> Result<(), ()> {

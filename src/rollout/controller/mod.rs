@@ -24,6 +24,7 @@ pub(crate) mod metrics;
 mod persist;
 mod reload;
 mod role;
+mod startup;
 pub(crate) mod status;
 mod tick;
 pub(crate) mod traffic;
@@ -38,8 +39,9 @@ use tokio::time::Instant;
 pub(crate) use self::handle::{AdminToken, Command, ControlError, Controlled, ControllerHandle};
 #[allow(unreachable_pub)] // re-exported at the crate root (the lint misses that)
 pub use self::handle::{Op, ReloadSource};
-use self::hooks::{hook_names, hook_statuses, EventAt, HookDone};
+use self::hooks::{EventAt, HookDone};
 pub(crate) use self::metrics::RolloutMetrics;
+use self::startup::{first_services, load_rollout};
 use self::status::{HookStatus, ServiceStatus, Status};
 use self::tick::Clock;
 #[cfg(test)]
@@ -49,9 +51,9 @@ use super::analysis::{Check, Windows};
 use super::machine::{self, Effect, Input, RolloutState};
 use super::schedule::Plan;
 use super::state::{StateError, StateStore};
-use crate::config::{self, Config, HookEvent, Service};
+use crate::config::{Config, HookEvent, Service};
 use crate::proxy::{ListenError, Listeners};
-use crate::routing::{build_service, Route, ServiceRoute, SharedSnapshot, Snapshot};
+use crate::routing::{Route, ServiceRoute, SharedSnapshot, Snapshot};
 use crate::upstream::UpstreamRegistry;
 
 #[derive(Debug, thiserror::Error)]
@@ -432,35 +434,12 @@ impl Controller {
         };
         let before = run.state.clone();
         let applied = machine::apply(&run.plan, &mut run.state, input);
-        let after = run.state.clone();
-        let decisions = evidence::transition(&run.plan, &before, &after, &by);
-        if let Some(op) = asked {
-            let (accepted, detail) = match &applied {
-                Ok(_) if after == before => (true, Some("nothing to change".to_string())),
-                Ok(_) => (true, None),
-                Err(refusal) => (false, Some(refusal.0.clone())),
-            };
-            let client = self.client.clone().unwrap_or_else(|| "local".to_string());
-            let record = evidence::operator_record(op, &client, accepted, detail);
-            let _ = self.record_at(index, before.weight, Some(before.step), record);
-        }
+        let refusal = applied.as_ref().err().map(|r| r.0.as_str());
+        self.log_transition(index, &before, &by, asked, refusal)?;
         let effects = applied.map_err(|r| ControlError::Refused(r.0))?;
-        let mut lost = false;
-        for decision in decisions {
-            lost |= self
-                .record_at(index, after.weight, Some(after.step), decision)
-                .is_err();
-        }
         let Some(run) = self.services[index].rollout.as_mut() else {
             return Err(ControlError::NoRollout(name));
         };
-        if lost && evidence::exposes_more(&before, &after) {
-            // More traffic to NEW waits until its reason can be written (`evidence`).
-            run.state = before;
-            return Err(ControlError::Persist(
-                "the decision log could not be written".to_string(),
-            ));
-        }
         if run.state != before {
             persist::persist(self.store.as_ref(), &name, run, &before, &effects, now)?;
         }
@@ -567,70 +546,6 @@ impl Controller {
             fleet,
         };
         self.status_tx.send_replace(Arc::new(status));
-    }
-}
-
-/// Every service of the first config, with its rollout as the store has it, and what each
-/// rollout must do first.
-fn first_services(
-    config: &Config,
-    store: &dyn StateStore,
-    metrics: &RolloutMetrics,
-    registry: &mut UpstreamRegistry,
-    data_plane: &tokio::runtime::Handle,
-) -> Result<(Vec<ServiceRun>, Startups), StateError> {
-    let now = Instant::now();
-    let mut services = Vec::new();
-    let mut startups = Vec::new();
-    for service in &config.services {
-        metrics.register_service(&service.name, &hook_names(service));
-        let route = build_service(service, registry, data_plane);
-        let rollout = match Plan::of(service) {
-            None => None,
-            Some(plan) => {
-                let (run, startup) = load_rollout(store, service, plan, now)?;
-                startups.push((service.name.clone(), startup));
-                Some(run)
-            }
-        };
-        services.push(ServiceRun {
-            hooks: hook_statuses(service, BTreeMap::new()),
-            config: service.clone(),
-            route,
-            rollout,
-        });
-    }
-    Ok((services, startups))
-}
-
-/// The state of a service's rollout from the store, or a new one.
-fn load_rollout(
-    store: &dyn StateStore,
-    service: &Service,
-    plan: Plan,
-    now: Instant,
-) -> Result<(RolloutRun, Startup), StateError> {
-    match store.load(&service.name)? {
-        Some(state) => {
-            let steps_changed = state.steps_fingerprint != plan.fingerprint;
-            tracing::info!(
-                service = %service.name, phase = state.phase.label(), step = state.step + 1, weight = %state.weight,
-                "rollout state restored from {}", store.location(&service.name)
-            );
-            Ok((
-                RolloutRun::new(plan, state, now),
-                Startup::Restored { steps_changed },
-            ))
-        }
-        None => {
-            let state = RolloutState::new(&plan, service.weight);
-            let startup = if plan.start == config::StartMode::Auto {
-                Startup::Start
-            } else {
-                Startup::Nothing
-            };
-            Ok((RolloutRun::new(plan, state, now), startup))
-        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use prometheus_client::registry::Registry;
 
 use super::*;
-use crate::config::Weight;
+use crate::config::{self, Weight};
 use crate::rollout::analysis::Verdict;
 use crate::rollout::machine::{Phase, ServiceState};
 
