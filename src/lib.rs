@@ -12,16 +12,13 @@ pub mod app;
 pub mod cli;
 pub mod config;
 mod demo;
-mod fleet;
-// Wired into the controller, the admin API and the CLI in a second step (issue 11).
-#[cfg_attr(not(test), allow(dead_code))]
 mod evidence;
+mod fleet;
 mod hash;
 mod hooks;
 mod http1;
 mod metrics;
 mod proxy;
-#[cfg_attr(not(test), allow(dead_code))]
 mod report;
 mod rollout;
 mod routing;

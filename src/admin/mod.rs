@@ -8,6 +8,7 @@
 //! POST /services/{name}/{start|pause|resume|promote|rollback|retry}   ?full=true for promote
 //! POST /services/{name}/weight  {"weight": 30}, {"weight": 10, "force": true} to lower it
 //! POST /reload                  200 {version} | 400 {errors: [...]}
+//! GET  /services/{name}/history ?since=RFC3339: the decision log, a JSON array
 //! ```
 //!
 //! With a token configured, everything else needs `Authorization: Bearer <token>`,
@@ -130,12 +131,14 @@ impl Admin {
                     None => error(StatusCode::NOT_FOUND, &format!("no service named `{name}`")),
                 }
             }
+            (&Method::GET, ["services", name, "history"]) => self.history(name, &query).await,
             (&Method::POST, ["services", name, "weight"]) => {
                 let (weight, force) = match read_weight(request).await {
                     Ok(read) => read,
                     Err(message) => return error(StatusCode::BAD_REQUEST, &message),
                 };
-                self.control(name, Op::SetWeight { weight, force }).await
+                self.control(name, Op::SetWeight { weight, force }, peer)
+                    .await
             }
             (&Method::POST, ["services", name, verb]) => {
                 let full = query
@@ -150,7 +153,7 @@ impl Admin {
                     "retry" => Op::Retry,
                     _ => return error(StatusCode::NOT_FOUND, &format!("unknown action `{verb}`")),
                 };
-                self.control(name, op).await
+                self.control(name, op, peer).await
             }
             (&Method::POST, ["reload"]) => match self.controller.reload(ReloadSource::Api).await {
                 Ok(version) => json_response(StatusCode::OK, &json!({ "version": version })),
@@ -178,8 +181,45 @@ impl Admin {
         bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
     }
 
-    async fn control(&self, service: &str, op: Op) -> Response<Full<Bytes>> {
-        match self.controller.control(service, op).await {
+    /// The decision log of a service, from `since` on (RFC 3339) or whole.
+    async fn history(&self, name: &str, query: &str) -> Response<Full<Bytes>> {
+        if !self
+            .controller
+            .status()
+            .services
+            .iter()
+            .any(|s| s.name == name)
+        {
+            return error(StatusCode::NOT_FOUND, &format!("no service named `{name}`"));
+        }
+        let since = query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(key, _)| *key == "since")
+            .map(|(_, value)| {
+                let value = percent_decode(value);
+                crate::evidence::log::parse_since(&value)
+            })
+            .transpose();
+        let since = match since {
+            Ok(since) => since,
+            Err(err) => return error(StatusCode::BAD_REQUEST, &err.to_string()),
+        };
+        let path = self.controller.history_path(name);
+        // Up to two 16 MiB files: read off the admin's runtime thread.
+        let read =
+            tokio::task::spawn_blocking(move || crate::evidence::log::read_since(&path, since))
+                .await;
+        match read {
+            Ok(Ok(entries)) => json_response(StatusCode::OK, &entries),
+            Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+            Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+        }
+    }
+
+    async fn control(&self, service: &str, op: Op, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let client = Some(peer.to_string());
+        match self.controller.control_from(service, op, client).await {
             Ok(Controlled { status, note: None }) => json_response(StatusCode::OK, &status),
             Ok(Controlled {
                 status,
@@ -308,6 +348,30 @@ impl LogLimit {
             None
         }
     }
+}
+
+/// Decodes `%XX` escapes (a `+` in an RFC 3339 offset arrives as `%2B`).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

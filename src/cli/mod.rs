@@ -9,6 +9,7 @@
 
 mod client;
 mod commands;
+mod history;
 mod plan_view;
 mod status_view;
 
@@ -99,6 +100,28 @@ pub enum Command {
     },
     /// Reload the config file (like SIGHUP).
     Reload,
+    /// Print a service's decision log (`state_dir/<service>.history.jsonl`); works with
+    /// the proxy stopped.
+    History {
+        service: String,
+        /// Keep printing new decisions as they are written.
+        #[arg(long)]
+        follow: bool,
+        /// Only decisions at or after this time (RFC 3339, like 2026-11-30T14:30:00Z).
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Write the migration report of a service from its decision log; works with the
+    /// proxy stopped.
+    Report {
+        service: String,
+        /// The file to write (default: standard output).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// html (self-contained, with charts) or md.
+        #[arg(long, default_value = "html", value_parser = ["html", "md"])]
+        format: String,
+    },
 }
 
 /// Runs the command line; returns the process's exit code.
@@ -116,6 +139,22 @@ pub fn main(cli: Cli) -> ExitCode {
         Some(Command::Validate) => validate(&config_path(&cli)),
         Some(Command::Plan { ref service }) => plan(&config_path(&cli), service.as_deref()),
         Some(Command::Demo { break_new }) => crate::demo::main(break_new),
+        Some(Command::History {
+            ref service,
+            follow,
+            ref since,
+        }) => history::history(
+            &config_path(&cli),
+            service,
+            follow,
+            since.as_deref(),
+            cli.json,
+        ),
+        Some(Command::Report {
+            ref service,
+            ref output,
+            ref format,
+        }) => history::report(&config_path(&cli), service, output.as_deref(), format),
         Some(ref command) => commands::client(&cli, command),
     }
 }

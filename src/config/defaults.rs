@@ -36,6 +36,8 @@ pub const ANALYSIS_WINDOW: Duration = Duration::from_secs(120);
 pub const ANALYSIS_MIN_REQUESTS: u64 = 100;
 /// Failed checks in a row before a rollback.
 pub const FAILURE_THRESHOLD: u32 = 3;
+/// The statistical method's confidence (a fraction).
+pub const ANALYSIS_CONFIDENCE: f64 = 0.99;
 pub const TRIP_WINDOW: Duration = Duration::from_secs(10);
 pub const TRIP_MIN_REQUESTS: u64 = 20;
 

@@ -195,6 +195,9 @@ pub(super) struct AnalysisFile {
     pub max_p99_latency: Text,
     pub max_p99_latency_ratio: Option<Spanned<f64>>,
     pub trip: Option<Spanned<TripFile>>,
+    pub method: Text,
+    pub confidence: Text,
+    pub max_wait: Text,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -469,6 +469,21 @@ pub struct AnalysisSpec {
     pub max_p99_latency: Option<Duration>,
     pub max_p99_latency_ratio: Option<f64>,
     pub trip: Option<TripSpec>,
+    /// How checks judge (`analysis.method`, SPEC §10).
+    pub method: AnalysisMethod,
+    /// How long a step may stay inconclusive before it pauses for "not enough evidence";
+    /// `None`: 3 × the step's hold, at least 10 minutes.
+    pub max_wait: Option<Duration>,
+}
+
+/// `analysis.method`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum AnalysisMethod {
+    /// Point estimates against the limits.
+    #[default]
+    Threshold,
+    /// Confidence bounds against the limits; `confidence` is a fraction (0.99).
+    Statistical { confidence: f64 },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -90,6 +90,7 @@ impl HistoryLog {
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }

@@ -291,7 +291,7 @@ fn percent(fraction: f64) -> String {
 }
 
 /// The decision in one line, with its numbers.
-fn describe(entry: &Entry) -> String {
+pub(crate) fn describe(entry: &Entry) -> String {
     match &entry.decision {
         Decision::Check(check) => {
             let mut text = format!(

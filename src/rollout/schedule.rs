@@ -255,6 +255,8 @@ mod tests {
             max_error_rate_increase: None,
             max_p99_latency: None,
             max_p99_latency_ratio: None,
+            method: Default::default(),
+            max_wait: None,
             trip: Some(TripSpec {
                 error_rate: 0.25,
                 min_requests: 20,

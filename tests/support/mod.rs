@@ -78,3 +78,6 @@ pub use etcd::*;
 mod restart;
 #[allow(unused_imports)]
 pub use restart::*;
+mod history;
+#[allow(unused_imports)]
+pub use history::*;

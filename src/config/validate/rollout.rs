@@ -226,6 +226,20 @@ impl Checker<'_> {
             None => None,
         };
         let trip = file.trip.as_ref().and_then(|t| self.trip(t));
+        let method = self.method(file);
+        let max_wait = match &file.max_wait {
+            Some(w) => match self.duration_opt(&file.max_wait) {
+                Some(d) if d < interval => {
+                    self.error(
+                        w.mark,
+                        "`max_wait` must be at least the analysis `interval`: no check could run",
+                    );
+                    None
+                }
+                d => d,
+            },
+            None => None,
+        };
         let spec = AnalysisSpec {
             interval,
             window,
@@ -246,6 +260,8 @@ impl Checker<'_> {
             max_p99_latency: self.duration_opt(&file.max_p99_latency),
             max_p99_latency_ratio: ratio,
             trip,
+            method,
+            max_wait,
         };
         let has_rule = spec.max_error_rate.is_some()
             || spec.max_error_rate_increase.is_some()
@@ -260,6 +276,55 @@ impl Checker<'_> {
             );
         }
         Some(spec)
+    }
+
+    /// `method: threshold | statistical` and `confidence: 99%` (statistical only).
+    fn method(&mut self, file: &AnalysisFile) -> AnalysisMethod {
+        let statistical = match &file.method {
+            None => false,
+            Some(m) => match m.value.as_str() {
+                "threshold" => false,
+                "statistical" => true,
+                other => {
+                    self.error(
+                        m.mark,
+                        format!("unknown analysis method {other:?}: use threshold or statistical"),
+                    );
+                    false
+                }
+            },
+        };
+        let Some(field) = &file.confidence else {
+            return if statistical {
+                AnalysisMethod::Statistical {
+                    confidence: defaults::ANALYSIS_CONFIDENCE,
+                }
+            } else {
+                AnalysisMethod::Threshold
+            };
+        };
+        if !statistical {
+            self.error(
+                field.mark,
+                "`confidence` only applies to `method: statistical`",
+            );
+            return AnalysisMethod::Threshold;
+        }
+        match self.fraction(&file.confidence) {
+            Some(c) if c > 0.5 && c < 1.0 => AnalysisMethod::Statistical { confidence: c },
+            Some(_) => {
+                self.error(
+                    field.mark,
+                    "`confidence` is a percent strictly between 50% and 100%, like 99%",
+                );
+                AnalysisMethod::Statistical {
+                    confidence: defaults::ANALYSIS_CONFIDENCE,
+                }
+            }
+            None => AnalysisMethod::Statistical {
+                confidence: defaults::ANALYSIS_CONFIDENCE,
+            },
+        }
     }
 
     pub(super) fn trip(&mut self, trip: &Spanned<TripFile>) -> Option<TripSpec> {
@@ -311,3 +376,7 @@ pub fn schedule_steps(start: Weight, step: Weight, every: Duration) -> Vec<Step>
     });
     steps
 }
+
+#[cfg(test)]
+#[path = "rollout_tests.rs"]
+mod tests;

@@ -24,7 +24,6 @@ use crate::config::{AnalysisSpec, TripSpec};
 use crate::evidence::record::{CheckRecord, Method, Outcome, PoolRecord, Rule, RuleRecord};
 use crate::stats::PoolCounts;
 
-#[cfg_attr(not(test), allow(dead_code))] // the controller calls it once issue 11 is wired
 mod intervals;
 #[cfg(test)]
 mod scenarios;
@@ -199,24 +198,15 @@ impl fmt::Display for Breach {
     }
 }
 
-/// How checks judge (`analysis.method`, SPEC §10).
-#[cfg_attr(not(test), allow(dead_code))] // the controller calls it once issue 11 is wired
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub(crate) enum AnalysisMethod {
-    /// Point estimates against the limits.
-    #[default]
-    Threshold,
-    /// Confidence bounds against the limits; `confidence` is a fraction (0.99).
-    Statistical { confidence: f64 },
-}
+/// How checks judge (`analysis.method`, SPEC §10): defined with the config it comes from.
+pub(crate) use crate::config::AnalysisMethod;
 
 /// The default `confidence` of the statistical method.
-#[cfg_attr(not(test), allow(dead_code))] // the controller calls it once issue 11 is wired
-pub(crate) const DEFAULT_CONFIDENCE: f64 = 0.99;
+#[cfg(test)]
+pub(crate) const DEFAULT_CONFIDENCE: f64 = crate::config::defaults::ANALYSIS_CONFIDENCE;
 
 /// How long a step may stay inconclusive before it pauses for "not enough evidence":
 /// the configured `max_wait`, else 3 × the step's hold and at least 10 minutes.
-#[cfg_attr(not(test), allow(dead_code))] // the controller calls it once issue 11 is wired
 pub(crate) fn max_wait(configured: Option<Duration>, hold: Duration) -> Duration {
     configured.unwrap_or_else(|| (hold * 3).max(Duration::from_secs(600)))
 }
@@ -255,7 +245,6 @@ impl Check {
     }
 
     /// The check as the decision log keeps it.
-    #[cfg_attr(not(test), allow(dead_code))] // the controller calls it once issue 11 is wired
     pub(crate) fn record(&self, window: Duration, consecutive_failures: u32) -> CheckRecord {
         CheckRecord {
             method: self.method,
@@ -274,7 +263,6 @@ impl Check {
     }
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // the controller calls it once issue 11 is wired
 impl PoolMeasure {
     fn record(&self) -> PoolRecord {
         PoolRecord {
@@ -301,7 +289,6 @@ pub(crate) fn incomplete(window: &WindowCounts) -> Check {
 
 /// Runs a check with the configured method; `complete` is false when the numbers are
 /// known to miss part of the traffic.
-#[cfg_attr(not(test), allow(dead_code))] // the controller calls it once issue 11 is wired
 pub(crate) fn judge(
     method: AnalysisMethod,
     spec: &AnalysisSpec,

@@ -11,6 +11,8 @@ fn spec() -> AnalysisSpec {
         max_error_rate_increase: Some(0.005),
         max_p99_latency: Some(Duration::from_millis(500)),
         max_p99_latency_ratio: Some(1.5),
+        method: Default::default(),
+        max_wait: None,
         trip: None,
     }
 }

@@ -20,6 +20,8 @@ pub(crate) enum Command {
     Control {
         service: String,
         op: Op,
+        /// The admin client's address, for the decision log.
+        client: Option<String>,
         reply: oneshot::Sender<Result<Controlled, ControlError>>,
     },
     Reload {
@@ -94,6 +96,8 @@ pub enum ControlError {
 pub struct ControllerHandle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<Arc<Status>>,
+    /// Where the decision logs are (`state_dir`), for the admin API to read them.
+    state_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for ControllerHandle {
@@ -106,15 +110,31 @@ impl ControllerHandle {
     pub(super) fn new(
         commands: mpsc::Sender<Command>,
         status: watch::Receiver<Arc<Status>>,
+        state_dir: std::path::PathBuf,
     ) -> ControllerHandle {
-        ControllerHandle { commands, status }
+        ControllerHandle {
+            commands,
+            status,
+            state_dir,
+        }
     }
 
     pub async fn control(&self, service: &str, op: Op) -> Result<Controlled, ControlError> {
+        self.control_from(service, op, None).await
+    }
+
+    /// `control`, for the admin client at `client` (recorded in the decision log).
+    pub async fn control_from(
+        &self,
+        service: &str,
+        op: Op,
+        client: Option<String>,
+    ) -> Result<Controlled, ControlError> {
         let (reply, answer) = oneshot::channel();
         let command = Command::Control {
             service: service.to_string(),
             op,
+            client,
             reply,
         };
         self.commands
@@ -157,6 +177,11 @@ impl ControllerHandle {
             return 0;
         }
         answer.await.unwrap_or(0)
+    }
+
+    /// The decision log of `service`: `state_dir/<service>.history.jsonl`.
+    pub(crate) fn history_path(&self, service: &str) -> std::path::PathBuf {
+        crate::evidence::log::history_path(&self.state_dir, service)
     }
 
     pub fn status(&self) -> Arc<Status> {

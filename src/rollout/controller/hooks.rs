@@ -10,8 +10,9 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::status::{check_status, timestamp, HookStatus};
-use super::Controller;
+use super::{evidence, Controller};
 use crate::config::{HookEvent, Service, Weight};
+use crate::evidence::record::Decision;
 use crate::hooks::{self, HookInput, HookOutcome};
 use crate::rollout::machine::{Input, ServiceState};
 use crate::rollout::schedule::PlannedKind;
@@ -248,6 +249,15 @@ impl Controller {
         let Some(index) = self.index_of(service) else {
             return;
         };
+        let attempt = match &done {
+            HookDone::Step { .. } => self.services[index]
+                .rollout
+                .as_ref()
+                .map_or(1, |run| run.state.run_attempts),
+            HookDone::Event { .. } => 1,
+        };
+        let record = evidence::hook_record(hook, label, attempt, outcome);
+        let _ = self.record(index, Decision::Hook(record));
         record_outcome(&mut self.services[index].hooks, hook, outcome);
         if let HookDone::Step {
             step,

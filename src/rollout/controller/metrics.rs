@@ -74,6 +74,7 @@ pub(crate) struct RolloutMetrics {
     hook_duration: Family<HookLabels, Histogram>,
     reloads: Family<ReloadLabels, Counter>,
     shadow: Family<ResultLabels, Counter>,
+    history_errors: Family<ServiceLabels, Counter>,
 }
 
 impl RolloutMetrics {
@@ -91,6 +92,7 @@ impl RolloutMetrics {
             }),
             reloads: Family::default(),
             shadow: Family::default(),
+            history_errors: Family::default(),
         };
         let m = metrics.clone();
         registry.register(
@@ -130,10 +132,33 @@ impl RolloutMetrics {
             "Mirrored requests, by comparison result (shadow steps are not available yet)",
             m.shadow,
         );
+        registry.register(
+            "cutover_history_write_errors",
+            "Decision-log records that could not be written (SPEC §10)",
+            m.history_errors,
+        );
         for result in ["ok", "error"] {
             let _ = metrics.reloads.get_or_create(&ReloadLabels { result });
         }
         metrics
+    }
+
+    /// A decision-log record of `service` was lost.
+    pub(crate) fn history_error(&self, service: &str) {
+        self.history_errors
+            .get_or_create(&ServiceLabels {
+                service: service.to_string(),
+            })
+            .inc();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn history_errors_of(&self, service: &str) -> u64 {
+        self.history_errors
+            .get_or_create(&ServiceLabels {
+                service: service.to_string(),
+            })
+            .get()
     }
 
     /// Sets the rollout gauges of a service.
@@ -164,6 +189,9 @@ impl RolloutMetrics {
     /// Makes the rollback, check and hook series of a service exist from the start at 0,
     /// so that `increase()` sees even the first one.
     pub(crate) fn register_service(&self, service: &str, hooks: &[String]) {
+        let _ = self.history_errors.get_or_create(&ServiceLabels {
+            service: service.to_string(),
+        });
         for hook in hooks {
             for result in HookResult::ALL {
                 let _ = self.hook_runs.get_or_create(&HookResultLabels {

@@ -17,12 +17,14 @@
 //!
 //! Time comes from tokio, so tests can run a three-hour rollout on a paused clock.
 
+mod evidence;
 mod handle;
 mod hooks;
 pub(crate) mod metrics;
 mod persist;
 mod reload;
 mod role;
+mod startup;
 pub(crate) mod status;
 mod tick;
 pub(crate) mod traffic;
@@ -37,8 +39,9 @@ use tokio::time::Instant;
 pub(crate) use self::handle::{AdminToken, Command, ControlError, Controlled, ControllerHandle};
 #[allow(unreachable_pub)] // re-exported at the crate root (the lint misses that)
 pub use self::handle::{Op, ReloadSource};
-use self::hooks::{hook_names, hook_statuses, EventAt, HookDone};
+use self::hooks::{EventAt, HookDone};
 pub(crate) use self::metrics::RolloutMetrics;
+use self::startup::{first_services, load_rollout};
 use self::status::{HookStatus, ServiceStatus, Status};
 use self::tick::Clock;
 #[cfg(test)]
@@ -48,9 +51,9 @@ use super::analysis::{Check, Windows};
 use super::machine::{self, Effect, Input, RolloutState};
 use super::schedule::Plan;
 use super::state::{StateError, StateStore};
-use crate::config::{self, Config, HookEvent, Service};
+use crate::config::{Config, HookEvent, Service};
 use crate::proxy::{ListenError, Listeners};
-use crate::routing::{build_service, Route, ServiceRoute, SharedSnapshot, Snapshot};
+use crate::routing::{Route, ServiceRoute, SharedSnapshot, Snapshot};
 use crate::upstream::UpstreamRegistry;
 
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +170,10 @@ pub(crate) struct Controller {
     leading: bool,
     /// Why the leader does not advance, while it does not.
     blocked: Option<String>,
+    /// The decision log (`evidence`).
+    history: evidence::History,
+    /// The admin client whose command is being applied, for the decision log.
+    client: Option<String>,
 }
 
 impl Controller {
@@ -202,6 +209,8 @@ impl Controller {
             changes,
             leading,
             blocked: None,
+            history: evidence::History::new(config.state_dir.clone()),
+            client: None,
             config_status: reload::config_status(&config),
             config: Arc::new(config),
             services,
@@ -227,7 +236,11 @@ impl Controller {
             .listeners
             .apply(&config.listeners, bound, &config.limits);
         controller.publish_status();
-        Ok((controller, ControllerHandle::new(command_tx, status_rx)))
+        let state_dir = controller.config.state_dir.clone();
+        Ok((
+            controller,
+            ControllerHandle::new(command_tx, status_rx, state_dir),
+        ))
     }
 
     /// The bound listener addresses, by their configured address.
@@ -323,19 +336,27 @@ impl Controller {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Control { service, op, reply } => {
+            Command::Control {
+                service,
+                op,
+                client,
+                reply,
+            } => {
                 if let Some(forwarded) = self.store.forward(&service, &op) {
                     tokio::spawn(async move {
                         let _ = reply.send(forwarded.await);
                     });
                     return;
                 }
+                self.client = Some(client.unwrap_or_else(|| "local".to_string()));
                 let result = self.control(&service, op);
+                self.client = None;
                 self.publish_status();
                 let _ = reply.send(result);
             }
             Command::Reload { source, reply } => {
                 let result = self.reload(source);
+                self.record_reload(source, &result);
                 self.changes = self.store.changes();
                 self.publish_status();
                 if let Some(reply) = reply {
@@ -358,6 +379,7 @@ impl Controller {
             Op::SetWeight { weight, .. } => Some(*weight),
             _ => None,
         };
+        let asked = op.clone();
         let input = match op {
             Op::Start => Input::Start {
                 run_id: new_run_id(),
@@ -375,7 +397,7 @@ impl Controller {
             .rollout
             .as_ref()
             .map(|run| run.state.clone());
-        self.apply(index, input)?;
+        self.apply_as(index, input, Some(&asked))?;
         let run = self.services[index].rollout.as_ref();
         // The machine accepts a verb whose outcome already holds and changes nothing.
         let note =
@@ -390,17 +412,34 @@ impl Controller {
         })
     }
 
-    /// Applies an input to a service's rollout: state, then the store, then effects.
+    /// Applies an input to a service's rollout: state, then the decision log and the
+    /// store, then effects.
     fn apply(&mut self, index: usize, input: Input) -> Result<(), ControlError> {
+        self.apply_as(index, input, None)
+    }
+
+    /// `apply`, for an operator's verb when `asked` is set: the command is logged too,
+    /// accepted or not.
+    fn apply_as(
+        &mut self,
+        index: usize,
+        input: Input,
+        asked: Option<&Op>,
+    ) -> Result<(), ControlError> {
         let now = Instant::now();
-        let service = &mut self.services[index];
-        let name = service.config.name.clone();
-        let Some(run) = service.rollout.as_mut() else {
+        let by = evidence::decided_by(&input, self.client.as_deref());
+        let name = self.services[index].config.name.clone();
+        let Some(run) = self.services[index].rollout.as_mut() else {
             return Err(ControlError::NoRollout(name));
         };
         let before = run.state.clone();
-        let effects = machine::apply(&run.plan, &mut run.state, input)
-            .map_err(|r| ControlError::Refused(r.0))?;
+        let applied = machine::apply(&run.plan, &mut run.state, input);
+        let refusal = applied.as_ref().err().map(|r| r.0.as_str());
+        self.log_transition(index, &before, &by, asked, refusal)?;
+        let effects = applied.map_err(|r| ControlError::Refused(r.0))?;
+        let Some(run) = self.services[index].rollout.as_mut() else {
+            return Err(ControlError::NoRollout(name));
+        };
         if run.state != before {
             persist::persist(self.store.as_ref(), &name, run, &before, &effects, now)?;
         }
@@ -507,70 +546,6 @@ impl Controller {
             fleet,
         };
         self.status_tx.send_replace(Arc::new(status));
-    }
-}
-
-/// Every service of the first config, with its rollout as the store has it, and what each
-/// rollout must do first.
-fn first_services(
-    config: &Config,
-    store: &dyn StateStore,
-    metrics: &RolloutMetrics,
-    registry: &mut UpstreamRegistry,
-    data_plane: &tokio::runtime::Handle,
-) -> Result<(Vec<ServiceRun>, Startups), StateError> {
-    let now = Instant::now();
-    let mut services = Vec::new();
-    let mut startups = Vec::new();
-    for service in &config.services {
-        metrics.register_service(&service.name, &hook_names(service));
-        let route = build_service(service, registry, data_plane);
-        let rollout = match Plan::of(service) {
-            None => None,
-            Some(plan) => {
-                let (run, startup) = load_rollout(store, service, plan, now)?;
-                startups.push((service.name.clone(), startup));
-                Some(run)
-            }
-        };
-        services.push(ServiceRun {
-            hooks: hook_statuses(service, BTreeMap::new()),
-            config: service.clone(),
-            route,
-            rollout,
-        });
-    }
-    Ok((services, startups))
-}
-
-/// The state of a service's rollout from the store, or a new one.
-fn load_rollout(
-    store: &dyn StateStore,
-    service: &Service,
-    plan: Plan,
-    now: Instant,
-) -> Result<(RolloutRun, Startup), StateError> {
-    match store.load(&service.name)? {
-        Some(state) => {
-            let steps_changed = state.steps_fingerprint != plan.fingerprint;
-            tracing::info!(
-                service = %service.name, phase = state.phase.label(), step = state.step + 1, weight = %state.weight,
-                "rollout state restored from {}", store.location(&service.name)
-            );
-            Ok((
-                RolloutRun::new(plan, state, now),
-                Startup::Restored { steps_changed },
-            ))
-        }
-        None => {
-            let state = RolloutState::new(&plan, service.weight);
-            let startup = if plan.start == config::StartMode::Auto {
-                Startup::Start
-            } else {
-                Startup::Nothing
-            };
-            Ok((RolloutRun::new(plan, state, now), startup))
-        }
     }
 }
 

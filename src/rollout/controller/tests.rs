@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use prometheus_client::registry::Registry;
 
 use super::*;
-use crate::config::Weight;
+use crate::config::{self, Weight};
 use crate::rollout::analysis::Verdict;
 use crate::rollout::machine::{Phase, ServiceState};
 
@@ -219,3 +219,5 @@ async fn the_next_deadline_is_the_earliest_thing_due() {
     h.controller.control("api", Op::Rollback).unwrap();
     assert_eq!(h.controller.next_deadline(), None);
 }
+
+mod evidence;

@@ -17,7 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{Controller, RolloutRun};
+use super::{evidence, Controller, RolloutRun};
+use crate::evidence::record::Decision;
 use crate::rollout::analysis::{self, Verdict};
 use crate::rollout::machine::{Input, Phase};
 
@@ -134,8 +135,14 @@ impl Controller {
             return;
         };
         let trip = run.plan.analysis.as_ref().and_then(|a| a.trip.as_ref());
-        if let Some(reason) = trip.and_then(|t| analysis::trip(t, &run.windows)) {
+        let tripped = trip.and_then(|t| {
+            let reason = analysis::trip(t, &run.windows)?;
+            Some((evidence::trip_record(t, &run.windows, &reason), reason))
+        });
+        if let Some((record, reason)) = tripped {
             tracing::warn!(service = %self.services[index].config.name, "{reason}");
+            // A trip acts whether or not its record could be written (`evidence`).
+            let _ = self.record(index, Decision::Trip(record));
             self.apply_logged(index, Input::Trip { reason });
         }
     }
@@ -154,11 +161,9 @@ impl Controller {
         // stall, half an interval from now rather than a burst of catch-up checks.
         run.next_check = (run.next_check + analysis.interval).max(at + analysis.interval / 2);
         let window = run.windows.over(analysis.window);
-        let check = if run.complete {
-            analysis::evaluate(analysis, &window)
-        } else {
-            analysis::incomplete(&window)
-        };
+        let check = analysis::judge(analysis.method, analysis, &window, run.complete);
+        let failures = evidence::failures_after(&run.state, check.verdict);
+        let decision = evidence::check_decision(&check, analysis.window, failures);
         run.last_check = Some((SystemTime::now(), check.clone()));
         run.checks += 1;
         let name = self.services[index].config.name.clone();
@@ -169,6 +174,7 @@ impl Controller {
             _ => tracing::info!(service = %name, "check {summary}"),
         }
         let verdict = check.verdict;
+        let _ = self.record(index, decision);
         self.apply_logged(index, Input::Check { verdict, summary });
     }
 }

@@ -31,9 +31,9 @@ use std::time::Duration;
 pub(crate) use self::rollout_state::{
     PauseCause, Phase, RollbackReason, RolloutState, ServiceState, StepHookRecord,
 };
-use super::analysis::Verdict;
+use super::analysis::{max_wait, Verdict};
 use super::schedule::{Plan, PlannedKind};
-use crate::config::{HookEvent, OnDeadline, Weight};
+use crate::config::{AnalysisMethod, HookEvent, OnDeadline, Weight};
 
 /// What can happen to a rollout.
 #[derive(Debug, Clone, PartialEq)]
@@ -240,6 +240,7 @@ impl Machine<'_> {
         let state = &mut *self.state;
         state.step = index;
         state.hold_observed_ms = 0;
+        state.undecided_from_ms = 0;
         state.gate_elapsed_ms = 0;
         state.gate_wait_ms = 0;
         state.run_attempts = 0;
@@ -386,6 +387,7 @@ impl Machine<'_> {
         }
         match verdict {
             Verdict::Pass => {
+                self.state.undecided_from_ms = self.state.hold_observed_ms;
                 self.state.consecutive_failures = 0;
                 self.state.last_check_passed = true;
                 if self.state.realign && self.state.phase == Phase::Progressing {
@@ -394,8 +396,12 @@ impl Machine<'_> {
                     self.maybe_complete();
                 }
             }
-            Verdict::Inconclusive => self.state.last_check_passed = false,
+            Verdict::Inconclusive => {
+                self.state.last_check_passed = false;
+                self.waited_for_evidence(&summary);
+            }
             Verdict::Fail => {
+                self.state.undecided_from_ms = self.state.hold_observed_ms;
                 self.state.consecutive_failures += 1;
                 self.state.last_check_passed = false;
                 if matches!(
@@ -422,6 +428,39 @@ impl Machine<'_> {
                 }
             }
         }
+    }
+
+    /// Pauses a weight step whose checks have been inconclusive for `max_wait` of
+    /// running time: waiting on forever would neither promote nor protect anyone.
+    fn waited_for_evidence(&mut self, summary: &str) {
+        if self.state.phase != Phase::Progressing || self.state.realign {
+            return;
+        }
+        let Some(PlannedKind::Weight { weight, hold }) = self.current().cloned() else {
+            return;
+        };
+        let Some(analysis) = self.plan.analysis.as_ref() else {
+            return;
+        };
+        // The threshold method waits as it always did unless `max_wait` is set.
+        let applies = analysis.max_wait.is_some()
+            || matches!(analysis.method, AnalysisMethod::Statistical { .. });
+        if weight == Weight::ZERO || !applies {
+            return;
+        }
+        let limit = max_wait(analysis.max_wait, hold);
+        let undecided = self
+            .state
+            .hold_observed_ms
+            .saturating_sub(self.state.undecided_from_ms);
+        if Duration::from_millis(undecided) < limit {
+            return;
+        }
+        let waited = humantime::format_duration(limit);
+        self.pause(
+            PauseCause::NotEnoughEvidence,
+            format!("not enough evidence: checks at {weight} inconclusive for {waited}: {summary}"),
+        );
     }
 
     fn trip(&mut self, reason: String) {

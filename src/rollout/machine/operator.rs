@@ -49,6 +49,10 @@ impl Machine<'_> {
         if cause == Some(PauseCause::SetWeight) {
             self.state.realign = true;
         }
+        if cause == Some(PauseCause::NotEnoughEvidence) {
+            // The operator chose to wait longer: another `max_wait` from now.
+            self.state.undecided_from_ms = self.state.hold_observed_ms;
+        }
         if self.state.realign {
             if self.plan.analysis.is_none() || self.state.weight == Weight::ZERO {
                 self.realign();

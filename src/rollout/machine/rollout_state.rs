@@ -105,6 +105,8 @@ pub enum PauseCause {
     Analysis,
     Trip,
     Hook,
+    /// The checks of a step stayed inconclusive for `max_wait` (SPEC §10).
+    NotEnoughEvidence,
 }
 
 impl PauseCause {
@@ -117,6 +119,7 @@ impl PauseCause {
             PauseCause::Analysis => "analysis",
             PauseCause::Trip => "trip",
             PauseCause::Hook => "hook",
+            PauseCause::NotEnoughEvidence => "not_enough_evidence",
         }
     }
 }
@@ -168,6 +171,10 @@ pub(crate) struct RolloutState {
     /// NEW's weight, in basis points.
     pub weight: Weight,
     pub hold_observed_ms: u64,
+    /// `hold_observed_ms` when the step's checks were last conclusive (or it began, or it
+    /// resumed from "not enough evidence"): inconclusive since then.
+    #[serde(default)]
+    pub undecided_from_ms: u64,
     pub gate_elapsed_ms: u64,
     pub gate_wait_ms: u64,
     pub run_attempts: u32,
@@ -198,6 +205,7 @@ impl RolloutState {
             step: 0,
             weight: initial,
             hold_observed_ms: 0,
+            undecided_from_ms: 0,
             gate_elapsed_ms: 0,
             gate_wait_ms: 0,
             run_attempts: 0,

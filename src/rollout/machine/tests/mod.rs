@@ -5,6 +5,7 @@ use crate::rollout::schedule::PlannedStep;
 
 mod checks;
 mod due;
+mod evidence;
 mod hooks;
 mod operator;
 
@@ -22,6 +23,8 @@ fn analysis(threshold: u32) -> AnalysisSpec {
         max_error_rate_increase: None,
         max_p99_latency: None,
         max_p99_latency_ratio: None,
+        method: Default::default(),
+        max_wait: None,
         trip: None,
     }
 }

@@ -1,0 +1,76 @@
+//! `max_wait`: a step whose checks stay inconclusive pauses for "not enough evidence".
+
+use super::*;
+
+fn statistical(max_wait: Option<u64>) -> Plan {
+    let mut plan = classic();
+    if let Some(analysis) = plan.analysis.as_mut() {
+        analysis.method = crate::config::AnalysisMethod::Statistical { confidence: 0.99 };
+        analysis.max_wait = max_wait.map(Duration::from_secs);
+    }
+    plan
+}
+
+fn inconclusive_for(rollout: &mut Rollout, seconds: u64) {
+    for _ in 0..seconds / 30 {
+        rollout.seconds(30);
+        rollout.check(Verdict::Inconclusive);
+    }
+}
+
+#[test]
+fn a_statistical_step_inconclusive_past_max_wait_pauses_for_not_enough_evidence() {
+    let mut rollout = Rollout::started(statistical(Some(600)));
+    inconclusive_for(&mut rollout, 570);
+    assert_eq!(rollout.state.phase, Phase::Progressing);
+    inconclusive_for(&mut rollout, 30);
+    assert_eq!(rollout.state.phase, Phase::Paused);
+    assert_eq!(
+        rollout.state.pause_cause,
+        Some(PauseCause::NotEnoughEvidence)
+    );
+    let reason = rollout.state.reason.clone().unwrap_or_default();
+    assert!(reason.starts_with("not enough evidence"), "{reason}");
+    assert_eq!(rollout.state.weight, w(5.0), "a pause keeps the weight");
+    // Resuming waits another `max_wait`, from now.
+    rollout.ok(Input::Resume);
+    inconclusive_for(&mut rollout, 570);
+    assert_eq!(rollout.state.phase, Phase::Progressing);
+    inconclusive_for(&mut rollout, 30);
+    assert_eq!(
+        rollout.state.pause_cause,
+        Some(PauseCause::NotEnoughEvidence)
+    );
+}
+
+#[test]
+fn the_default_max_wait_is_three_holds_and_a_conclusive_check_restarts_it() {
+    // classic(): 30-minute holds, so 90 minutes.
+    let mut rollout = Rollout::started(statistical(None));
+    inconclusive_for(&mut rollout, 3600);
+    rollout.check(Verdict::Fail);
+    inconclusive_for(&mut rollout, 5370);
+    assert_eq!(rollout.state.phase, Phase::Progressing);
+    inconclusive_for(&mut rollout, 30);
+    assert_eq!(
+        rollout.state.pause_cause,
+        Some(PauseCause::NotEnoughEvidence)
+    );
+}
+
+#[test]
+fn the_threshold_method_waits_unless_max_wait_is_set() {
+    let mut rollout = Rollout::started(classic());
+    inconclusive_for(&mut rollout, 6 * 3600);
+    assert_eq!(rollout.state.phase, Phase::Progressing);
+    let mut plan = classic();
+    if let Some(analysis) = plan.analysis.as_mut() {
+        analysis.max_wait = Some(Duration::from_secs(900));
+    }
+    let mut rollout = Rollout::started(plan);
+    inconclusive_for(&mut rollout, 900);
+    assert_eq!(
+        rollout.state.pause_cause,
+        Some(PauseCause::NotEnoughEvidence)
+    );
+}
