@@ -9,6 +9,7 @@ mod file;
 mod files;
 pub mod load;
 pub mod model;
+mod units;
 mod validate;
 pub mod watch;
 
