@@ -301,6 +301,37 @@ pub struct AnalysisSpec {
     pub max_wait: Option<Duration>,
 }
 
+#[cfg(test)]
+impl AnalysisSpec {
+    /// The analysis of SPEC §2's example (30 s checks over 2 minutes, at least 100
+    /// requests, 3 failures; 1% errors, +0.5% over OLD, p99 500 ms and 1.5× OLD), no trip:
+    /// the fixture tests start from and change what they are about.
+    pub(crate) fn example() -> AnalysisSpec {
+        AnalysisSpec {
+            interval: Duration::from_secs(30),
+            window: Duration::from_secs(120),
+            min_requests: 100,
+            failure_threshold: 3,
+            max_error_rate: Some(0.01),
+            max_error_rate_increase: Some(0.005),
+            max_p99_latency: Some(Duration::from_millis(500)),
+            max_p99_latency_ratio: Some(1.5),
+            method: AnalysisMethod::Threshold,
+            max_wait: None,
+            trip: None,
+        }
+    }
+
+    /// SPEC §2's trip: 25% errors over at least 20 requests in 10 s.
+    pub(crate) fn example_trip() -> TripSpec {
+        TripSpec {
+            error_rate: 0.25,
+            min_requests: 20,
+            window: Duration::from_secs(10),
+        }
+    }
+}
+
 /// `analysis.method`.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum AnalysisMethod {

@@ -214,7 +214,7 @@ pub(crate) fn timeline(plan: &Plan, initial: Weight) -> Timeline {
 mod tests {
     use super::*;
     use crate::config::schedule_steps;
-    use crate::config::{AnalysisSpec, Step, TripSpec};
+    use crate::config::{AnalysisSpec, Step};
 
     fn plan_of(steps: Vec<Step>, analysis: Option<AnalysisSpec>) -> Plan {
         Plan {
@@ -247,21 +247,11 @@ mod tests {
 
     fn analysis() -> AnalysisSpec {
         AnalysisSpec {
-            interval: Duration::from_secs(30),
-            window: Duration::from_secs(120),
-            min_requests: 100,
-            failure_threshold: 3,
-            max_error_rate: Some(0.01),
             max_error_rate_increase: None,
             max_p99_latency: None,
             max_p99_latency_ratio: None,
-            method: Default::default(),
-            max_wait: None,
-            trip: Some(TripSpec {
-                error_rate: 0.25,
-                min_requests: 20,
-                window: Duration::from_secs(10),
-            }),
+            trip: Some(AnalysisSpec::example_trip()),
+            ..AnalysisSpec::example()
         }
     }
 

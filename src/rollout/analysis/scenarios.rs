@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{judge, trip, AnalysisMethod, Verdict, Windows};
-use crate::config::{AnalysisSpec, TripSpec};
+use crate::config::AnalysisSpec;
 use crate::stats::{latency_bucket, CodeClass, PoolCounts};
 
 #[derive(Debug, Clone, Copy)]
@@ -93,21 +93,8 @@ const SEEDS: u64 = 3;
 
 fn spec() -> AnalysisSpec {
     AnalysisSpec {
-        interval: Duration::from_secs(30),
-        window: Duration::from_secs(120),
-        min_requests: 100,
-        failure_threshold: 3,
-        max_error_rate: Some(0.01),
-        max_error_rate_increase: Some(0.005),
-        max_p99_latency: Some(Duration::from_millis(500)),
-        max_p99_latency_ratio: Some(1.5),
-        method: Default::default(),
-        max_wait: None,
-        trip: Some(TripSpec {
-            error_rate: 0.25,
-            min_requests: 20,
-            window: Duration::from_secs(10),
-        }),
+        trip: Some(AnalysisSpec::example_trip()),
+        ..AnalysisSpec::example()
     }
 }
 

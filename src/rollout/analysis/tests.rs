@@ -2,19 +2,7 @@ use super::*;
 use crate::stats::{CodeClass, PoolStats};
 
 fn spec() -> AnalysisSpec {
-    AnalysisSpec {
-        interval: Duration::from_secs(30),
-        window: Duration::from_secs(120),
-        min_requests: 100,
-        failure_threshold: 3,
-        max_error_rate: Some(0.01),
-        max_error_rate_increase: Some(0.005),
-        max_p99_latency: Some(Duration::from_millis(500)),
-        max_p99_latency_ratio: Some(1.5),
-        method: Default::default(),
-        max_wait: None,
-        trip: None,
-    }
+    AnalysisSpec::example()
 }
 
 fn counts(ok: u64, errors: u64, latency: Duration) -> PoolCounts {

@@ -15,17 +15,11 @@ fn w(percent: f64) -> Weight {
 
 fn analysis(threshold: u32) -> AnalysisSpec {
     AnalysisSpec {
-        interval: Duration::from_secs(30),
-        window: Duration::from_secs(120),
-        min_requests: 100,
         failure_threshold: threshold,
-        max_error_rate: Some(0.01),
         max_error_rate_increase: None,
         max_p99_latency: None,
         max_p99_latency_ratio: None,
-        method: Default::default(),
-        max_wait: None,
-        trip: None,
+        ..AnalysisSpec::example()
     }
 }
 
