@@ -210,8 +210,19 @@ pub(super) struct TripFile {
 pub(super) struct SmokeFile {
     pub method: Text,
     pub path: Text,
-    pub expect_status: Number,
+    pub headers: Option<Entries<Spanned<String>>>,
+    pub body: Text,
+    pub expect_status: Option<Spanned<OneOrMany>>,
     pub expect_body_contains: Text,
+    pub expect_header: Option<Entries<Spanned<String>>>,
+}
+
+/// `expect_status: 200` or `expect_status: [200, 201]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(u64),
+    Many(Vec<u64>),
 }
 
 #[derive(Debug, Default, Deserialize)]

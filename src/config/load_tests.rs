@@ -169,28 +169,100 @@ fn steps_must_name_hooks_that_exist() {
 }
 
 #[test]
-fn verify_and_shadow_steps_are_refused_clearly() {
+fn a_verify_step_needs_smoke_requests_and_the_one_form() {
     let source = format!(
         "{MINIMAL}{}",
         r#"    rollout:
       steps:
         - verify: smoke
+        - weight: 100%
+"#
+    );
+    let found = errors(&source);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].message.contains("has none: add a `smoke:` list"));
+    let source = format!(
+        "{MINIMAL}{}",
+        r#"    rollout:
+      steps:
+        - verify: everything
+    smoke:
+      - { path: /healthz }
+"#
+    );
+    let errors = errors(&source);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(
+        error_with(&errors, "the one form is `verify: smoke`")
+            .mark
+            .line,
+        14
+    );
+}
+
+#[test]
+fn smoke_requests_are_read_whole() {
+    let source = format!(
+        "{MINIMAL}{}",
+        r#"    rollout:
+      steps:
+        - verify: smoke
+        - weight: 100%
+    smoke:
+      - { path: /healthz }
+      - { method: POST, path: /echo, body: '{"a":1}', headers: { Content-Type: application/json },
+          expect_status: [200, 201], expect_body_contains: '"a":1', expect_header: { content-type: JSON } }
+      - { path: /bad, expect_status: [] }
+      - { path: /bad, expect_status: 700 }
+"#
+    );
+    let errors = errors(&source);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors
+        .iter()
+        .all(|e| e.message.contains("`expect_status` is a status code")));
+    let good = format!(
+        "{MINIMAL}{}",
+        r#"    rollout:
+      steps:
+        - verify: smoke
+        - weight: 100%
+    smoke:
+      - { path: /healthz }
+      - { method: POST, path: /echo, body: '{"a":1}', headers: { Content-Type: application/json },
+          expect_status: [200, 201], expect_body_contains: '"a":1', expect_header: { content-type: JSON } }
+"#
+    );
+    let config = load_str(&good).expect("valid");
+    let smoke = &config.services[0].smoke;
+    assert_eq!(smoke[0].expect_status, vec![200]);
+    assert_eq!(smoke[1].method, http::Method::POST);
+    assert_eq!(smoke[1].expect_status, vec![200, 201]);
+    assert_eq!(smoke[1].body.as_deref(), Some(r#"{"a":1}"#));
+    assert_eq!(smoke[1].headers[0].0, "content-type");
+    assert_eq!(smoke[1].expect_header[0].1, "json");
+    assert_eq!(
+        config.services[0].rollout.as_ref().unwrap().steps[0].kind,
+        crate::config::StepKind::Verify
+    );
+}
+
+#[test]
+fn shadow_steps_are_refused_clearly() {
+    let source = format!(
+        "{MINIMAL}{}",
+        r#"    rollout:
+      steps:
         - shadow: { percent: 100%, hold: 10m, max_mismatch: 1% }
         - weight: 100%
 "#
     );
     let errors = errors(&source);
     assert_eq!(
-        error_with(&errors, "`verify` steps are not supported")
-            .mark
-            .line,
-        14
-    );
-    assert_eq!(
         error_with(&errors, "`shadow` steps are not supported")
             .mark
             .line,
-        15
+        14
     );
 }
 

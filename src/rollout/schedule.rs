@@ -39,12 +39,20 @@ pub(crate) enum PlannedKind {
         hook: String,
         retries: u32,
     },
+    /// The smoke requests against every NEW backend; one attempt, failure rolls back.
+    Verify {
+        requests: usize,
+    },
 }
+
+/// The name a verify step's outcome is recorded under, like a step hook's.
+pub(crate) const VERIFY_RECORD: &str = "verify";
 
 impl PlannedStep {
     pub(crate) fn hook(&self) -> Option<&str> {
         match &self.kind {
             PlannedKind::Gate { hook, .. } | PlannedKind::Run { hook, .. } => Some(hook),
+            PlannedKind::Verify { .. } => Some(VERIFY_RECORD),
             _ => None,
         }
     }
@@ -63,6 +71,9 @@ impl PlannedStep {
                 format!("gate {hook} (every {})", humantime::format_duration(*every))
             }
             PlannedKind::Run { hook, .. } => format!("run {hook}"),
+            PlannedKind::Verify { requests } => {
+                format!("verify: {requests} smoke request(s) against every NEW backend")
+            }
         };
         if self.point_of_no_return {
             format!("{text} [point of no return]")
@@ -98,6 +109,9 @@ impl Plan {
                     StepKind::Run { hook } => PlannedKind::Run {
                         hook: hook.clone(),
                         retries: service.hook(hook).map_or(0, |h| h.retries),
+                    },
+                    StepKind::Verify => PlannedKind::Verify {
+                        requests: service.smoke.len(),
                     },
                 };
                 PlannedStep {
@@ -231,6 +245,7 @@ mod tests {
                             on_deadline: OnDeadline::Pause,
                         },
                         StepKind::Run { hook } => PlannedKind::Run { hook, retries: 0 },
+                        StepKind::Verify => PlannedKind::Verify { requests: 1 },
                     },
                     point_of_no_return: s.point_of_no_return,
                 })

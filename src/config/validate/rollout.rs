@@ -121,6 +121,18 @@ impl Checker<'_> {
             StepKind::Run {
                 hook: run.value.clone(),
             }
+        } else if let Some(verify) = &file.verify {
+            if verify.value != "smoke" {
+                self.error(
+                    verify.mark,
+                    format!(
+                        "`verify: {}`: the one form is `verify: smoke`",
+                        verify.value
+                    ),
+                );
+                return None;
+            }
+            StepKind::Verify
         } else {
             return self.unsupported_step(step);
         };
@@ -165,7 +177,7 @@ impl Checker<'_> {
         }
     }
 
-    /// `verify` and `shadow` are part of the file format but not yet of the product: say
+    /// `shadow` is part of the file format but not yet of the product: say
     /// so at the step, after checking what can be checked of it.
     fn unsupported_step(&mut self, step: &Spanned<StepFile>) -> Option<Step> {
         let file = &step.value;

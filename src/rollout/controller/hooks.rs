@@ -75,11 +75,18 @@ pub(super) enum HookDone {
         event: HookEvent,
         outcome: HookOutcome,
     },
+    /// A `verify` step finished (`verify.rs`).
+    Verify {
+        service: String,
+        step: usize,
+        ok: bool,
+        detail: String,
+    },
 }
 
 impl HookDone {
-    fn parts(&self) -> (&str, &str, &str, &HookOutcome) {
-        match self {
+    fn parts(&self) -> Option<(&str, &str, &str, &HookOutcome)> {
+        Some(match self {
             HookDone::Step {
                 service,
                 hook,
@@ -92,7 +99,8 @@ impl HookDone {
                 event,
                 outcome,
             } => (service, hook, event.as_str(), outcome),
-        }
+            HookDone::Verify { .. } => return None,
+        })
     }
 }
 
@@ -164,6 +172,14 @@ impl Controller {
 
     pub(super) fn spawn_step_hook(&mut self, index: usize, step: usize, hook_name: &str) {
         let service = &self.services[index];
+        let planned = service
+            .rollout
+            .as_ref()
+            .and_then(|r| r.plan.steps.get(step));
+        if matches!(planned.map(|p| &p.kind), Some(PlannedKind::Verify { .. })) {
+            self.spawn_verify(index, step);
+            return;
+        }
         let Some(hook) = service.config.hook(hook_name).cloned() else {
             return;
         };
@@ -237,7 +253,19 @@ impl Controller {
     }
 
     pub(super) fn hook_done(&mut self, done: HookDone) {
-        let (service, hook, label, outcome) = done.parts();
+        if let HookDone::Verify {
+            service,
+            step,
+            ok,
+            detail,
+        } = done
+        {
+            self.verify_done(&service, step, ok, detail);
+            return;
+        }
+        let Some((service, hook, label, outcome)) = done.parts() else {
+            return;
+        };
         self.metrics.hook_run(
             service,
             hook,

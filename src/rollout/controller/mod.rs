@@ -26,6 +26,7 @@ mod role;
 pub(crate) mod status;
 mod tick;
 pub(crate) mod traffic;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

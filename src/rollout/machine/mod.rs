@@ -276,7 +276,7 @@ impl Machine<'_> {
                     format!("step {} is a pause: `cutover promote` continues", index + 1),
                 );
             }
-            PlannedKind::Gate { .. } | PlannedKind::Run { .. } => {
+            PlannedKind::Gate { .. } | PlannedKind::Run { .. } | PlannedKind::Verify { .. } => {
                 if self.hook_succeeded(index) {
                     self.complete_step();
                 } else {
@@ -503,6 +503,14 @@ impl Machine<'_> {
                         step + 1
                     );
                     self.regression(RollbackReason::Hook, PauseCause::Hook, reason);
+                }
+            }
+            Some(PlannedKind::Verify { .. }) => {
+                if ok {
+                    self.complete_step();
+                } else {
+                    let reason = format!("step {} verify failed: {detail}", step + 1);
+                    self.regression(RollbackReason::Verify, PauseCause::Hook, reason);
                 }
             }
             _ => {}

@@ -56,7 +56,9 @@ impl Machine<'_> {
             return Ok(());
         }
         match self.current().cloned() {
-            Some(PlannedKind::Gate { .. } | PlannedKind::Run { .. }) => {
+            Some(
+                PlannedKind::Gate { .. } | PlannedKind::Run { .. } | PlannedKind::Verify { .. },
+            ) => {
                 if self.hook_succeeded(self.state.step) {
                     self.complete_step();
                 } else if !self.state.hook_in_flight {
@@ -220,7 +222,9 @@ impl Machine<'_> {
             return;
         }
         match self.current() {
-            Some(PlannedKind::Gate { .. } | PlannedKind::Run { .. }) => {
+            Some(
+                PlannedKind::Gate { .. } | PlannedKind::Run { .. } | PlannedKind::Verify { .. },
+            ) => {
                 if self.hook_succeeded(self.state.step) {
                     self.complete_step();
                 } else {

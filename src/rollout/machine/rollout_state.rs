@@ -130,15 +130,18 @@ pub enum RollbackReason {
     Manual,
     Hook,
     Gate,
+    /// A `verify` step's smoke request failed.
+    Verify,
 }
 
 impl RollbackReason {
-    pub const ALL: [RollbackReason; 5] = [
+    pub const ALL: [RollbackReason; 6] = [
         RollbackReason::Analysis,
         RollbackReason::Trip,
         RollbackReason::Manual,
         RollbackReason::Hook,
         RollbackReason::Gate,
+        RollbackReason::Verify,
     ];
 
     pub fn label(self) -> &'static str {
@@ -148,6 +151,7 @@ impl RollbackReason {
             RollbackReason::Manual => "manual",
             RollbackReason::Hook => "hook",
             RollbackReason::Gate => "gate",
+            RollbackReason::Verify => "verify",
         }
     }
 }
