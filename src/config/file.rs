@@ -172,7 +172,23 @@ pub(super) struct StepFile {
 pub(super) struct ShadowFile {
     pub percent: Text,
     pub hold: Text,
+    pub min_requests: Number,
     pub max_mismatch: Text,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub compare: Option<Spanned<CompareFile>>,
+    pub noise: Text,
+    pub max_in_flight: Number,
+    pub timeout: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CompareFile {
+    pub status: Option<Spanned<bool>>,
+    pub headers: Option<Vec<Spanned<String>>>,
+    pub body: Option<Spanned<bool>>,
+    pub ignore_json: Option<Vec<Spanned<String>>>,
+    pub max_body: Text,
 }
 
 #[derive(Debug, Default, Deserialize)]

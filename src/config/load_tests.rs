@@ -248,22 +248,62 @@ fn smoke_requests_are_read_whole() {
 }
 
 #[test]
-fn shadow_steps_are_refused_clearly() {
+fn shadow_steps_are_read_whole_and_bad_values_named() {
     let source = format!(
         "{MINIMAL}{}",
         r#"    rollout:
       steps:
-        - shadow: { percent: 100%, hold: 10m, max_mismatch: 1% }
+        - shadow: { percent: 0%, hold: 10m, max_mismatch: 1%, noise: sometimes,
+                    methods: [GET, "NOT A METHOD"], compare: { ignore_json: ["timestamp"], max_body: lots } }
         - weight: 100%
 "#
     );
-    let errors = errors(&source);
-    assert_eq!(
-        error_with(&errors, "`shadow` steps are not supported")
-            .mark
-            .line,
-        14
+    let found = errors(&source);
+    for needle in [
+        "copies more than 0%",
+        "write `auto` or `off`",
+        "is not an HTTP method",
+        "is not a JSON path",
+    ] {
+        error_with(&found, needle);
+    }
+    assert_eq!(found.len(), 5, "{found:#?}");
+    let good = format!(
+        "{MINIMAL}{}",
+        r#"    rollout:
+      steps:
+        - shadow: { percent: 50%, hold: 10m, max_mismatch: 1%, noise: auto, methods: [GET, POST],
+                    compare: { headers: [content-type], ignore_json: ["$.meta.at"], max_body: 64KiB } }
+        - shadow: { percent: 100%, hold: 1m, max_mismatch: 0% }
+        - weight: 100%
+"#
     );
+    let config = load_str(&good).expect("valid");
+    let steps = &config.services[0].rollout.as_ref().unwrap().steps;
+    let crate::config::StepKind::Shadow(spec) = &steps[0].kind else {
+        panic!("{steps:?}")
+    };
+    assert_eq!(spec.percent, 0.5);
+    assert_eq!(spec.methods, vec![http::Method::GET, http::Method::POST]);
+    assert!(spec.copy_bodies && spec.noise_auto);
+    assert_eq!(
+        spec.ignore_json,
+        vec![vec!["meta".to_string(), "at".to_string()]]
+    );
+    assert_eq!(spec.max_body, 64 * 1024);
+    assert_eq!(spec.compare_headers[0], "content-type");
+    let crate::config::StepKind::Shadow(spec) = &steps[1].kind else {
+        panic!("{steps:?}")
+    };
+    assert_eq!(
+        spec.methods,
+        vec![http::Method::GET, http::Method::HEAD, http::Method::OPTIONS]
+    );
+    assert!(
+        !spec.copy_bodies,
+        "bodies only for methods listed explicitly"
+    );
+    assert_eq!((spec.min_requests, spec.max_in_flight), (100, 256));
 }
 
 #[test]

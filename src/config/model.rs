@@ -448,6 +448,8 @@ pub enum StepKind {
     },
     /// The service's smoke requests against every NEW backend (SPEC §9).
     Verify,
+    /// Copies of OLD's requests to NEW, answers compared (SPEC §9).
+    Shadow(super::ShadowSpec),
 }
 
 impl fmt::Display for StepKind {
@@ -464,6 +466,7 @@ impl fmt::Display for StepKind {
             StepKind::Gate { hook } => write!(f, "gate {hook}"),
             StepKind::Run { hook } => write!(f, "run {hook}"),
             StepKind::Verify => f.write_str("verify smoke"),
+            StepKind::Shadow(spec) => write!(f, "{spec}"),
         }
     }
 }

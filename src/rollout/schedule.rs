@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::config::{AnalysisSpec, OnDeadline, Service, StartMode, StepKind, Weight};
+use crate::config::{AnalysisSpec, OnDeadline, Service, ShadowSpec, StartMode, StepKind, Weight};
 
 /// A service's rollout, with each step's hook settings resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +43,12 @@ pub(crate) enum PlannedKind {
     Verify {
         requests: usize,
     },
+    /// Copies of OLD's requests to NEW for `hold`; the mismatch rate decides.
+    Shadow(ShadowSpec),
 }
+
+/// The name a shadow step's outcome is recorded under.
+pub(crate) const SHADOW_RECORD: &str = "shadow";
 
 /// The name a verify step's outcome is recorded under, like a step hook's.
 pub(crate) const VERIFY_RECORD: &str = "verify";
@@ -53,6 +58,7 @@ impl PlannedStep {
         match &self.kind {
             PlannedKind::Gate { hook, .. } | PlannedKind::Run { hook, .. } => Some(hook),
             PlannedKind::Verify { .. } => Some(VERIFY_RECORD),
+            PlannedKind::Shadow(_) => Some(SHADOW_RECORD),
             _ => None,
         }
     }
@@ -74,6 +80,7 @@ impl PlannedStep {
             PlannedKind::Verify { requests } => {
                 format!("verify: {requests} smoke request(s) against every NEW backend")
             }
+            PlannedKind::Shadow(spec) => spec.to_string(),
         };
         if self.point_of_no_return {
             format!("{text} [point of no return]")
@@ -113,6 +120,7 @@ impl Plan {
                     StepKind::Verify => PlannedKind::Verify {
                         requests: service.smoke.len(),
                     },
+                    StepKind::Shadow(spec) => PlannedKind::Shadow(spec.clone()),
                 };
                 PlannedStep {
                     kind,
@@ -246,6 +254,7 @@ mod tests {
                         },
                         StepKind::Run { hook } => PlannedKind::Run { hook, retries: 0 },
                         StepKind::Verify => PlannedKind::Verify { requests: 1 },
+                        StepKind::Shadow(spec) => PlannedKind::Shadow(spec),
                     },
                     point_of_no_return: s.point_of_no_return,
                 })

@@ -16,6 +16,7 @@ mod listeners;
 mod pools;
 mod rollout;
 mod services;
+mod shadow;
 mod smoke;
 
 use std::net::SocketAddr;

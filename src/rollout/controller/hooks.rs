@@ -75,10 +75,12 @@ pub(super) enum HookDone {
         event: HookEvent,
         outcome: HookOutcome,
     },
-    /// A `verify` step finished (`verify.rs`).
-    Verify {
+    /// A `verify` or `shadow` step finished (`verify.rs`, `shadow.rs`); `record` is
+    /// the name its outcome is kept under.
+    Probe {
         service: String,
         step: usize,
+        record: &'static str,
         ok: bool,
         detail: String,
     },
@@ -99,7 +101,7 @@ impl HookDone {
                 event,
                 outcome,
             } => (service, hook, event.as_str(), outcome),
-            HookDone::Verify { .. } => return None,
+            HookDone::Probe { .. } => return None,
         })
     }
 }
@@ -176,9 +178,10 @@ impl Controller {
             .rollout
             .as_ref()
             .and_then(|r| r.plan.steps.get(step));
-        if matches!(planned.map(|p| &p.kind), Some(PlannedKind::Verify { .. })) {
-            self.spawn_verify(index, step);
-            return;
+        match planned.map(|p| &p.kind) {
+            Some(PlannedKind::Verify { .. }) => return self.spawn_verify(index, step),
+            Some(PlannedKind::Shadow(spec)) => return self.spawn_shadow(index, step, spec.clone()),
+            _ => {}
         }
         let Some(hook) = service.config.hook(hook_name).cloned() else {
             return;
@@ -253,14 +256,15 @@ impl Controller {
     }
 
     pub(super) fn hook_done(&mut self, done: HookDone) {
-        if let HookDone::Verify {
+        if let HookDone::Probe {
             service,
             step,
+            record,
             ok,
             detail,
         } = done
         {
-            self.verify_done(&service, step, ok, detail);
+            self.probe_done(&service, step, record, ok, detail);
             return;
         }
         let Some((service, hook, label, outcome)) = done.parts() else {

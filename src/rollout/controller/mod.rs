@@ -23,6 +23,7 @@ pub(crate) mod metrics;
 mod persist;
 mod reload;
 mod role;
+mod shadow;
 pub(crate) mod status;
 mod tick;
 pub(crate) mod traffic;
@@ -69,6 +70,8 @@ struct ServiceRun {
     route: Arc<ServiceRoute>,
     rollout: Option<RolloutRun>,
     hooks: BTreeMap<String, HookStatus>,
+    /// The last shadow step's copier (kept after it ends, for `cutover diff`).
+    shadow: Option<Arc<crate::shadow::Copier>>,
 }
 
 struct RolloutRun {
@@ -462,6 +465,7 @@ impl Controller {
                 Effect::RolledBack(reason) => self.metrics.rollback(&name, reason),
             }
         }
+        self.sync_shadow(index);
     }
 
     /// Applies an input that cannot be refused (time, checks); logs if it somehow is.
@@ -483,6 +487,7 @@ impl Controller {
                     .rollout
                     .as_ref()
                     .map_or(service.config.weight, |run| run.state.weight),
+                shadow: service.shadow.clone().filter(|c| c.is_active()),
             })
             .collect();
         self.snapshot.store(Arc::new(Snapshot {
@@ -539,6 +544,7 @@ fn first_services(
             config: service.clone(),
             route,
             rollout,
+            shadow: None,
         });
     }
     Ok((services, startups))

@@ -37,31 +37,41 @@ impl Controller {
                 ),
                 Some(failure) => (false, failure),
             };
-            let _ = done.send(HookDone::Verify {
+            let _ = done.send(HookDone::Probe {
                 service: name,
                 step,
+                record: VERIFY_RECORD,
                 ok,
                 detail,
             });
         });
     }
 
-    pub(super) fn verify_done(&mut self, service: &str, step: usize, ok: bool, detail: String) {
+    /// A verify or shadow step's outcome: into the state machine like a step hook's.
+    pub(super) fn probe_done(
+        &mut self,
+        service: &str,
+        step: usize,
+        record: &'static str,
+        ok: bool,
+        detail: String,
+    ) {
         if ok {
-            tracing::info!(service, step = step + 1, "verify passed: {detail}");
+            tracing::info!(service, step = step + 1, "{record} passed: {detail}");
         } else {
-            tracing::warn!(service, step = step + 1, "verify failed: {detail}");
+            tracing::warn!(service, step = step + 1, "{record} failed: {detail}");
         }
         let Some(index) = self.index_of(service) else {
             return;
         };
         let input = Input::HookFinished {
             step,
-            hook: VERIFY_RECORD.to_string(),
+            hook: record.to_string(),
             ok,
             detail,
         };
         self.apply_logged(index, input);
+        self.sync_shadow(index);
         self.publish_status();
     }
 }

@@ -276,7 +276,10 @@ impl Machine<'_> {
                     format!("step {} is a pause: `cutover promote` continues", index + 1),
                 );
             }
-            PlannedKind::Gate { .. } | PlannedKind::Run { .. } | PlannedKind::Verify { .. } => {
+            PlannedKind::Gate { .. }
+            | PlannedKind::Run { .. }
+            | PlannedKind::Verify { .. }
+            | PlannedKind::Shadow(_) => {
                 if self.hook_succeeded(index) {
                     self.complete_step();
                 } else {
@@ -511,6 +514,14 @@ impl Machine<'_> {
                 } else {
                     let reason = format!("step {} verify failed: {detail}", step + 1);
                     self.regression(RollbackReason::Verify, PauseCause::Hook, reason);
+                }
+            }
+            Some(PlannedKind::Shadow(_)) => {
+                if ok {
+                    self.complete_step();
+                } else {
+                    let reason = format!("step {} shadow failed: {detail}", step + 1);
+                    self.regression(RollbackReason::Shadow, PauseCause::Hook, reason);
                 }
             }
             _ => {}

@@ -57,7 +57,10 @@ impl Machine<'_> {
         }
         match self.current().cloned() {
             Some(
-                PlannedKind::Gate { .. } | PlannedKind::Run { .. } | PlannedKind::Verify { .. },
+                PlannedKind::Gate { .. }
+                | PlannedKind::Run { .. }
+                | PlannedKind::Verify { .. }
+                | PlannedKind::Shadow(_),
             ) => {
                 if self.hook_succeeded(self.state.step) {
                     self.complete_step();
@@ -223,7 +226,10 @@ impl Machine<'_> {
         }
         match self.current() {
             Some(
-                PlannedKind::Gate { .. } | PlannedKind::Run { .. } | PlannedKind::Verify { .. },
+                PlannedKind::Gate { .. }
+                | PlannedKind::Run { .. }
+                | PlannedKind::Verify { .. }
+                | PlannedKind::Shadow(_),
             ) => {
                 if self.hook_succeeded(self.state.step) {
                     self.complete_step();

@@ -132,16 +132,19 @@ pub enum RollbackReason {
     Gate,
     /// A `verify` step's smoke request failed.
     Verify,
+    /// A `shadow` step's mismatch rate was too high.
+    Shadow,
 }
 
 impl RollbackReason {
-    pub const ALL: [RollbackReason; 6] = [
+    pub const ALL: [RollbackReason; 7] = [
         RollbackReason::Analysis,
         RollbackReason::Trip,
         RollbackReason::Manual,
         RollbackReason::Hook,
         RollbackReason::Gate,
         RollbackReason::Verify,
+        RollbackReason::Shadow,
     ];
 
     pub fn label(self) -> &'static str {
@@ -152,6 +155,7 @@ impl RollbackReason {
             RollbackReason::Hook => "hook",
             RollbackReason::Gate => "gate",
             RollbackReason::Verify => "verify",
+            RollbackReason::Shadow => "shadow",
         }
     }
 }
