@@ -134,6 +134,31 @@ async fn new_differing_on_a_tenth_of_the_paths_rolls_back_and_the_diff_names_the
     );
     let mismatches = report["mismatches"].as_array().unwrap();
     assert!(!mismatches.is_empty());
+    // `cutover diff` (the real binary, against the admin API) shows the same paths.
+    let out = tokio::process::Command::new(binary())
+        .args([
+            "--admin",
+            &format!("http://{}", proxy.app.admin_addr),
+            "diff",
+            "api",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("api: shadow finished:"), "{text}");
+    for m in mismatches {
+        let line = format!(
+            "GET {}  OLD 200 NEW 200  differs: $.ok",
+            m["path"].as_str().unwrap()
+        );
+        assert!(text.contains(&line), "{line} not in:\n{text}");
+    }
     for m in mismatches {
         assert!(m["path"].as_str().unwrap().ends_with('0'), "{m:#}");
         assert_eq!(m["differing"], serde_json::json!(["$.ok"]), "{m:#}");
