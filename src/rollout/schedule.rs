@@ -215,6 +215,11 @@ pub(crate) fn timeline(plan: &Plan, initial: Weight) -> Timeline {
                 at += hold;
                 open_ended |= plan.analysis.is_some();
             }
+            // At least the hold; then it waits for `min_requests` comparisons.
+            PlannedKind::Shadow(ref spec) => {
+                at += spec.hold;
+                open_ended = true;
+            }
             _ => open_ended = true,
         }
     }
