@@ -24,11 +24,18 @@ pub struct JsonBackend {
     delay_ms: Arc<AtomicU64>,
     /// Method, path and query, body.
     received: Arc<Mutex<Vec<(String, String, Bytes)>>>,
+    /// Requests that came without `X-Forwarded-For`: not through the proxy's data path
+    /// (shadow copies, smoke requests).
+    direct: Arc<AtomicU64>,
 }
 
 impl JsonBackend {
     pub fn set_delay(&self, delay: Duration) {
         self.delay_ms.store(delay.as_millis() as u64, SeqCst);
+    }
+
+    pub fn direct(&self) -> u64 {
+        self.direct.load(SeqCst)
     }
 
     pub fn received(&self) -> Vec<(String, String, Bytes)> {
@@ -45,6 +52,7 @@ pub async fn spawn_json_backend(
         addr: listener.local_addr().unwrap(),
         delay_ms: Arc::default(),
         received: Arc::default(),
+        direct: Arc::default(),
     };
     let script: Arc<Script> = Arc::new(script);
     let shared = backend.clone();
@@ -67,6 +75,9 @@ pub async fn spawn_json_backend(
                             .map_or("/", |p| p.as_str())
                             .to_string();
                         let method = parts.method.to_string();
+                        if !parts.headers.contains_key("x-forwarded-for") {
+                            backend.direct.fetch_add(1, SeqCst);
+                        }
                         backend
                             .received
                             .lock()
