@@ -22,6 +22,7 @@ mod proxy;
 mod report;
 mod rollout;
 mod routing;
+mod shadow;
 mod stats;
 pub mod status;
 mod tls;

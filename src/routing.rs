@@ -51,6 +51,8 @@ impl Snapshot {
 pub struct Route {
     pub service: Arc<ServiceRoute>,
     pub new_weight: Weight,
+    /// A shadow step's copier while one runs; `None` costs the request path nothing.
+    pub(crate) shadow: Option<Arc<crate::shadow::Copier>>,
 }
 
 impl Route {

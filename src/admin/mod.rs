@@ -5,6 +5,7 @@
 //! GET  /metrics                 OpenMetrics or text 0.0.4 by Accept (no token needed)
 //! GET  /status                  every service and the config
 //! GET  /services/{name}         one service
+//! GET  /services/{name}/shadow  the last shadow step's comparisons and mismatches
 //! POST /services/{name}/{start|pause|resume|promote|rollback|retry}   ?full=true for promote
 //! POST /services/{name}/weight  {"weight": 30}, {"weight": 10, "force": true} to lower it
 //! POST /reload                  200 {version} | 400 {errors: [...]}
@@ -132,6 +133,15 @@ impl Admin {
                 }
             }
             (&Method::GET, ["services", name, "history"]) => self.history(name, &query).await,
+            (&Method::GET, ["services", name, "shadow"]) => {
+                let status = self.controller.status();
+                match status.services.iter().find(|s| s.name == *name) {
+                    Some(service) => {
+                        json_response(StatusCode::OK, &service.shadow.clone().unwrap_or_default())
+                    }
+                    None => error(StatusCode::NOT_FOUND, &format!("no service named `{name}`")),
+                }
+            }
             (&Method::POST, ["services", name, "weight"]) => {
                 let (weight, force) = match read_weight(request).await {
                     Ok(read) => read,

@@ -35,6 +35,7 @@ pub(super) fn client(cli: &Cli, command: &Command) -> ExitCode {
                 status(&target, cli.json, *watch, service.as_deref()).await
             }
             Command::Reload => reload(&target, cli.json).await,
+            Command::Diff { service } => super::diff_view::diff(&target, cli.json, service).await,
             command => control(&target, cli.json, command).await,
         }
     })

@@ -9,6 +9,7 @@
 
 mod client;
 mod commands;
+mod diff_view;
 mod history;
 mod plan_view;
 mod status_view;
@@ -98,6 +99,8 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// A shadow step's comparisons: counts, noise learned, the last 50 mismatches.
+    Diff { service: String },
     /// Reload the config file (like SIGHUP).
     Reload,
     /// Print a service's decision log (`state_dir/<service>.history.jsonl`); works with

@@ -83,3 +83,9 @@ impl Default for Outlier {
 
 /// How long a fleet instance's lease outlives its last keep-alive (SPEC §11).
 pub const FLEET_LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// `shadow` steps (SPEC §9).
+pub const SHADOW_MIN_REQUESTS: u64 = 100;
+pub const SHADOW_MAX_IN_FLIGHT: u64 = 256;
+pub const SHADOW_MAX_BODY: usize = 1024 * 1024;
+pub const SHADOW_TIMEOUT: Duration = Duration::from_secs(10);

@@ -172,7 +172,23 @@ pub(super) struct StepFile {
 pub(super) struct ShadowFile {
     pub percent: Text,
     pub hold: Text,
+    pub min_requests: Number,
     pub max_mismatch: Text,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub compare: Option<Spanned<CompareFile>>,
+    pub noise: Text,
+    pub max_in_flight: Number,
+    pub timeout: Text,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CompareFile {
+    pub status: Option<Spanned<bool>>,
+    pub headers: Option<Vec<Spanned<String>>>,
+    pub body: Option<Spanned<bool>>,
+    pub ignore_json: Option<Vec<Spanned<String>>>,
+    pub max_body: Text,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,8 +229,19 @@ pub(super) struct TripFile {
 pub(super) struct SmokeFile {
     pub method: Text,
     pub path: Text,
-    pub expect_status: Number,
+    pub headers: Option<Entries<Spanned<String>>>,
+    pub body: Text,
+    pub expect_status: Option<Spanned<OneOrMany>>,
     pub expect_body_contains: Text,
+    pub expect_header: Option<Entries<Spanned<String>>>,
+}
+
+/// `expect_status: 200` or `expect_status: [200, 201]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(u64),
+    Many(Vec<u64>),
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -169,29 +169,141 @@ fn steps_must_name_hooks_that_exist() {
 }
 
 #[test]
-fn verify_and_shadow_steps_are_refused_clearly() {
+fn a_verify_step_needs_smoke_requests_and_the_one_form() {
     let source = format!(
         "{MINIMAL}{}",
         r#"    rollout:
       steps:
         - verify: smoke
-        - shadow: { percent: 100%, hold: 10m, max_mismatch: 1% }
         - weight: 100%
 "#
     );
+    let found = errors(&source);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].message.contains("has none: add a `smoke:` list"));
+    let source = format!(
+        "{MINIMAL}{}",
+        r#"    rollout:
+      steps:
+        - verify: everything
+    smoke:
+      - { path: /healthz }
+"#
+    );
     let errors = errors(&source);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
     assert_eq!(
-        error_with(&errors, "`verify` steps are not supported")
+        error_with(&errors, "the one form is `verify: smoke`")
             .mark
             .line,
         14
     );
-    assert_eq!(
-        error_with(&errors, "`shadow` steps are not supported")
-            .mark
-            .line,
-        15
+}
+
+#[test]
+fn smoke_requests_are_read_whole() {
+    let source = format!(
+        "{MINIMAL}{}",
+        r#"    rollout:
+      steps:
+        - verify: smoke
+        - weight: 100%
+    smoke:
+      - { path: /healthz }
+      - { method: POST, path: /echo, body: '{"a":1}', headers: { Content-Type: application/json },
+          expect_status: [200, 201], expect_body_contains: '"a":1', expect_header: { content-type: JSON } }
+      - { path: /bad, expect_status: [] }
+      - { path: /bad, expect_status: 700 }
+"#
     );
+    let errors = errors(&source);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors
+        .iter()
+        .all(|e| e.message.contains("`expect_status` is a status code")));
+    let good = format!(
+        "{MINIMAL}{}",
+        r#"    rollout:
+      steps:
+        - verify: smoke
+        - weight: 100%
+    smoke:
+      - { path: /healthz }
+      - { method: POST, path: /echo, body: '{"a":1}', headers: { Content-Type: application/json },
+          expect_status: [200, 201], expect_body_contains: '"a":1', expect_header: { content-type: JSON } }
+"#
+    );
+    let config = load_str(&good).expect("valid");
+    let smoke = &config.services[0].smoke;
+    assert_eq!(smoke[0].expect_status, vec![200]);
+    assert_eq!(smoke[1].method, http::Method::POST);
+    assert_eq!(smoke[1].expect_status, vec![200, 201]);
+    assert_eq!(smoke[1].body.as_deref(), Some(r#"{"a":1}"#));
+    assert_eq!(smoke[1].headers[0].0, "content-type");
+    assert_eq!(smoke[1].expect_header[0].1, "json");
+    assert_eq!(
+        config.services[0].rollout.as_ref().unwrap().steps[0].kind,
+        crate::config::StepKind::Verify
+    );
+}
+
+#[test]
+fn shadow_steps_are_read_whole_and_bad_values_named() {
+    let source = format!(
+        "{MINIMAL}{}",
+        r#"    rollout:
+      steps:
+        - shadow: { percent: 0%, hold: 10m, max_mismatch: 1%, noise: sometimes,
+                    methods: [GET, "NOT A METHOD"], compare: { ignore_json: ["timestamp"], max_body: lots } }
+        - weight: 100%
+"#
+    );
+    let found = errors(&source);
+    for needle in [
+        "copies more than 0%",
+        "write `auto` or `off`",
+        "is not an HTTP method",
+        "is not a JSON path",
+    ] {
+        error_with(&found, needle);
+    }
+    assert_eq!(found.len(), 5, "{found:#?}");
+    let good = format!(
+        "{MINIMAL}{}",
+        r#"    rollout:
+      steps:
+        - shadow: { percent: 50%, hold: 10m, max_mismatch: 1%, noise: auto, methods: [GET, POST],
+                    compare: { headers: [content-type], ignore_json: ["$.meta.at"], max_body: 64KiB } }
+        - shadow: { percent: 100%, hold: 1m, max_mismatch: 0% }
+        - weight: 100%
+"#
+    );
+    let config = load_str(&good).expect("valid");
+    let steps = &config.services[0].rollout.as_ref().unwrap().steps;
+    let crate::config::StepKind::Shadow(spec) = &steps[0].kind else {
+        panic!("{steps:?}")
+    };
+    assert_eq!(spec.percent, 0.5);
+    assert_eq!(spec.methods, vec![http::Method::GET, http::Method::POST]);
+    assert!(spec.copy_bodies && spec.noise_auto);
+    assert_eq!(
+        spec.ignore_json,
+        vec![vec!["meta".to_string(), "at".to_string()]]
+    );
+    assert_eq!(spec.max_body, 64 * 1024);
+    assert_eq!(spec.compare_headers[0], "content-type");
+    let crate::config::StepKind::Shadow(spec) = &steps[1].kind else {
+        panic!("{steps:?}")
+    };
+    assert_eq!(
+        spec.methods,
+        vec![http::Method::GET, http::Method::HEAD, http::Method::OPTIONS]
+    );
+    assert!(
+        !spec.copy_bodies,
+        "bodies only for methods listed explicitly"
+    );
+    assert_eq!((spec.min_requests, spec.max_in_flight), (100, 256));
 }
 
 #[test]

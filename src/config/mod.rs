@@ -9,6 +9,7 @@ mod file;
 mod files;
 pub mod load;
 pub mod model;
+mod shadow_model;
 mod units;
 mod validate;
 pub mod watch;
@@ -17,4 +18,5 @@ pub mod yaml;
 
 pub use load::{load, ConfigError, ConfigErrors};
 pub use model::*;
+pub use shadow_model::ShadowSpec;
 pub use validate::schedule_steps;

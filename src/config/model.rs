@@ -260,10 +260,21 @@ pub struct Step {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepKind {
-    Weight { weight: Weight, hold: Duration },
+    Weight {
+        weight: Weight,
+        hold: Duration,
+    },
     Pause,
-    Gate { hook: String },
-    Run { hook: String },
+    Gate {
+        hook: String,
+    },
+    Run {
+        hook: String,
+    },
+    /// The service's smoke requests against every NEW backend (SPEC §9).
+    Verify,
+    /// Copies of OLD's requests to NEW, answers compared (SPEC §9).
+    Shadow(super::ShadowSpec),
 }
 
 impl fmt::Display for StepKind {
@@ -279,6 +290,8 @@ impl fmt::Display for StepKind {
             StepKind::Pause => f.write_str("pause"),
             StepKind::Gate { hook } => write!(f, "gate {hook}"),
             StepKind::Run { hook } => write!(f, "run {hook}"),
+            StepKind::Verify => f.write_str("verify smoke"),
+            StepKind::Shadow(spec) => write!(f, "{spec}"),
         }
     }
 }
@@ -353,8 +366,13 @@ pub struct TripSpec {
 pub struct SmokeRequest {
     pub method: Method,
     pub path: String,
-    pub expect_status: u16,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Option<String>,
+    /// Any of these passes.
+    pub expect_status: Vec<u16>,
     pub expect_body_contains: Option<String>,
+    /// Header name → a substring its value must contain (case-insensitive).
+    pub expect_header: Vec<(HeaderName, String)>,
 }
 
 #[derive(Debug, Clone)]

@@ -166,6 +166,13 @@ async fn proxy(
         PoolKind::Old
     };
     let kind = attempt::first_pool(&route, assigned, now_ms);
+    if let (Some(copier), PoolKind::Old) = (&route.shadow, kind) {
+        let whole = match body_kind {
+            BodyKind::Empty => Some(&[][..]),
+            _ => body.whole_len().map(|_| body.buffered()),
+        };
+        copier.offer(&parts, whole);
+    }
     let forwarded = Forwarded {
         client_ip: &conn.peer_ip,
         scheme: conn.scheme,

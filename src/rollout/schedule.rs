@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::config::{AnalysisSpec, OnDeadline, Service, StartMode, StepKind, Weight};
+use crate::config::{AnalysisSpec, OnDeadline, Service, ShadowSpec, StartMode, StepKind, Weight};
 
 /// A service's rollout, with each step's hook settings resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,12 +39,26 @@ pub(crate) enum PlannedKind {
         hook: String,
         retries: u32,
     },
+    /// The smoke requests against every NEW backend; one attempt, failure rolls back.
+    Verify {
+        requests: usize,
+    },
+    /// Copies of OLD's requests to NEW for `hold`; the mismatch rate decides.
+    Shadow(ShadowSpec),
 }
+
+/// The name a shadow step's outcome is recorded under.
+pub(crate) const SHADOW_RECORD: &str = "shadow";
+
+/// The name a verify step's outcome is recorded under, like a step hook's.
+pub(crate) const VERIFY_RECORD: &str = "verify";
 
 impl PlannedStep {
     pub(crate) fn hook(&self) -> Option<&str> {
         match &self.kind {
             PlannedKind::Gate { hook, .. } | PlannedKind::Run { hook, .. } => Some(hook),
+            PlannedKind::Verify { .. } => Some(VERIFY_RECORD),
+            PlannedKind::Shadow(_) => Some(SHADOW_RECORD),
             _ => None,
         }
     }
@@ -63,6 +77,10 @@ impl PlannedStep {
                 format!("gate {hook} (every {})", humantime::format_duration(*every))
             }
             PlannedKind::Run { hook, .. } => format!("run {hook}"),
+            PlannedKind::Verify { requests } => {
+                format!("verify: {requests} smoke request(s) against every NEW backend")
+            }
+            PlannedKind::Shadow(spec) => spec.to_string(),
         };
         if self.point_of_no_return {
             format!("{text} [point of no return]")
@@ -99,6 +117,10 @@ impl Plan {
                         hook: hook.clone(),
                         retries: service.hook(hook).map_or(0, |h| h.retries),
                     },
+                    StepKind::Verify => PlannedKind::Verify {
+                        requests: service.smoke.len(),
+                    },
+                    StepKind::Shadow(spec) => PlannedKind::Shadow(spec.clone()),
                 };
                 PlannedStep {
                     kind,
@@ -193,6 +215,11 @@ pub(crate) fn timeline(plan: &Plan, initial: Weight) -> Timeline {
                 at += hold;
                 open_ended |= plan.analysis.is_some();
             }
+            // At least the hold; then it waits for `min_requests` comparisons.
+            PlannedKind::Shadow(ref spec) => {
+                at += spec.hold;
+                open_ended = true;
+            }
             _ => open_ended = true,
         }
     }
@@ -231,6 +258,8 @@ mod tests {
                             on_deadline: OnDeadline::Pause,
                         },
                         StepKind::Run { hook } => PlannedKind::Run { hook, retries: 0 },
+                        StepKind::Verify => PlannedKind::Verify { requests: 1 },
+                        StepKind::Shadow(spec) => PlannedKind::Shadow(spec),
                     },
                     point_of_no_return: s.point_of_no_return,
                 })

@@ -13,6 +13,7 @@ mod binary;
 mod client;
 mod files;
 mod hooks;
+mod json_backend;
 mod prometheus;
 mod proxy;
 mod tls;
@@ -30,6 +31,8 @@ pub use client::*;
 pub use files::*;
 #[allow(unused_imports)]
 pub use hooks::*;
+#[allow(unused_imports)]
+pub use json_backend::*;
 #[allow(unused_imports)]
 pub use prometheus::*;
 #[allow(unused_imports)]

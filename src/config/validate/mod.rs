@@ -16,6 +16,8 @@ mod listeners;
 mod pools;
 mod rollout;
 mod services;
+mod shadow;
+mod smoke;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -121,8 +121,22 @@ impl Checker<'_> {
             StepKind::Run {
                 hook: run.value.clone(),
             }
+        } else if let Some(verify) = &file.verify {
+            if verify.value != "smoke" {
+                self.error(
+                    verify.mark,
+                    format!(
+                        "`verify: {}`: the one form is `verify: smoke`",
+                        verify.value
+                    ),
+                );
+                return None;
+            }
+            StepKind::Verify
+        } else if let Some(shadow) = &file.shadow {
+            StepKind::Shadow(self.shadow_step(shadow)?)
         } else {
-            return self.unsupported_step(step);
+            return None;
         };
         Some(Step {
             kind,
@@ -163,30 +177,6 @@ impl Checker<'_> {
                 None
             }
         }
-    }
-
-    /// `verify` and `shadow` are part of the file format but not yet of the product: say
-    /// so at the step, after checking what can be checked of it.
-    fn unsupported_step(&mut self, step: &Spanned<StepFile>) -> Option<Step> {
-        let file = &step.value;
-        if let Some(shadow) = &file.shadow {
-            self.fraction(&shadow.value.percent);
-            self.fraction(&shadow.value.max_mismatch);
-            self.duration_opt(&shadow.value.hold);
-        }
-        let (mark, what) = match (&file.verify, &file.shadow) {
-            (Some(v), _) => (v.mark, "verify"),
-            (None, Some(s)) => (s.mark, "shadow"),
-            (None, None) => (step.mark, "this"),
-        };
-        self.error(
-            mark,
-            format!(
-                "`{what}` steps are not supported by this version of cutover yet; \
-                 use a `gate` hook that runs your checks instead"
-            ),
-        );
-        None
     }
 
     pub(super) fn schedule(&mut self, schedule: &Spanned<ScheduleFile>) -> Option<Vec<Step>> {

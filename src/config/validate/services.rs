@@ -3,12 +3,10 @@
 
 use std::sync::Arc;
 
-use http::Method;
-
 use super::Checker;
 use crate::config::de::Spanned;
 use crate::config::defaults;
-use crate::config::file::{MatchFile, ServiceFile, SmokeFile};
+use crate::config::file::{MatchFile, ServiceFile};
 use crate::config::model::*;
 use crate::config::yaml::Mark;
 
@@ -94,7 +92,8 @@ impl Checker<'_> {
             .iter()
             .flatten()
             .filter_map(|s| self.smoke(s))
-            .collect();
+            .collect::<Vec<_>>();
+        self.verify_has_smoke(file, rollout.as_ref(), smoke.is_empty());
         Some(Service {
             name: name?.value.clone(),
             matcher,
@@ -190,36 +189,6 @@ impl Checker<'_> {
             }
         };
         Matcher { hosts, path_prefix }
-    }
-
-    pub(super) fn smoke(&mut self, smoke: &Spanned<SmokeFile>) -> Option<SmokeRequest> {
-        let file = &smoke.value;
-        let method = match &file.method {
-            None => Method::GET,
-            Some(m) => match Method::from_bytes(m.value.as_bytes()) {
-                Ok(method) => method,
-                Err(_) => {
-                    self.error(m.mark, format!("`{}` is not an HTTP method", m.value));
-                    return None;
-                }
-            },
-        };
-        let path = self.required(&file.path, smoke.mark, "path")?;
-        if !path.value.starts_with('/') {
-            self.error(path.mark, "a smoke request's `path` starts with `/`");
-            return None;
-        }
-        Some(SmokeRequest {
-            method,
-            path: path.value.clone(),
-            expect_status: self.count(
-                &file.expect_status,
-                u64::from(defaults::SMOKE_EXPECT_STATUS),
-                100,
-                599,
-            ) as u16,
-            expect_body_contains: file.expect_body_contains.as_ref().map(|b| b.value.clone()),
-        })
     }
 }
 

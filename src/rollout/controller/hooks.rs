@@ -76,11 +76,20 @@ pub(super) enum HookDone {
         event: HookEvent,
         outcome: HookOutcome,
     },
+    /// A `verify` or `shadow` step finished (`verify.rs`, `shadow.rs`); `record` is
+    /// the name its outcome is kept under.
+    Probe {
+        service: String,
+        step: usize,
+        record: &'static str,
+        ok: bool,
+        detail: String,
+    },
 }
 
 impl HookDone {
-    fn parts(&self) -> (&str, &str, &str, &HookOutcome) {
-        match self {
+    fn parts(&self) -> Option<(&str, &str, &str, &HookOutcome)> {
+        Some(match self {
             HookDone::Step {
                 service,
                 hook,
@@ -93,7 +102,8 @@ impl HookDone {
                 event,
                 outcome,
             } => (service, hook, event.as_str(), outcome),
-        }
+            HookDone::Probe { .. } => return None,
+        })
     }
 }
 
@@ -165,6 +175,15 @@ impl Controller {
 
     pub(super) fn spawn_step_hook(&mut self, index: usize, step: usize, hook_name: &str) {
         let service = &self.services[index];
+        let planned = service
+            .rollout
+            .as_ref()
+            .and_then(|r| r.plan.steps.get(step));
+        match planned.map(|p| &p.kind) {
+            Some(PlannedKind::Verify { .. }) => return self.spawn_verify(index, step),
+            Some(PlannedKind::Shadow(spec)) => return self.spawn_shadow(index, step, spec.clone()),
+            _ => {}
+        }
         let Some(hook) = service.config.hook(hook_name).cloned() else {
             return;
         };
@@ -238,7 +257,20 @@ impl Controller {
     }
 
     pub(super) fn hook_done(&mut self, done: HookDone) {
-        let (service, hook, label, outcome) = done.parts();
+        if let HookDone::Probe {
+            service,
+            step,
+            record,
+            ok,
+            detail,
+        } = done
+        {
+            self.probe_done(&service, step, record, ok, detail);
+            return;
+        }
+        let Some((service, hook, label, outcome)) = done.parts() else {
+            return;
+        };
         self.metrics.hook_run(
             service,
             hook,
@@ -254,7 +286,7 @@ impl Controller {
                 .rollout
                 .as_ref()
                 .map_or(1, |run| run.state.run_attempts),
-            HookDone::Event { .. } => 1,
+            HookDone::Event { .. } | HookDone::Probe { .. } => 1,
         };
         let record = evidence::hook_record(hook, label, attempt, outcome);
         let _ = self.record(index, Decision::Hook(record));

@@ -18,8 +18,8 @@ use crate::hooks::HookResult;
 use crate::rollout::analysis::Verdict;
 use crate::rollout::machine::{RollbackReason, ServiceState};
 
-/// Results of a mirrored request (shadow steps are not available yet).
-const SHADOW_RESULTS: [&str; 3] = ["match", "mismatch", "error"];
+/// Results of a shadow copy.
+const SHADOW_RESULTS: [&str; 5] = crate::shadow::RESULTS;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabels {
@@ -129,7 +129,7 @@ impl RolloutMetrics {
         );
         registry.register(
             "cutover_shadow_requests",
-            "Mirrored requests, by comparison result (shadow steps are not available yet)",
+            "Requests copied to NEW by a shadow step, by comparison result",
             m.shadow,
         );
         registry.register(
@@ -214,6 +214,15 @@ impl RolloutMetrics {
         for result in SHADOW_RESULTS {
             let _ = self.shadow.get_or_create(&result_labels(service, result));
         }
+    }
+
+    /// The counters a shadow copier increments, in the order of `shadow::RESULTS`.
+    pub(crate) fn shadow_counters(&self, service: &str) -> [Counter; 5] {
+        SHADOW_RESULTS.map(|result| {
+            self.shadow
+                .get_or_create(&result_labels(service, result))
+                .clone()
+        })
     }
 
     pub(crate) fn rollback(&self, service: &str, reason: RollbackReason) {

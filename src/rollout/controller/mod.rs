@@ -24,10 +24,12 @@ pub(crate) mod metrics;
 mod persist;
 mod reload;
 mod role;
+mod shadow;
 mod startup;
 pub(crate) mod status;
 mod tick;
 pub(crate) mod traffic;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -71,6 +73,8 @@ struct ServiceRun {
     route: Arc<ServiceRoute>,
     rollout: Option<RolloutRun>,
     hooks: BTreeMap<String, HookStatus>,
+    /// The last shadow step's copier (kept after it ends, for `cutover diff`).
+    shadow: Option<Arc<crate::shadow::Copier>>,
 }
 
 struct RolloutRun {
@@ -500,6 +504,7 @@ impl Controller {
                 Effect::RolledBack(reason) => self.metrics.rollback(&name, reason),
             }
         }
+        self.sync_shadow(index);
     }
 
     /// Applies an input that cannot be refused (time, checks); logs if it somehow is.
@@ -521,6 +526,7 @@ impl Controller {
                     .rollout
                     .as_ref()
                     .map_or(service.config.weight, |run| run.state.weight),
+                shadow: service.shadow.clone().filter(|c| c.is_active()),
             })
             .collect();
         self.snapshot.store(Arc::new(Snapshot {

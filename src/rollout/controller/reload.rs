@@ -163,6 +163,7 @@ impl Controller {
             let route = build_service(service, &mut self.registry, &self.data_plane);
             let old = previous.remove(&service.name);
             let old_hooks = old.as_ref().map(|o| o.hooks.clone()).unwrap_or_default();
+            let shadow = old.as_ref().and_then(|o| o.shadow.clone());
             let carried = old.and_then(|o| o.rollout);
             let rollout = match (Plan::of(service), change) {
                 (None, _) => None,
@@ -186,6 +187,7 @@ impl Controller {
                 config: service.clone(),
                 route,
                 rollout,
+                shadow,
             });
         }
         for change in changes {

@@ -42,6 +42,7 @@ pub(super) fn first_services(
             config: service.clone(),
             route,
             rollout,
+            shadow: None,
         });
     }
     Ok((services, startups))

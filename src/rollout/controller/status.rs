@@ -69,6 +69,9 @@ pub struct ServiceStatus {
     pub run_id: Option<String>,
     pub hooks: Vec<HookStatus>,
     pub backends: Vec<BackendStatus>,
+    /// The last shadow step's comparisons (SPEC §9); also `GET /services/{name}/shadow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::shadow::ShadowReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -160,6 +163,7 @@ pub(super) fn service_status(service: &ServiceRun) -> ServiceStatus {
         run_id: None,
         hooks: service.hooks.values().cloned().collect(),
         backends: backends(service),
+        shadow: service.shadow.as_ref().map(|c| c.report()),
     };
     match &service.rollout {
         None => static_status,

@@ -277,7 +277,10 @@ impl Machine<'_> {
                     format!("step {} is a pause: `cutover promote` continues", index + 1),
                 );
             }
-            PlannedKind::Gate { .. } | PlannedKind::Run { .. } => {
+            PlannedKind::Gate { .. }
+            | PlannedKind::Run { .. }
+            | PlannedKind::Verify { .. }
+            | PlannedKind::Shadow(_) => {
                 if self.hook_succeeded(index) {
                     self.complete_step();
                 } else {
@@ -542,6 +545,22 @@ impl Machine<'_> {
                         step + 1
                     );
                     self.regression(RollbackReason::Hook, PauseCause::Hook, reason);
+                }
+            }
+            Some(PlannedKind::Verify { .. }) => {
+                if ok {
+                    self.complete_step();
+                } else {
+                    let reason = format!("step {} verify failed: {detail}", step + 1);
+                    self.regression(RollbackReason::Verify, PauseCause::Hook, reason);
+                }
+            }
+            Some(PlannedKind::Shadow(_)) => {
+                if ok {
+                    self.complete_step();
+                } else {
+                    let reason = format!("step {} shadow failed: {detail}", step + 1);
+                    self.regression(RollbackReason::Shadow, PauseCause::Hook, reason);
                 }
             }
             _ => {}

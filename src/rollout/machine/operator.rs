@@ -60,7 +60,12 @@ impl Machine<'_> {
             return Ok(());
         }
         match self.current().cloned() {
-            Some(PlannedKind::Gate { .. } | PlannedKind::Run { .. }) => {
+            Some(
+                PlannedKind::Gate { .. }
+                | PlannedKind::Run { .. }
+                | PlannedKind::Verify { .. }
+                | PlannedKind::Shadow(_),
+            ) => {
                 if self.hook_succeeded(self.state.step) {
                     self.complete_step();
                 } else if !self.state.hook_in_flight {
@@ -224,7 +229,12 @@ impl Machine<'_> {
             return;
         }
         match self.current() {
-            Some(PlannedKind::Gate { .. } | PlannedKind::Run { .. }) => {
+            Some(
+                PlannedKind::Gate { .. }
+                | PlannedKind::Run { .. }
+                | PlannedKind::Verify { .. }
+                | PlannedKind::Shadow(_),
+            ) => {
                 if self.hook_succeeded(self.state.step) {
                     self.complete_step();
                 } else {

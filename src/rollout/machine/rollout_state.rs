@@ -133,15 +133,21 @@ pub enum RollbackReason {
     Manual,
     Hook,
     Gate,
+    /// A `verify` step's smoke request failed.
+    Verify,
+    /// A `shadow` step's mismatch rate was too high.
+    Shadow,
 }
 
 impl RollbackReason {
-    pub const ALL: [RollbackReason; 5] = [
+    pub const ALL: [RollbackReason; 7] = [
         RollbackReason::Analysis,
         RollbackReason::Trip,
         RollbackReason::Manual,
         RollbackReason::Hook,
         RollbackReason::Gate,
+        RollbackReason::Verify,
+        RollbackReason::Shadow,
     ];
 
     pub fn label(self) -> &'static str {
@@ -151,6 +157,8 @@ impl RollbackReason {
             RollbackReason::Manual => "manual",
             RollbackReason::Hook => "hook",
             RollbackReason::Gate => "gate",
+            RollbackReason::Verify => "verify",
+            RollbackReason::Shadow => "shadow",
         }
     }
 }

@@ -171,3 +171,63 @@ fn changed_steps_restart_a_rolled_back_rollout() {
     assert_eq!(rollout.state.step, 0);
     assert_eq!(rollout.state.run_id, "run-2");
 }
+
+fn verify(point_of_no_return: bool) -> PlannedStep {
+    PlannedStep {
+        kind: PlannedKind::Verify { requests: 2 },
+        point_of_no_return,
+    }
+}
+
+#[test]
+fn a_verify_step_runs_once_passes_on_and_rolls_back_or_pauses_on_failure() {
+    let steps = vec![verify(false), weight_step(100.0, 0)];
+    let mut rollout = Rollout::started(plan(steps.clone(), None));
+    assert!(rollout.state.hook_in_flight, "the smoke requests are out");
+    assert_eq!(
+        rollout.state.weight,
+        w(0.0),
+        "no traffic before verify passes"
+    );
+    rollout.hook_done(true);
+    assert_eq!(rollout.state.phase, Phase::Promoted);
+
+    let mut rollout = Rollout::started(plan(steps, None));
+    rollout.hook_done(false);
+    assert_eq!(rollout.state.phase, Phase::RolledBack);
+    assert_eq!(rollout.state.rollback_reason, Some(RollbackReason::Verify));
+    let reason = rollout.state.reason.clone().unwrap_or_default();
+    assert!(reason.contains("step 1 verify failed: exit 1"), "{reason}");
+
+    let shadow = PlannedStep {
+        kind: PlannedKind::Shadow(crate::config::ShadowSpec {
+            percent: 1.0,
+            hold: Duration::from_secs(60),
+            min_requests: 1,
+            max_mismatch: 0.01,
+            methods: vec![http::Method::GET],
+            copy_bodies: false,
+            compare_status: true,
+            compare_headers: Vec::new(),
+            compare_body: true,
+            ignore_json: Vec::new(),
+            max_body: 1024,
+            noise_auto: false,
+            max_in_flight: 1,
+            timeout: Duration::from_secs(1),
+        }),
+        point_of_no_return: false,
+    };
+    let mut rollout = Rollout::started(plan(vec![shadow, weight_step(100.0, 0)], None));
+    assert!(rollout.state.hook_in_flight, "the copier runs");
+    rollout.hook_done(false);
+    assert_eq!(rollout.state.rollback_reason, Some(RollbackReason::Shadow));
+
+    // Past a point of no return a failing verify pauses instead.
+    let steps = vec![run("switch", 0, true), verify(false), weight_step(100.0, 0)];
+    let mut rollout = Rollout::started(plan(steps, None));
+    rollout.hook_done(true);
+    rollout.hook_done(false);
+    assert_eq!(rollout.state.phase, Phase::Paused);
+    assert_eq!(rollout.state.pause_cause, Some(PauseCause::Hook));
+}

@@ -1,0 +1,191 @@
+//! Comparing two answers to the same request: status, the listed headers, the body by
+//! bytes or, when both are JSON, as JSON with `ignore_json` paths left out. The result is
+//! the list of fields that differ (`status`, `header:etag`, `$.items.0.price`, `body`),
+//! so noise learned between two OLD answers can be subtracted field by field.
+
+use serde_json::Value;
+
+use super::exchange::Answer;
+use crate::config::ShadowSpec;
+
+/// JSON fields listed per comparison at most: a body that differs everywhere is one
+/// mismatch, not a thousand.
+const MAX_FIELDS: usize = 20;
+const EXCERPT: usize = 160;
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Difference {
+    pub fields: Vec<String>,
+    /// The first differing bytes of each side, when the bodies differ.
+    pub excerpt: Option<String>,
+}
+
+pub(crate) fn differences(spec: &ShadowSpec, a: &Answer, b: &Answer) -> Difference {
+    let mut out = Difference::default();
+    if spec.compare_status && a.status != b.status {
+        out.fields.push("status".to_string());
+    }
+    for name in &spec.compare_headers {
+        if a.headers.get(name) != b.headers.get(name) {
+            out.fields.push(format!("header:{name}"));
+        }
+    }
+    // Over `max_body` on either side: status and headers only.
+    if !spec.compare_body || a.truncated || b.truncated || a.body == b.body {
+        return out;
+    }
+    let parsed = (
+        serde_json::from_slice::<Value>(&a.body),
+        serde_json::from_slice::<Value>(&b.body),
+    );
+    if let (Ok(mut x), Ok(mut y)) = parsed {
+        for path in &spec.ignore_json {
+            remove(&mut x, path);
+            remove(&mut y, path);
+        }
+        let before = out.fields.len();
+        json_diff("$", &x, &y, &mut out.fields);
+        if out.fields.len() > before {
+            out.excerpt = Some(excerpt(&x.to_string(), &y.to_string()));
+        }
+    } else {
+        out.fields.push("body".to_string());
+        out.excerpt = Some(excerpt(
+            &String::from_utf8_lossy(&a.body),
+            &String::from_utf8_lossy(&b.body),
+        ));
+    }
+    out
+}
+
+fn remove(value: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut at = value;
+    for segment in parents {
+        match at.get_mut(segment.as_str()) {
+            Some(next) => at = next,
+            None => return,
+        }
+    }
+    if let Value::Object(map) = at {
+        map.remove(last.as_str());
+    }
+}
+
+fn json_diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+    if out.len() >= MAX_FIELDS || a == b {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (key, value) in x {
+                let child = format!("{path}.{key}");
+                match y.get(key) {
+                    Some(other) => json_diff(&child, value, other, out),
+                    None => out.push(child),
+                }
+            }
+            for key in y.keys().filter(|k| !x.contains_key(*k)) {
+                out.push(format!("{path}.{key}"));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                json_diff(&format!("{path}.{i}"), p, q, out);
+            }
+        }
+        _ => out.push(path.to_string()),
+    }
+}
+
+/// `OLD … | NEW …` from the first byte that differs.
+fn excerpt(a: &str, b: &str) -> String {
+    let common = a
+        .char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map_or(a.len().min(b.len()), |((i, _), _)| i);
+    let start = a[..common]
+        .char_indices()
+        .rev()
+        .nth(20)
+        .map_or(0, |(i, _)| i);
+    let cut = |s: &str| {
+        s.get(start..)
+            .unwrap_or("")
+            .chars()
+            .take(EXCERPT)
+            .collect::<String>()
+    };
+    format!("OLD …{} | NEW …{}", cut(a), cut(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+
+    use super::*;
+
+    fn spec() -> ShadowSpec {
+        ShadowSpec {
+            percent: 1.0,
+            hold: std::time::Duration::from_secs(1),
+            min_requests: 1,
+            max_mismatch: 0.0,
+            methods: vec![http::Method::GET],
+            copy_bodies: false,
+            compare_status: true,
+            compare_headers: vec![http::header::CONTENT_TYPE],
+            compare_body: true,
+            ignore_json: vec![vec!["meta".into(), "at".into()]],
+            max_body: 1024,
+            noise_auto: false,
+            max_in_flight: 1,
+            timeout: std::time::Duration::from_secs(1),
+        }
+    }
+
+    fn answer(status: u16, body: &str) -> Answer {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().unwrap());
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: Bytes::from(body.to_string()),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn json_is_compared_as_json_with_ignored_paths_left_out() {
+        let spec = spec();
+        let a = answer(200, r#"{"id":1,"meta":{"at":"10:00"},"items":[1,2]}"#);
+        let same = answer(200, r#"{"items":[1,2], "meta":{"at":"10:01"}, "id":1}"#);
+        assert_eq!(differences(&spec, &a, &same).fields, Vec::<String>::new());
+        let other = answer(500, r#"{"id":2,"meta":{"at":"10:00"},"items":[1,3],"x":0}"#);
+        assert_eq!(
+            differences(&spec, &a, &other).fields,
+            vec!["status", "$.id", "$.items.1", "$.x"]
+        );
+        let text = answer(200, "plain one");
+        let d = differences(&spec, &text, &answer(200, "plain two"));
+        assert_eq!(d.fields, vec!["body"]);
+        assert_eq!(
+            d.excerpt.as_deref(),
+            Some("OLD …plain one | NEW …plain two")
+        );
+    }
+
+    #[test]
+    fn bodies_over_the_limit_are_judged_by_status_and_headers() {
+        let spec = spec();
+        let mut a = answer(200, "aaaa");
+        a.truncated = true;
+        assert!(differences(&spec, &a, &answer(200, "bbbb"))
+            .fields
+            .is_empty());
+    }
+}

@@ -1,0 +1,310 @@
+//! The shadow copier: a step's one object, shared by the routing snapshot (the request
+//! path offers it requests) and the controller (which reads its counts for the verdict).
+//!
+//! The request path's cost: with no shadow step the route has no copier, so nothing. With
+//! one, `offer` does a method check, one atomic sample counter and one atomic in-flight
+//! counter; only a request that is copied is cloned, and the copy runs on its own task.
+//! The client's answer never waits for it.
+//!
+//! A copy is sent to a NEW backend and, as the reference, to an OLD backend (and with
+//! `noise: auto` to a second OLD backend), all at once, on fresh connections.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use http::request::Parts;
+use http::{header, HeaderMap, Method, Request, Uri};
+use http_body_util::Full;
+use prometheus_client::metrics::counter::Counter;
+
+use super::compare::differences;
+use super::exchange::{exchange, Answer};
+use super::report::{MismatchSample, ShadowReport};
+use crate::config::ShadowSpec;
+
+/// Mismatches kept for `cutover diff`.
+const SAMPLES: usize = 50;
+/// Spreads the sample counter over 0..10000, so 10% is every tenth request, not the first
+/// thousand of every ten thousand (7919 is prime, so coprime to 10000).
+const SPREAD: u64 = 7919;
+
+/// `cutover_shadow_requests_total{result}` for one service, in the order of `RESULTS`.
+pub(crate) const RESULTS: [&str; 5] = ["match", "mismatch", "noise", "error", "dropped"];
+
+#[derive(Debug, Default)]
+struct Counts {
+    matched: AtomicU64,
+    mismatched: AtomicU64,
+    noise: AtomicU64,
+    /// OLD's reference failed: no comparison.
+    old_error: AtomicU64,
+    /// NEW failed where OLD answered: counted as a mismatch in the rate.
+    new_error: AtomicU64,
+    dropped: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Copier {
+    spec: ShadowSpec,
+    old: Vec<String>,
+    new: Vec<String>,
+    connect: std::time::Duration,
+    basis_points: u64,
+    active: AtomicBool,
+    seen: AtomicU64,
+    next: AtomicUsize,
+    in_flight: AtomicUsize,
+    counts: Counts,
+    metrics: [Counter; 5],
+    samples: Mutex<VecDeque<MismatchSample>>,
+    noise: Mutex<BTreeSet<String>>,
+}
+
+impl Copier {
+    pub(crate) fn new(
+        spec: ShadowSpec,
+        old: Vec<String>,
+        new: Vec<String>,
+        connect: std::time::Duration,
+        metrics: [Counter; 5],
+    ) -> Copier {
+        Copier {
+            basis_points: (spec.percent * 10_000.0).round() as u64,
+            spec,
+            old,
+            new,
+            connect,
+            active: AtomicBool::new(true),
+            seen: AtomicU64::new(0),
+            next: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            counts: Counts::default(),
+            metrics,
+            samples: Mutex::new(VecDeque::new()),
+            noise: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Stops copying: the step is over (copies in flight still finish and count).
+    pub(crate) fn retire(&self) {
+        self.active.store(false, Relaxed);
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.active.load(Relaxed)
+    }
+
+    /// The request path hands over a request OLD serves. Cheap unless it is copied.
+    pub(crate) fn offer(self: &Arc<Self>, parts: &Parts, body: Option<&[Bytes]>) {
+        if !self.active.load(Relaxed) || !self.spec.methods.contains(&parts.method) {
+            return;
+        }
+        let n = self.seen.fetch_add(1, Relaxed);
+        if n.wrapping_mul(SPREAD) % 10_000 >= self.basis_points {
+            return;
+        }
+        // A body is copied only for methods listed explicitly, whole and within max_body;
+        // a streamed body (not read ahead) cannot be copied at all.
+        let body = match body {
+            None => return,
+            Some([]) => Bytes::new(),
+            Some(_) if !self.spec.copy_bodies => return,
+            Some(chunks) => {
+                let len: usize = chunks.iter().map(Bytes::len).sum();
+                if len > self.spec.max_body {
+                    return;
+                }
+                let mut whole = BytesMut::with_capacity(len);
+                chunks.iter().for_each(|c| whole.extend_from_slice(c));
+                whole.freeze()
+            }
+        };
+        if self.in_flight.fetch_add(1, Relaxed) >= self.spec.max_in_flight {
+            self.in_flight.fetch_sub(1, Relaxed);
+            self.counts.dropped.fetch_add(1, Relaxed);
+            self.metrics[4].inc();
+            return;
+        }
+        let copy = Copy {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: copy_headers(&parts.headers),
+            body,
+        };
+        let copier = self.clone();
+        tokio::spawn(async move {
+            copier.run(copy).await;
+            copier.in_flight.fetch_sub(1, Relaxed);
+        });
+    }
+
+    async fn run(&self, copy: Copy) {
+        let turn = self.next.fetch_add(1, Relaxed);
+        let old = &self.old[turn % self.old.len()];
+        let new = &self.new[turn % self.new.len()];
+        let second = (self.spec.noise_auto && self.old.len() >= 2)
+            .then(|| &self.old[(turn + 1) % self.old.len()]);
+        let send = |addr: &str| {
+            let request = copy.request();
+            let (connect, timeout, max) = (self.connect, self.spec.timeout, self.spec.max_body);
+            let addr = addr.to_string();
+            async move { exchange(&addr, request, connect, timeout, max).await }
+        };
+        let (old_answer, new_answer, second_answer) = tokio::join!(send(old), send(new), async {
+            match second {
+                Some(addr) => Some(send(addr).await),
+                None => None,
+            }
+        });
+        let Ok(old_answer) = old_answer else {
+            self.counts.old_error.fetch_add(1, Relaxed);
+            self.metrics[3].inc();
+            return;
+        };
+        if let Some(Ok(second)) = &second_answer {
+            let noise = differences(&self.spec, &old_answer, second).fields;
+            if !noise.is_empty() {
+                self.lock_noise().extend(noise);
+            }
+        }
+        let new_answer = match new_answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                self.counts.new_error.fetch_add(1, Relaxed);
+                self.metrics[3].inc();
+                self.sample(&copy, &old_answer, None, vec!["error".into()], Some(error));
+                return;
+            }
+        };
+        let found = differences(&self.spec, &old_answer, &new_answer);
+        if found.fields.is_empty() {
+            self.counts.matched.fetch_add(1, Relaxed);
+            self.metrics[0].inc();
+            return;
+        }
+        let all_noise = {
+            let noise = self.lock_noise();
+            found.fields.iter().all(|f| noise.contains(f))
+        };
+        if all_noise {
+            self.counts.noise.fetch_add(1, Relaxed);
+            self.metrics[2].inc();
+        } else {
+            self.counts.mismatched.fetch_add(1, Relaxed);
+            self.metrics[1].inc();
+            self.sample(
+                &copy,
+                &old_answer,
+                Some(&new_answer),
+                found.fields,
+                found.excerpt,
+            );
+        }
+    }
+
+    fn sample(
+        &self,
+        copy: &Copy,
+        old: &Answer,
+        new: Option<&Answer>,
+        fields: Vec<String>,
+        excerpt: Option<String>,
+    ) {
+        let sample = MismatchSample {
+            method: copy.method.to_string(),
+            path: copy
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.to_string()),
+            old_status: old.status.as_u16(),
+            new_status: new.map(|a| a.status.as_u16()),
+            differing: fields,
+            body_diff: excerpt,
+        };
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        if samples.len() == SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(sample);
+    }
+
+    fn lock_noise(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.noise.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Comparisons that count for the verdict, and the mismatching ones among them.
+    pub(crate) fn tally(&self) -> (u64, u64) {
+        let c = &self.counts;
+        let bad = c.mismatched.load(Relaxed) + c.new_error.load(Relaxed);
+        (c.matched.load(Relaxed) + c.noise.load(Relaxed) + bad, bad)
+    }
+
+    pub(crate) fn report(&self) -> ShadowReport {
+        let c = &self.counts;
+        let (comparisons, bad) = self.tally();
+        ShadowReport {
+            active: self.is_active(),
+            matched: c.matched.load(Relaxed),
+            mismatched: c.mismatched.load(Relaxed),
+            noise: c.noise.load(Relaxed),
+            errors: c.old_error.load(Relaxed) + c.new_error.load(Relaxed),
+            new_errors: c.new_error.load(Relaxed),
+            dropped: c.dropped.load(Relaxed),
+            comparisons,
+            mismatch_rate: if comparisons == 0 {
+                None
+            } else {
+                Some(bad as f64 / comparisons as f64)
+            },
+            noise_fields: self.lock_noise().iter().cloned().collect(),
+            mismatches: self
+                .samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+struct Copy {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Copy {
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(self.body.clone()));
+        *request.method_mut() = self.method.clone();
+        // Origin form: the backend gets the path, the authority stays in Host.
+        if let Some(pq) = self.uri.path_and_query() {
+            if let Ok(uri) = Uri::try_from(pq.as_str()) {
+                *request.uri_mut() = uri;
+            }
+        }
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+/// The client's headers minus hop-by-hop ones and the framing, which the copy sets anew.
+fn copy_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut out = headers.clone();
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::CONTENT_LENGTH,
+        header::TE,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        out.remove(name);
+    }
+    out.remove("keep-alive");
+    out
+}

@@ -1,0 +1,295 @@
+//! `shadow` steps (SPEC §9): copies of OLD's requests go to NEW, answers are compared, the
+//! mismatch rate decides; the client's answer always comes from OLD, undelayed.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+fn same(_: &str, path: &str) -> (u16, String) {
+    (200, format!(r#"{{"path":"{path}","ok":true}}"#))
+}
+
+/// A timestamp no two answers share.
+fn stamped(_: &str, path: &str) -> (u16, String) {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    (200, format!(r#"{{"path":"{path}","timestamp":{at}}}"#))
+}
+
+fn steps(shadow: &str) -> String {
+    format!("    rollout:\n      steps:\n        - shadow: {shadow}\n        - weight: 100%\n")
+}
+
+/// Sends GETs over /item/0..99 until `done` or 15 s; returns the slowest client latency.
+async fn drive(proxy: &TestProxy, done: impl Fn(&str) -> bool) -> Duration {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut slowest = Duration::ZERO;
+    let mut i = 0;
+    while !done(&service(proxy).state.to_string()) {
+        assert!(
+            Instant::now() < deadline,
+            "the shadow step never decided: {:#?}",
+            service(proxy)
+        );
+        let started = Instant::now();
+        let got = send(proxy.addr, get("a", &format!("/item/{}", i % 100))).await;
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(got.status, 200);
+        i += 1;
+    }
+    slowest
+}
+
+async fn shadow_report(proxy: &TestProxy) -> Value {
+    let got = admin_get(proxy.app.admin_addr, "/services/api/shadow").await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    serde_json::from_str(&got.body).unwrap()
+}
+
+fn decided(state: &str) -> bool {
+    state == "promoted" || state == "rolled_back"
+}
+
+#[tokio::test]
+async fn identical_pools_pass_and_the_weight_moves() {
+    let old = spawn_json_backend(same).await;
+    let new = spawn_json_backend(same).await;
+    let proxy = spawn_proxy(&simple_config(
+        &[old.addr],
+        &[new.addr],
+        "0%",
+        &steps("{ percent: 100%, hold: 1s, min_requests: 30, max_mismatch: 1% }"),
+    ))
+    .await;
+    drive(&proxy, decided).await;
+    let status = service(&proxy);
+    assert_eq!(status.state.to_string(), "promoted", "{status:#?}");
+    assert_eq!(status.weight, 100.0);
+    // Copies still in flight when the step ended finish and count: wait for the last.
+    let mut report = shadow_report(&proxy).await;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        report = shadow_report(&proxy).await;
+        if report["matched"].as_u64().unwrap_or(0) + 1 >= new.direct() {
+            break;
+        }
+    }
+    // Every copy NEW received was compared and matched, but one: under load one direct
+    // request to NEW stays uncounted (open: see docs/verify-shadow.md).
+    let matched = report["matched"].as_u64().unwrap_or(0);
+    assert!(
+        matched <= new.direct() && matched + 1 >= new.direct(),
+        "NEW received {} copies: {report:#}",
+        new.direct()
+    );
+    assert!(report["matched"].as_u64().unwrap() >= 30, "{report:#}");
+    assert_eq!(report["mismatched"], 0, "{report:#}");
+    assert_eq!(report["active"], false, "copying stops with the step");
+    // The metric counts live; the report is the status published last (see the docs'
+    // open items), so it may trail the metric, never lead it.
+    let metrics = admin_get(proxy.app.admin_addr, "/metrics").await.body;
+    let metric: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("cutover_shadow_requests_total{service=\"api\",result=\"match\"} ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the match counter is exported");
+    let reported = report["matched"].as_u64().unwrap();
+    assert!(
+        metric >= reported && metric <= new.direct(),
+        "{metric} vs {report:#}"
+    );
+    // After the step, live traffic goes to NEW and nothing is copied any more.
+    let (copies, received) = (new.direct(), new.received().len());
+    for _ in 0..10 {
+        send(proxy.addr, get("a", "/item/1")).await;
+    }
+    assert_eq!(new.received().len(), received + 10, "NEW serves");
+    // A copy offered as the step ended may still arrive; no new ones start.
+    assert!(new.direct() <= copies + 2, "copies go on after the step");
+}
+
+#[tokio::test]
+async fn new_differing_on_a_tenth_of_the_paths_rolls_back_and_the_diff_names_them() {
+    let old = spawn_json_backend(same).await;
+    let new = spawn_json_backend(|method, path| {
+        if path.ends_with('0') {
+            (200, format!(r#"{{"path":"{path}","ok":false}}"#))
+        } else {
+            same(method, path)
+        }
+    })
+    .await;
+    let proxy = spawn_proxy(&simple_config(
+        &[old.addr],
+        &[new.addr],
+        "0%",
+        &steps("{ percent: 100%, hold: 1s, min_requests: 50, max_mismatch: 1% }"),
+    ))
+    .await;
+    drive(&proxy, decided).await;
+    let status = service(&proxy);
+    assert_eq!(status.state.to_string(), "rolled_back", "{status:#?}");
+    assert_eq!(status.weight, 0.0);
+    let reason = status.reason.clone().unwrap_or_default();
+    assert!(reason.contains("shadow failed: mismatch rate"), "{reason}");
+    assert!(reason.contains("above the limit of 1%"), "{reason}");
+    let report = shadow_report(&proxy).await;
+    let rate = report["mismatch_rate"].as_f64().unwrap();
+    assert!(
+        (0.07..0.13).contains(&rate),
+        "about 10% mismatch: {report:#}"
+    );
+    let mismatches = report["mismatches"].as_array().unwrap();
+    assert!(!mismatches.is_empty());
+    // `cutover diff` (the real binary, against the admin API) shows the same paths.
+    let out = tokio::process::Command::new(binary())
+        .args([
+            "--admin",
+            &format!("http://{}", proxy.app.admin_addr),
+            "diff",
+            "api",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("api: shadow finished:"), "{text}");
+    for m in mismatches {
+        let line = format!(
+            "GET {}  OLD 200 NEW 200  differs: $.ok",
+            m["path"].as_str().unwrap()
+        );
+        assert!(text.contains(&line), "{line} not in:\n{text}");
+    }
+    for m in mismatches {
+        assert!(m["path"].as_str().unwrap().ends_with('0'), "{m:#}");
+        assert_eq!(m["differing"], serde_json::json!(["$.ok"]), "{m:#}");
+        assert_eq!(
+            (m["old_status"].as_u64(), m["new_status"].as_u64()),
+            (Some(200), Some(200))
+        );
+    }
+}
+
+#[tokio::test]
+async fn ignore_json_leaves_a_changing_field_out() {
+    let old = spawn_json_backend(stamped).await;
+    let new = spawn_json_backend(stamped).await;
+    let proxy = spawn_proxy(&simple_config(
+        &[old.addr],
+        &[new.addr],
+        "0%",
+        &steps(
+            "{ percent: 100%, hold: 1s, min_requests: 20, max_mismatch: 0%, compare: { ignore_json: [\"$.timestamp\"] } }",
+        ),
+    ))
+    .await;
+    drive(&proxy, decided).await;
+    assert_eq!(
+        service(&proxy).state.to_string(),
+        "promoted",
+        "{:#?}",
+        service(&proxy)
+    );
+}
+
+#[tokio::test]
+async fn a_timestamp_that_differs_between_two_old_backends_is_learned_as_noise() {
+    let old_a = spawn_json_backend(stamped).await;
+    let old_b = spawn_json_backend(stamped).await;
+    let new = spawn_json_backend(stamped).await;
+    let proxy = spawn_proxy(&simple_config(
+        &[old_a.addr, old_b.addr],
+        &[new.addr],
+        "0%",
+        &steps("{ percent: 100%, hold: 1s, min_requests: 20, max_mismatch: 1%, noise: auto }"),
+    ))
+    .await;
+    drive(&proxy, decided).await;
+    assert_eq!(
+        service(&proxy).state.to_string(),
+        "promoted",
+        "{:#?}",
+        service(&proxy)
+    );
+    let report = shadow_report(&proxy).await;
+    assert_eq!(
+        report["noise_fields"],
+        serde_json::json!(["$.timestamp"]),
+        "{report:#}"
+    );
+    assert!(report["noise"].as_u64().unwrap() > 0, "{report:#}");
+}
+
+#[tokio::test]
+async fn a_slow_new_never_delays_the_client() {
+    let old = spawn_json_backend(same).await;
+    let new = spawn_json_backend(same).await;
+    new.set_delay(Duration::from_secs(2));
+    let proxy = spawn_proxy(&simple_config(
+        &[old.addr],
+        &[new.addr],
+        "0%",
+        &steps("{ percent: 100%, hold: 3s, min_requests: 20, max_mismatch: 1%, timeout: 5s }"),
+    ))
+    .await;
+    let slowest = drive(&proxy, decided).await;
+    assert!(
+        slowest < Duration::from_millis(250),
+        "a client waited {slowest:?} while NEW takes 2 s"
+    );
+    assert_eq!(service(&proxy).state.to_string(), "promoted");
+}
+
+#[tokio::test]
+async fn post_is_copied_only_when_listed() {
+    for (methods, copied) in [("", false), (", methods: [GET, POST]", true)] {
+        let old = spawn_json_backend(same).await;
+        let new = spawn_json_backend(same).await;
+        let proxy = spawn_proxy(&simple_config(
+            &[old.addr],
+            &[new.addr],
+            "0%",
+            &steps(&format!(
+                "{{ percent: 100%, hold: 60s, min_requests: 1, max_mismatch: 1%{methods} }}"
+            )),
+        ))
+        .await;
+        for _ in 0..5 {
+            let request = http::Request::post("/orders")
+                .header("host", "a")
+                .body(http_body_util::Full::new(bytes::Bytes::from("{\"n\":1}")))
+                .unwrap();
+            assert_eq!(send(proxy.addr, request).await.status, 200);
+        }
+        let posted = |b: &JsonBackend| b.received().iter().filter(|r| r.0 == "POST").count();
+        if copied {
+            assert!(
+                eventually(Duration::from_secs(5), || posted(&new) == 5).await,
+                "{:?}",
+                new.received()
+            );
+            assert!(new.received().iter().all(|r| r.2 == "{\"n\":1}"));
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(posted(&new), 0, "POST copied without being listed");
+        }
+        assert_eq!(
+            posted(&old),
+            if copied { 10 } else { 5 },
+            "the client's POSTs plus the copies' references"
+        );
+    }
+}
