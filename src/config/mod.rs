@@ -9,6 +9,7 @@ mod file;
 mod files;
 pub mod load;
 pub mod model;
+mod schema;
 mod validate;
 pub mod watch;
 
@@ -16,4 +17,5 @@ pub mod yaml;
 
 pub use load::{load, ConfigError, ConfigErrors};
 pub use model::*;
+pub use schema::json_schema_text;
 pub use validate::schedule_steps;
