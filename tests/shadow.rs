@@ -151,10 +151,10 @@ async fn new_differing_on_a_tenth_of_the_paths_rolls_back_and_the_diff_names_the
     // `cutover diff` (the real binary, against the admin API) shows the same paths.
     let out = tokio::process::Command::new(binary())
         .args([
-            "--admin",
-            &format!("http://{}", proxy.app.admin_addr),
             "diff",
             "api",
+            "--admin",
+            &format!("http://{}", proxy.app.admin_addr),
         ])
         .output()
         .await

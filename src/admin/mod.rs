@@ -1,6 +1,7 @@
 //! The admin API (SPEC §5): JSON over HTTP/1.1 on `admin.addr`.
 //!
 //! ```text
+//! GET  /                        the live status page (no token needed: it holds no data)
 //! GET  /healthz                 200 "ok"                         (no token needed)
 //! GET  /metrics                 OpenMetrics or text 0.0.4 by Accept (no token needed)
 //! GET  /status                  every service and the config
@@ -96,7 +97,8 @@ impl Admin {
     async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
-        let public = method == Method::GET && (path == "/healthz" || path == "/metrics");
+        let public =
+            method == Method::GET && (path == "/" || path == "/healthz" || path == "/metrics");
         if !public && !self.authorized(&request) {
             // One line per 10 s, with a count: a probe must not flood the log.
             if let Some(suppressed) = REFUSED_LOG.admit(crate::upstream::now_millis()) {
@@ -114,6 +116,7 @@ impl Admin {
         let query = request.uri().query().unwrap_or("").to_string();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {
+            (&Method::GET, [""]) => status_page(),
             (&Method::GET, ["healthz"]) => {
                 text(StatusCode::OK, "ok\n", "text/plain; charset=utf-8")
             }
@@ -169,10 +172,12 @@ impl Admin {
                 Ok(version) => json_response(StatusCode::OK, &json!({ "version": version })),
                 Err(errors) => json_response(StatusCode::BAD_REQUEST, &json!({ "errors": errors })),
             },
-            (_, ["healthz" | "metrics" | "status" | "reload"]) | (_, ["services", ..]) => error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &format!("{method} is not allowed on {path}"),
-            ),
+            (_, ["" | "healthz" | "metrics" | "status" | "reload"]) | (_, ["services", ..]) => {
+                error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &format!("{method} is not allowed on {path}"),
+                )
+            }
             _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
         }
     }
@@ -294,6 +299,33 @@ pub(crate) fn weight_hint(percent: f64) -> String {
         "{percent}% is not a weight: NEW's share is set in steps of 0.01% (a sticky bucket \
          is one of 10000), like {below}% or {above}%"
     )
+}
+
+/// The status page: one file, its script and style inline. The policy lets the browser load
+/// nothing from elsewhere and talk only to this admin API; no framing, so its buttons cannot
+/// be clicked through another site's page.
+fn status_page() -> Response<Full<Bytes>> {
+    let mut response = text(
+        StatusCode::OK,
+        include_str!("page.html"),
+        "text/html; charset=utf-8",
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src data:; frame-ancestors 'none'; \
+             base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: &str, content_type: &'static str) -> Response<Full<Bytes>> {

@@ -8,7 +8,7 @@ use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
-use super::{config_path, Cli};
+use super::{config_path, Cli, ClientArgs};
 use crate::admin::runtime_file;
 use crate::config;
 
@@ -20,8 +20,8 @@ pub(super) struct Target {
     token: Option<String>,
 }
 
-pub(super) fn target(cli: &Cli) -> Result<Target, String> {
-    let found = locate(cli)?;
+pub(super) fn target(cli: &Cli, args: &ClientArgs) -> Result<Target, String> {
+    let found = locate(cli, args)?;
     for note in &found.notes {
         eprintln!("cutover: {note}");
     }
@@ -34,7 +34,7 @@ pub(super) fn target(cli: &Cli) -> Result<Target, String> {
         return Err("the admin API speaks plain HTTP: use http://host:port".into());
     }
     let token = match (
-        &cli.token_file,
+        &args.token_file,
         std::env::var("CUTOVER_TOKEN").ok(),
         found.token_file,
     ) {
@@ -58,10 +58,10 @@ struct Located {
 /// `--admin`/`CUTOVER_ADMIN`, else the running process's record next to the config (it is
 /// what is actually bound), else the config's `admin.addr`. A config that does not parse
 /// never silently becomes the default address: that could reach another instance.
-fn locate(cli: &Cli) -> Result<Located, String> {
+fn locate(cli: &Cli, args: &ClientArgs) -> Result<Located, String> {
     let config_path = config_path(cli);
     if cli.config.is_none() && !config_path.exists() {
-        let notes = match &cli.admin {
+        let notes = match &args.admin {
             Some(_) => Vec::new(),
             None => vec![format!(
                 "no config file at {} and no --admin: trying the default admin address {DEFAULT_ADMIN}",
@@ -69,7 +69,7 @@ fn locate(cli: &Cli) -> Result<Located, String> {
             )],
         };
         return Ok(Located {
-            addr: cli
+            addr: args
                 .admin
                 .clone()
                 .unwrap_or_else(|| DEFAULT_ADMIN.to_string()),
@@ -88,7 +88,7 @@ fn locate(cli: &Cli) -> Result<Located, String> {
         (Ok((addr, token_file)), Some((record, info))) => {
             let configured = addr.unwrap_or_else(|| DEFAULT_ADMIN.to_string());
             let running = info.admin.to_string();
-            if cli.admin.is_none() && configured.trim_start_matches("http://") != running {
+            if args.admin.is_none() && configured.trim_start_matches("http://") != running {
                 notes.push(format!(
                     "the running cutover (pid {}) serves its admin API on {running}, not on {configured} as the config now says (a change of admin.addr needs a restart): using {running}, recorded in {}",
                     info.pid,
@@ -100,7 +100,7 @@ fn locate(cli: &Cli) -> Result<Located, String> {
         (Err(error), Some((record, info))) => {
             let running = info.admin.to_string();
             notes.push(format!("the config does not parse: {error}"));
-            if cli.admin.is_none() {
+            if args.admin.is_none() {
                 notes.push(format!(
                     "using the admin address of the running cutover (pid {}, started {}), recorded in {}: {running}",
                     info.pid,
@@ -112,13 +112,13 @@ fn locate(cli: &Cli) -> Result<Located, String> {
         }
         (Err(error), None) => {
             let record = runtime_file::path_for(&config_path);
-            if cli.admin.is_none() {
+            if args.admin.is_none() {
                 return Err(format!(
                     "cannot tell where the admin API is: the config does not parse ({error}) and no running cutover recorded its address in {}; fix the config or pass --admin URL",
                     record.display()
                 ));
             }
-            if cli.token_file.is_none() && std::env::var_os("CUTOVER_TOKEN").is_none() {
+            if args.token_file.is_none() && std::env::var_os("CUTOVER_TOKEN").is_none() {
                 notes.push(format!(
                 "the config does not parse ({error}): its admin.token_file is unknown, so no token is sent unless --token-file or CUTOVER_TOKEN gives one"
             ));
@@ -127,7 +127,7 @@ fn locate(cli: &Cli) -> Result<Located, String> {
         }
     };
     Ok(Located {
-        addr: cli.admin.clone().unwrap_or(addr),
+        addr: args.admin.clone().unwrap_or(addr),
         token_file,
         notes,
     })

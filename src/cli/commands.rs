@@ -12,7 +12,11 @@ use crate::config::{self, Weight};
 use crate::status::ServiceStatus;
 
 pub(super) fn client(cli: &Cli, command: &Command) -> ExitCode {
-    let target = match target(cli) {
+    let Some(args) = command.client_args() else {
+        return usage("not a client command");
+    };
+    let json = args.json;
+    let target = match target(cli, args) {
         Ok(target) => target,
         Err(message) => {
             eprintln!("cutover: {message}");
@@ -31,12 +35,12 @@ pub(super) fn client(cli: &Cli, command: &Command) -> ExitCode {
     };
     runtime.block_on(async {
         match command {
-            Command::Status { watch, service } => {
-                status(&target, cli.json, *watch, service.as_deref()).await
+            Command::Status { watch, service, .. } => {
+                status(&target, json, *watch, service.as_deref()).await
             }
-            Command::Reload => reload(&target, cli.json).await,
-            Command::Diff { service } => super::diff_view::diff(&target, cli.json, service).await,
-            command => control(&target, cli.json, command).await,
+            Command::Reload { .. } => reload(&target, json).await,
+            Command::Diff { service, .. } => super::diff_view::diff(&target, json, service).await,
+            command => control(&target, json, command).await,
         }
     })
 }
@@ -75,19 +79,20 @@ pub(super) fn unreachable_exit(err: ClientError) -> ExitCode {
 
 async fn control(target: &Target, json: bool, command: &Command) -> ExitCode {
     let (path, body) = match command {
-        Command::Start { service } => (format!("/services/{service}/start"), None),
-        Command::Pause { service } => (format!("/services/{service}/pause"), None),
-        Command::Resume { service } => (format!("/services/{service}/resume"), None),
-        Command::Promote { service, full } => {
+        Command::Start { service, .. } => (format!("/services/{service}/start"), None),
+        Command::Pause { service, .. } => (format!("/services/{service}/pause"), None),
+        Command::Resume { service, .. } => (format!("/services/{service}/resume"), None),
+        Command::Promote { service, full, .. } => {
             let query = if *full { "?full=true" } else { "" };
             (format!("/services/{service}/promote{query}"), None)
         }
-        Command::Rollback { service } => (format!("/services/{service}/rollback"), None),
-        Command::Retry { service } => (format!("/services/{service}/retry"), None),
+        Command::Rollback { service, .. } => (format!("/services/{service}/rollback"), None),
+        Command::Retry { service, .. } => (format!("/services/{service}/retry"), None),
         Command::SetWeight {
             service,
             percent,
             force,
+            ..
         } => {
             let weight = config::parse_percent(percent)
                 .and_then(|p| Weight::from_percent(p).ok_or_else(|| weight_hint(p)));

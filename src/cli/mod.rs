@@ -10,6 +10,7 @@
 mod client;
 mod commands;
 mod diff_view;
+mod generate;
 mod history;
 mod plan_view;
 mod status_view;
@@ -17,7 +18,7 @@ mod status_view;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config;
 
@@ -29,28 +30,37 @@ const DEFAULT_CONFIG: &str = "config/cutover.yaml";
     version,
     about = "Move a live service from old servers to new ones without losing a request",
     long_about = None,
-    after_help = "Without a command, `cutover -c FILE` runs the proxy, like `cutover run -c FILE`."
+    after_help = "Without a command, `cutover -c FILE` runs the proxy, like `cutover run -c FILE`.\n\
+                  Exit codes: 0 ok, 1 invalid input or refused, 2 usage error, 3 admin API unreachable."
 )]
 pub struct Cli {
-    /// The config file.
+    /// The config file [default: config/cutover.yaml; `run` needs it given].
     #[arg(short, long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The admin API, like http://127.0.0.1:9901 (client commands).
-    #[arg(long, global = true, env = "CUTOVER_ADMIN", value_name = "URL")]
-    pub admin: Option<String>,
-    /// A file holding the admin token (client commands).
-    #[arg(long, global = true, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    /// Print the admin API's JSON instead of text (client commands).
-    #[arg(long, global = true)]
-    pub json: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
+/// How a client command reaches the admin API of a running cutover.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Admin API")]
+pub struct ClientArgs {
+    /// The admin API, like http://127.0.0.1:9901 [default: the running process's address
+    /// recorded next to the config, else the config's admin.addr, else 127.0.0.1:9901].
+    #[arg(long, env = "CUTOVER_ADMIN", value_name = "URL")]
+    pub admin: Option<String>,
+    /// A file holding the admin token [default: the token in the CUTOVER_TOKEN environment
+    /// variable, else the config's admin.token_file].
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Print the admin API's JSON answer instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve: listeners, rollouts, hooks and the admin API.
+    /// Serve: listeners, rollouts, hooks and the admin API (with its status page at /).
     Run,
     /// Check a config file: exit 0 if valid, else print every error with file:line:col.
     Validate,
@@ -58,7 +68,7 @@ pub enum Command {
     /// duration and the worst-case time from a regression to its rollback.
     Plan {
         /// Only this service.
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         service: Option<String>,
     },
     /// A self-contained demonstration: two local backends, a proxy and a fast rollout.
@@ -72,37 +82,80 @@ pub enum Command {
         /// Redraw every second.
         #[arg(long)]
         watch: bool,
+        /// Only this service.
         service: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Start a rollout configured with `start: manual`.
-    Start { service: String },
+    Start {
+        /// The service to start.
+        service: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Freeze the weight and the hold clock.
-    Pause { service: String },
+    Pause {
+        /// The service to pause.
+        service: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Continue a paused rollout.
-    Resume { service: String },
+    Resume {
+        /// The service to resume.
+        service: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Complete the current step now (`--full`: jump to the last step).
     Promote {
+        /// The service to promote.
         service: String,
+        /// Jump to the last step (100%) instead of completing only the current one.
         #[arg(long)]
         full: bool,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Send all traffic back to OLD now.
-    Rollback { service: String },
+    Rollback {
+        /// The service to roll back.
+        service: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Start a rolled back rollout again from its first step.
-    Retry { service: String },
+    Retry {
+        /// The service to retry.
+        service: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Set NEW's weight by hand; the rollout stays paused at it.
     SetWeight {
+        /// The service whose weight to set.
         service: String,
         /// Like 30, 30% or 0.5% (steps of 0.01%).
         percent: String,
         /// Allow lowering NEW's weight: that sends sticky users on NEW back to OLD.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// A shadow step's comparisons: counts, noise learned, the last 50 mismatches.
-    Diff { service: String },
+    Diff {
+        /// The service whose shadow step to show.
+        service: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Reload the config file (like SIGHUP).
-    Reload,
+    Reload {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print a service's decision log (`state_dir/<service>.history.jsonl`); works with
     /// the proxy stopped.
     History {
@@ -113,6 +166,9 @@ pub enum Command {
         /// Only decisions at or after this time (RFC 3339, like 2026-11-30T14:30:00Z).
         #[arg(long)]
         since: Option<String>,
+        /// One JSON object per decision, as stored.
+        #[arg(long)]
+        json: bool,
     },
     /// Write the migration report of a service from its decision log; works with the
     /// proxy stopped.
@@ -125,6 +181,47 @@ pub enum Command {
         #[arg(long, default_value = "html", value_parser = ["html", "md"])]
         format: String,
     },
+    /// Print the JSON Schema of the config file, for editors (YAML language server).
+    Schema,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout, or one page per command into a directory.
+    Man {
+        /// Write cutover.1 and cutover-COMMAND.1 pages into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+impl Command {
+    /// The admin API options of a client command; `None` for the others.
+    pub(crate) fn client_args(&self) -> Option<&ClientArgs> {
+        match self {
+            Command::Status { client, .. }
+            | Command::Start { client, .. }
+            | Command::Pause { client, .. }
+            | Command::Resume { client, .. }
+            | Command::Promote { client, .. }
+            | Command::Rollback { client, .. }
+            | Command::Retry { client, .. }
+            | Command::SetWeight { client, .. }
+            | Command::Diff { client, .. }
+            | Command::Reload { client } => Some(client),
+            Command::Run
+            | Command::Validate
+            | Command::Plan { .. }
+            | Command::Demo { .. }
+            | Command::Schema
+            | Command::Completions { .. }
+            | Command::Man { .. }
+            | Command::History { .. }
+            | Command::Report { .. } => None,
+        }
+    }
 }
 
 /// Runs the command line; returns the process's exit code.
@@ -146,18 +243,19 @@ pub fn main(cli: Cli) -> ExitCode {
             ref service,
             follow,
             ref since,
-        }) => history::history(
-            &config_path(&cli),
-            service,
-            follow,
-            since.as_deref(),
-            cli.json,
-        ),
+            json,
+        }) => history::history(&config_path(&cli), service, follow, since.as_deref(), json),
         Some(Command::Report {
             ref service,
             ref output,
             ref format,
         }) => history::report(&config_path(&cli), service, output.as_deref(), format),
+        Some(Command::Schema) => {
+            println!("{}", config::json_schema_text());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Completions { shell }) => generate::completions(shell),
+        Some(Command::Man { ref dir }) => generate::man(dir.as_deref()),
         Some(ref command) => commands::client(&cli, command),
     }
 }

@@ -9,6 +9,7 @@ mod file;
 mod files;
 pub mod load;
 pub mod model;
+mod schema;
 mod shadow_model;
 mod units;
 mod validate;
@@ -18,5 +19,6 @@ pub mod yaml;
 
 pub use load::{load, ConfigError, ConfigErrors};
 pub use model::*;
+pub use schema::json_schema_text;
 pub use shadow_model::ShadowSpec;
 pub use validate::schedule_steps;

@@ -10,6 +10,7 @@
 
 mod backend;
 mod binary;
+mod browser;
 mod client;
 mod files;
 mod hooks;
@@ -25,6 +26,8 @@ use std::time::Duration;
 pub use backend::*;
 #[allow(unused_imports)]
 pub use binary::*;
+#[allow(unused_imports)]
+pub use browser::*;
 #[allow(unused_imports)]
 pub use client::*;
 #[allow(unused_imports)]
