@@ -181,3 +181,47 @@ async fn reloaded_hooks_run_after_a_successful_reload_only() {
         "once, for the good reload"
     );
 }
+
+/// A web page in the operator's browser cannot drive a token-less admin API: browsers mark
+/// cross-site requests with `Origin`, and those are refused (scripts send none).
+#[tokio::test]
+async fn a_token_less_admin_api_refuses_requests_from_other_sites() {
+    let old = spawn_backend("old").await;
+    let new = spawn_backend("new").await;
+    let proxy = spawn_proxy(&simple_config(&[old.addr], &[new.addr], "0%", "")).await;
+    let admin = proxy.app.admin_addr;
+    let post = |origin: &str, host: String| {
+        let origin = if origin.is_empty() {
+            String::new()
+        } else {
+            format!("origin: {origin}\r\n")
+        };
+        format!(
+            "POST /reload HTTP/1.1\r\nhost: {host}\r\n{origin}content-type: application/x-www-form-urlencoded\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        )
+    };
+    let wait = Duration::from_secs(5);
+    let evil = raw(
+        admin,
+        post("https://evil.example", admin.to_string()).as_bytes(),
+        wait,
+    )
+    .await;
+    assert!(evil.starts_with("HTTP/1.1 403"), "{evil}");
+    let port = admin.port();
+    let rebinding = post(
+        &format!("http://evil.example:{port}"),
+        format!("evil.example:{port}"),
+    );
+    let rebound = raw(admin, rebinding.as_bytes(), wait).await;
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    let own = raw(
+        admin,
+        post(&format!("http://{admin}"), admin.to_string()).as_bytes(),
+        wait,
+    )
+    .await;
+    assert!(own.starts_with("HTTP/1.1 200"), "{own}");
+    let script = raw(admin, post("", admin.to_string()).as_bytes(), wait).await;
+    assert!(script.starts_with("HTTP/1.1 200"), "{script}");
+}

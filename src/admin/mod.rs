@@ -18,6 +18,7 @@
 //! reason, bad body → 400. The API never changes anything itself: it sends commands to
 //! the controller and reads the status it publishes.
 
+mod origin;
 pub(crate) mod runtime_file;
 
 use std::convert::Infallible;
@@ -112,6 +113,16 @@ impl Admin {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return response;
+        }
+        if method != Method::GET
+            && self.token.load().is_none()
+            && origin::crosses_site(request.headers())
+        {
+            tracing::warn!(%peer, %method, %path, "admin request from another site refused");
+            return error(
+                StatusCode::FORBIDDEN,
+                "a web page may not change rollouts through a token-less admin API (see docs/operator-tools.md)",
+            );
         }
         let query = request.uri().query().unwrap_or("").to_string();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
