@@ -159,6 +159,7 @@ pub enum Command {
     /// Print a service's decision log (`state_dir/<service>.history.jsonl`); works with
     /// the proxy stopped.
     History {
+        /// The service whose decisions to print.
         service: String,
         /// Keep printing new decisions as they are written.
         #[arg(long)]
@@ -173,6 +174,7 @@ pub enum Command {
     /// Write the migration report of a service from its decision log; works with the
     /// proxy stopped.
     Report {
+        /// The service whose migration to report.
         service: String,
         /// The file to write (default: standard output).
         #[arg(short, long, value_name = "FILE")]
