@@ -12,6 +12,6 @@ mod report;
 mod smoke;
 
 pub(crate) use self::copier::{Copier, RESULTS};
-#[allow(unreachable_pub)] // re-exported by `crate::status`
+#[allow(unreachable_pub)] // re-exported by the status module
 pub use self::report::{MismatchSample, ShadowReport};
 pub(crate) use self::smoke::run_smoke;
