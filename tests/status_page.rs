@@ -55,7 +55,7 @@ async fn the_status_page_shows_the_rollout_and_pauses_it_from_a_real_browser() {
     let (browser_state, check_shown) = tokio::task::spawn_blocking({
         let shot = shot.clone();
         move || -> (Browser, bool) {
-            let mut browser = Browser::start(program);
+            let mut browser = Browser::start(&program);
             browser.navigate(&page);
             let within = Duration::from_secs(15);
             // Without the token the page shows no data, and says why.

@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,28 +20,13 @@ pub struct Browser {
 }
 
 /// The Chromium binary, or `None` (with a loud SKIP) when it is missing outside CI.
-pub fn chromium() -> Option<&'static str> {
-    for name in ["chromium", "chromium-browser"] {
-        if Command::new(name)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            return Some(name);
-        }
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("chromium is missing and CI=true: install it (apt-get install chromium)");
-    }
-    eprintln!("SKIP: chromium is not installed; the status page was not tested in a browser");
-    None
+pub fn chromium() -> Option<PathBuf> {
+    super::tools::external_tool("chromium", "chromium")
 }
 
 impl Browser {
     /// Starts `program` headless on an empty page and attaches to that page.
-    pub fn start(program: &str) -> Browser {
+    pub fn start(program: &Path) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let child = Command::new(program)
             .args([

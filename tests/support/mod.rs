@@ -18,6 +18,7 @@ mod json_backend;
 mod prometheus;
 mod proxy;
 mod tls;
+mod tools;
 mod traffic;
 
 use std::time::Duration;
@@ -42,6 +43,8 @@ pub use prometheus::*;
 pub use proxy::*;
 #[allow(unused_imports)]
 pub use tls::*;
+#[allow(unused_imports)]
+pub use tools::*;
 #[allow(unused_imports)]
 pub use traffic::*;
 

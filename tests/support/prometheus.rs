@@ -6,7 +6,6 @@
 //! Without them a test fails when `CI=true` and prints a loud SKIP line otherwise.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -17,28 +16,6 @@ use tokio::io::AsyncWriteExt;
 
 use super::binary::free_port;
 use super::client::send;
-
-/// The path of an external tool, or `None` (after a loud SKIP line) when it is missing
-/// outside CI. In CI (`CI=true`) a missing tool fails the test.
-pub fn external_tool(name: &str, package: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    });
-    if found.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !ci,
-            "{name} is not installed and CI=true: install Debian's `{package}` package"
-        );
-        eprintln!(
-            "\n*** SKIP: {name} is not installed (Debian package `{package}`); this test \
-             checked nothing ***\n"
-        );
-    }
-    found
-}
 
 /// One histogram series as exposed: `(le, cumulative count)` in order, sum and count.
 #[derive(Debug, Clone)]
