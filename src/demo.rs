@@ -37,7 +37,7 @@ pub(crate) fn main(break_new: bool) -> ExitCode {
         // cutover's own log would break the table; `CUTOVER_LOG=info cutover demo` shows it.
         std::env::set_var("CUTOVER_LOG", "error");
     }
-    app::init_logging();
+    app::init_logging(crate::config::LogFormat::Text);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,6 +7,7 @@
 //! kept so by the `unreachable_pub` lint); the few items the tests reach into are
 //! re-exported below.
 
+mod access_log;
 mod admin;
 pub mod app;
 pub mod cli;

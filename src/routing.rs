@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     /// Increases with every snapshot the controller publishes.
     pub generation: u64,
+    /// `access_log:`; `None` (off) costs the request path one test.
+    pub(crate) access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 impl Snapshot {

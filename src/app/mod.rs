@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::admin;
-use crate::config::{self, watch::ConfigWatcher, Config, ConfigErrors};
+use crate::config::{self, watch::ConfigWatcher, Config, ConfigErrors, LogFormat};
 use crate::fleet::store::FleetStore;
 use crate::fleet::traffic::FleetTraffic;
 use crate::fleet::{Fleet, FleetMetrics};
@@ -257,6 +257,7 @@ pub fn run(path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    init_logging(config.log_format);
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -489,15 +490,25 @@ impl ControllerThread {
     }
 }
 
-/// Logs to stderr; `CUTOVER_LOG` (or `RUST_LOG`) sets the filter, `info` by default.
-pub fn init_logging() {
+/// Logs to stderr in `format`; `CUTOVER_LOG` (or `RUST_LOG`) sets the filter, `info` by
+/// default. The format is read once: a reload that changes `log_format` says so and
+/// keeps the running one.
+pub fn init_logging(format: LogFormat) {
     let filter = std::env::var("CUTOVER_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_string());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }

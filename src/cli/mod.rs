@@ -230,10 +230,7 @@ impl Command {
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         None | Some(Command::Run) => match &cli.config {
-            Some(path) => {
-                crate::app::init_logging();
-                crate::app::run(path)
-            }
+            Some(path) => crate::app::run(path),
             None => {
                 usage("`cutover run` needs the config file: cutover run -c config/cutover.yaml")
             }

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use super::de::{Entries, Present, Spanned};
 #[allow(unused_imports)] // named only inside `#[schemars(with = ...)]`
 use super::schema::{
-    Address, Balance, Duration, Events, HttpMethod, OnDeadline, Percent, ServiceName, Size,
-    StartMode, UrlPath,
+    AccessLog, Address, Balance, Duration, Events, HttpMethod, LogFormat, OnDeadline, Percent,
+    ServiceName, Size, StartMode, UrlPath,
 };
 
 type Text = Option<Spanned<String>>;
@@ -28,6 +28,10 @@ pub(super) struct FileConfig {
     pub limits: Option<LimitsFile>,
     pub services: Option<Spanned<Vec<Spanned<ServiceFile>>>>,
     pub fleet: Option<Spanned<FleetFile>>,
+    #[schemars(with = "Option<LogFormat>")]
+    pub log_format: Text,
+    #[schemars(with = "Option<AccessLog>")]
+    pub access_log: Text,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

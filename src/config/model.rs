@@ -35,6 +35,27 @@ pub struct Config {
     pub services: Vec<Service>,
     /// Fleet mode (SPEC §11); `None`: one process, state in `state_dir`.
     pub fleet: Option<Fleet>,
+    /// `log_format`: how the log and the access log are written (read at start).
+    pub log_format: LogFormat,
+    /// `access_log`: where a line per request goes; `None`: off, and free.
+    pub access_log: Option<AccessLogTarget>,
+}
+
+/// `log_format: text | json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `access_log: stdout | stderr | PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    Stderr,
+    /// Absolute (relative paths are resolved against the config's directory).
+    File(PathBuf),
 }
 
 /// `fleet:`: several proxies sharing one rollout through etcd.

@@ -178,6 +178,21 @@ marker!(
 );
 
 marker!(
+    LogFormat => {
+        "description": "How cutover writes its log and access log: text (default, one readable line) or json (one object a line).",
+        "enum": ["text", "json"]
+    }
+);
+
+marker!(
+    AccessLog => {
+        "description": "One line per request (time, client, request, service, pool, backend, status, duration, bytes): off (default), stdout, stderr, or a file path (relative to the config's directory; reopened on every reload, for logrotate).",
+        "type": "string",
+        "minLength": 1
+    }
+);
+
+marker!(
     StartMode => {
         "description": "auto (default): the rollout starts when cutover first runs with it; manual: it waits for `cutover start`.",
         "enum": ["auto", "manual"]

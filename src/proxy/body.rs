@@ -11,11 +11,27 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
+use crate::access_log::Entry;
 use crate::upstream::{BodyError, InFlight, ResponseBody};
 
 pub(crate) enum ProxyBody {
     Upstream(ResponseBody<InFlight>),
     Full(Option<Bytes>),
+    /// With the access log on: the body, counted, and its line written when it is dropped.
+    Logged(Box<Logged>),
+}
+
+pub(crate) struct Logged {
+    body: ProxyBody,
+    entry: Entry,
+    failed: bool,
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let complete = !self.failed && self.body.is_end_stream();
+        self.entry.finish(complete);
+    }
 }
 
 impl ProxyBody {
@@ -25,6 +41,15 @@ impl ProxyBody {
 
     pub(crate) fn empty() -> ProxyBody {
         ProxyBody::Full(None)
+    }
+
+    /// This body, logged as `entry` when it ends.
+    pub(crate) fn logged(self, entry: Entry) -> ProxyBody {
+        ProxyBody::Logged(Box::new(Logged {
+            body: self,
+            entry,
+            failed: false,
+        }))
     }
 }
 
@@ -39,6 +64,17 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Logged(logged) => {
+                let polled = Pin::new(&mut logged.body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        logged.entry.sent(frame.data_ref().map_or(0, Bytes::len));
+                    }
+                    Poll::Ready(Some(Err(_))) => logged.failed = true,
+                    _ => {}
+                }
+                polled
+            }
         }
     }
 
@@ -46,6 +82,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(bytes) => bytes.is_none(),
             ProxyBody::Upstream(body) => body.is_end_stream(),
+            ProxyBody::Logged(logged) => logged.body.is_end_stream(),
         }
     }
 
@@ -54,6 +91,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Upstream(body) => body.size_hint(),
+            ProxyBody::Logged(logged) => logged.body.size_hint(),
         }
     }
 }

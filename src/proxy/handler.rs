@@ -31,10 +31,11 @@ use super::body::ProxyBody;
 use super::error::{error_response, ProxyError};
 use super::forward;
 use super::outcome;
+use crate::access_log::Entry;
 use crate::config::Limits;
 use crate::http1::encode::{encode_request_head, BodyKind, Forwarded};
 use crate::http1::Scheme;
-use crate::routing::{strip_port, Bucket, Route, SharedSnapshot};
+use crate::routing::{strip_port, Bucket, Route, SharedSnapshot, Snapshot};
 use crate::upstream::{millis_at, PoolKind, RequestBody, ResponseBody};
 
 /// What the request path knows about the connection a request came on.
@@ -80,22 +81,41 @@ pub(crate) async fn handle(
     conn: Arc<ConnContext>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
+    let (routed, mut entry) = {
+        let snapshot = conn.snapshot.load();
+        let entry = snapshot.access_log.as_ref().map(|log| {
+            let (method, uri) = (request.method(), request.uri());
+            log.begin(conn.peer, method, uri, request.version(), started)
+        });
+        (route(&request, &snapshot), entry)
+    };
+    let response = match routed {
+        Ok(route) => proxy(request, route, &conn, started, &mut entry).await,
+        Err(error) => error_response(&error),
+    };
+    Ok(match entry {
+        None => response,
+        Some(mut entry) => {
+            entry.status(response.status().as_u16());
+            response.map(|body| body.logged(entry))
+        }
+    })
+}
+
+/// The route a request takes, or why it takes none.
+fn route<B>(request: &Request<B>, snapshot: &Snapshot) -> Result<Route, ProxyError> {
     if request.method() == Method::CONNECT {
-        return Ok(error_response(&ProxyError::MethodNotAllowed));
+        return Err(ProxyError::MethodNotAllowed);
     }
     let mut hosts = request.headers().get_all(header::HOST).iter();
     if hosts.next().is_some() && hosts.next().is_some() {
-        return Ok(error_response(&ProxyError::DuplicateHost));
+        return Err(ProxyError::DuplicateHost);
     }
-    let route = {
-        let snapshot = conn.snapshot.load();
-        let host = request_host(&request);
-        match snapshot.route(strip_port(host), request.uri().path()) {
-            Some(route) => route.clone(),
-            None => return Ok(error_response(&ProxyError::NoRoute)),
-        }
-    };
-    Ok(proxy(request, route, &conn, started).await)
+    let host = request_host(request);
+    match snapshot.route(strip_port(host), request.uri().path()) {
+        Some(route) => Ok(route.clone()),
+        None => Err(ProxyError::NoRoute),
+    }
 }
 
 /// The host a request is for: the URI's authority (HTTP/2, absolute-form), which wins
@@ -133,6 +153,7 @@ async fn proxy(
     route: Route,
     conn: &ConnContext,
     mut started: Instant,
+    entry: &mut Option<Entry>,
 ) -> Response<ProxyBody> {
     let upgrade = forward::is_upgrade_request(request.version(), request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -186,8 +207,17 @@ async fn proxy(
     };
 
     match attempt::exchange(outgoing, &route, kind, started, now_ms).await {
-        Ok(exchange) => respond(exchange, &route, bucket, client_upgrade, started, conn),
+        Ok(exchange) => {
+            if let Some(entry) = entry {
+                entry.routed(&service.name, exchange.kind.label());
+                entry.answered_by(&exchange.backend.addr);
+            }
+            respond(exchange, &route, bucket, client_upgrade, started, conn)
+        }
         Err((error, kind)) => {
+            if let Some(entry) = entry {
+                entry.routed(&service.name, kind.label());
+            }
             outcome::failed(route.pool(kind), &error, started);
             tracing::debug!(service = %service.name, pool = kind.label(), %error, "request failed");
             error_response(&error)

@@ -13,6 +13,7 @@ mod fleet;
 mod hooks;
 mod limits;
 mod listeners;
+mod logging;
 mod pools;
 mod rollout;
 mod services;
@@ -175,6 +176,8 @@ impl Checker<'_> {
         let limits = self.limits(file.limits.as_ref());
         let services = self.services(&file.services, top);
         let fleet = file.fleet.as_ref().and_then(|fleet| self.fleet(fleet));
+        let log_format = self.log_format(file.log_format.as_ref());
+        let access_log = self.access_log(file.access_log.as_ref());
         Config {
             path: path.to_path_buf(),
             dir: self.dir.to_path_buf(),
@@ -187,6 +190,8 @@ impl Checker<'_> {
             limits,
             services,
             fleet,
+            log_format,
+            access_log,
         }
     }
 }

@@ -53,6 +53,7 @@ use super::analysis::{Check, Windows};
 use super::machine::{self, Effect, Input, RolloutState};
 use super::schedule::Plan;
 use super::state::{StateError, StateStore};
+use crate::access_log::AccessLog;
 use crate::config::{Config, HookEvent, Service};
 use crate::proxy::{ListenError, Listeners};
 use crate::routing::{Route, ServiceRoute, SharedSnapshot, Snapshot};
@@ -66,6 +67,8 @@ pub enum StartError {
     Listen(#[from] ListenError),
     #[error("cannot start fleet mode: {0}")]
     Fleet(String),
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
 }
 
 struct ServiceRun {
@@ -178,6 +181,8 @@ pub(crate) struct Controller {
     history: evidence::History,
     /// The admin client whose command is being applied, for the decision log.
     client: Option<String>,
+    /// `access_log:`, open; routed with every snapshot.
+    access_log: Option<Arc<AccessLog>>,
 }
 
 impl Controller {
@@ -204,6 +209,9 @@ impl Controller {
             &data_plane,
         )?;
         let bound = listeners.prepare(&config.listeners)?;
+        let access_log =
+            AccessLog::reconfigured(None, config.access_log.as_ref(), config.log_format)
+                .map_err(StartError::AccessLog)?;
         let (command_tx, commands) = mpsc::channel(64);
         let (hook_tx, hook_rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = watch::channel(Arc::new(Status::default()));
@@ -215,6 +223,7 @@ impl Controller {
             blocked: None,
             history: evidence::History::new(config.state_dir.clone()),
             client: None,
+            access_log,
             config_status: reload::config_status(&config),
             config: Arc::new(config),
             services,
@@ -532,6 +541,7 @@ impl Controller {
         self.snapshot.store(Arc::new(Snapshot {
             routes,
             generation: self.generation,
+            access_log: self.access_log.clone(),
         }));
     }
 

@@ -19,6 +19,7 @@ use super::status::{timestamp, ConfigStatus};
 use super::{
     load_rollout, window_span, Controller, ReloadSource, RolloutRun, ServiceRun, Startup, Startups,
 };
+use crate::access_log::AccessLog;
 use crate::config::{self, Config, HookEvent};
 use crate::rollout::schedule::Plan;
 use crate::rollout::state::{StateError, StateStore};
@@ -104,6 +105,18 @@ impl Controller {
             Ok(bound) => bound,
             Err(err) => return Err(self.reload_failed(source, vec![err.to_string()])),
         };
+        let access_log = AccessLog::reconfigured(
+            self.access_log.as_ref(),
+            new.access_log.as_ref(),
+            new.log_format,
+        );
+        let access_log = match access_log {
+            Ok(log) => log,
+            Err(err) => {
+                let error = format!("cannot open the access log: {err}");
+                return Err(self.reload_failed(source, vec![error]));
+            }
+        };
         let changes = diff(&self.running_steps(), &new);
         let store = self.store.reconfigured(&new);
         // Read what new rollouts need first: a bad state file fails the reload before
@@ -113,6 +126,10 @@ impl Controller {
             Err(err) => return Err(self.reload_failed(source, vec![err.to_string()])),
         };
         self.store = store;
+        self.access_log = access_log;
+        if new.log_format != self.config.log_format {
+            tracing::warn!("`log_format` changed: it takes effect at the next restart");
+        }
         let startups = self.apply_changes(&new, &changes, loaded);
         self.commit_config(new, source);
         let config = self.config.clone();
