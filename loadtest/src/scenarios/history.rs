@@ -74,11 +74,11 @@ pub fn passing_checks_at(records: &[Record], weight: f64) -> usize {
         .count()
 }
 
-/// Checks at `weight` whatever their outcome (low traffic is never conclusive).
-pub fn checks_at(records: &[Record], weight: f64) -> usize {
+/// Checks at `weight` that did not fail (low traffic is never conclusive).
+pub fn unfailed_checks_at(records: &[Record], weight: f64) -> usize {
     records
         .iter()
-        .filter(|r| matches!(r, Record::Check { weight: w, .. } if (*w - weight).abs() < 1e-9))
+        .filter(|r| matches!(r, Record::Check { outcome, weight: w } if outcome != "fail" && (*w - weight).abs() < 1e-9))
         .count()
 }
 
@@ -144,9 +144,14 @@ mod tests {
             Some(0)
         );
         assert_eq!(checks_to_detect(&[check("inconclusive")]), None);
-        let records = [check("pass"), check("inconclusive"), check("pass")];
+        let records = [
+            check("pass"),
+            check("inconclusive"),
+            check("pass"),
+            check("fail"),
+        ];
         assert_eq!(passing_checks_at(&records, 25.0), 2);
-        assert_eq!(checks_at(&records, 25.0), 3);
+        assert_eq!(unfailed_checks_at(&records, 25.0), 3);
         assert_eq!(passing_checks_at(&records, 5.0), 0);
     }
 }

@@ -5,7 +5,7 @@
 //! checks, a fault begins on NEW, and the run reads the proxy's decision log to
 //! see whether, how fast and after how many checks NEW's weight went to 0.
 //!
-//! Time is real, so the schedule is short (a check every 2 s over 10 s by
+//! Time is real, so the schedule is short (a check every 2 s over 15 s by
 //! default); runs go a few at a time to keep the matrix within minutes.
 
 mod history;
@@ -99,7 +99,7 @@ impl Default for Schedule {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(2),
-            window: Duration::from_secs(10),
+            window: Duration::from_secs(15),
             min_requests: 100,
             failure_threshold: 3,
             warmup_limit: Duration::from_secs(40),
