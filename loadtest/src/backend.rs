@@ -156,6 +156,12 @@ impl Backend {
         self.addr
     }
 
+    /// A handle that changes the fail rate and delay while the backend runs,
+    /// without going through the HTTP control endpoints.
+    pub fn control(&self) -> BackendControl {
+        BackendControl(Arc::clone(&self.state))
+    }
+
     /// Serves until `stop` completes or the lifetime runs out, whichever is
     /// first, then closes every connection.
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> BackendSummary {
@@ -186,6 +192,24 @@ impl Backend {
     /// Stops now.
     pub async fn stop(self) -> BackendSummary {
         self.run_until(async {}).await
+    }
+}
+
+/// Changes a running backend's behaviour in process (the scenario runner
+/// injects its faults this way); it keeps working after the backend stopped,
+/// with no effect.
+#[derive(Clone)]
+pub struct BackendControl(Arc<State>);
+
+impl BackendControl {
+    /// Fraction of requests (0..=1) answered with the failure status.
+    pub fn set_fail_rate(&self, rate: f64) -> Result<(), BackendError> {
+        self.0.set_fail_rate(rate)
+    }
+
+    /// Delay before every answer.
+    pub fn set_delay(&self, delay: Duration) -> Result<(), BackendError> {
+        self.0.set_delay(delay)
     }
 }
 

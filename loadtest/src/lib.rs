@@ -6,7 +6,9 @@
 //! * [`backend`] – a scripted backend whose failure rate and delay can be
 //!   changed while it runs;
 //! * [`storm`] – the reload-storm scenario (load while the config file is
-//!   rewritten and reloaded over and over).
+//!   rewritten and reloaded over and over);
+//! * [`scenarios`] – the rollback scenario matrix against the real `cutover`
+//!   binary.
 //!
 //! The binary in `main.rs` is a thin command-line layer over these modules,
 //! which the tests drive directly.
@@ -16,5 +18,6 @@ pub mod client;
 pub mod duration;
 pub mod load;
 pub mod report;
+pub mod scenarios;
 pub mod storm;
 pub mod target;

@@ -17,6 +17,7 @@ use serde::Serialize;
 use loadtest::backend::{Backend, BackendConfig};
 use loadtest::duration::parse_duration;
 use loadtest::load::{self, LoadPlan};
+use loadtest::scenarios;
 use loadtest::storm::{self, AdminPlan, StormPlan};
 use loadtest::target::Target;
 
@@ -72,6 +73,39 @@ enum Command {
     ///     --reloads 40 --interval 100ms --rate 300 --quiet 5s --admin http://127.0.0.1:9901
     #[command(verbatim_doc_comment)]
     ReloadStorm(StormArgs),
+    /// Run the rollback scenario matrix against the real cutover binary.
+    ///
+    /// Each run starts `cutover run` as a child (temporary directory, 127.0.0.1:0), two
+    /// scripted OLD and two NEW backends, and open-loop load (200 req/s; 3 req/s for low
+    /// traffic). Once NEW holds 25% with passing checks, a fault begins on NEW; the
+    /// proxy's decision log says whether and how fast NEW's weight went to 0.
+    ///
+    /// Example:
+    ///   loadtest scenarios --cutover target/release/cutover --seeds 3 --markdown table.md
+    #[command(verbatim_doc_comment)]
+    Scenarios(ScenarioArgs),
+}
+
+#[derive(Args)]
+struct ScenarioArgs {
+    /// The cutover binary to run.
+    #[arg(long)]
+    cutover: PathBuf,
+    /// Analysis methods, comma separated.
+    #[arg(long, default_value = "threshold,statistical", value_delimiter = ',')]
+    methods: Vec<String>,
+    /// Runs of each scenario and method.
+    #[arg(long, default_value_t = 1)]
+    seeds: u32,
+    /// Runs at the same time.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Only the scenarios whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
+    /// Also write the table to this file, as Markdown.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
 }
 
 /// Options shared by `load` and `reload-storm`.
@@ -198,6 +232,7 @@ fn main() -> ExitCode {
             Command::Load(args) => run_load(args).await,
             Command::Backend(args) => run_backend(args).await,
             Command::ReloadStorm(args) => run_storm(args).await,
+            Command::Scenarios(args) => run_scenarios(args).await,
         }
     })
 }
@@ -259,6 +294,60 @@ async fn run_storm(args: StormArgs) -> ExitCode {
         }
         Err(e) => fail(e.to_string()),
     }
+}
+
+async fn run_scenarios(args: ScenarioArgs) -> ExitCode {
+    let methods: Result<Vec<_>, _> = args
+        .methods
+        .iter()
+        .map(|m| scenarios::parse_method(m))
+        .collect();
+    let methods = match methods {
+        Ok(methods) => methods,
+        Err(message) => return fail(message),
+    };
+    if !args.cutover.is_file() {
+        return fail(format!(
+            "--cutover {}: no such file",
+            args.cutover.display()
+        ));
+    }
+    let selected: Vec<_> = scenarios::scenarios()
+        .into_iter()
+        .filter(|s| {
+            args.only
+                .as_deref()
+                .is_none_or(|text| s.name.contains(text))
+        })
+        .collect();
+    if selected.is_empty() || args.seeds == 0 {
+        return fail("nothing to run (check --only and --seeds)".to_string());
+    }
+    let plan = scenarios::MatrixPlan {
+        binary: args.cutover,
+        scenarios: selected,
+        methods,
+        seeds: args.seeds,
+        schedule: scenarios::Schedule::default(),
+        parallel: args.parallel,
+    };
+    // Dropping the matrix on a signal kills every child and stops every backend.
+    let rows = tokio::select! {
+        rows = scenarios::run_matrix(&plan) => rows,
+        () = shutdown_signal() => return interrupted(),
+    };
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(message) => return fail(message),
+    };
+    let table = scenarios::markdown(&rows);
+    print!("{table}");
+    if let Some(path) = &args.markdown {
+        if let Err(e) = std::fs::write(path, &table) {
+            return fail(format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn build_plan(request: &RequestArgs, rate: f64, duration: Duration) -> Result<LoadPlan, String> {

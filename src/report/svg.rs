@@ -88,7 +88,18 @@ impl Chart<'_> {
                 label = super::html::escape(label)
             );
         }
+        // Events close together (a pause, a resume and a rollback in the same
+        // second) get their labels on successive lines instead of printed over
+        // each other.
+        let mut previous_x = f64::NEG_INFINITY;
+        let mut row = 0.0;
         for (label, seconds) in &self.events {
+            row = if x(*seconds) - previous_x < 90.0 {
+                row + 1.0
+            } else {
+                0.0
+            };
+            previous_x = x(*seconds);
             let _ = write!(
                 out,
                 r#"<line x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{y2}" class="event"/><text x="{tx:.1}" y="{ty}" class="ev" text-anchor="{anchor}">{label}</text>"#,
@@ -105,7 +116,7 @@ impl Chart<'_> {
                 } else {
                     "start"
                 },
-                ty = TOP + 10.0,
+                ty = TOP + 10.0 + 11.0 * (row % 4.0),
                 label = super::html::escape(label)
             );
         }
@@ -133,11 +144,16 @@ impl Chart<'_> {
         out
     }
 
-    /// `14:30` at `seconds` from the start.
+    /// `14:30` at `seconds` from the start; `14:30:05` when the chart spans under
+    /// six minutes, where minutes alone would label every tick the same.
     fn clock(&self, seconds: f64) -> String {
         let at =
             (self.start + time::Duration::seconds_f64(seconds)).to_offset(time::UtcOffset::UTC);
-        format!("{:02}:{:02}", at.hour(), at.minute())
+        if self.span < 360.0 {
+            format!("{:02}:{:02}:{:02}", at.hour(), at.minute(), at.second())
+        } else {
+            format!("{:02}:{:02}", at.hour(), at.minute())
+        }
     }
 
     fn polyline(

@@ -350,3 +350,28 @@ fn an_empty_history_still_renders() {
     assert!(html.contains("no decisions recorded"));
     assert!(render("api", &[], Format::Markdown).contains("0 decisions"));
 }
+
+/// A rollout of seconds labelled its time axis `03:17` at every tick (seen in Chromium):
+/// short spans show seconds, so the ticks differ; long ones keep `HH:MM`.
+#[test]
+fn the_time_axis_of_a_short_history_shows_seconds() {
+    let ticks = |entries: &[Entry]| -> Vec<String> {
+        let html = render("api", entries, Format::Html);
+        let page = Html::parse_document(&html);
+        let first_svg = page
+            .select(&Selector::parse("svg").unwrap())
+            .next()
+            .unwrap();
+        first_svg
+            .select(&Selector::parse(r#"text[text-anchor="middle"]"#).unwrap())
+            .map(|t| t.text().collect())
+            .collect()
+    };
+    let short = ticks(&rollback());
+    assert_eq!(short.len(), 7, "{short:?}");
+    let distinct: std::collections::BTreeSet<_> = short.iter().collect();
+    assert_eq!(distinct.len(), short.len(), "{short:?}");
+    assert!(short.iter().all(|t| t.len() == 8), "{short:?}");
+    let long = ticks(&three_hour_rollout());
+    assert!(long.iter().all(|t| t.len() == 5), "{long:?}");
+}
