@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # User-space instructions per proxied request, with callgrind (deterministic: the same binary
-# and inputs give the same count whatever else the machine does).
+# and inputs give the same count whatever else the machine does, up to a few tenths of a
+# percent from timers and scheduling).
 #
 #   bench/callgrind.sh [CUTOVER_BIN] [LOADTEST_BIN]
 #
 # Runs the binary under callgrind twice, for 2,000 and 6,000 keep-alive requests through a
 # 95/5 split to one loopback backend, and prints the difference divided by 4,000: start-up
-# and shutdown cancel out. Needs valgrind and `cargo build --release` (both packages).
+# and shutdown cancel out. PIN="taskset -c 0" runs the proxy on one CPU, as the throughput
+# benchmark does (one CPU: tokio's current-thread runtime). Needs valgrind and
+# `cargo build --release` (both packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/cutover}
@@ -34,11 +37,13 @@ services:
 YAML
 total() { # requests -> instructions (Ir) of the whole run
   local out="$work/callgrind.$1"
-  valgrind --tool=callgrind --callgrind-out-file="$out" \
+  ${PIN:-} valgrind --tool=callgrind --callgrind-out-file="$out" \
     "$bin" run -c "$work/cutover.yaml" 2>/dev/null &
   local pid=$!
   for _ in $(seq 200); do curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null && break; sleep 0.1; done
-  "$load" load --url "http://127.0.0.1:$proxy/" --rate 400 --requests "$1" --duration 60s >/dev/null
+  # Both runs last 15 s (rate = requests / 15), so the controller's once-a-second work
+  # (analysis, status) is the same in both and cancels out with start-up and shutdown.
+  "$load" load --url "http://127.0.0.1:$proxy/" --rate $(( $1 / 15 )) --requests "$1" --duration 60s >/dev/null
   kill -TERM $pid; wait $pid || true
   callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
 }

@@ -21,6 +21,7 @@ use std::time::{Instant, SystemTime};
 use http::{Method, Uri, Version};
 
 use crate::config::{AccessLogTarget, LogFormat};
+use crate::upstream::PoolKind;
 
 /// Lines queued for the writer before a request's line is dropped instead.
 const QUEUE: usize = 65_536;
@@ -116,7 +117,29 @@ impl AccessLog {
     }
 }
 
-/// One request's line, filled in as the request goes and written when it is dropped.
+/// What the request path tells the access log. `()` hears nothing: with the log off the
+/// request path is compiled without a trace of it.
+pub(crate) trait Note {
+    /// The service and pool that took the request.
+    fn routed(&mut self, _service: &Arc<str>, _pool: PoolKind) {}
+    /// The backend that answered.
+    fn answered_by(&mut self, _backend: &Arc<str>) {}
+}
+
+impl Note for () {}
+
+impl Note for Entry {
+    fn routed(&mut self, service: &Arc<str>, pool: PoolKind) {
+        self.service = Some(service.clone());
+        self.pool = Some(pool.label());
+    }
+
+    fn answered_by(&mut self, backend: &Arc<str>) {
+        self.backend = Some(backend.clone());
+    }
+}
+
+/// One request's line, filled in as the request goes and written at its end.
 #[derive(Debug)]
 pub(crate) struct Entry {
     log: Arc<AccessLog>,
@@ -134,17 +157,6 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// The service and pool that took the request.
-    pub(crate) fn routed(&mut self, service: &Arc<str>, pool: &'static str) {
-        self.service = Some(service.clone());
-        self.pool = Some(pool);
-    }
-
-    /// The backend that answered.
-    pub(crate) fn answered_by(&mut self, backend: &Arc<str>) {
-        self.backend = Some(backend.clone());
-    }
-
     pub(crate) fn status(&mut self, status: u16) {
         self.status = status;
     }
@@ -286,7 +298,7 @@ mod tests {
         let uri: Uri = "/items?id=7".parse().unwrap();
         let client = "127.0.0.1:5000".parse().unwrap();
         let mut entry = log.begin(client, &Method::GET, &uri, Version::HTTP_11, Instant::now());
-        entry.routed(&Arc::from("api"), "new");
+        entry.routed(&Arc::from("api"), PoolKind::New);
         entry.answered_by(&Arc::from("127.0.0.1:9001"));
         entry.status(200);
         entry.sent(5);

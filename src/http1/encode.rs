@@ -42,6 +42,7 @@ pub(crate) struct Forwarded<'a> {
 }
 
 /// Encodes the request head for an HTTP/1.1 backend (see the module notes).
+#[inline]
 pub(crate) fn encode_request_head(
     parts: &Parts,
     forwarded: &Forwarded<'_>,

@@ -31,7 +31,7 @@ use super::body::ProxyBody;
 use super::error::{error_response, ProxyError};
 use super::forward;
 use super::outcome;
-use crate::access_log::Entry;
+use crate::access_log::{Entry, Note};
 use crate::config::Limits;
 use crate::http1::encode::{encode_request_head, BodyKind, Forwarded};
 use crate::http1::Scheme;
@@ -81,28 +81,43 @@ pub(crate) async fn handle(
     conn: Arc<ConnContext>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
-    let (routed, mut entry) = {
+    let route = {
         let snapshot = conn.snapshot.load();
-        let entry = snapshot.access_log.as_ref().map(|log| {
+        if let Some(log) = &snapshot.access_log {
             let (method, uri) = (request.method(), request.uri());
-            log.begin(conn.peer, method, uri, request.version(), started)
-        });
-        (route(&request, &snapshot), entry)
+            let entry = log.begin(conn.peer, method, uri, request.version(), started);
+            let routed = route(&request, &snapshot);
+            drop(snapshot);
+            // Boxed: the request future stays as small as it is with the log off.
+            return Ok(Box::pin(logged(request, routed, &conn, started, entry)).await);
+        }
+        match route(&request, &snapshot) {
+            Ok(route) => route,
+            Err(error) => return Ok(error_response(&error)),
+        }
     };
+    Ok(proxy(request, route, &conn, started, &mut ()).await)
+}
+
+/// `handle` with the access log on: the same request path, noting what it did in `entry`,
+/// which is written when the response body ends.
+async fn logged(
+    request: Request<Incoming>,
+    routed: Result<Route, ProxyError>,
+    conn: &ConnContext,
+    started: Instant,
+    mut entry: Entry,
+) -> Response<ProxyBody> {
     let response = match routed {
-        Ok(route) => proxy(request, route, &conn, started, &mut entry).await,
+        Ok(route) => proxy(request, route, conn, started, &mut entry).await,
         Err(error) => error_response(&error),
     };
-    Ok(match entry {
-        None => response,
-        Some(mut entry) => {
-            entry.status(response.status().as_u16());
-            response.map(|body| body.logged(entry))
-        }
-    })
+    entry.status(response.status().as_u16());
+    response.map(|body| body.logged(entry))
 }
 
 /// The route a request takes, or why it takes none.
+#[inline]
 fn route<B>(request: &Request<B>, snapshot: &Snapshot) -> Result<Route, ProxyError> {
     if request.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
@@ -153,7 +168,7 @@ async fn proxy(
     route: Route,
     conn: &ConnContext,
     mut started: Instant,
-    entry: &mut Option<Entry>,
+    note: &mut impl Note,
 ) -> Response<ProxyBody> {
     let upgrade = forward::is_upgrade_request(request.version(), request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -208,16 +223,12 @@ async fn proxy(
 
     match attempt::exchange(outgoing, &route, kind, started, now_ms).await {
         Ok(exchange) => {
-            if let Some(entry) = entry {
-                entry.routed(&service.name, exchange.kind.label());
-                entry.answered_by(&exchange.backend.addr);
-            }
+            note.routed(&service.name, exchange.kind);
+            note.answered_by(&exchange.backend.addr);
             respond(exchange, &route, bucket, client_upgrade, started, conn)
         }
         Err((error, kind)) => {
-            if let Some(entry) = entry {
-                entry.routed(&service.name, kind.label());
-            }
+            note.routed(&service.name, kind);
             outcome::failed(route.pool(kind), &error, started);
             tracing::debug!(service = %service.name, pool = kind.label(), %error, "request failed");
             error_response(&error)
@@ -226,6 +237,7 @@ async fn proxy(
 }
 
 /// Records the outcome and turns the backend's answer into the client's response.
+#[inline]
 fn respond(
     exchange: Exchange,
     route: &Route,
