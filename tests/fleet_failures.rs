@@ -231,3 +231,90 @@ async fn the_live_instances_gauge_drops_when_a_member_dies() {
         }
     }
 }
+
+fn hook_runs(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_frozen_mid_hold_serves_everything_and_advances_nothing() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let old = spawn_backend("old").await;
+    let new = spawn_backend("new").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hook.log");
+    // The first hold would end during the stop if the stop did not stop it.
+    let steps = "        - weight: 10%\n          hold: 3s\n        - run: mark\n        - weight: 40%\n          hold: 1h\n";
+    let members = start_three(
+        &etcd,
+        dir.path(),
+        &services(old.addr, new.addr, steps, &log.display().to_string()),
+    )
+    .await;
+    wait_for("every instance at 10%", Duration::from_secs(10), || async {
+        for member in &members {
+            if !member.status().await.is_some_and(|s| weight(&s) == 10.0) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let traffic: Vec<Traffic> = members
+        .iter()
+        .map(|m| Traffic::start(m.proxy, 2, 25))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    etcd.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    let mut seen_down = false;
+    while stopped.elapsed() < Duration::from_secs(5) {
+        for member in &members {
+            let status = member.status().await.expect("the admin API answers");
+            assert_eq!(weight(&status), 10.0, "{status:#}");
+            assert_eq!(service(&status)["step"], 1, "{status:#}");
+        }
+        assert_eq!(hook_runs(&log), 0, "a hook ran while etcd was stopped");
+        if stopped.elapsed() > Duration::from_secs(4) && !seen_down {
+            // Nobody can see anybody's fresh numbers, nor etcd.
+            for member in &members {
+                assert_eq!(member.metric("cutover_fleet_connected").await, Some(0.0));
+                assert_eq!(member.metric("cutover_fleet_leader").await, Some(0.0));
+                assert_eq!(member.metric("cutover_fleet_instances").await, Some(0.0));
+            }
+            seen_down = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(seen_down);
+    etcd.signal(libc::SIGCONT);
+
+    // The rollout goes on: the hook runs once and every instance reaches 40%.
+    wait_for(
+        "every instance at 40% after SIGCONT",
+        Duration::from_secs(20),
+        || async {
+            for member in &members {
+                if !member.status().await.is_some_and(|s| weight(&s) == 40.0) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    assert_eq!(hook_runs(&log), 1, "the `run` hook ran once for the fleet");
+    let mut tally = Tally::default();
+    for t in traffic {
+        tally.add(t.stop().await);
+    }
+    tally.assert_no_failures("through the fleet while etcd was stopped and after");
+    assert!(tally.ok > 300, "only {} requests went through", tally.ok);
+    assert!(tally.new > 0 && tally.old > 0, "{tally:?}");
+}
