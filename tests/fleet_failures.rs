@@ -318,3 +318,90 @@ async fn etcd_frozen_mid_hold_serves_everything_and_advances_nothing() {
     assert!(tally.ok > 300, "only {} requests went through", tally.ok);
     assert!(tally.new > 0 && tally.old > 0, "{tally:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_status_shows_the_member_table() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let old = spawn_backend("old").await;
+    let new = spawn_backend("new").await;
+    let dir = tempfile::tempdir().unwrap();
+    let steps = "        - weight: 10%\n          hold: 1h\n";
+    let same = services(old.addr, new.addr, steps, "/dev/null");
+    let mut members = Vec::new();
+    for i in 0..2 {
+        members.push(FleetMember::start(dir.path(), i, &etcd.url(), TTL_S, &same).await);
+    }
+    wait_for("both at 10%", Duration::from_secs(10), || async {
+        for member in &members {
+            if !member.status().await.is_some_and(|s| weight(&s) == 10.0) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // i2 runs another hook: another config hash.
+    let other = services(old.addr, new.addr, steps, "/dev/zero");
+    members.push(FleetMember::start(dir.path(), 2, &etcd.url(), TTL_S, &other).await);
+    let all: Vec<&FleetMember> = members.iter().collect();
+    wait_for(
+        "three members seen by i1",
+        Duration::from_secs(10),
+        || async {
+            let Some(leader) = fleet_leader(&all).await else {
+                return false;
+            };
+            members[1].status().await.is_some_and(|s| {
+                let list = s["fleet"]["instances"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                list.len() == 3 && list.iter().all(|m| m["weights"]["api"] == 10.0)
+            }) && !leader.is_empty()
+        },
+    )
+    .await;
+    let leader = fleet_leader(&all).await.unwrap();
+
+    let output = std::process::Command::new(binary())
+        .args([
+            "status",
+            "--admin",
+            &format!("http://{}", members[1].process.admin),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "fleet /cutover/test  this instance i1  leader {leader}  etcd connected"
+        )),
+        "{text}"
+    );
+    let header = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("INSTANCE"))
+        .unwrap();
+    for column in ["ROLE", "VERSION", "CONFIG", "RECORD AGE", "ROUTES NEW"] {
+        assert!(header.contains(column), "{text}");
+    }
+    for i in 0..3 {
+        let name = format!("i{i}");
+        let row = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{text}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let role = if name == leader { "leader" } else { "follower" };
+        assert_eq!(cells[1], role, "{text}");
+        assert_eq!(cells[2], env!("CARGO_PKG_VERSION"), "{text}");
+        assert_eq!(cells[3] == "same", i != 2, "{text}");
+        let age_at = if i == 2 { 5 } else { 4 };
+        let age: f64 = cells[age_at].trim_end_matches('s').parse().unwrap();
+        assert!(age < 3.0, "{text}");
+        assert!(row.trim_end().ends_with("api 10%"), "{text}");
+    }
+}

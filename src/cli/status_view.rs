@@ -7,6 +7,7 @@ use http::Method;
 
 use super::client::{call, ClientError, Target};
 use super::commands::{exit_for, unreachable_exit};
+use crate::rollout::controller::status::FleetStatus;
 use crate::status::{HookStatus, ServiceStatus, Status};
 
 /// Prints the status once, or redraws it every second. A watch outlives the proxy it
@@ -82,6 +83,9 @@ pub(crate) fn status_text(status: &Status) -> String {
     for service in &status.services {
         out.push_str(&service_text(service, false));
     }
+    if let Some(fleet) = &status.fleet {
+        out.push_str(&fleet_text(fleet));
+    }
     out.push_str(&format!(
         "config {} version {} loaded {}\n",
         status.config.path, status.config.version, status.config.loaded_at
@@ -95,6 +99,79 @@ pub(crate) fn status_text(status: &Status) -> String {
             out.push_str(&format!("    {line}\n"));
         }
     }
+    out
+}
+
+/// Who leads the fleet, and a row per member: what it runs and what it routes.
+pub(crate) fn fleet_text(fleet: &FleetStatus) -> String {
+    let etcd = if fleet.connected {
+        "connected"
+    } else {
+        "UNREACHABLE (serving the last routing, deciding nothing)"
+    };
+    let mut out = format!(
+        "fleet {}  this instance {}  leader {}  etcd {etcd}\n",
+        fleet.prefix,
+        fleet.instance,
+        fleet.leader.as_deref().unwrap_or("NONE")
+    );
+    if let Some(blocked) = &fleet.blocked {
+        out.push_str(&format!("  NOT ADVANCING: {blocked}\n"));
+    }
+    let mut rows = vec![[
+        "INSTANCE".to_string(),
+        "ROLE".into(),
+        "VERSION".into(),
+        "CONFIG".into(),
+        "RECORD AGE".into(),
+        "ROUTES NEW".into(),
+    ]];
+    for member in &fleet.instances {
+        let role = if fleet.leader.as_deref() == Some(member.id.as_str()) {
+            "leader"
+        } else {
+            "follower"
+        };
+        let config = if member.config_agrees {
+            "same".to_string()
+        } else {
+            format!("DIFFERS ({})", member.config_hash)
+        };
+        let age = format!(
+            "{:.1}s{}",
+            member.age_s,
+            if member.stale { " STALE" } else { "" }
+        );
+        let weights = member
+            .weights
+            .iter()
+            .map(|(service, weight)| format!("{service} {weight}%"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        rows.push([
+            member.id.clone(),
+            role.into(),
+            member.version.clone(),
+            config,
+            age,
+            weights,
+        ]);
+    }
+    let mut widths = [0; 6];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(&format!("  {}\n", line.join("  ").trim_end()));
+    }
+    out.push('\n');
     out
 }
 

@@ -157,6 +157,7 @@ impl StateStore for FleetStore {
     fn fleet_status(&self) -> Option<FleetStatus> {
         let shared = &self.fleet.shared;
         let now = Instant::now();
+        let mine = shared.config_hash.lock().ok()?.clone();
         let instances = shared
             .members
             .lock()
@@ -172,6 +173,8 @@ impl StateStore for FleetStore {
                     config_hash: member.record.config_hash.clone(),
                     version: member.record.version.clone(),
                     stale: age > STALE_AFTER,
+                    config_agrees: member.record.config_hash == mine,
+                    weights: member.record.weights.clone(),
                 }
             })
             .collect();

@@ -121,6 +121,11 @@ impl Agent {
             boot: self.boot.clone(),
             at_ms: now_millis(),
             pools,
+            weights: snapshot
+                .routes
+                .iter()
+                .map(|route| (route.service.name.to_string(), route.new_weight.percent()))
+                .collect(),
             local_trips: Vec::new(),
         };
         let put = pb::PutRequest {
