@@ -405,3 +405,90 @@ async fn cutover_status_shows_the_member_table() {
         assert!(row.trim_end().ends_with("api 10%"), "{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_trip_while_etcd_is_frozen_rolls_the_fleet_back_once_it_is_back() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let old = spawn_backend("old").await;
+    let new = spawn_backend("new").await;
+    let dir = tempfile::tempdir().unwrap();
+    let steps = "        - weight: 50%\n          hold: 1h\n";
+    let with_trip = services(old.addr, new.addr, steps, "/dev/null").replace(
+        "        max_error_rate: 5%\n",
+        "        max_error_rate: 5%\n        trip: { error_rate: 25%, min_requests: 20, window: 10s }\n",
+    );
+    let members = start_three(&etcd, dir.path(), &with_trip).await;
+    wait_for("every instance at 50%", Duration::from_secs(10), || async {
+        for member in &members {
+            if !member.status().await.is_some_and(|s| weight(&s) == 50.0) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let all: Vec<&FleetMember> = members.iter().collect();
+    let leader = fleet_leader(&all).await.unwrap();
+    let tripper = members.iter().find(|m| m.name != leader).unwrap();
+
+    etcd.signal(libc::SIGSTOP);
+    wait_for(
+        "every instance to lose etcd",
+        Duration::from_secs(8),
+        || async {
+            for member in &members {
+                if member.metric("cutover_fleet_connected").await != Some(0.0) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    // NEW fails; only the tripper's clients see it.
+    new.set_status(500);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        assert!(Instant::now() < deadline, "no local trip");
+        for _ in 0..20 {
+            let _ = send(tripper.proxy, get("api", "/")).await;
+        }
+        if tripper.status().await.is_some_and(|s| weight(&s) == 0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hits = new.hits();
+    for _ in 0..30 {
+        assert_eq!(send(tripper.proxy, get("api", "/")).await.body, "old");
+    }
+    assert_eq!(new.hits(), hits, "NEW got traffic after the local trip");
+    // Nobody else decided anything: the others still route at 50%.
+    for member in members.iter().filter(|m| m.name != tripper.name) {
+        assert_eq!(weight(&member.status().await.unwrap()), 50.0);
+    }
+
+    etcd.signal(libc::SIGCONT);
+    wait_for(
+        "the fleet to act on the local trip",
+        Duration::from_secs(15),
+        || async {
+            for member in &members {
+                match member.status().await {
+                    Some(s) if service(&s)["state"] == "rolled_back" && weight(&s) == 0.0 => {}
+                    _ => return false,
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let status = members[0].status().await.unwrap();
+    let reason = service(&status)["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&format!("instance `{}` tripped NEW to 0%", tripper.name)),
+        "{status:#}"
+    );
+}

@@ -126,7 +126,12 @@ impl Agent {
                 .iter()
                 .map(|route| (route.service.name.to_string(), route.new_weight.percent()))
                 .collect(),
-            local_trips: Vec::new(),
+            local_trips: self
+                .shared
+                .local_trips
+                .lock()
+                .map(|trips| trips.iter().cloned().collect())
+                .unwrap_or_default(),
         };
         let put = pb::PutRequest {
             key: self.shared.keys.member(&self.shared.instance).into_bytes(),
