@@ -460,6 +460,9 @@ async fn a_local_trip_while_etcd_is_frozen_rolls_the_fleet_back_once_it_is_back(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let status = tripper.status().await.unwrap();
+    let local = service(&status)["reason"].as_str().unwrap_or_default();
+    assert!(local.contains("on this instance alone"), "{status:#}");
     let hits = new.hits();
     for _ in 0..30 {
         assert_eq!(send(tripper.proxy, get("api", "/")).await.body, "old");

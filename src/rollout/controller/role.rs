@@ -126,6 +126,7 @@ impl Controller {
                 } else {
                     // Held at 0 until the leader has acted on the trip.
                     state.weight = Weight::ZERO;
+                    state.reason.clone_from(&run.state.reason);
                 }
             }
             if run.state != state {
@@ -168,6 +169,9 @@ impl Controller {
                 tracing::warn!(service = %name, "etcd is unreachable; NEW tripped to 0% on this instance alone: {reason}");
                 self.store.set_local_trip(&name, true);
                 run.state.weight = Weight::ZERO;
+                run.state.reason = Some(format!(
+                    "NEW at 0% on this instance alone (etcd unreachable), until the leader acts: {reason}"
+                ));
                 reroute = true;
             }
         }
