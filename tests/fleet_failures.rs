@@ -133,9 +133,23 @@ async fn a_regression_only_a_follower_sees_rolls_the_fleet_back() {
     // The leader saw no error of its own: the fleet's numbers decided.
     let own_errors = leader
         .metric(r#"cutover_requests_total{service="api",pool="new",code="5xx"}"#)
-        .await
-        .unwrap_or(0.0);
-    assert_eq!(own_errors, 0.0, "the leader's own traffic had NEW errors");
+        .await;
+    assert_eq!(
+        own_errors,
+        Some(0.0),
+        "the leader's own traffic had NEW errors"
+    );
+    let own_ok = leader
+        .metric(r#"cutover_requests_total{service="api",pool="new",code="2xx"}"#)
+        .await;
+    assert!(
+        own_ok > Some(0.0),
+        "the leader sent NEW nothing: {own_ok:?}"
+    );
+    let follower_errors = follower
+        .metric(r#"cutover_requests_total{service="api",pool="new",code="5xx"}"#)
+        .await;
+    assert!(follower_errors > Some(0.0), "{follower_errors:?}");
 
     // Every instance rolls back and routes nothing to NEW; the reason names the rule.
     wait_for(
@@ -248,14 +262,14 @@ async fn etcd_frozen_mid_hold_serves_everything_and_advances_nothing() {
     let new = spawn_backend("new").await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("hook.log");
-    // The first hold would end during the stop if the stop did not stop it.
-    let steps = "        - weight: 10%\n          hold: 3s\n        - run: mark\n        - weight: 40%\n          hold: 1h\n";
-    let members = start_three(
-        &etcd,
-        dir.path(),
-        &services(old.addr, new.addr, steps, &log.display().to_string()),
-    )
-    .await;
+    // The first hold would end during the stop if the stop did not stop it. The rollout
+    // starts once all three run, so their start-up does not eat into the hold.
+    let steps = "        - weight: 10%\n          hold: 4s\n        - run: mark\n        - weight: 40%\n          hold: 1h\n";
+    let text = services(old.addr, new.addr, steps, &log.display().to_string())
+        .replace("    rollout:\n", "    rollout:\n      start: manual\n");
+    let members = start_three(&etcd, dir.path(), &text).await;
+    let got = admin_post(members[2].process.admin, "/services/api/start").await;
+    assert_eq!(got.status, 200, "{}", got.body);
     wait_for("every instance at 10%", Duration::from_secs(10), || async {
         for member in &members {
             if !member.status().await.is_some_and(|s| weight(&s) == 10.0) {
@@ -270,6 +284,12 @@ async fn etcd_frozen_mid_hold_serves_everything_and_advances_nothing() {
         .map(|m| Traffic::start(m.proxy, 2, 25))
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = members[0].status().await.unwrap();
+    assert_eq!(
+        service(&before)["step"],
+        1,
+        "the hold ended too soon: {before:#}"
+    );
 
     etcd.signal(libc::SIGSTOP);
     let stopped = Instant::now();
