@@ -145,7 +145,11 @@ pub(crate) fn fleet_text(fleet: &FleetStatus) -> String {
         let weights = member
             .weights
             .iter()
-            .map(|(service, weight)| format!("{service} {weight}%"))
+            .map(|(service, weight)| {
+                let tripped = member.local_trips.iter().any(|s| s == service);
+                let note = if tripped { " (LOCAL TRIP)" } else { "" };
+                format!("{service} {weight}%{note}")
+            })
             .collect::<Vec<_>>()
             .join(", ");
         rows.push([
@@ -293,4 +297,68 @@ fn output_tail(hook: &HookStatus, n: usize) -> Vec<String> {
         .iter()
         .map(|line| format!("{label}: {line}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::controller::status::FleetMember;
+
+    fn member(id: &str, agrees: bool, age_s: f64, weight: f64) -> FleetMember {
+        FleetMember {
+            id: id.into(),
+            age_s,
+            config_hash: "00ff".into(),
+            version: "1.2.3".into(),
+            stale: age_s > 3.0,
+            config_agrees: agrees,
+            weights: [("api".to_string(), weight)].into(),
+            ..FleetMember::default()
+        }
+    }
+
+    #[test]
+    fn the_member_table_says_who_leads_what_each_runs_and_routes() {
+        let mut tripped = member("web-3", true, 0.4, 0.0);
+        tripped.local_trips = vec!["api".into()];
+        let fleet = FleetStatus {
+            prefix: "/cutover/prod".into(),
+            instance: "web-2".into(),
+            leader: Some("web-1".into()),
+            connected: true,
+            blocked: Some("instance `web-2` runs config 00ff".into()),
+            instances: vec![
+                member("web-1", true, 0.25, 40.0),
+                member("web-2", false, 4.0, 40.0),
+                tripped,
+            ],
+        };
+        let text = fleet_text(&fleet);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "fleet /cutover/prod  this instance web-2  leader web-1  etcd connected"
+        );
+        assert_eq!(
+            lines[1],
+            "  NOT ADVANCING: instance `web-2` runs config 00ff"
+        );
+        assert_eq!(
+            &lines[2..6],
+            [
+                "  INSTANCE  ROLE      VERSION  CONFIG          RECORD AGE  ROUTES NEW",
+                "  web-1     leader    1.2.3    same            0.2s        api 40%",
+                "  web-2     follower  1.2.3    DIFFERS (00ff)  4.0s STALE  api 40%",
+                "  web-3     follower  1.2.3    same            0.4s        api 0% (LOCAL TRIP)",
+            ]
+        );
+        let cut_off = FleetStatus {
+            connected: false,
+            leader: None,
+            ..fleet
+        };
+        assert!(fleet_text(&cut_off).starts_with(
+            "fleet /cutover/prod  this instance web-2  leader NONE  etcd UNREACHABLE"
+        ));
+    }
 }

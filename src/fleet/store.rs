@@ -217,6 +217,7 @@ impl StateStore for FleetStore {
                     stale: age > STALE_AFTER,
                     config_agrees: member.record.config_hash == mine,
                     weights: member.record.weights.clone(),
+                    local_trips: member.record.local_trips.clone(),
                 }
             })
             .collect();

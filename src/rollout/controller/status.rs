@@ -51,6 +51,9 @@ pub struct FleetMember {
     /// NEW's share (percent) it routes at, by service, as it last reported.
     #[serde(default)]
     pub weights: std::collections::BTreeMap<String, f64>,
+    /// Services it tripped to 0% on its own while cut off from etcd, until the leader acts.
+    #[serde(default)]
+    pub local_trips: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
