@@ -7,6 +7,7 @@ use http::Method;
 
 use super::client::{call, ClientError, Target};
 use super::commands::{exit_for, unreachable_exit};
+use crate::rollout::controller::status::FleetStatus;
 use crate::status::{HookStatus, ServiceStatus, Status};
 
 /// Prints the status once, or redraws it every second. A watch outlives the proxy it
@@ -82,6 +83,9 @@ pub(crate) fn status_text(status: &Status) -> String {
     for service in &status.services {
         out.push_str(&service_text(service, false));
     }
+    if let Some(fleet) = &status.fleet {
+        out.push_str(&fleet_text(fleet));
+    }
     out.push_str(&format!(
         "config {} version {} loaded {}\n",
         status.config.path, status.config.version, status.config.loaded_at
@@ -95,6 +99,83 @@ pub(crate) fn status_text(status: &Status) -> String {
             out.push_str(&format!("    {line}\n"));
         }
     }
+    out
+}
+
+/// Who leads the fleet, and a row per member: what it runs and what it routes.
+pub(crate) fn fleet_text(fleet: &FleetStatus) -> String {
+    let etcd = if fleet.connected {
+        "connected"
+    } else {
+        "UNREACHABLE (serving the last routing, deciding nothing)"
+    };
+    let mut out = format!(
+        "fleet {}  this instance {}  leader {}  etcd {etcd}\n",
+        fleet.prefix,
+        fleet.instance,
+        fleet.leader.as_deref().unwrap_or("NONE")
+    );
+    if let Some(blocked) = &fleet.blocked {
+        out.push_str(&format!("  NOT ADVANCING: {blocked}\n"));
+    }
+    let mut rows = vec![[
+        "INSTANCE".to_string(),
+        "ROLE".into(),
+        "VERSION".into(),
+        "CONFIG".into(),
+        "RECORD AGE".into(),
+        "ROUTES NEW".into(),
+    ]];
+    for member in &fleet.instances {
+        let role = if fleet.leader.as_deref() == Some(member.id.as_str()) {
+            "leader"
+        } else {
+            "follower"
+        };
+        let config = if member.config_agrees {
+            "same".to_string()
+        } else {
+            format!("DIFFERS ({})", member.config_hash)
+        };
+        let age = format!(
+            "{:.1}s{}",
+            member.age_s,
+            if member.stale { " STALE" } else { "" }
+        );
+        let weights = member
+            .weights
+            .iter()
+            .map(|(service, weight)| {
+                let tripped = member.local_trips.iter().any(|s| s == service);
+                let note = if tripped { " (LOCAL TRIP)" } else { "" };
+                format!("{service} {weight}%{note}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        rows.push([
+            member.id.clone(),
+            role.into(),
+            member.version.clone(),
+            config,
+            age,
+            weights,
+        ]);
+    }
+    let mut widths = [0; 6];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(&format!("  {}\n", line.join("  ").trim_end()));
+    }
+    out.push('\n');
     out
 }
 
@@ -216,4 +297,68 @@ fn output_tail(hook: &HookStatus, n: usize) -> Vec<String> {
         .iter()
         .map(|line| format!("{label}: {line}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::controller::status::FleetMember;
+
+    fn member(id: &str, agrees: bool, age_s: f64, weight: f64) -> FleetMember {
+        FleetMember {
+            id: id.into(),
+            age_s,
+            config_hash: "00ff".into(),
+            version: "1.2.3".into(),
+            stale: age_s > 3.0,
+            config_agrees: agrees,
+            weights: [("api".to_string(), weight)].into(),
+            ..FleetMember::default()
+        }
+    }
+
+    #[test]
+    fn the_member_table_says_who_leads_what_each_runs_and_routes() {
+        let mut tripped = member("web-3", true, 0.4, 0.0);
+        tripped.local_trips = vec!["api".into()];
+        let fleet = FleetStatus {
+            prefix: "/cutover/prod".into(),
+            instance: "web-2".into(),
+            leader: Some("web-1".into()),
+            connected: true,
+            blocked: Some("instance `web-2` runs config 00ff".into()),
+            instances: vec![
+                member("web-1", true, 0.25, 40.0),
+                member("web-2", false, 4.0, 40.0),
+                tripped,
+            ],
+        };
+        let text = fleet_text(&fleet);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "fleet /cutover/prod  this instance web-2  leader web-1  etcd connected"
+        );
+        assert_eq!(
+            lines[1],
+            "  NOT ADVANCING: instance `web-2` runs config 00ff"
+        );
+        assert_eq!(
+            &lines[2..6],
+            [
+                "  INSTANCE  ROLE      VERSION  CONFIG          RECORD AGE  ROUTES NEW",
+                "  web-1     leader    1.2.3    same            0.2s        api 40%",
+                "  web-2     follower  1.2.3    DIFFERS (00ff)  4.0s STALE  api 40%",
+                "  web-3     follower  1.2.3    same            0.4s        api 0% (LOCAL TRIP)",
+            ]
+        );
+        let cut_off = FleetStatus {
+            connected: false,
+            leader: None,
+            ..fleet
+        };
+        assert!(fleet_text(&cut_off).starts_with(
+            "fleet /cutover/prod  this instance web-2  leader NONE  etcd UNREACHABLE"
+        ));
+    }
 }

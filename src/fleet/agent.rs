@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 use etcdv3client::grpc::TonicClient;
 use etcdv3client::pb;
 use etcdv3client::Client;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -30,6 +28,7 @@ mod requests;
 use self::requests::unavailable;
 use super::keys::Key;
 use super::member::{Member, Record};
+use super::metrics::FleetMetrics;
 use super::{Request, Shared, Stored};
 
 #[cfg(test)]
@@ -45,36 +44,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// How often members publish their record.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
-
-/// `cutover_fleet_*` (SPEC §11).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct FleetMetrics {
-    leader: Gauge,
-    connected: Gauge,
-    instances: Gauge,
-}
-
-impl FleetMetrics {
-    pub(crate) fn register(registry: &mut Registry) -> FleetMetrics {
-        let metrics = FleetMetrics::default();
-        registry.register(
-            "cutover_fleet_leader",
-            "1 on the instance that leads the fleet",
-            metrics.leader.clone(),
-        );
-        registry.register(
-            "cutover_fleet_connected",
-            "1 while this instance's etcd session is up",
-            metrics.connected.clone(),
-        );
-        registry.register(
-            "cutover_fleet_instances",
-            "Live instances of the fleet, as this instance sees them",
-            metrics.instances.clone(),
-        );
-        metrics
-    }
-}
 
 /// A command forwarded to the leader, as the command key holds it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -130,6 +99,7 @@ impl Agent {
         metrics: FleetMetrics,
     ) -> Agent {
         let (answers_tx, answers_rx) = mpsc::unbounded_channel();
+        metrics.watch(shared.clone());
         Agent {
             config,
             shared,
@@ -410,7 +380,6 @@ impl Agent {
                             },
                         );
                     }
-                    self.metrics.instances.set(members.len() as i64);
                 }
                 if changed {
                     self.shared.bump();

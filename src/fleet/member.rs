@@ -20,6 +20,9 @@ pub(crate) struct Record {
     pub at_ms: u64,
     /// Counters by service: `[old, new]`.
     pub pools: BTreeMap<String, [Counts; 2]>,
+    /// NEW's share (percent) this instance routes at, by service: what it really applies.
+    #[serde(default)]
+    pub weights: BTreeMap<String, f64>,
     /// Services this instance tripped to weight 0 on its own while etcd was unreachable.
     #[serde(default)]
     pub local_trips: Vec<String>,

@@ -18,6 +18,7 @@
 mod agent;
 mod keys;
 pub(crate) mod member;
+mod metrics;
 pub(crate) mod store;
 pub(crate) mod traffic;
 
@@ -86,6 +87,9 @@ pub(crate) struct Shared {
     pub states: Mutex<BTreeMap<String, Stored>>,
     pub members: Mutex<BTreeMap<String, Member>>,
     pub config_hash: Mutex<String>,
+    /// Services this instance tripped to weight 0 on its own while cut off from etcd,
+    /// until the leader has acted on it: published in its member record.
+    pub local_trips: Mutex<std::collections::BTreeSet<String>>,
     /// Bumped whenever a state, the leader or the members change: the controller wakes.
     pub changes: watch::Sender<u64>,
     pub controller: OnceLock<ControllerHandle>,
@@ -94,6 +98,17 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn leads(&self) -> bool {
         self.leadership.load(Ordering::Acquire) != 0
+    }
+
+    /// Members whose record is fresh: the ones whose numbers count (`cutover_fleet_instances`).
+    pub(crate) fn live_members(&self) -> usize {
+        let now = std::time::Instant::now();
+        self.members.lock().map_or(0, |members| {
+            members
+                .values()
+                .filter(|m| now.saturating_duration_since(m.seen) <= store::STALE_AFTER)
+                .count()
+        })
     }
 
     pub(crate) fn bump(&self) {
@@ -116,7 +131,7 @@ impl Fleet {
         fleet: &FleetConfig,
         config: &Config,
         snapshot: SharedSnapshot,
-        metrics: agent::FleetMetrics,
+        metrics: FleetMetrics,
     ) -> std::io::Result<Arc<Fleet>> {
         let (changes, _) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -128,6 +143,7 @@ impl Fleet {
             states: Mutex::new(BTreeMap::new()),
             members: Mutex::new(BTreeMap::new()),
             config_hash: Mutex::new(config_hash(config)),
+            local_trips: Mutex::new(std::collections::BTreeSet::new()),
             changes,
             controller: OnceLock::new(),
         });
@@ -230,7 +246,7 @@ pub(crate) fn config_hash(config: &Config) -> String {
     format!("{:016x}", crate::hash::fnv1a(text.as_bytes()))
 }
 
-pub(crate) use self::agent::FleetMetrics;
+pub(crate) use self::metrics::FleetMetrics;
 
 #[cfg(test)]
 mod tests;

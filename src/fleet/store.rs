@@ -154,9 +154,52 @@ impl StateStore for FleetStore {
         }))
     }
 
+    fn isolated(&self) -> bool {
+        !self
+            .fleet
+            .shared
+            .connected
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set_local_trip(&self, service: &str, tripped: bool) {
+        if let Ok(mut trips) = self.fleet.shared.local_trips.lock() {
+            if tripped {
+                trips.insert(service.to_string());
+            } else {
+                trips.remove(service);
+            }
+        }
+    }
+
+    fn local_trip(&self, service: &str) -> bool {
+        self.fleet
+            .shared
+            .local_trips
+            .lock()
+            .is_ok_and(|trips| trips.contains(service))
+    }
+
+    fn reported_trips(&self) -> Vec<(String, String)> {
+        let Ok(members) = self.fleet.shared.members.lock() else {
+            return Vec::new();
+        };
+        members
+            .iter()
+            .flat_map(|(id, member)| {
+                member
+                    .record
+                    .local_trips
+                    .iter()
+                    .map(move |service| (id.clone(), service.clone()))
+            })
+            .collect()
+    }
+
     fn fleet_status(&self) -> Option<FleetStatus> {
         let shared = &self.fleet.shared;
         let now = Instant::now();
+        let mine = shared.config_hash.lock().ok()?.clone();
         let instances = shared
             .members
             .lock()
@@ -172,6 +215,9 @@ impl StateStore for FleetStore {
                     config_hash: member.record.config_hash.clone(),
                     version: member.record.version.clone(),
                     stale: age > STALE_AFTER,
+                    config_agrees: member.record.config_hash == mine,
+                    weights: member.record.weights.clone(),
+                    local_trips: member.record.local_trips.clone(),
                 }
             })
             .collect();

@@ -90,6 +90,21 @@ pub(crate) trait StateStore: Send {
     fn fleet_status(&self) -> Option<FleetStatus> {
         None
     }
+    /// Fleet: cut off from the others (etcd); this process decides nothing but may trip.
+    fn isolated(&self) -> bool {
+        false
+    }
+    /// Fleet: this process tripped `service` to weight 0 on its own (or the leader acted
+    /// on it: `false`); published in its member record.
+    fn set_local_trip(&self, _service: &str, _tripped: bool) {}
+    /// Fleet: whether this process holds `service` at weight 0 by its own trip.
+    fn local_trip(&self, _service: &str) -> bool {
+        false
+    }
+    /// Fleet, leader: (instance, service) for every trip a live member reports.
+    fn reported_trips(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// A state as the file (and fleet mode's etcd key) holds it.

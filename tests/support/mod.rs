@@ -82,8 +82,11 @@ mod counting;
 #[allow(unused_imports)]
 pub use counting::*;
 mod etcd;
+mod fleet;
 #[allow(unused_imports)]
 pub use etcd::*;
+#[allow(unused_imports)]
+pub use fleet::*;
 mod restart;
 #[allow(unused_imports)]
 pub use restart::*;

@@ -121,7 +121,17 @@ impl Agent {
             boot: self.boot.clone(),
             at_ms: now_millis(),
             pools,
-            local_trips: Vec::new(),
+            weights: snapshot
+                .routes
+                .iter()
+                .map(|route| (route.service.name.to_string(), route.new_weight.percent()))
+                .collect(),
+            local_trips: self
+                .shared
+                .local_trips
+                .lock()
+                .map(|trips| trips.iter().cloned().collect())
+                .unwrap_or_default(),
         };
         let put = pb::PutRequest {
             key: self.shared.keys.member(&self.shared.instance).into_bytes(),

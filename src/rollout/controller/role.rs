@@ -13,7 +13,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::tick::Clock;
+use super::traffic::{LocalTraffic, TrafficSource};
 use super::{load_rollout, Controller, RolloutRun, Startup};
+use crate::config::Weight;
+use crate::rollout::analysis;
+use crate::rollout::machine::Input;
 use crate::rollout::schedule::Plan;
 
 /// How often a process that does not decide refreshes what it shows.
@@ -35,12 +39,21 @@ impl Controller {
         if leads && !self.leading {
             self.take_over();
         }
+        if !leads && self.leading {
+            // The windows hold the fleet's sums; a local guard must start on its own.
+            self.fresh_runs(Vec::new());
+        }
         self.leading = leads;
         if !leads {
             self.blocked = None;
             self.adopt();
+            if self.store.isolated() {
+                self.guard_locally();
+            }
             return;
         }
+        // Trips come first, blocked or not: they only ever route away from NEW.
+        self.act_on_reported_trips();
         match self.store.blocked() {
             Some(why) => {
                 if self.blocked.as_deref() != Some(why.as_str()) {
@@ -105,6 +118,17 @@ impl Controller {
             let Some(run) = self.services[index].rollout.as_mut() else {
                 continue;
             };
+            let mut state = state;
+            if self.store.local_trip(&name) {
+                if state.weight == Weight::ZERO || !state.is_watched() {
+                    tracing::info!(service = %name, "the fleet's leader acted on this instance's local trip");
+                    self.store.set_local_trip(&name, false);
+                } else {
+                    // Held at 0 until the leader has acted on the trip.
+                    state.weight = Weight::ZERO;
+                    state.reason.clone_from(&run.state.reason);
+                }
+            }
             if run.state != state {
                 if run.state.weight != state.weight {
                     tracing::info!(service = %name, weight = %state.weight, "the fleet's leader set NEW's weight to {}", state.weight);
@@ -115,6 +139,66 @@ impl Controller {
         }
         if reroute {
             self.publish_snapshot();
+        }
+    }
+}
+
+impl Controller {
+    /// Cut off from etcd: this process decides nothing, but its own traffic may still
+    /// trip NEW to weight 0 here (the safe direction, SPEC §11); it reports the trip in its
+    /// member record once etcd is back, and holds NEW at 0 until the leader has acted.
+    fn guard_locally(&mut self) {
+        let now = Instant::now();
+        let at = self.clock.since_origin(now);
+        let mut reroute = false;
+        for service in &mut self.services {
+            let name = service.config.name.to_string();
+            let Some(run) = service.rollout.as_mut() else {
+                continue;
+            };
+            let Some(trip) = run.plan.analysis.as_ref().and_then(|a| a.trip.as_ref()) else {
+                continue;
+            };
+            if !run.state.is_watched() || self.store.local_trip(&name) {
+                continue;
+            }
+            // This process's own counters: all it can see, and all it changes.
+            let sample = LocalTraffic.sample(&service.route);
+            run.windows.record(at, sample.old, sample.new);
+            if let Some(reason) = analysis::trip(trip, &run.windows) {
+                tracing::warn!(service = %name, "etcd is unreachable; NEW tripped to 0% on this instance alone: {reason}");
+                self.store.set_local_trip(&name, true);
+                run.state.weight = Weight::ZERO;
+                run.state.reason = Some(format!(
+                    "NEW at 0% on this instance alone (etcd unreachable), until the leader acts: {reason}"
+                ));
+                reroute = true;
+            }
+        }
+        if reroute {
+            self.publish_snapshot();
+        }
+    }
+
+    /// The leader treats a trip any member made on its own as a trip of the fleet.
+    fn act_on_reported_trips(&mut self) {
+        for (instance, name) in self.store.reported_trips() {
+            let Some(index) = self.index_of(&name) else {
+                continue;
+            };
+            let Some(run) = self.services[index].rollout.as_ref() else {
+                continue;
+            };
+            if !run.state.is_watched() {
+                // Acted on; if the trip was this instance's own, it is resolved.
+                self.store.set_local_trip(&name, false);
+                continue;
+            }
+            let reason = format!(
+                "trip: instance `{instance}` tripped NEW to 0% on its own while it could not reach etcd"
+            );
+            tracing::warn!(service = %name, "{reason}");
+            self.apply_logged(index, Input::Trip { reason });
         }
     }
 }

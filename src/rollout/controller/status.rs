@@ -45,6 +45,15 @@ pub struct FleetMember {
     pub version: String,
     /// Its numbers are too old to judge traffic on.
     pub stale: bool,
+    /// It runs the config this instance runs (same hash).
+    #[serde(default)]
+    pub config_agrees: bool,
+    /// NEW's share (percent) it routes at, by service, as it last reported.
+    #[serde(default)]
+    pub weights: std::collections::BTreeMap<String, f64>,
+    /// Services it tripped to 0% on its own while cut off from etcd, until the leader acts.
+    #[serde(default)]
+    pub local_trips: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -48,7 +48,7 @@ impl Clock {
         whole
     }
 
-    fn since_origin(&self, now: Instant) -> Duration {
+    pub(super) fn since_origin(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.origin)
     }
 }
