@@ -38,7 +38,7 @@ async fn the_shadow_report_is_exact_once_the_last_copy_finishes() {
     // Steady traffic through OLD until the step is over.
     let mut i = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while service(&proxy).state.to_string() != "promoted" {
+    while service(&proxy).state != "promoted" {
         assert!(
             std::time::Instant::now() < deadline,
             "{:#?}",
