@@ -126,3 +126,127 @@ fn panel_named(panels: &[(String, String)], needle: &str) -> (String, String) {
         .cloned()
         .unwrap_or_else(|| panic!("no panel with {needle} in {panels:#?}"))
 }
+
+/// `(title, expr)` of every panel query on shadow copies.
+fn shadow_panels() -> Vec<(String, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/cutover.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut found = Vec::new();
+    let mut panels: Vec<&serde_json::Value> =
+        dashboard["panels"].as_array().unwrap().iter().collect();
+    while let Some(panel) = panels.pop() {
+        if let Some(nested) = panel["panels"].as_array() {
+            panels.extend(nested);
+        }
+        let title = panel["title"].as_str().unwrap_or_default();
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            match target["expr"].as_str() {
+                Some(expr) if expr.contains("cutover_shadow_requests_total") => {
+                    found.push((title.to_string(), expr.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+/// NEW answers differently on one path in ten.
+fn differs_on_tenth(_: &str, path: &str) -> (u16, String) {
+    (
+        200,
+        format!(
+            r#"{{"path":"{path}","v":{}}}"#,
+            u8::from(path.ends_with('0'))
+        ),
+    )
+}
+
+fn same_json(_: &str, path: &str) -> (u16, String) {
+    (200, format!(r#"{{"path":"{path}","v":0}}"#))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_panels_read_the_known_mismatch_share_of_a_shadow_run() {
+    let Some(prometheus) = external_tool("prometheus", "prometheus") else {
+        return;
+    };
+    let panels = shadow_panels();
+    let by_result = panel_named(&panels, "by result");
+    let rate = panel_named(&panels, "mismatch rate");
+
+    let old = spawn_json_backend(same_json).await;
+    let new = spawn_json_backend(differs_on_tenth).await;
+    // A long hold: the step is still copying while Prometheus looks.
+    let proxy = spawn_proxy(&simple_config(
+        &[old.addr],
+        &[new.addr],
+        "0%",
+        "    rollout:\n      steps:\n        - shadow: { percent: 100%, hold: 10m, max_mismatch: 50% }\n        - weight: 100%\n",
+    ))
+    .await;
+    // One client cycling over /item/0..9: exactly one copy in ten mismatches.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (addr, stop) = (proxy.addr, stop.clone());
+        tokio::spawn(async move {
+            let mut client = Client::connect(addr).await;
+            let mut i = 0u64;
+            while !stop.load(SeqCst) {
+                let got = client
+                    .send(get("a", &format!("/item/{}", i % 10)))
+                    .await
+                    .unwrap();
+                assert_eq!(got.status, http::StatusCode::OK);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let server = PrometheusServer::start(&prometheus, proxy.app.admin_addr, "250ms").await;
+    let query = |expr: &str| {
+        expr.replace("$service", "api")
+            .replace("$__rate_interval", "3s")
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = server.query(&query(&by_result.1)).await;
+        if seen.len() >= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no shadow results within 30s: {seen:?}\nprometheus log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let results = server.query(&query(&by_result.1)).await;
+    let share = server.query(&query(&rate.1)).await;
+    stop.store(true, SeqCst);
+    client.await.unwrap();
+    eprintln!("by result: {results:?}; mismatch rate: {share:?}");
+
+    let of = |result: &str| {
+        results
+            .iter()
+            .find(|(labels, _)| labels["result"] == result)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {result} in {results:?}"))
+    };
+    let (matched, mismatched) = (of("match"), of("mismatch"));
+    assert!(matched > 0.0 && mismatched > 0.0, "{results:?}");
+    // Nine matches to one mismatch, give or take the rate windows' edges.
+    let ratio = mismatched / (matched + mismatched);
+    assert!(
+        (0.05..=0.15).contains(&ratio),
+        "mismatch share {ratio} from {results:?}"
+    );
+    assert_eq!(share.len(), 1, "{share:?}");
+    assert!(
+        (0.05..=0.15).contains(&share[0].1),
+        "mismatch rate panel: {share:?}"
+    );
+}

@@ -285,6 +285,9 @@ fn validate(path: &Path) -> ExitCode {
                 config.services.len(),
                 rollouts
             );
+            for warning in config::warnings(&config) {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -192,12 +192,118 @@ pub(super) struct StepFile {
     #[schemars(with = "Option<Duration>")]
     pub hold: Text,
     pub gate: Text,
-    pub verify: Text,
+    #[schemars(with = "Option<VerifySchema>")]
+    pub verify: Option<Spanned<VerifyFile>>,
     pub shadow: Option<Spanned<ShadowFile>>,
     pub run: Text,
     #[serde(default)]
     pub pause: Present,
     pub point_of_no_return: Option<Spanned<bool>>,
+}
+
+/// `verify: smoke`, or `verify: { smoke: true, benchmark: {...} }`.
+///
+/// Read by hand rather than as an untagged enum: serde buffers an untagged enum's input and
+/// loses the positions `Spanned` needs. Unknown keys of the long form are kept here (with
+/// their positions) for the validator to report, since only a derived struct gets the
+/// deserializer's own unknown-key check.
+#[derive(Debug, Default)]
+pub(super) struct VerifyFile {
+    /// The short form's text.
+    pub short: Option<String>,
+    pub smoke: Option<Spanned<bool>>,
+    pub benchmark: Option<Spanned<BenchmarkFile>>,
+    pub unknown: Vec<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for VerifyFile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct VerifyVisitor;
+        impl<'de> serde::de::Visitor<'de> for VerifyVisitor {
+            type Value = VerifyFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`smoke` or a mapping with `smoke` and `benchmark`")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<VerifyFile, E> {
+                Ok(VerifyFile {
+                    short: Some(text.to_string()),
+                    ..VerifyFile::default()
+                })
+            }
+            fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<VerifyFile, E> {
+                self.visit_str(if value { "true" } else { "false" })
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<VerifyFile, E> {
+                self.visit_str(&value.to_string())
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<VerifyFile, E> {
+                self.visit_str("")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<VerifyFile, A::Error> {
+                let mut file = VerifyFile::default();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    match key.value.as_str() {
+                        "smoke" => file.smoke = map.next_value()?,
+                        "benchmark" => file.benchmark = map.next_value()?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            file.unknown.push(key);
+                        }
+                    }
+                }
+                Ok(file)
+            }
+        }
+        deserializer.deserialize_any(VerifyVisitor)
+    }
+}
+
+/// What the JSON Schema says of `verify` (the loader reads [`VerifyFile`] by hand).
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // only its schema is used
+pub(super) enum VerifySchema {
+    /// The service's `smoke` requests against every NEW backend.
+    Short(VerifyShort),
+    Long(VerifyLong),
+}
+
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub(super) enum VerifyShort {
+    #[serde(rename = "smoke")]
+    Smoke,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(super) struct VerifyLong {
+    /// Send the service's `smoke` requests to every NEW backend (default false).
+    smoke: Option<bool>,
+    /// The same paced, open-loop load against OLD and NEW backends side by side.
+    benchmark: Option<BenchmarkFile>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BenchmarkFile {
+    /// Requests a second to each pool (default 50).
+    pub rate: Number,
+    /// How long the load runs (default 30s).
+    #[schemars(with = "Option<Duration>")]
+    pub duration: Text,
+    /// The request target of the GET requests.
+    #[schemars(with = "Option<UrlPath>")]
+    pub path: Text,
+    /// NEW's p99 / OLD's p99 at most (default 1.5).
+    pub max_p99_ratio: Option<Spanned<f64>>,
+    /// NEW's error rate at most (default 1%).
+    #[schemars(with = "Option<Percent>")]
+    pub max_error_rate: Text,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

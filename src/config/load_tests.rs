@@ -193,7 +193,7 @@ fn a_verify_step_needs_smoke_requests_and_the_one_form() {
     let errors = errors(&source);
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert_eq!(
-        error_with(&errors, "the one form is `verify: smoke`")
+        error_with(&errors, "write `verify: smoke` or `verify: { smoke: true")
             .mark
             .line,
         14
@@ -243,7 +243,7 @@ fn smoke_requests_are_read_whole() {
     assert_eq!(smoke[1].expect_header[0].1, "json");
     assert_eq!(
         config.services[0].rollout.as_ref().unwrap().steps[0].kind,
-        crate::config::StepKind::Verify
+        crate::config::StepKind::Verify(crate::config::VerifySpec::SMOKE)
     );
 }
 

@@ -20,5 +20,5 @@ pub mod yaml;
 pub use load::{load, ConfigError, ConfigErrors};
 pub use model::*;
 pub use schema::json_schema_text;
-pub use shadow_model::ShadowSpec;
-pub use validate::schedule_steps;
+pub use shadow_model::{BenchmarkSpec, ShadowSpec, VerifySpec};
+pub use validate::{schedule_steps, warnings};

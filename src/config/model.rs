@@ -292,8 +292,9 @@ pub enum StepKind {
     Run {
         hook: String,
     },
-    /// The service's smoke requests against every NEW backend (SPEC §9).
-    Verify,
+    /// The service's smoke requests against every NEW backend, and or a benchmark of
+    /// NEW against OLD (SPEC §9).
+    Verify(super::VerifySpec),
     /// Copies of OLD's requests to NEW, answers compared (SPEC §9).
     Shadow(super::ShadowSpec),
 }
@@ -311,7 +312,7 @@ impl fmt::Display for StepKind {
             StepKind::Pause => f.write_str("pause"),
             StepKind::Gate { hook } => write!(f, "gate {hook}"),
             StepKind::Run { hook } => write!(f, "run {hook}"),
-            StepKind::Verify => f.write_str("verify smoke"),
+            StepKind::Verify(spec) => write!(f, "{spec}"),
             StepKind::Shadow(spec) => write!(f, "{spec}"),
         }
     }

@@ -42,3 +42,70 @@ impl fmt::Display for ShadowSpec {
         )
     }
 }
+
+/// A `verify` step, validated (SPEC §9): `verify: smoke` is `{ smoke: true }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifySpec {
+    /// The service's smoke requests against every NEW backend.
+    pub smoke: bool,
+    pub benchmark: Option<BenchmarkSpec>,
+}
+
+impl VerifySpec {
+    /// The short form, `verify: smoke`.
+    pub const SMOKE: VerifySpec = VerifySpec {
+        smoke: true,
+        benchmark: None,
+    };
+}
+
+/// The same paced, open-loop load against OLD and NEW backends side by side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchmarkSpec {
+    /// Requests a second, to each pool.
+    pub rate: u32,
+    pub duration: Duration,
+    /// A GET request target.
+    pub path: String,
+    /// NEW p99 / OLD p99 at most.
+    pub max_p99_ratio: f64,
+    /// NEW (5xx + no answer) / requests at most, 0..=1.
+    pub max_error_rate: f64,
+}
+
+impl BenchmarkSpec {
+    pub const DEFAULT_RATE: u64 = 50;
+    pub const DEFAULT_DURATION: Duration = Duration::from_secs(30);
+    pub const DEFAULT_MAX_P99_RATIO: f64 = 1.5;
+    pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.01;
+
+    /// Requests sent to each pool.
+    pub fn requests(&self) -> u64 {
+        (f64::from(self.rate) * self.duration.as_secs_f64()).round() as u64
+    }
+}
+
+impl fmt::Display for BenchmarkSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "benchmark GET {} at {}/s for {} against OLD and NEW (NEW p99 at most {} x OLD's, NEW errors at most {}%)",
+            self.path,
+            self.rate,
+            humantime::format_duration(self.duration),
+            self.max_p99_ratio,
+            self.max_error_rate * 100.0
+        )
+    }
+}
+
+impl fmt::Display for VerifySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.smoke, &self.benchmark) {
+            (true, None) => f.write_str("verify smoke"),
+            (true, Some(b)) => write!(f, "verify smoke, then {b}"),
+            (false, Some(b)) => write!(f, "verify: {b}"),
+            (false, None) => f.write_str("verify: nothing"),
+        }
+    }
+}

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use crate::config::{AnalysisSpec, OnDeadline, Service, ShadowSpec, StartMode, StepKind, Weight};
+use crate::config::{
+    AnalysisSpec, BenchmarkSpec, OnDeadline, Service, ShadowSpec, StartMode, StepKind, VerifySpec,
+    Weight,
+};
 
 /// A service's rollout, with each step's hook settings resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,9 +42,15 @@ pub(crate) enum PlannedKind {
         hook: String,
         retries: u32,
     },
-    /// The smoke requests against every NEW backend; one attempt, failure rolls back.
+    /// The smoke requests against every NEW backend, then the benchmark if any; one
+    /// attempt, failure rolls back.
     Verify {
+        /// Smoke requests per NEW backend (0 when the step sends none).
         requests: usize,
+        benchmark: Option<BenchmarkSpec>,
+        /// The longest the step can take: every smoke request and benchmark request
+        /// running into its timeout.
+        worst_case: Duration,
     },
     /// Copies of OLD's requests to NEW for `hold`; the mismatch rate decides.
     Shadow(ShadowSpec),
@@ -77,8 +86,22 @@ impl PlannedStep {
                 format!("gate {hook} (every {})", humantime::format_duration(*every))
             }
             PlannedKind::Run { hook, .. } => format!("run {hook}"),
-            PlannedKind::Verify { requests } => {
-                format!("verify: {requests} smoke request(s) against every NEW backend")
+            PlannedKind::Verify {
+                requests,
+                benchmark,
+                worst_case,
+            } => {
+                let smoke = (*requests > 0)
+                    .then(|| format!("{requests} smoke request(s) against every NEW backend"));
+                let what: Vec<String> = smoke
+                    .into_iter()
+                    .chain(benchmark.as_ref().map(ToString::to_string))
+                    .collect();
+                format!(
+                    "verify: {}; at most {}",
+                    what.join(", then "),
+                    humantime::format_duration(*worst_case)
+                )
             }
             PlannedKind::Shadow(spec) => spec.to_string(),
         };
@@ -87,6 +110,22 @@ impl PlannedStep {
         } else {
             text
         }
+    }
+}
+
+/// A verify step's plan: what it sends, and for how long at most.
+fn verify_plan(service: &Service, spec: &VerifySpec) -> PlannedKind {
+    let requests = if spec.smoke { service.smoke.len() } else { 0 };
+    let per_request = service.timeouts.connect + service.timeouts.request;
+    let smoke_count = u32::try_from(requests * service.new.backends.len()).unwrap_or(u32::MAX);
+    let benchmark_time = spec
+        .benchmark
+        .as_ref()
+        .map_or(Duration::ZERO, |b| b.duration + per_request);
+    PlannedKind::Verify {
+        requests,
+        benchmark: spec.benchmark.clone(),
+        worst_case: per_request.saturating_mul(smoke_count) + benchmark_time,
     }
 }
 
@@ -117,9 +156,7 @@ impl Plan {
                         hook: hook.clone(),
                         retries: service.hook(hook).map_or(0, |h| h.retries),
                     },
-                    StepKind::Verify => PlannedKind::Verify {
-                        requests: service.smoke.len(),
-                    },
+                    StepKind::Verify(spec) => verify_plan(service, spec),
                     StepKind::Shadow(spec) => PlannedKind::Shadow(spec.clone()),
                 };
                 PlannedStep {
@@ -220,6 +257,11 @@ pub(crate) fn timeline(plan: &Plan, initial: Weight) -> Timeline {
                 at += spec.hold;
                 open_ended = true;
             }
+            // At least the benchmark's duration; the smoke requests take what they take.
+            PlannedKind::Verify { ref benchmark, .. } => {
+                at += benchmark.as_ref().map_or(Duration::ZERO, |b| b.duration);
+                open_ended = true;
+            }
             _ => open_ended = true,
         }
     }
@@ -258,7 +300,11 @@ mod tests {
                             on_deadline: OnDeadline::Pause,
                         },
                         StepKind::Run { hook } => PlannedKind::Run { hook, retries: 0 },
-                        StepKind::Verify => PlannedKind::Verify { requests: 1 },
+                        StepKind::Verify(spec) => PlannedKind::Verify {
+                            requests: usize::from(spec.smoke),
+                            benchmark: spec.benchmark,
+                            worst_case: Duration::ZERO,
+                        },
                         StepKind::Shadow(spec) => PlannedKind::Shadow(spec),
                     },
                     point_of_no_return: s.point_of_no_return,

@@ -10,7 +10,7 @@
 //! `noise: auto` to a second OLD backend), all at once, on fresh connections.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -60,6 +60,21 @@ pub(crate) struct Copier {
     metrics: [Counter; 5],
     samples: Mutex<VecDeque<MismatchSample>>,
     noise: Mutex<BTreeSet<String>>,
+    on_drained: OnDrained,
+}
+
+/// Called when the copier is retired and no copy is left in flight: its counts are final.
+#[derive(Default)]
+struct OnDrained(Option<Box<dyn Fn() + Send + Sync>>);
+
+impl std::fmt::Debug for OnDrained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "OnDrained(set)"
+        } else {
+            "OnDrained(none)"
+        })
+    }
 }
 
 impl Copier {
@@ -84,12 +99,39 @@ impl Copier {
             metrics,
             samples: Mutex::new(VecDeque::new()),
             noise: Mutex::new(BTreeSet::new()),
+            on_drained: OnDrained::default(),
         }
+    }
+
+    /// `callback` runs once the copier is retired and its last copy has counted (and again
+    /// if a copy that raced the retirement counts later), so whoever shows the counts can
+    /// show them final rather than as they were at the retirement.
+    pub(crate) fn on_drained(mut self, callback: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_drained = OnDrained(Some(Box::new(callback)));
+        self
     }
 
     /// Stops copying: the step is over (copies in flight still finish and count).
     pub(crate) fn retire(&self) {
-        self.active.store(false, Relaxed);
+        // SeqCst here and in `copy_done`: of a retirement and a last copy racing, at least
+        // one sees the other and reports the drain.
+        self.active.store(false, SeqCst);
+        if self.in_flight.load(SeqCst) == 0 {
+            self.drained();
+        }
+    }
+
+    fn drained(&self) {
+        if let Some(callback) = &self.on_drained.0 {
+            callback();
+        }
+    }
+
+    /// A copy has counted; the last one after the retirement says so.
+    fn copy_done(&self) {
+        if self.in_flight.fetch_sub(1, SeqCst) == 1 && !self.active.load(SeqCst) {
+            self.drained();
+        }
     }
 
     pub(crate) fn is_active(&self) -> bool {
@@ -121,10 +163,10 @@ impl Copier {
                 whole.freeze()
             }
         };
-        if self.in_flight.fetch_add(1, Relaxed) >= self.spec.max_in_flight {
-            self.in_flight.fetch_sub(1, Relaxed);
+        if self.in_flight.fetch_add(1, SeqCst) >= self.spec.max_in_flight {
             self.counts.dropped.fetch_add(1, Relaxed);
             self.metrics[4].inc();
+            self.copy_done();
             return;
         }
         let copy = Copy {
@@ -136,7 +178,7 @@ impl Copier {
         let copier = self.clone();
         tokio::spawn(async move {
             copier.run(copy).await;
-            copier.in_flight.fetch_sub(1, Relaxed);
+            copier.copy_done();
         });
     }
 

@@ -32,6 +32,7 @@ use super::{defaults, files};
 use crate::hash::fnv1a;
 
 pub use rollout::schedule_steps;
+pub use shadow::warnings;
 
 /// Checks `file` (read from `path`, with text `source`) into a `Config`, and returns every
 /// problem found on the way. Relative paths resolve against `dir`.

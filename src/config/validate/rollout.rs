@@ -122,17 +122,7 @@ impl Checker<'_> {
                 hook: run.value.clone(),
             }
         } else if let Some(verify) = &file.verify {
-            if verify.value != "smoke" {
-                self.error(
-                    verify.mark,
-                    format!(
-                        "`verify: {}`: the one form is `verify: smoke`",
-                        verify.value
-                    ),
-                );
-                return None;
-            }
-            StepKind::Verify
+            StepKind::Verify(self.verify_step(verify)?)
         } else if let Some(shadow) = &file.shadow {
             StepKind::Shadow(self.shadow_step(shadow)?)
         } else {

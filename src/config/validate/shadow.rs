@@ -7,7 +7,42 @@ use crate::config::de::Spanned;
 use crate::config::defaults;
 use crate::config::file::ShadowFile;
 use crate::config::model::parse_bytes;
-use crate::config::ShadowSpec;
+use crate::config::{Config, ShadowSpec, StepKind};
+
+/// Methods a copy can repeat without changing anything (RFC 9110 §9.2.1 "safe").
+const SAFE_METHODS: [Method; 4] = [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE];
+
+/// What a valid config may still do that the operator should know of: a shadow step that
+/// copies a method with side effects runs it on OLD twice (the reference answer is a second
+/// request to OLD) and on NEW once. Allowed, since the operator listed it, but said aloud.
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for service in &config.services {
+        let steps = service.rollout.iter().flat_map(|r| r.steps.iter());
+        for (index, step) in steps.enumerate() {
+            let StepKind::Shadow(spec) = &step.kind else {
+                continue;
+            };
+            let risky: Vec<&str> = spec
+                .methods
+                .iter()
+                .filter(|m| !SAFE_METHODS.contains(m))
+                .map(Method::as_str)
+                .collect();
+            if !risky.is_empty() {
+                out.push(format!(
+                    "service `{}`, step {} (shadow) copies {}: methods with side effects. \
+                     OLD serves each copied request twice (three times with `noise: auto`) \
+                     and NEW once",
+                    service.name,
+                    index + 1,
+                    risky.join(", ")
+                ));
+            }
+        }
+    }
+    out
+}
 
 impl Checker<'_> {
     pub(super) fn shadow_step(&mut self, shadow: &Spanned<ShadowFile>) -> Option<ShadowSpec> {

@@ -85,6 +85,9 @@ pub(super) enum HookDone {
         ok: bool,
         detail: String,
     },
+    /// The last copy of a retired shadow copier finished: its counts are final, so the
+    /// status (and `GET /services/{name}/shadow`) is published once more.
+    ShadowDrained,
 }
 
 impl HookDone {
@@ -102,7 +105,7 @@ impl HookDone {
                 event,
                 outcome,
             } => (service, hook, event.as_str(), outcome),
-            HookDone::Probe { .. } => return None,
+            HookDone::Probe { .. } | HookDone::ShadowDrained => return None,
         })
     }
 }
@@ -268,6 +271,10 @@ impl Controller {
             self.probe_done(&service, step, record, ok, detail);
             return;
         }
+        if let HookDone::ShadowDrained = done {
+            self.publish_status();
+            return;
+        }
         let Some((service, hook, label, outcome)) = done.parts() else {
             return;
         };
@@ -286,7 +293,7 @@ impl Controller {
                 .rollout
                 .as_ref()
                 .map_or(1, |run| run.state.run_attempts),
-            HookDone::Event { .. } | HookDone::Probe { .. } => 1,
+            HookDone::Event { .. } | HookDone::Probe { .. } | HookDone::ShadowDrained => 1,
         };
         let record = evidence::hook_record(hook, label, attempt, outcome);
         let _ = self.record(index, Decision::Hook(record));

@@ -26,13 +26,21 @@ impl Controller {
         let addrs = |pool: &crate::config::PoolSpec| -> Vec<String> {
             pool.backends.iter().map(|b| b.addr.clone()).collect()
         };
-        let copier = Arc::new(Copier::new(
-            spec.clone(),
-            addrs(&service.old),
-            addrs(&service.new),
-            service.timeouts.connect,
-            self.metrics.shadow_counters(&name),
-        ));
+        let copier = Arc::new(
+            Copier::new(
+                spec.clone(),
+                addrs(&service.old),
+                addrs(&service.new),
+                service.timeouts.connect,
+                self.metrics.shadow_counters(&name),
+            )
+            .on_drained({
+                let done = self.hook_tx.clone();
+                move || {
+                    let _ = done.send(HookDone::ShadowDrained);
+                }
+            }),
+        );
         if let Some(previous) = self.services[index].shadow.replace(copier.clone()) {
             previous.retire();
         }

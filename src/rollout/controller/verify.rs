@@ -6,45 +6,60 @@ use std::sync::Arc;
 
 use super::hooks::HookDone;
 use super::Controller;
+use crate::config::{StepKind, VerifySpec};
 use crate::evidence::record::{Decision, ProbeRecord};
 use crate::rollout::machine::Input;
 use crate::rollout::schedule::{SHADOW_RECORD, VERIFY_RECORD};
-use crate::shadow::run_smoke;
+use crate::shadow::{run_benchmark, run_smoke};
 
 impl Controller {
     pub(super) fn spawn_verify(&mut self, index: usize, step: usize) {
         let service = &self.services[index].config;
-        let requests = Arc::new(service.smoke.clone());
-        let backends: Vec<String> = service
-            .new
-            .backends
-            .iter()
-            .map(|b| b.addr.clone())
-            .collect();
+        let spec = service
+            .rollout
+            .as_ref()
+            .and_then(|r| r.steps.get(step))
+            .and_then(|s| match &s.kind {
+                StepKind::Verify(spec) => Some(spec.clone()),
+                _ => None,
+            })
+            .unwrap_or(VerifySpec::SMOKE);
+        let requests = Arc::new(if spec.smoke {
+            service.smoke.clone()
+        } else {
+            Vec::new()
+        });
+        let addrs = |pool: &crate::config::PoolSpec| -> Vec<String> {
+            pool.backends.iter().map(|b| b.addr.clone()).collect()
+        };
+        let (old, new) = (addrs(&service.old), addrs(&service.new));
         let timeouts = service.timeouts;
         let name = service.name.clone();
         let done = self.hook_tx.clone();
-        tracing::info!(service = %name, step = step + 1, requests = requests.len(), backends = backends.len(), "verify: sending the smoke requests to every NEW backend");
+        tracing::info!(service = %name, step = step + 1, requests = requests.len(), backends = new.len(), benchmark = spec.benchmark.is_some(), "verify: checking NEW before it takes traffic");
         tokio::spawn(async move {
-            let outcome = run_smoke(&requests, &backends, timeouts).await;
-            let (ok, detail) = match outcome.failure {
-                None => (
-                    true,
-                    format!(
+            let mut details = Vec::new();
+            if spec.smoke {
+                let outcome = run_smoke(&requests, &new, timeouts).await;
+                match outcome.failure {
+                    None => details.push(format!(
                         "{} smoke request(s) passed on {} NEW backend(s)",
                         outcome.passed,
-                        backends.len()
-                    ),
-                ),
-                Some(failure) => (false, failure),
-            };
-            let _ = done.send(HookDone::Probe {
-                service: name,
-                step,
-                record: VERIFY_RECORD,
-                ok,
-                detail,
-            });
+                        new.len()
+                    )),
+                    Some(failure) => {
+                        let _ = done.send(probe(name, step, false, failure));
+                        return;
+                    }
+                }
+            }
+            let mut ok = true;
+            if let Some(benchmark) = &spec.benchmark {
+                let outcome = run_benchmark(benchmark, &old, &new, timeouts).await;
+                ok = outcome.failure.is_none();
+                details.push(outcome.summary);
+            }
+            let _ = done.send(probe(name, step, ok, details.join("; ")));
         });
     }
 
@@ -89,5 +104,15 @@ impl Controller {
         self.apply_logged(index, input);
         self.sync_shadow(index);
         self.publish_status();
+    }
+}
+
+fn probe(service: String, step: usize, ok: bool, detail: String) -> HookDone {
+    HookDone::Probe {
+        service,
+        step,
+        record: VERIFY_RECORD,
+        ok,
+        detail,
     }
 }

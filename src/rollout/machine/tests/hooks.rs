@@ -174,7 +174,11 @@ fn changed_steps_restart_a_rolled_back_rollout() {
 
 fn verify(point_of_no_return: bool) -> PlannedStep {
     PlannedStep {
-        kind: PlannedKind::Verify { requests: 2 },
+        kind: PlannedKind::Verify {
+            requests: 2,
+            benchmark: None,
+            worst_case: Duration::ZERO,
+        },
         point_of_no_return,
     }
 }
