@@ -298,3 +298,31 @@ async fn post_is_copied_only_when_listed() {
         );
     }
 }
+
+#[tokio::test]
+async fn copies_reuse_their_connections() {
+    let old = spawn_counting_backend().await;
+    let new = spawn_counting_backend().await;
+    let proxy = spawn_proxy(&simple_config(
+        &[old.addr],
+        &[new.addr],
+        "0%",
+        &steps("{ percent: 100%, hold: 60s, min_requests: 1, max_mismatch: 100% }"),
+    ))
+    .await;
+    let mut client = Client::connect(proxy.addr).await;
+    for i in 0..50 {
+        let got = client.send(get("a", &format!("/item/{i}"))).await.unwrap();
+        assert_eq!(got.status, 200);
+        // One at a time, so that each copy finds the previous one's connection idle.
+        let copied = i + 1;
+        assert!(
+            eventually(Duration::from_secs(5), || new.received().len() >= copied).await,
+            "copy {copied} never reached NEW"
+        );
+    }
+    // 50 copies to NEW and 50 reference requests to OLD, over kept-alive connections (a
+    // connection per copy would be 50 and 51 here).
+    assert!(new.accepted() <= 3, "NEW accepted {}", new.accepted());
+    assert!(old.accepted() <= 4, "OLD accepted {}", old.accepted());
+}

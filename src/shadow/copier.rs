@@ -20,7 +20,7 @@ use http_body_util::Full;
 use prometheus_client::metrics::counter::Counter;
 
 use super::compare::differences;
-use super::exchange::{exchange, Answer};
+use super::exchange::{Answer, Reuse};
 use super::report::{MismatchSample, ShadowReport};
 use crate::config::ShadowSpec;
 
@@ -61,6 +61,8 @@ pub(crate) struct Copier {
     samples: Mutex<VecDeque<MismatchSample>>,
     noise: Mutex<BTreeSet<String>>,
     on_drained: OnDrained,
+    /// Keep-alive connections of the copies, apart from the live pools.
+    connections: Reuse,
 }
 
 /// Called when the copier is retired and no copy is left in flight: its counts are final.
@@ -100,6 +102,7 @@ impl Copier {
             samples: Mutex::new(VecDeque::new()),
             noise: Mutex::new(BTreeSet::new()),
             on_drained: OnDrained::default(),
+            connections: Reuse::default(),
         }
     }
 
@@ -192,7 +195,10 @@ impl Copier {
             let request = copy.request();
             let (connect, timeout, max) = (self.connect, self.spec.timeout, self.spec.max_body);
             let addr = addr.to_string();
-            async move { exchange(&addr, request, connect, timeout, max).await }
+            async move {
+                let reuse = &self.connections;
+                reuse.exchange(&addr, request, connect, timeout, max).await
+            }
         };
         let (old_answer, new_answer, second_answer) = tokio::join!(send(old), send(new), async {
             match second {

@@ -1,15 +1,28 @@
-//! One request to one backend over a fresh HTTP/1.1 connection, the answer read whole.
+//! One request to one backend over HTTP/1.1, the answer read whole.
 //!
-//! A fresh connection (not the proxy's pool) so that a probe never takes a pooled socket
-//! from live traffic and a misbehaving backend cannot leave a poisoned one behind.
+//! Never over the proxy's pools, so that a probe never takes a pooled socket from live
+//! traffic and a misbehaving backend cannot leave a poisoned one behind for clients. Smoke
+//! requests and the benchmark use a fresh connection each; shadow copies, which come at the
+//! rate of live traffic, keep connections of their own alive (`Reuse`), since a connection
+//! per copy costs the proxy more than the copy itself (a handshake and a teardown, and a
+//! socket in TIME_WAIT).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+/// Idle connections kept per backend by one `Reuse`.
+const MAX_IDLE: usize = 64;
+/// How long a finished exchange may take to leave its connection ready for the next.
+const READY_WITHIN: Duration = Duration::from_millis(100);
 
 /// What a backend answered.
 #[derive(Debug, Clone)]
@@ -46,6 +59,84 @@ async fn exchange_inner(
     connect: Duration,
     max_body: usize,
 ) -> Result<Answer, String> {
+    let mut open = open(addr, connect).await?;
+    open.send(request, max_body).await
+}
+
+/// Keep-alive connections to backends, a copier's own.
+#[derive(Debug, Default)]
+pub(crate) struct Reuse {
+    idle: Mutex<HashMap<String, Vec<Open>>>,
+}
+
+impl Reuse {
+    /// `exchange` over an idle connection to `addr` when there is one; the connection is
+    /// kept for the next when the answer was read whole and it is ready again.
+    pub(crate) async fn exchange(
+        &self,
+        addr: &str,
+        request: Request<Full<Bytes>>,
+        connect: Duration,
+        deadline: Duration,
+        max_body: usize,
+    ) -> Result<Answer, String> {
+        let exchanged = async {
+            let mut open = match self.take(addr) {
+                Some(open) => open,
+                None => open(addr, connect).await?,
+            };
+            let answer = open.send(request, max_body).await?;
+            if !answer.truncated {
+                let ready = tokio::time::timeout(READY_WITHIN, open.sender.ready()).await;
+                if let Ok(Ok(())) = ready {
+                    self.put(addr, open);
+                }
+            }
+            Ok(answer)
+        };
+        match tokio::time::timeout(deadline, exchanged).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "no complete answer within {}",
+                humantime::format_duration(deadline)
+            )),
+        }
+    }
+
+    fn take(&self, addr: &str) -> Option<Open> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(addr)?;
+        while let Some(open) = list.pop() {
+            if open.sender.is_ready() {
+                return Some(open);
+            }
+        }
+        None
+    }
+
+    fn put(&self, addr: &str, open: Open) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(addr.to_string()).or_default();
+        if list.len() < MAX_IDLE {
+            list.push(open);
+        }
+    }
+}
+
+/// A connection to a backend: the request side, and its task (aborted when dropped).
+#[derive(Debug)]
+pub(crate) struct Open {
+    sender: SendRequest<Full<Bytes>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn open(addr: &str, connect: Duration) -> Result<Open, String> {
     let stream = match tokio::time::timeout(connect, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(err)) => return Err(format!("cannot connect: {err}")),
@@ -57,40 +148,46 @@ async fn exchange_inner(
         }
     };
     let _ = stream.set_nodelay(true);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|err| format!("HTTP handshake failed: {err}"))?;
-    let connection = tokio::spawn(connection);
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|err| format!("request failed: {err}"));
-    let response = match response {
-        Ok(response) => response,
-        Err(err) => {
-            connection.abort();
-            return Err(err);
-        }
-    };
-    let (parts, mut body) = response.into_parts();
-    let mut read = BytesMut::new();
-    let mut truncated = false;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|err| format!("reading the body failed: {err}"))?;
-        if let Ok(data) = frame.into_data() {
-            if read.len() + data.len() > max_body {
-                truncated = true;
-                break;
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(Open { sender, task })
+}
+
+impl Open {
+    /// Sends `request` and reads the answer, at most `max_body` bytes of its body. A
+    /// truncated answer leaves the connection mid-body: the caller drops it.
+    async fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+        max_body: usize,
+    ) -> Result<Answer, String> {
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|err| format!("request failed: {err}"))?;
+        let (parts, mut body) = response.into_parts();
+        let mut read = BytesMut::new();
+        let mut truncated = false;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|err| format!("reading the body failed: {err}"))?;
+            if let Ok(data) = frame.into_data() {
+                if read.len() + data.len() > max_body {
+                    truncated = true;
+                    break;
+                }
+                read.extend_from_slice(&data);
             }
-            read.extend_from_slice(&data);
         }
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: read.freeze(),
+            truncated,
+        })
     }
-    // A truncated answer leaves the connection mid-body: close it rather than drain it.
-    connection.abort();
-    Ok(Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: read.freeze(),
-        truncated,
-    })
 }
