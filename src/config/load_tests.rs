@@ -200,11 +200,8 @@ fn a_verify_step_needs_smoke_requests_and_the_one_form() {
     );
 }
 
-#[test]
-fn smoke_requests_are_read_whole() {
-    let source = format!(
-        "{MINIMAL}{}",
-        r#"    rollout:
+/// A verify step's smoke requests, one plain and one with every expectation.
+const GOOD_SMOKE: &str = r#"    rollout:
       steps:
         - verify: smoke
         - weight: 100%
@@ -212,7 +209,13 @@ fn smoke_requests_are_read_whole() {
       - { path: /healthz }
       - { method: POST, path: /echo, body: '{"a":1}', headers: { Content-Type: application/json },
           expect_status: [200, 201], expect_body_contains: '"a":1', expect_header: { content-type: JSON } }
-      - { path: /bad, expect_status: [] }
+"#;
+
+#[test]
+fn smoke_requests_are_read_whole() {
+    let source = format!(
+        "{MINIMAL}{GOOD_SMOKE}{}",
+        r#"      - { path: /bad, expect_status: [] }
       - { path: /bad, expect_status: 700 }
 "#
     );
@@ -221,18 +224,7 @@ fn smoke_requests_are_read_whole() {
     assert!(errors
         .iter()
         .all(|e| e.message.contains("`expect_status` is a status code")));
-    let good = format!(
-        "{MINIMAL}{}",
-        r#"    rollout:
-      steps:
-        - verify: smoke
-        - weight: 100%
-    smoke:
-      - { path: /healthz }
-      - { method: POST, path: /echo, body: '{"a":1}', headers: { Content-Type: application/json },
-          expect_status: [200, 201], expect_body_contains: '"a":1', expect_header: { content-type: JSON } }
-"#
-    );
+    let good = format!("{MINIMAL}{GOOD_SMOKE}");
     let config = load_str(&good).expect("valid");
     let smoke = &config.services[0].smoke;
     assert_eq!(smoke[0].expect_status, vec![200]);
