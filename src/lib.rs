@@ -7,6 +7,11 @@
 //! kept so by the `unreachable_pub` lint); the few items the tests reach into are
 //! re-exported below.
 
+// First, so that the unit tests of every module below can use its macros.
+#[cfg(test)]
+#[macro_use]
+mod testing;
+
 mod access_log;
 mod admin;
 pub mod app;

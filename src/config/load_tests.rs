@@ -63,11 +63,7 @@ fn a_misspelled_key_names_the_key_and_its_line() {
     let error = error_with(&errors, "`olld`");
     assert_eq!(error.mark.line, 6);
     assert_eq!(error.mark.col, 5);
-    assert!(
-        error.message.contains("did you mean `old`"),
-        "{}",
-        error.message
-    );
+    assert_contains!(error.message, "did you mean `old`");
     assert!(
         error
             .to_string()
@@ -142,7 +138,7 @@ fn service_names_are_unique_and_matches_reachable() {
     let errors = errors(&source);
     let twice = error_with(&errors, "defined twice");
     assert_eq!(twice.mark.line, 12);
-    assert!(twice.message.contains("line 5"), "{}", twice.message);
+    assert_contains!(twice.message, "line 5");
     error_with(&errors, "never reached");
 }
 
@@ -408,11 +404,7 @@ fn tls_files_must_be_readable() {
     let errors = errors(&source);
     let error = error_with(&errors, "cannot read certificate");
     assert_eq!(error.mark.line, 6);
-    assert!(
-        error.message.contains("/tmp/cutover-test/tls/missing.crt"),
-        "{}",
-        error.message
-    );
+    assert_contains!(error.message, "/tmp/cutover-test/tls/missing.crt");
 }
 
 #[test]

@@ -60,11 +60,7 @@ fn each_rule_breaches_with_its_numbers() {
     let rules: Vec<&str> = check.breaches.iter().map(|b| b.rule).collect();
     assert_eq!(rules, vec!["max_error_rate", "max_error_rate_increase"]);
     assert!((check.breaches[0].measured - 0.05).abs() < 1e-9);
-    assert!(
-        check.summary().contains("NEW error rate 5.00% > 1.00%"),
-        "{}",
-        check.summary()
-    );
+    assert_contains!(check.summary(), "NEW error rate 5.00% > 1.00%");
 
     let slow = evaluate(
         &spec(),
