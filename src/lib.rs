@@ -7,7 +7,9 @@
 //! kept so by the `unreachable_pub` lint); the few items the tests reach into are
 //! re-exported below.
 
-// First, so that the unit tests of every module below can use its macros.
+// First, so that every module below can use their macros.
+#[macro_use]
+mod names;
 #[cfg(test)]
 #[macro_use]
 mod testing;
