@@ -58,16 +58,11 @@ pub(crate) enum HookResult {
     Timeout,
 }
 
-impl HookResult {
-    pub(crate) const ALL: [HookResult; 3] =
-        [HookResult::Ok, HookResult::Failed, HookResult::Timeout];
-
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            HookResult::Ok => "ok",
-            HookResult::Failed => "failed",
-            HookResult::Timeout => "timeout",
-        }
+names! {
+    HookResult: pub(crate) fn label, pub(crate) const ALL {
+        Ok => "ok",
+        Failed => "failed",
+        Timeout => "timeout",
     }
 }
 

@@ -7,6 +7,13 @@
 //! kept so by the `unreachable_pub` lint); the few items the tests reach into are
 //! re-exported below.
 
+// First, so that every module below can use their macros.
+#[macro_use]
+mod names;
+#[cfg(test)]
+#[macro_use]
+mod testing;
+
 mod access_log;
 mod admin;
 pub mod app;

@@ -202,27 +202,14 @@ impl Collector for DataPlane {
             })
             .collect();
 
-        let mut requests = encoder.encode_descriptor(
+        counters_by_pool(
+            &mut encoder,
             "cutover_requests",
             "Requests answered, by pool and response class (error: no answer from the backend)",
-            None,
-            MetricType::Counter,
+            &rows,
+            "code",
+            |counts| CodeClass::ALL.map(|class| (class.label(), counts.responses[class as usize])),
         )?;
-        for (service, pool, _, counts) in &rows {
-            for class in CodeClass::ALL {
-                let labels = [
-                    ("service", *service),
-                    ("pool", *pool),
-                    ("code", class.label()),
-                ];
-                requests
-                    .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(
-                        &counts.responses[class as usize],
-                        None,
-                    )?;
-            }
-        }
 
         let mut durations = encoder.encode_descriptor(
             "cutover_request_duration_seconds",
@@ -239,27 +226,17 @@ impl Collector for DataPlane {
                 .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         }
 
-        let mut upstream = encoder.encode_descriptor(
+        counters_by_pool(
+            &mut encoder,
             "cutover_upstream_errors",
             "Failures talking to backends, by kind",
-            None,
-            MetricType::Counter,
+            &rows,
+            "kind",
+            |counts| {
+                UpstreamErrorKind::ALL
+                    .map(|kind| (kind.label(), counts.upstream_errors[kind as usize]))
+            },
         )?;
-        for (service, pool, _, counts) in &rows {
-            for kind in UpstreamErrorKind::ALL {
-                let labels = [
-                    ("service", *service),
-                    ("pool", *pool),
-                    ("kind", kind.label()),
-                ];
-                upstream
-                    .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(
-                        &counts.upstream_errors[kind as usize],
-                        None,
-                    )?;
-            }
-        }
 
         let now_ms = now_millis();
         let mut up = encoder.encode_descriptor(
@@ -294,6 +271,31 @@ impl Collector for DataPlane {
         }
         Ok(())
     }
+}
+
+/// A counter family by service, pool and one more label (`key`), one series for each
+/// (value, count) that `series` gives for a pool.
+fn counters_by_pool<S>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: &[PoolRow<'_>],
+    key: &str,
+    series: impl Fn(&PoolCounts) -> S,
+) -> Result<(), std::fmt::Error>
+where
+    S: IntoIterator<Item = (&'static str, u64)>,
+{
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (service, pool, _, counts) in rows {
+        for (value, count) in series(counts) {
+            let labels = [("service", *service), ("pool", *pool), (key, value)];
+            family
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+        }
+    }
+    Ok(())
 }
 
 /// The count of each exposed bucket (not cumulative: prometheus-client's

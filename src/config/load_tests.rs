@@ -63,11 +63,7 @@ fn a_misspelled_key_names_the_key_and_its_line() {
     let error = error_with(&errors, "`olld`");
     assert_eq!(error.mark.line, 6);
     assert_eq!(error.mark.col, 5);
-    assert!(
-        error.message.contains("did you mean `old`"),
-        "{}",
-        error.message
-    );
+    assert_contains!(error.message, "did you mean `old`");
     assert!(
         error
             .to_string()
@@ -142,7 +138,7 @@ fn service_names_are_unique_and_matches_reachable() {
     let errors = errors(&source);
     let twice = error_with(&errors, "defined twice");
     assert_eq!(twice.mark.line, 12);
-    assert!(twice.message.contains("line 5"), "{}", twice.message);
+    assert_contains!(twice.message, "line 5");
     error_with(&errors, "never reached");
 }
 
@@ -200,11 +196,8 @@ fn a_verify_step_needs_smoke_requests_and_the_one_form() {
     );
 }
 
-#[test]
-fn smoke_requests_are_read_whole() {
-    let source = format!(
-        "{MINIMAL}{}",
-        r#"    rollout:
+/// A verify step's smoke requests, one plain and one with every expectation.
+const GOOD_SMOKE: &str = r#"    rollout:
       steps:
         - verify: smoke
         - weight: 100%
@@ -212,7 +205,13 @@ fn smoke_requests_are_read_whole() {
       - { path: /healthz }
       - { method: POST, path: /echo, body: '{"a":1}', headers: { Content-Type: application/json },
           expect_status: [200, 201], expect_body_contains: '"a":1', expect_header: { content-type: JSON } }
-      - { path: /bad, expect_status: [] }
+"#;
+
+#[test]
+fn smoke_requests_are_read_whole() {
+    let source = format!(
+        "{MINIMAL}{GOOD_SMOKE}{}",
+        r#"      - { path: /bad, expect_status: [] }
       - { path: /bad, expect_status: 700 }
 "#
     );
@@ -221,18 +220,7 @@ fn smoke_requests_are_read_whole() {
     assert!(errors
         .iter()
         .all(|e| e.message.contains("`expect_status` is a status code")));
-    let good = format!(
-        "{MINIMAL}{}",
-        r#"    rollout:
-      steps:
-        - verify: smoke
-        - weight: 100%
-    smoke:
-      - { path: /healthz }
-      - { method: POST, path: /echo, body: '{"a":1}', headers: { Content-Type: application/json },
-          expect_status: [200, 201], expect_body_contains: '"a":1', expect_header: { content-type: JSON } }
-"#
-    );
+    let good = format!("{MINIMAL}{GOOD_SMOKE}");
     let config = load_str(&good).expect("valid");
     let smoke = &config.services[0].smoke;
     assert_eq!(smoke[0].expect_status, vec![200]);
@@ -416,11 +404,7 @@ fn tls_files_must_be_readable() {
     let errors = errors(&source);
     let error = error_with(&errors, "cannot read certificate");
     assert_eq!(error.mark.line, 6);
-    assert!(
-        error.message.contains("/tmp/cutover-test/tls/missing.crt"),
-        "{}",
-        error.message
-    );
+    assert_contains!(error.message, "/tmp/cutover-test/tls/missing.crt");
 }
 
 #[test]

@@ -447,33 +447,21 @@ pub enum HookEvent {
     Reloaded,
 }
 
-impl HookEvent {
-    pub const ALL: [HookEvent; 9] = [
-        HookEvent::Started,
-        HookEvent::StepStarted,
-        HookEvent::StepCompleted,
-        HookEvent::CheckFailed,
-        HookEvent::Paused,
-        HookEvent::Resumed,
-        HookEvent::Promoted,
-        HookEvent::Rollback,
-        HookEvent::Reloaded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookEvent::Started => "started",
-            HookEvent::StepStarted => "step_started",
-            HookEvent::StepCompleted => "step_completed",
-            HookEvent::CheckFailed => "check_failed",
-            HookEvent::Paused => "paused",
-            HookEvent::Resumed => "resumed",
-            HookEvent::Promoted => "promoted",
-            HookEvent::Rollback => "rollback",
-            HookEvent::Reloaded => "reloaded",
-        }
+names! {
+    HookEvent: pub fn as_str, pub const ALL {
+        Started => "started",
+        StepStarted => "step_started",
+        StepCompleted => "step_completed",
+        CheckFailed => "check_failed",
+        Paused => "paused",
+        Resumed => "resumed",
+        Promoted => "promoted",
+        Rollback => "rollback",
+        Reloaded => "reloaded",
     }
+}
 
+impl HookEvent {
     pub fn parse(text: &str) -> Option<HookEvent> {
         HookEvent::ALL.into_iter().find(|e| e.as_str() == text)
     }

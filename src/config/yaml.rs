@@ -351,11 +351,7 @@ mod tests {
     fn duplicate_keys_are_errors_with_both_lines() {
         let err = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
         assert_eq!(err.mark.line, 3);
-        assert!(
-            err.message.contains("first written at line 1"),
-            "{}",
-            err.message
-        );
+        assert_contains!(err.message, "first written at line 1");
     }
 
     #[test]
@@ -432,11 +428,7 @@ mod tests {
     fn deep_flow_nesting_is_refused_where_it_crosses_the_limit() {
         for levels in [MAX_DEPTH, 4_000, 100_000] {
             let err = refused_quickly(&nested_flow(levels));
-            assert!(
-                err.message.contains("nesting deeper than 64 levels"),
-                "{}",
-                err.message
-            );
+            assert_contains!(err.message, "nesting deeper than 64 levels");
             // `a: ` then 63 `[`: the 64th `[` opens the 65th level. With more, the scanner,
             // reading ahead, stops at its own limit of 256 levels first.
             assert_eq!(err.mark.line, 1, "{levels} levels");
@@ -449,20 +441,12 @@ mod tests {
     fn deep_block_nesting_is_refused() {
         for levels in [MAX_DEPTH + 1, 2_000] {
             let err = refused_quickly(&nested_block(levels));
-            assert!(
-                err.message.contains("nesting deeper than 64 levels"),
-                "{}",
-                err.message
-            );
+            assert_contains!(err.message, "nesting deeper than 64 levels");
             assert_eq!(err.mark.line, 65, "{levels} levels");
         }
         let dashes = format!("{}x\n", "- ".repeat(4_000));
         let err = refused_quickly(&dashes);
-        assert!(
-            err.message.contains("nesting deeper than 64 levels"),
-            "{}",
-            err.message
-        );
+        assert_contains!(err.message, "nesting deeper than 64 levels");
     }
 
     #[test]
@@ -470,12 +454,7 @@ mod tests {
         let bomb = alias_bomb();
         assert!(bomb.len() < 600, "{}", bomb.len());
         let err = refused_quickly(&bomb);
-        assert!(
-            err.message
-                .contains("aliases expand to more than 100000 nodes"),
-            "{}",
-            err.message
-        );
+        assert_contains!(err.message, "aliases expand to more than 100000 nodes");
         assert!(err.mark.line >= 6, "{:?}", err.mark);
     }
 
@@ -497,10 +476,6 @@ mod tests {
         text.push_str(&"x".repeat(MAX_SOURCE_BYTES));
         let err = refused_quickly(&text);
         assert_eq!(err.mark, Mark { line: 1, col: 1 });
-        assert!(
-            err.message.contains("more than the 4 MiB"),
-            "{}",
-            err.message
-        );
+        assert_contains!(err.message, "more than the 4 MiB");
     }
 }

@@ -134,13 +134,20 @@ fn every_kind_of_decision_reads_back_as_written() {
     assert!(text.contains(r#""kind":"state","from":"progressing","to":"rolled_back","by":"operator","client":"10.0.0.7:51234""#), "{text}");
 }
 
-#[test]
-fn rotation_keeps_one_old_file_and_since_reads_across_both() {
+/// `api.history.jsonl` in a new directory, rotated when it holds `lines` lines as long as
+/// `check(0)`'s (that length, with its newline, is the third value).
+fn log_holding(lines: u64) -> (tempfile::TempDir, PathBuf, u64, HistoryLog) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("api.history.jsonl");
     let line = serde_json::to_vec(&check(0)).unwrap().len() as u64 + 1;
+    let log = HistoryLog::open_path(path.clone(), line * lines).unwrap();
+    (dir, path, line, log)
+}
+
+#[test]
+fn rotation_keeps_one_old_file_and_since_reads_across_both() {
     // Room for three lines a file.
-    let mut log = HistoryLog::open_path(path.clone(), line * 3).unwrap();
+    let (dir, path, line, mut log) = log_holding(3);
     for second in 0..10 {
         log.append(&check(second)).unwrap();
     }
@@ -196,10 +203,7 @@ fn a_missing_file_holds_nothing() {
 
 #[test]
 fn the_follower_sees_new_entries_across_a_rotation() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("api.history.jsonl");
-    let line = serde_json::to_vec(&check(0)).unwrap().len() as u64 + 1;
-    let mut log = HistoryLog::open_path(path.clone(), line * 2).unwrap();
+    let (_dir, path, _, mut log) = log_holding(2);
     log.append(&check(0)).unwrap();
     let mut follower = Follower::from_end(&path);
     assert!(follower.poll().unwrap().is_empty());

@@ -131,14 +131,12 @@ pub(crate) enum Outcome {
     Skipped,
 }
 
-impl Outcome {
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Outcome::Pass => "pass",
-            Outcome::Fail => "fail",
-            Outcome::Inconclusive => "inconclusive",
-            Outcome::Skipped => "skipped",
-        }
+names! {
+    Outcome: pub(crate) fn label {
+        Pass => "pass",
+        Fail => "fail",
+        Inconclusive => "inconclusive",
+        Skipped => "skipped",
     }
 }
 
@@ -169,15 +167,13 @@ pub(crate) enum Rule {
     LatencyVsOld,
 }
 
-impl Rule {
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Rule::MaxErrorRate => "max_error_rate",
-            Rule::MaxErrorRateIncrease => "max_error_rate_increase",
-            Rule::MaxP99Latency => "max_p99_latency",
-            Rule::MaxP99LatencyRatio => "max_p99_latency_ratio",
-            Rule::LatencyVsOld => "latency_vs_old",
-        }
+names! {
+    Rule: pub(crate) fn label {
+        MaxErrorRate => "max_error_rate",
+        MaxErrorRateIncrease => "max_error_rate_increase",
+        MaxP99Latency => "max_p99_latency",
+        MaxP99LatencyRatio => "max_p99_latency_ratio",
+        LatencyVsOld => "latency_vs_old",
     }
 }
 

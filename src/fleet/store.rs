@@ -235,17 +235,12 @@ impl StateStore for FleetStore {
 /// An operator verb as a forwarded command carries it.
 pub(crate) fn op_to_text(op: &Op) -> String {
     match op {
-        Op::Start => "start".into(),
-        Op::Pause => "pause".into(),
-        Op::Resume => "resume".into(),
-        Op::Promote { full: false } => "promote".into(),
         Op::Promote { full: true } => "promote-full".into(),
-        Op::Rollback => "rollback".into(),
-        Op::Retry => "retry".into(),
         Op::SetWeight { weight, force } => {
             let force = if *force { ":force" } else { "" };
             format!("set-weight:{}{force}", weight.basis_points())
         }
+        _ => op.verb().into(),
     }
 }
 

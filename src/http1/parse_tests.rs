@@ -128,26 +128,30 @@ fn request_heads_say_how_their_body_is_framed() {
         }
         other => panic!("{other:?}"),
     };
-    assert_eq!(
-        framed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
-        RequestBody::Framed(Framing::None)
-    );
-    assert_eq!(
-        framed(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n"),
-        RequestBody::Framed(Framing::Length(3))
-    );
-    assert_eq!(
-        framed(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
-        RequestBody::Conflict
-    );
-    assert_eq!(
-        framed(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n"),
-        RequestBody::Tunnel(Framing::None)
-    );
-    assert_eq!(
-        framed(b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\n"),
-        RequestBody::Tunnel(Framing::Length(2))
-    );
+    for (raw, want) in [
+        (
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            RequestBody::Framed(Framing::None),
+        ),
+        (
+            &b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n"[..],
+            RequestBody::Framed(Framing::Length(3)),
+        ),
+        (
+            &b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            RequestBody::Conflict,
+        ),
+        (
+            &b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            RequestBody::Tunnel(Framing::None),
+        ),
+        (
+            &b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\n"[..],
+            RequestBody::Tunnel(Framing::Length(2)),
+        ),
+    ] {
+        assert_eq!(framed(raw), want, "{}", String::from_utf8_lossy(raw));
+    }
     assert_eq!(request_head(b"GET / HTTP/1.1\r\nHo"), RequestHead::Partial);
     assert_eq!(
         request_head(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),

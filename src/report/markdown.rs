@@ -26,15 +26,11 @@ pub(super) fn text(facts: &Facts<'_>) -> String {
     );
     out.push_str("## Control points\n\n| time | control point | what was checked | evidence | decided by |\n|---|---|---|---|---|\n");
     for point in &facts.control_points {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} |",
-            timestamp(point.at),
-            cell(&point.what),
-            cell(&point.checked),
-            cell(&point.evidence),
-            cell(&point.decided_by)
-        );
+        let _ = write!(out, "| {} |", timestamp(point.at));
+        for column in point.columns() {
+            let _ = write!(out, " {} |", cell(column));
+        }
+        out.push('\n');
     }
     out.push_str("\n## Hook runs\n\n");
     let mut any = false;

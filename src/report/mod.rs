@@ -11,11 +11,13 @@ mod html;
 mod markdown;
 mod svg;
 
+use std::fmt;
+
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::evidence::record::{
-    CheckRecord, Decision, Entry, Method, Outcome, PoolRecord, Rule, RuleRecord,
+    CheckRecord, DecidedBy, Decision, Entry, Method, Outcome, PoolRecord, Rule, RuleRecord,
 };
 
 /// The report's format (`--format html|md`).
@@ -57,6 +59,13 @@ struct ControlPoint {
     checked: String,
     evidence: String,
     decided_by: String,
+}
+
+impl ControlPoint {
+    /// The table's text columns after the time, in the order both formats print them.
+    fn columns(&self) -> [&str; 4] {
+        [&self.what, &self.checked, &self.evidence, &self.decided_by]
+    }
 }
 
 impl<'a> Facts<'a> {
@@ -290,6 +299,11 @@ fn percent(fraction: f64) -> String {
     format!("{:.2}%", fraction * 100.0)
 }
 
+/// `from → to by whom: why`, the shape of every step and state change.
+fn change(from: impl fmt::Display, to: impl fmt::Display, by: &DecidedBy, reason: &str) -> String {
+    format!("{from} → {to} by {}: {reason}", by.describe())
+}
+
 /// The decision in one line, with its numbers.
 pub(crate) fn describe(entry: &Entry) -> String {
     match &entry.decision {
@@ -311,21 +325,17 @@ pub(crate) fn describe(entry: &Entry) -> String {
         }
         Decision::Trip(trip) => trip.reason.clone(),
         Decision::Step(step) => format!(
-            "step {} ({}): weight {}% → {}% by {}: {}",
+            "step {} ({}): {}",
             step.to_step + 1,
             step.description,
-            step.from_weight,
-            step.to_weight,
-            step.by.describe(),
-            step.reason
+            change(
+                format_args!("weight {}%", step.from_weight),
+                format_args!("{}%", step.to_weight),
+                &step.by,
+                &step.reason
+            )
         ),
-        Decision::State(state) => format!(
-            "{} → {} by {}: {}",
-            state.from,
-            state.to,
-            state.by.describe(),
-            state.reason
-        ),
+        Decision::State(state) => change(&state.from, &state.to, &state.by, &state.reason),
         Decision::Operator(command) => format!(
             "operator {} ran `{}`: {}{}",
             command.client,

@@ -271,31 +271,24 @@ mod tests {
         side
     }
 
+    /// Why the benchmark of OLD against NEW failed (it must fail).
+    fn failure(old: Side, new: Side) -> String {
+        judge(&spec(), old, new).failure.expect("a failure")
+    }
+
     #[test]
     fn equal_sides_pass_and_the_summary_names_the_figures() {
         let outcome = judge(&spec(), side(200, 0, 20), side(200, 1, 21));
         assert_eq!(outcome.failure, None, "{}", outcome.summary);
-        assert!(
-            outcome
-                .summary
-                .contains("NEW p99 21.0 ms / OLD p99 20.0 ms = 1.05"),
-            "{}",
-            outcome.summary
-        );
-        assert!(
-            outcome.summary.contains("error rate NEW 0.50%"),
-            "{}",
-            outcome.summary
-        );
+        assert_contains!(outcome.summary, "NEW p99 21.0 ms / OLD p99 20.0 ms = 1.05");
+        assert_contains!(outcome.summary, "error rate NEW 0.50%");
     }
 
     #[test]
     fn a_slow_new_fails_on_the_ratio_with_both_p99s() {
-        let outcome = judge(&spec(), side(200, 0, 20), side(200, 0, 80));
-        let failure = outcome.failure.unwrap();
-        assert!(
-            failure.contains("NEW p99 80.0 ms / OLD p99 20.0 ms = 4.00, above the limit of 1.3"),
-            "{failure}"
+        assert_contains!(
+            failure(side(200, 0, 20), side(200, 0, 80)),
+            "NEW p99 80.0 ms / OLD p99 20.0 ms = 4.00, above the limit of 1.3"
         );
     }
 
@@ -317,21 +310,17 @@ mod tests {
 
     #[test]
     fn errors_above_the_limit_fail() {
-        let outcome = judge(&spec(), side(200, 0, 20), side(200, 20, 20));
-        let failure = outcome.failure.unwrap();
-        assert!(
-            failure.starts_with("NEW error rate 10.00% is above the limit of 1.00%"),
-            "{failure}"
+        assert_starts_with!(
+            failure(side(200, 0, 20), side(200, 20, 20)),
+            "NEW error rate 10.00% is above the limit of 1.00%"
         );
     }
 
     #[test]
     fn too_few_answers_on_either_side_fail_closed() {
-        let outcome = judge(&spec(), side(200, 150, 20), side(200, 0, 20));
-        let failure = outcome.failure.unwrap();
-        assert!(
-            failure.starts_with("inconclusive: OLD answered 50 of 200"),
-            "{failure}"
+        assert_starts_with!(
+            failure(side(200, 150, 20), side(200, 0, 20)),
+            "inconclusive: OLD answered 50 of 200"
         );
         // NEW quick but too few: its errors already fail it; with a lax limit, still no pass.
         let lax = BenchmarkSpec {
@@ -339,10 +328,9 @@ mod tests {
             ..spec()
         };
         let outcome = judge(&lax, side(200, 0, 20), side(200, 150, 20));
-        let failure = outcome.failure.unwrap();
-        assert!(
-            failure.starts_with("inconclusive: NEW answered 50 of 200"),
-            "{failure}"
+        assert_starts_with!(
+            outcome.failure.expect("a failure"),
+            "inconclusive: NEW answered 50 of 200"
         );
         // Nothing sent at all.
         let outcome = judge(&spec(), Side::new(), Side::new());

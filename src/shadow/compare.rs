@@ -124,9 +124,6 @@ fn excerpt(a: &str, b: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-    use http::{HeaderMap, StatusCode};
-
     use super::*;
 
     fn spec() -> ShadowSpec {
@@ -149,14 +146,7 @@ mod tests {
     }
 
     fn answer(status: u16, body: &str) -> Answer {
-        let mut headers = HeaderMap::new();
-        headers.insert("content-type", "application/json".parse().unwrap());
-        Answer {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers,
-            body: Bytes::from(body.to_string()),
-            truncated: false,
-        }
+        Answer::of(status, "application/json", body)
     }
 
     #[test]

@@ -35,6 +35,21 @@ pub(crate) struct Answer {
     pub truncated: bool,
 }
 
+#[cfg(test)]
+impl Answer {
+    /// A whole answer with one `content-type`, for the comparison and smoke tests.
+    pub(crate) fn of(status: u16, content_type: &str, body: &str) -> Answer {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", content_type.parse().unwrap());
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: Bytes::from(body.to_string()),
+            truncated: false,
+        }
+    }
+}
+
 /// Sends `request` to `addr` (`host:port`) and reads the answer; every failure is a
 /// sentence naming what went wrong. `deadline` bounds the whole exchange.
 pub(crate) async fn exchange(

@@ -136,7 +136,7 @@ pub(crate) fn judge(smoke: &SmokeRequest, answer: &Answer) -> Result<(), String>
 
 #[cfg(test)]
 mod tests {
-    use http::{HeaderMap, HeaderName, Method, StatusCode};
+    use http::{HeaderName, Method};
 
     use super::*;
 
@@ -152,34 +152,23 @@ mod tests {
         }
     }
 
-    fn answer(status: u16, content_type: &str, body: &str) -> Answer {
-        let mut headers = HeaderMap::new();
-        headers.insert("content-type", content_type.parse().unwrap());
-        Answer {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers,
-            body: Bytes::from(body.to_string()),
-            truncated: false,
-        }
-    }
-
     #[test]
     fn every_expectation_is_checked_and_the_difference_named() {
         let smoke = smoke();
         assert_eq!(
-            judge(&smoke, &answer(201, "application/JSON", r#"{"a":1}"#)),
+            judge(&smoke, &Answer::of(201, "application/JSON", r#"{"a":1}"#)),
             Ok(())
         );
         assert_eq!(
-            judge(&smoke, &answer(500, "application/json", r#"{"a":1}"#)),
+            judge(&smoke, &Answer::of(500, "application/json", r#"{"a":1}"#)),
             Err("status 500, expected 200 or 201".to_string())
         );
         assert_eq!(
-            judge(&smoke, &answer(200, "text/plain", r#"{"a":1}"#)),
+            judge(&smoke, &Answer::of(200, "text/plain", r#"{"a":1}"#)),
             Err("header `content-type: text/plain` does not contain `json`".to_string())
         );
         assert_eq!(
-            judge(&smoke, &answer(200, "application/json", r#"{"a":2}"#)),
+            judge(&smoke, &Answer::of(200, "application/json", r#"{"a":2}"#)),
             Err(r#"the body does not contain `"a":1` (it begins `{"a":2}`)"#.to_string())
         );
     }

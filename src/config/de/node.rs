@@ -49,6 +49,21 @@ impl<'a> NodeDe<'a> {
 const EMPTY_ENTRIES: &[(Node, Node)] = &[];
 const EMPTY_ITEMS: &[Node] = &[];
 
+/// The number methods differ only in the type parsed and the visitor method called; a
+/// scalar that does not parse is an error recorded at its position, and 0 goes on so that
+/// the rest of the file is still checked.
+macro_rules! numbers {
+    ($($method:ident => $visit:ident($ty:ty, $expected:literal)),* $(,)?) => {
+        $(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+                let n = self.parse_number::<$ty>($expected).unwrap_or_default();
+                visitor
+                    .$visit(n)
+                    .map_err(|e: DeError| e.at(self.node.mark))
+            }
+        )*
+    };
+}
 impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
     type Error = DeError;
 
@@ -99,32 +114,11 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
             .map_err(|e: DeError| e.at(self.node.mark))
     }
 
-    fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        let n = self.parse_number::<u64>("a whole number").unwrap_or(0);
-        visitor
-            .visit_u64(n)
-            .map_err(|e: DeError| e.at(self.node.mark))
-    }
-
-    fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        let n = self.parse_number::<u32>("a whole number").unwrap_or(0);
-        visitor
-            .visit_u32(n)
-            .map_err(|e: DeError| e.at(self.node.mark))
-    }
-
-    fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        let n = self.parse_number::<i64>("a whole number").unwrap_or(0);
-        visitor
-            .visit_i64(n)
-            .map_err(|e: DeError| e.at(self.node.mark))
-    }
-
-    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        let n = self.parse_number::<f64>("a number").unwrap_or(0.0);
-        visitor
-            .visit_f64(n)
-            .map_err(|e: DeError| e.at(self.node.mark))
+    numbers! {
+        deserialize_u64 => visit_u64(u64, "a whole number"),
+        deserialize_u32 => visit_u32(u32, "a whole number"),
+        deserialize_i64 => visit_i64(i64, "a whole number"),
+        deserialize_f64 => visit_f64(f64, "a number"),
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {

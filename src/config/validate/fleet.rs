@@ -63,12 +63,14 @@ impl Checker<'_> {
     }
 
     fn etcd_endpoints(&mut self, file: &FleetFile, parent: Mark) -> Vec<String> {
-        let Some(list) = self.required(&file.etcd, parent, "etcd") else {
+        let Some(list) = self.required_list(
+            &file.etcd,
+            parent,
+            "etcd",
+            "list at least one etcd endpoint",
+        ) else {
             return Vec::new();
         };
-        if list.value.is_empty() {
-            self.error(list.mark, "list at least one etcd endpoint");
-        }
         let mut endpoints = Vec::new();
         for endpoint in &list.value {
             match endpoint_url(&endpoint.value) {

@@ -16,12 +16,14 @@ impl Checker<'_> {
         listeners: &Option<Spanned<Vec<Spanned<ListenerFile>>>>,
         top: Mark,
     ) -> Vec<Listener> {
-        let Some(listeners) = self.required(listeners, top, "listeners") else {
+        let Some(listeners) = self.required_list(
+            listeners,
+            top,
+            "listeners",
+            "at least one listener is needed",
+        ) else {
             return Vec::new();
         };
-        if listeners.value.is_empty() {
-            self.error(listeners.mark, "at least one listener is needed");
-        }
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for listener in &listeners.value {

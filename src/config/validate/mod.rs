@@ -150,6 +150,21 @@ impl Checker<'_> {
         field.as_ref()
     }
 
+    /// A list that must be there and hold an entry; `empty` is the error when it holds none.
+    fn required_list<'v, T>(
+        &mut self,
+        field: &'v Option<Spanned<Vec<T>>>,
+        parent: Mark,
+        what: &str,
+        empty: &str,
+    ) -> Option<&'v Spanned<Vec<T>>> {
+        let list = self.required(field, parent, what)?;
+        if list.value.is_empty() {
+            self.error(list.mark, empty);
+        }
+        Some(list)
+    }
+
     fn socket_addr(&mut self, field: &Spanned<String>) -> Option<SocketAddr> {
         match field.value.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),

@@ -16,12 +16,11 @@ impl Checker<'_> {
         services: &Option<Spanned<Vec<Spanned<ServiceFile>>>>,
         top: Mark,
     ) -> Vec<Service> {
-        let Some(services) = self.required(services, top, "services") else {
+        let Some(services) =
+            self.required_list(services, top, "services", "at least one service is needed")
+        else {
             return Vec::new();
         };
-        if services.value.is_empty() {
-            self.error(services.mark, "at least one service is needed");
-        }
         let mut names: Vec<(String, Mark)> = Vec::new();
         let mut out: Vec<(Service, Mark)> = Vec::new();
         for service in &services.value {

@@ -165,15 +165,11 @@ pub enum Verdict {
     Inconclusive,
 }
 
-impl Verdict {
-    pub const ALL: [Verdict; 3] = [Verdict::Pass, Verdict::Fail, Verdict::Inconclusive];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "fail",
-            Verdict::Inconclusive => "inconclusive",
-        }
+names! {
+    Verdict: pub fn label, pub const ALL {
+        Pass => "pass",
+        Fail => "fail",
+        Inconclusive => "inconclusive",
     }
 }
 

@@ -23,17 +23,18 @@ fn pool(ok: u64, errors: u64, latency_ms: u64) -> PoolCounts {
     counts
 }
 
+/// One statistical check (confidence 0.99) of a window with these two pools.
+fn check_of(new: PoolCounts, old: PoolCounts) -> Check {
+    evaluate(&spec(), 0.99, &WindowCounts { new, old })
+}
+
 fn rule(check: &Check, rule: Rule) -> &RuleRecord {
     check.rules.iter().find(|r| r.rule == rule).unwrap()
 }
 
 #[test]
 fn too_few_requests_are_inconclusive() {
-    let window = WindowCounts {
-        new: pool(60, 30, 10),
-        old: pool(1000, 0, 10),
-    };
-    let check = evaluate(&spec(), 0.99, &window);
+    let check = check_of(pool(60, 30, 10), pool(1000, 0, 10));
     assert_eq!(check.verdict, Verdict::Inconclusive);
     assert!(check.rules.is_empty());
 }
@@ -41,11 +42,7 @@ fn too_few_requests_are_inconclusive() {
 #[test]
 fn a_clear_error_regression_fails_with_its_bound() {
     // 30 of 1200 (2.5%): Wilson's 99% lower bound is 1.65% (SciPy, intervals_tests.rs).
-    let window = WindowCounts {
-        new: pool(1170, 30, 10),
-        old: pool(22800 - 90, 90, 10),
-    };
-    let check = evaluate(&spec(), 0.99, &window);
+    let check = check_of(pool(1170, 30, 10), pool(22800 - 90, 90, 10));
     assert_eq!(check.verdict, Verdict::Fail);
     let absolute = rule(&check, Rule::MaxErrorRate);
     assert_eq!(absolute.outcome, Outcome::Fail);
@@ -86,11 +83,7 @@ fn evaluate_threshold(window: &WindowCounts) -> Verdict {
 
 #[test]
 fn healthy_traffic_with_plenty_of_requests_passes_every_rule() {
-    let window = WindowCounts {
-        new: pool(6000, 0, 10),
-        old: pool(18000, 20, 10),
-    };
-    let check = evaluate(&spec(), 0.99, &window);
+    let check = check_of(pool(6000, 0, 10), pool(18000, 20, 10));
     assert_eq!(check.verdict, Verdict::Pass, "{}", check.summary());
     assert_eq!(check.rules.len(), 4);
     assert!(check.rules.iter().all(|r| r.outcome == Outcome::Pass));
@@ -98,11 +91,7 @@ fn healthy_traffic_with_plenty_of_requests_passes_every_rule() {
 
 #[test]
 fn slow_new_fails_the_latency_rules() {
-    let window = WindowCounts {
-        new: pool(3000, 0, 700),
-        old: pool(9000, 0, 10),
-    };
-    let check = evaluate(&spec(), 0.99, &window);
+    let check = check_of(pool(3000, 0, 700), pool(9000, 0, 10));
     assert_eq!(check.verdict, Verdict::Fail);
     assert_eq!(rule(&check, Rule::LatencyVsOld).outcome, Outcome::Fail);
     assert!(rule(&check, Rule::LatencyVsOld).p_value.unwrap() < 0.01);

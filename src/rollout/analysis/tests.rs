@@ -60,11 +60,7 @@ fn each_rule_breaches_with_its_numbers() {
     let rules: Vec<&str> = check.breaches.iter().map(|b| b.rule).collect();
     assert_eq!(rules, vec!["max_error_rate", "max_error_rate_increase"]);
     assert!((check.breaches[0].measured - 0.05).abs() < 1e-9);
-    assert!(
-        check.summary().contains("NEW error rate 5.00% > 1.00%"),
-        "{}",
-        check.summary()
-    );
+    assert_contains!(check.summary(), "NEW error rate 5.00% > 1.00%");
 
     let slow = evaluate(
         &spec(),
@@ -144,13 +140,18 @@ fn windows_subtract_the_sample_at_the_window_start() {
     assert_eq!(short.new.errors(), 10);
 }
 
-#[test]
-fn the_trip_sees_an_outage_in_its_first_second() {
-    let trip_spec = TripSpec {
+/// Trips at 25% errors over at least 20 requests in 10 s.
+fn quarter_of_twenty_in_ten_seconds() -> TripSpec {
+    TripSpec {
         error_rate: 0.25,
         min_requests: 20,
         window: Duration::from_secs(10),
-    };
+    }
+}
+
+#[test]
+fn the_trip_sees_an_outage_in_its_first_second() {
+    let trip_spec = quarter_of_twenty_in_ten_seconds();
     let mut windows = Windows::new(Duration::from_secs(120));
     let new = PoolStats::default();
     let old = PoolStats::default();
@@ -171,11 +172,7 @@ fn the_trip_sees_an_outage_in_its_first_second() {
 
 #[test]
 fn the_trip_waits_for_enough_requests_within_its_window() {
-    let trip_spec = TripSpec {
-        error_rate: 0.25,
-        min_requests: 20,
-        window: Duration::from_secs(10),
-    };
+    let trip_spec = quarter_of_twenty_in_ten_seconds();
     let mut windows = Windows::new(Duration::from_secs(60));
     let new = PoolStats::default();
     let old = PoolStats::default();

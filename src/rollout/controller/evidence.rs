@@ -108,21 +108,12 @@ pub(super) fn decided_by(input: &Input, client: Option<&str>) -> DecidedBy {
 /// `pause`, `promote --full`, `set-weight 30% --force`.
 pub(super) fn describe_op(op: &Op) -> String {
     match op {
-        Op::Start => "start".into(),
-        Op::Pause => "pause".into(),
-        Op::Resume => "resume".into(),
-        Op::Promote { full: false } => "promote".into(),
         Op::Promote { full: true } => "promote --full".into(),
-        Op::Rollback => "rollback".into(),
-        Op::Retry => "retry".into(),
-        Op::SetWeight {
-            weight,
-            force: false,
-        } => format!("set-weight {weight}"),
-        Op::SetWeight {
-            weight,
-            force: true,
-        } => format!("set-weight {weight} --force"),
+        Op::SetWeight { weight, force } => {
+            let force = if *force { " --force" } else { "" };
+            format!("set-weight {weight}{force}")
+        }
+        _ => op.verb().into(),
     }
 }
 
@@ -341,6 +332,42 @@ impl Controller {
                 _ => DecidedBy::Config,
             };
             let _ = self.record(index, reload_record(ok, changes, by));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_is_recorded_as_the_operator_would_type_it() {
+        let weight = Weight::from_percent(30.0).unwrap();
+        let ops = [
+            (Op::Start, "start"),
+            (Op::Pause, "pause"),
+            (Op::Resume, "resume"),
+            (Op::Promote { full: false }, "promote"),
+            (Op::Promote { full: true }, "promote --full"),
+            (Op::Rollback, "rollback"),
+            (Op::Retry, "retry"),
+            (
+                Op::SetWeight {
+                    weight,
+                    force: false,
+                },
+                "set-weight 30%",
+            ),
+            (
+                Op::SetWeight {
+                    weight,
+                    force: true,
+                },
+                "set-weight 30% --force",
+            ),
+        ];
+        for (op, text) in ops {
+            assert_eq!(describe_op(&op), text);
         }
     }
 }

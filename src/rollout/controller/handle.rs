@@ -52,6 +52,21 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The verb as the command line names it, without its options.
+    pub(crate) fn verb(&self) -> &'static str {
+        match self {
+            Op::Start => "start",
+            Op::Pause => "pause",
+            Op::Resume => "resume",
+            Op::Promote { .. } => "promote",
+            Op::Rollback => "rollback",
+            Op::Retry => "retry",
+            Op::SetWeight { .. } => "set-weight",
+        }
+    }
+}
+
 /// What an accepted verb left behind: the service's status, and a note when the verb
 /// changed nothing because what it asks for already holds ("already paused").
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -67,13 +82,11 @@ pub enum ReloadSource {
     Api,
 }
 
-impl ReloadSource {
-    pub fn label(self) -> &'static str {
-        match self {
-            ReloadSource::Signal => "SIGHUP",
-            ReloadSource::Watch => "file change",
-            ReloadSource::Api => "admin API",
-        }
+names! {
+    ReloadSource: pub fn label {
+        Signal => "SIGHUP",
+        Watch => "file change",
+        Api => "admin API",
     }
 }
 

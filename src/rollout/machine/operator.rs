@@ -12,16 +12,22 @@ use crate::config::{HookEvent, Weight};
 use crate::rollout::schedule::PlannedKind;
 
 impl Machine<'_> {
+    /// Refuses a verb outside the one phase it applies in, naming the phase it found.
+    fn only(&self, phase: Phase, what: &str) -> Result<(), Refusal> {
+        if self.state.phase == phase {
+            return Ok(());
+        }
+        refuse(format!(
+            "only a {what}; this one is {}",
+            self.state.phase.label()
+        ))
+    }
+
     pub(super) fn pause_manually(&mut self) -> Result<(), Refusal> {
         if self.state.phase == Phase::Paused {
             return Ok(());
         }
-        if self.state.phase != Phase::Progressing {
-            return refuse(format!(
-                "only a progressing rollout can pause; this one is {}",
-                self.state.phase.label()
-            ));
-        }
+        self.only(Phase::Progressing, "progressing rollout can pause")?;
         self.pause(PauseCause::Manual, "paused by an operator".into());
         Ok(())
     }
@@ -30,12 +36,7 @@ impl Machine<'_> {
         if self.state.phase == Phase::Progressing {
             return Ok(());
         }
-        if self.state.phase != Phase::Paused {
-            return refuse(format!(
-                "only a paused rollout can resume; this one is {}",
-                self.state.phase.label()
-            ));
-        }
+        self.only(Phase::Paused, "paused rollout can resume")?;
         if self.state.pause_cause == Some(PauseCause::PauseStep) && !self.state.realign {
             return refuse(format!(
                 "step {} is a pause step: `cutover promote` continues",
@@ -59,26 +60,16 @@ impl Machine<'_> {
             }
             return Ok(());
         }
-        match self.current().cloned() {
-            Some(
-                PlannedKind::Gate { .. }
-                | PlannedKind::Run { .. }
-                | PlannedKind::Verify { .. }
-                | PlannedKind::Shadow(_),
-            ) => {
-                if self.hook_succeeded(self.state.step) {
-                    self.complete_step();
-                } else if !self.state.hook_in_flight {
-                    if cause == Some(PauseCause::GateDeadline) {
-                        self.state.gate_elapsed_ms = 0;
-                    }
-                    self.state.run_attempts = 0;
-                    self.run_step_hook();
-                }
+        self.pick_up(|machine| {
+            if machine.state.hook_in_flight {
+                return;
             }
-            Some(PlannedKind::Weight { .. }) => self.maybe_complete(),
-            _ => {}
-        }
+            if cause == Some(PauseCause::GateDeadline) {
+                machine.state.gate_elapsed_ms = 0;
+            }
+            machine.state.run_attempts = 0;
+            machine.run_step_hook();
+        });
         Ok(())
     }
 
@@ -145,12 +136,7 @@ impl Machine<'_> {
     }
 
     pub(super) fn retry(&mut self, run_id: String) -> Result<(), Refusal> {
-        if self.state.phase != Phase::RolledBack {
-            return refuse(format!(
-                "only a rolled back rollout can be retried; this one is {}",
-                self.state.phase.label()
-            ));
-        }
+        self.only(Phase::RolledBack, "rolled back rollout can be retried")?;
         self.state.weight = Weight::ZERO;
         self.begin(run_id, "rollout retried from step 1");
         Ok(())
@@ -228,22 +214,28 @@ impl Machine<'_> {
         if self.state.phase != Phase::Progressing || self.state.realign {
             return;
         }
-        match self.current() {
-            Some(
-                PlannedKind::Gate { .. }
-                | PlannedKind::Run { .. }
-                | PlannedKind::Verify { .. }
-                | PlannedKind::Shadow(_),
-            ) => {
-                if self.hook_succeeded(self.state.step) {
+        self.pick_up(|machine| {
+            // It was running when the process stopped: run it again.
+            machine.state.run_attempts = machine.state.run_attempts.saturating_sub(1);
+            machine.run_step_hook();
+        });
+    }
+
+    /// Takes the current step up again after a pause or a restart: a weight step completes
+    /// if its hold is over, a hook step whose hook succeeded completes, and one whose hook
+    /// has not succeeded is handed to `unfinished`.
+    fn pick_up(&mut self, unfinished: impl FnOnce(&mut Self)) {
+        let index = self.state.step;
+        let plan = self.plan;
+        match plan.steps.get(index) {
+            Some(step) if step.hook().is_some() => {
+                if self.hook_succeeded(index) {
                     self.complete_step();
                 } else {
-                    // It was running when the process stopped: run it again.
-                    self.state.run_attempts = self.state.run_attempts.saturating_sub(1);
-                    self.run_step_hook();
+                    unfinished(self);
                 }
             }
-            Some(PlannedKind::Weight { .. }) => self.maybe_complete(),
+            Some(step) if matches!(step.kind, PlannedKind::Weight { .. }) => self.maybe_complete(),
             _ => {}
         }
     }

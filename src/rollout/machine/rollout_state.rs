@@ -53,29 +53,19 @@ pub enum ServiceState {
     Static,
 }
 
-impl ServiceState {
-    pub const ALL: [ServiceState; 7] = [
-        ServiceState::Pending,
-        ServiceState::Progressing,
-        ServiceState::Waiting,
-        ServiceState::Paused,
-        ServiceState::Promoted,
-        ServiceState::RolledBack,
-        ServiceState::Static,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceState::Pending => "pending",
-            ServiceState::Progressing => "progressing",
-            ServiceState::Waiting => "waiting",
-            ServiceState::Paused => "paused",
-            ServiceState::Promoted => "promoted",
-            ServiceState::RolledBack => "rolled_back",
-            ServiceState::Static => "static",
-        }
+names! {
+    ServiceState: pub fn as_str, pub const ALL {
+        Pending => "pending",
+        Progressing => "progressing",
+        Waiting => "waiting",
+        Paused => "paused",
+        Promoted => "promoted",
+        RolledBack => "rolled_back",
+        Static => "static",
     }
+}
 
+impl ServiceState {
     /// Whether the rollout is over, one way or the other.
     pub fn is_final(self) -> bool {
         matches!(self, ServiceState::Promoted | ServiceState::RolledBack)
@@ -139,27 +129,15 @@ pub enum RollbackReason {
     Shadow,
 }
 
-impl RollbackReason {
-    pub const ALL: [RollbackReason; 7] = [
-        RollbackReason::Analysis,
-        RollbackReason::Trip,
-        RollbackReason::Manual,
-        RollbackReason::Hook,
-        RollbackReason::Gate,
-        RollbackReason::Verify,
-        RollbackReason::Shadow,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            RollbackReason::Analysis => "analysis",
-            RollbackReason::Trip => "trip",
-            RollbackReason::Manual => "manual",
-            RollbackReason::Hook => "hook",
-            RollbackReason::Gate => "gate",
-            RollbackReason::Verify => "verify",
-            RollbackReason::Shadow => "shadow",
-        }
+names! {
+    RollbackReason: pub fn label, pub const ALL {
+        Analysis => "analysis",
+        Trip => "trip",
+        Manual => "manual",
+        Hook => "hook",
+        Gate => "gate",
+        Verify => "verify",
+        Shadow => "shadow",
     }
 }
 

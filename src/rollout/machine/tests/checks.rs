@@ -158,12 +158,7 @@ fn rolled_back_is_latched_until_retry() {
 
 #[test]
 fn past_a_point_of_no_return_regressions_pause() {
-    let steps = vec![
-        weight_step(5.0, 0),
-        run("switch-writes", 0, true),
-        weight_step(50.0, 60),
-        weight_step(100.0, 0),
-    ];
+    let steps = switching_writes(0, 0, true, [weight_step(50.0, 60), weight_step(100.0, 0)]);
     let mut rollout = Rollout::started(plan(steps, Some(analysis(2))));
     rollout.check(Verdict::Pass);
     assert_eq!(rollout.state.step, 1);

@@ -18,29 +18,28 @@ fn inconclusive_for(rollout: &mut Rollout, seconds: u64) {
     }
 }
 
-#[test]
-fn a_statistical_step_inconclusive_past_max_wait_pauses_for_not_enough_evidence() {
-    let mut rollout = Rollout::started(statistical(Some(600)));
-    inconclusive_for(&mut rollout, 570);
+/// Inconclusive for `seconds`, still progressing; 30 s more pauses it for evidence.
+fn pauses_after(rollout: &mut Rollout, seconds: u64) {
+    inconclusive_for(rollout, seconds - 30);
     assert_eq!(rollout.state.phase, Phase::Progressing);
-    inconclusive_for(&mut rollout, 30);
+    inconclusive_for(rollout, 30);
     assert_eq!(rollout.state.phase, Phase::Paused);
     assert_eq!(
         rollout.state.pause_cause,
         Some(PauseCause::NotEnoughEvidence)
     );
+}
+
+#[test]
+fn a_statistical_step_inconclusive_past_max_wait_pauses_for_not_enough_evidence() {
+    let mut rollout = Rollout::started(statistical(Some(600)));
+    pauses_after(&mut rollout, 600);
     let reason = rollout.state.reason.clone().unwrap_or_default();
     assert!(reason.starts_with("not enough evidence"), "{reason}");
     assert_eq!(rollout.state.weight, w(5.0), "a pause keeps the weight");
     // Resuming waits another `max_wait`, from now.
     rollout.ok(Input::Resume);
-    inconclusive_for(&mut rollout, 570);
-    assert_eq!(rollout.state.phase, Phase::Progressing);
-    inconclusive_for(&mut rollout, 30);
-    assert_eq!(
-        rollout.state.pause_cause,
-        Some(PauseCause::NotEnoughEvidence)
-    );
+    pauses_after(&mut rollout, 600);
 }
 
 #[test]
@@ -49,13 +48,7 @@ fn the_default_max_wait_is_three_holds_and_a_conclusive_check_restarts_it() {
     let mut rollout = Rollout::started(statistical(None));
     inconclusive_for(&mut rollout, 3600);
     rollout.check(Verdict::Fail);
-    inconclusive_for(&mut rollout, 5370);
-    assert_eq!(rollout.state.phase, Phase::Progressing);
-    inconclusive_for(&mut rollout, 30);
-    assert_eq!(
-        rollout.state.pause_cause,
-        Some(PauseCause::NotEnoughEvidence)
-    );
+    pauses_after(&mut rollout, 5400);
 }
 
 #[test]
@@ -68,9 +61,5 @@ fn the_threshold_method_waits_unless_max_wait_is_set() {
         analysis.max_wait = Some(Duration::from_secs(900));
     }
     let mut rollout = Rollout::started(plan);
-    inconclusive_for(&mut rollout, 900);
-    assert_eq!(
-        rollout.state.pause_cause,
-        Some(PauseCause::NotEnoughEvidence)
-    );
+    pauses_after(&mut rollout, 900);
 }

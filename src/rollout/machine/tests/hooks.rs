@@ -56,11 +56,7 @@ fn a_gate_is_polled_until_it_passes_and_its_deadline_pauses_or_rolls_back() {
 
 #[test]
 fn a_run_step_retries_then_rolls_back() {
-    let steps = vec![
-        weight_step(5.0, 0),
-        run("switch-writes", 2, false),
-        weight_step(100.0, 0),
-    ];
+    let steps = switching_writes(0, 2, false, [weight_step(100.0, 0)]);
     let mut rollout = Rollout::started(plan(steps, None));
     assert_eq!(rollout.state.step, 1);
     rollout.hook_done(false);

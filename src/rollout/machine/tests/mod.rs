@@ -55,6 +55,21 @@ fn run(hook: &str, retries: u32, point_of_no_return: bool) -> PlannedStep {
     }
 }
 
+/// 5% held `hold_s`, the `switch-writes` run step, then `after`.
+fn switching_writes(
+    hold_s: u64,
+    retries: u32,
+    point_of_no_return: bool,
+    after: impl IntoIterator<Item = PlannedStep>,
+) -> Vec<PlannedStep> {
+    let mut steps = vec![
+        weight_step(5.0, hold_s),
+        run("switch-writes", retries, point_of_no_return),
+    ];
+    steps.extend(after);
+    steps
+}
+
 fn pause() -> PlannedStep {
     PlannedStep {
         kind: PlannedKind::Pause,

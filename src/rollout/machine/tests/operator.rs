@@ -52,11 +52,7 @@ fn promote_completes_the_current_step_and_full_jumps_to_the_last() {
 
 #[test]
 fn promote_full_will_not_skip_a_run_hook() {
-    let steps = vec![
-        weight_step(5.0, 60),
-        run("switch-writes", 0, true),
-        weight_step(100.0, 0),
-    ];
+    let steps = switching_writes(60, 0, true, [weight_step(100.0, 0)]);
     let mut rollout = Rollout::started(plan(steps, None));
     let refusal = rollout.refused(Input::Promote { full: true });
     assert!(refusal.contains("switch-writes"), "{refusal}");
