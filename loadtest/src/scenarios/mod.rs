@@ -215,7 +215,9 @@ pub async fn run_matrix(plan: &MatrixPlan) -> Result<Vec<Row>, String> {
             });
         }
     }
-    let mut first_error = None;
+    // A run that could not be measured (a warm-up that never passed, a proxy that died) is
+    // reported and leaves its row with fewer runs; the other rows still count.
+    let mut errors = 0;
     for task in tasks {
         match task.await {
             Ok(Ok((name, method, outcome))) => {
@@ -227,17 +229,21 @@ pub async fn run_matrix(plan: &MatrixPlan) -> Result<Vec<Row>, String> {
                 }
             }
             Ok(Err(e)) => {
-                first_error.get_or_insert(e);
+                eprintln!("loadtest scenarios: a run was not measured: {e}");
+                errors += 1;
             }
             Err(e) => {
-                first_error.get_or_insert(format!("a run panicked: {e}"));
+                eprintln!("loadtest scenarios: a run panicked: {e}");
+                errors += 1;
             }
         }
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(rows),
+    if rows.iter().all(|row| row.outcomes.is_empty()) {
+        return Err(format!(
+            "none of the runs could be measured ({errors} failed)"
+        ));
     }
+    Ok(rows)
 }
 
 /// The table as Markdown (also what the text output prints).
