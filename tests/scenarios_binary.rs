@@ -32,12 +32,23 @@ async fn healthy_is_left_alone_and_hard_down_is_rolled_back_within_seconds() {
     println!("{}", loadtest::scenarios::markdown(&rows));
     let healthy = &rows[0];
     assert_eq!(healthy.scenario, "healthy");
+    // A run that could not be measured is skipped by the matrix; here that is a failure.
+    assert_eq!(
+        healthy.runs(),
+        1,
+        "the healthy run was not measured: {healthy:?}"
+    );
     assert_eq!(healthy.false_rollbacks(), 0, "{healthy:?}");
     // Judged, not just left running: a check every 2 s over the 8 s watched.
     assert!(healthy.outcomes[0].checks_observed >= 3, "{healthy:?}");
 
     let down = &rows[1];
     assert_eq!(down.scenario, "NEW hard down");
+    assert_eq!(
+        down.runs(),
+        1,
+        "the hard-down run was not measured: {down:?}"
+    );
     assert_eq!(down.false_rollbacks(), 0, "{down:?}");
     assert_eq!(down.caught(), 1, "{down:?}");
     // The trip (25% of NEW's last 20+ requests) comes before any check.

@@ -86,6 +86,9 @@ pub fn scenarios() -> Vec<Scenario> {
 pub struct Schedule {
     pub interval: Duration,
     pub window: Duration,
+    /// The statistical method's window: its confidence bounds need about 3,000 NEW
+    /// requests to pass 0.5% noise (docs/evidence.md, "cost of confidence").
+    pub statistical_window: Duration,
     pub min_requests: u64,
     pub failure_threshold: u32,
     /// Longest wait for the healthy checks at 25% before the fault.
@@ -100,6 +103,7 @@ impl Default for Schedule {
         Self {
             interval: Duration::from_secs(2),
             window: Duration::from_secs(15),
+            statistical_window: Duration::from_secs(60),
             min_requests: 100,
             failure_threshold: 3,
             warmup_limit: Duration::from_secs(40),

@@ -92,12 +92,20 @@ pub async fn run(
 ) -> Result<Outcome, String> {
     let dir =
         TempDir::new(method).map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    let limit = schedule.warmup_limit + schedule.observe + Duration::from_secs(30);
+    let statistical = method == "statistical";
+    let window = if statistical {
+        schedule.statistical_window
+    } else {
+        schedule.window
+    };
+    // A longer window needs a longer warm-up before its checks can pass.
+    let warmup_limit = schedule.warmup_limit + window.saturating_sub(schedule.window);
+    let limit = warmup_limit + schedule.observe + Duration::from_secs(30);
     let mut pools = Pools::start(scenario.noise, limit).await?;
     let rollout = RolloutConfig {
         method,
         interval: schedule.interval,
-        window: schedule.window,
+        window,
         min_requests: schedule.min_requests,
         failure_threshold: schedule.failure_threshold,
     };
@@ -112,7 +120,7 @@ pub async fn run(
 
     // Warm-up: NEW at 25%, judged healthy a few times (low traffic is never
     // conclusive: a few checks of any outcome then).
-    let warm_until = Instant::now() + schedule.warmup_limit;
+    let warm_until = Instant::now() + warmup_limit;
     let before_fault = loop {
         let records = history::read(&proxy.history)?;
         if records.iter().any(Record::is_rollback) {
@@ -139,7 +147,7 @@ pub async fn run(
         if Instant::now() >= warm_until {
             return Err(format!(
                 "{} / {method}: no {HEALTHY_CHECKS} healthy checks at 25% within {:?}; decisions: {records:?}",
-                scenario.name, schedule.warmup_limit
+                scenario.name, warmup_limit
             ));
         }
         tokio::time::sleep(POLL).await;
