@@ -92,14 +92,7 @@ pub async fn run(
 ) -> Result<Outcome, String> {
     let dir =
         TempDir::new(method).map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    let statistical = method == "statistical";
-    let window = if statistical {
-        schedule.statistical_window
-    } else {
-        schedule.window
-    };
-    // A longer window needs a longer warm-up before its checks can pass.
-    let warmup_limit = schedule.warmup_limit + window.saturating_sub(schedule.window);
+    let (window, warmup_limit) = (schedule.window, schedule.warmup_limit);
     let limit = warmup_limit + schedule.observe + Duration::from_secs(30);
     let mut pools = Pools::start(scenario.noise, limit).await?;
     let rollout = RolloutConfig {
