@@ -67,6 +67,17 @@ fn service(status: &Value) -> &Value {
     &status["services"][0]
 }
 
+/// Every member reports the rollout rolled back and routes nothing to NEW.
+async fn all_rolled_back(members: &[FleetMember]) -> bool {
+    for member in members {
+        match member.status().await {
+            Some(s) if service(&s)["state"] == "rolled_back" && weight(&s) == 0.0 => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 fn weight(status: &Value) -> f64 {
     service(status)["weight"].as_f64().unwrap_or(-1.0)
 }
@@ -155,15 +166,7 @@ async fn a_regression_only_a_follower_sees_rolls_the_fleet_back() {
     wait_for(
         "every instance rolled back at 0%",
         Duration::from_secs(2),
-        || async {
-            for member in &members {
-                match member.status().await {
-                    Some(s) if service(&s)["state"] == "rolled_back" && weight(&s) == 0.0 => {}
-                    _ => return false,
-                }
-            }
-            true
-        },
+        || all_rolled_back(&members),
     )
     .await;
     let status = follower.status().await.unwrap();
@@ -497,15 +500,7 @@ async fn a_local_trip_while_etcd_is_frozen_rolls_the_fleet_back_once_it_is_back(
     wait_for(
         "the fleet to act on the local trip",
         Duration::from_secs(15),
-        || async {
-            for member in &members {
-                match member.status().await {
-                    Some(s) if service(&s)["state"] == "rolled_back" && weight(&s) == 0.0 => {}
-                    _ => return false,
-                }
-            }
-            true
-        },
+        || all_rolled_back(&members),
     )
     .await;
     let status = members[0].status().await.unwrap();
