@@ -326,3 +326,65 @@ async fn copies_reuse_their_connections() {
     assert!(new.accepted() <= 3, "NEW accepted {}", new.accepted());
     assert!(old.accepted() <= 4, "OLD accepted {}", old.accepted());
 }
+
+/// A backend that answers "same" and closes a keep-alive connection idle for 30 ms (as an
+/// nginx with a short `keepalive_timeout` would).
+async fn spawn_impatient_backend() -> std::net::SocketAddr {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    let body = http_body_util::Full::new(bytes::Bytes::from_static(b"same"));
+                    Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_millis(30))
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Kept connections the backend closed while idle are not taken (they are no longer
+/// ready). The narrower race, a close arriving as a copy is written, is retried on a new
+/// connection (`Reuse::exchange`); this test cannot force that timing.
+#[tokio::test]
+async fn a_kept_connection_the_backend_closed_is_not_an_error() {
+    let old = spawn_impatient_backend().await;
+    let new = spawn_impatient_backend().await;
+    let proxy = spawn_proxy(&simple_config(
+        &[old],
+        &[new],
+        "0%",
+        &steps("{ percent: 100%, hold: 60s, min_requests: 1, max_mismatch: 100% }"),
+    ))
+    .await;
+    for i in 0..10 {
+        assert_eq!(
+            send(proxy.addr, get("a", &format!("/item/{i}")))
+                .await
+                .status,
+            200
+        );
+        // Long enough for the backend to close what the copy left idle.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let mut report = shadow_report(&proxy).await;
+    for _ in 0..50 {
+        if report["comparisons"].as_u64().unwrap_or(0) + report["errors"].as_u64().unwrap_or(0)
+            >= 10
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        report = shadow_report(&proxy).await;
+    }
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report["comparisons"], 10, "{report:#}");
+}

@@ -15,7 +15,8 @@
 //!
 //! It reads the routing snapshot and never decides anything about the rollout: NEW's
 //! weight is already in the route. Its only writes are relaxed atomic counters, all of
-//! them made through `outcome`.
+//! them made through `outcome`, and, with `access_log` on, the request's line handed to
+//! the log's writer thread when the response ends (off, the path is compiled without it).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

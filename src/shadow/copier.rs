@@ -192,11 +192,12 @@ impl Copier {
         let second = (self.spec.noise_auto && self.old.len() >= 2)
             .then(|| &self.old[(turn + 1) % self.old.len()]);
         let send = |addr: &str| {
-            let request = copy.request();
             let (connect, timeout, max) = (self.connect, self.spec.timeout, self.spec.max_body);
             let addr = addr.to_string();
+            let copy = &copy;
             async move {
                 let reuse = &self.connections;
+                let request = || copy.request();
                 reuse.exchange(&addr, request, connect, timeout, max).await
             }
         };

@@ -75,7 +75,26 @@ async fn exchange_inner(
     max_body: usize,
 ) -> Result<Answer, String> {
     let mut open = open(addr, connect).await?;
-    open.send(request, max_body).await
+    open.send(request, max_body)
+        .await
+        .map_err(Failure::into_message)
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+enum Failure {
+    /// The connection closed before the backend answered anything: on a kept connection,
+    /// the backend closed it while idle and never saw the request.
+    Unsent(String),
+    Other(String),
+}
+
+impl Failure {
+    fn into_message(self) -> String {
+        match self {
+            Failure::Unsent(message) | Failure::Other(message) => message,
+        }
+    }
 }
 
 /// Keep-alive connections to backends, a copier's own.
@@ -87,20 +106,35 @@ pub(crate) struct Reuse {
 impl Reuse {
     /// `exchange` over an idle connection to `addr` when there is one; the connection is
     /// kept for the next when the answer was read whole and it is ready again.
+    ///
+    /// A kept connection the backend closed just as it was taken fails before any answer;
+    /// the request (made again by `request`) then goes once more on a new connection, so
+    /// that a backend's idle timeout is never counted as its error.
     pub(crate) async fn exchange(
         &self,
         addr: &str,
-        request: Request<Full<Bytes>>,
+        request: impl Fn() -> Request<Full<Bytes>>,
         connect: Duration,
         deadline: Duration,
         max_body: usize,
     ) -> Result<Answer, String> {
         let exchanged = async {
-            let mut open = match self.take(addr) {
-                Some(open) => open,
-                None => open(addr, connect).await?,
+            let (mut open, answer) = match self.take(addr) {
+                Some(mut kept) => match kept.send(request(), max_body).await {
+                    Err(Failure::Unsent(_)) => {
+                        let mut fresh = open(addr, connect).await?;
+                        let answer = fresh.send(request(), max_body).await;
+                        (fresh, answer)
+                    }
+                    answer => (kept, answer),
+                },
+                None => {
+                    let mut fresh = open(addr, connect).await?;
+                    let answer = fresh.send(request(), max_body).await;
+                    (fresh, answer)
+                }
             };
-            let answer = open.send(request, max_body).await?;
+            let answer = answer.map_err(Failure::into_message)?;
             if !answer.truncated {
                 let ready = tokio::time::timeout(READY_WITHIN, open.sender.ready()).await;
                 if let Ok(Ok(())) = ready {
@@ -179,17 +213,21 @@ impl Open {
         &mut self,
         request: Request<Full<Bytes>>,
         max_body: usize,
-    ) -> Result<Answer, String> {
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|err| format!("request failed: {err}"))?;
+    ) -> Result<Answer, Failure> {
+        let response = self.sender.send_request(request).await.map_err(|err| {
+            let message = format!("request failed: {err}");
+            if err.is_canceled() || err.is_closed() || err.is_incomplete_message() {
+                Failure::Unsent(message)
+            } else {
+                Failure::Other(message)
+            }
+        })?;
         let (parts, mut body) = response.into_parts();
         let mut read = BytesMut::new();
         let mut truncated = false;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|err| format!("reading the body failed: {err}"))?;
+            let frame =
+                frame.map_err(|err| Failure::Other(format!("reading the body failed: {err}")))?;
             if let Ok(data) = frame.into_data() {
                 if read.len() + data.len() > max_body {
                     truncated = true;
