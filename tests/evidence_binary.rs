@@ -5,7 +5,6 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -38,13 +37,7 @@ services:
 async fn start(dir: &Path) -> Cutover {
     let old = spawn_backend("old").await;
     let new = spawn_backend("new").await;
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let yaml = CONFIG
-        .replace("LISTEN", &format!("127.0.0.1:{}", free_port()))
-        .replace("ADMIN", &admin.to_string())
-        .replace("OLD", &old.addr.to_string())
-        .replace("NEW", &new.addr.to_string());
-    std::fs::write(dir.join("cutover.yaml"), yaml).unwrap();
+    let (_, admin) = write_config(dir, CONFIG, old.addr, new.addr);
     // The backends live as long as the test's runtime.
     std::mem::forget((old, new));
     Cutover::start_in(dir, admin).await

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -51,14 +50,7 @@ async fn the_report_of_a_rollback_renders_every_decision_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let old = spawn_backend("old").await;
     let new = spawn_backend("new").await;
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let yaml = CONFIG
-        .replace("LISTEN", &listen.to_string())
-        .replace("ADMIN", &admin.to_string())
-        .replace("OLD", &old.addr.to_string())
-        .replace("NEW", &new.addr.to_string());
-    std::fs::write(dir.path().join("cutover.yaml"), yaml).unwrap();
+    let (listen, admin) = write_config(dir.path(), CONFIG, old.addr, new.addr);
     let proxy = Cutover::start_in(dir.path(), admin).await;
     let state = dir.path().join("state");
 

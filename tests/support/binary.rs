@@ -115,3 +115,22 @@ impl Cutover {
         }
     }
 }
+
+/// A config template's LISTEN and ADMIN on free loopback ports, its OLD and NEW backends
+/// filled in, written to `dir/cutover.yaml`; returns (listen, admin).
+pub fn write_config(
+    dir: &Path,
+    template: &str,
+    old: SocketAddr,
+    new: SocketAddr,
+) -> (SocketAddr, SocketAddr) {
+    let port = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+    let (listen, admin) = (port(), port());
+    let yaml = template
+        .replace("LISTEN", &listen.to_string())
+        .replace("ADMIN", &admin.to_string())
+        .replace("OLD", &old.to_string())
+        .replace("NEW", &new.to_string());
+    std::fs::write(dir.join("cutover.yaml"), yaml).unwrap();
+    (listen, admin)
+}
