@@ -12,6 +12,16 @@ use support::*;
 
 /// `(title, expr)` of every panel query on request latency, from `grafana/cutover.json`.
 fn latency_panels() -> Vec<(String, String)> {
+    panels_on("cutover_request_duration_seconds")
+}
+
+/// `(title, expr)` of every panel query on shadow copies.
+fn shadow_panels() -> Vec<(String, String)> {
+    panels_on("cutover_shadow_requests_total")
+}
+
+/// `(title, expr)` of every panel query that reads `metric`.
+fn panels_on(metric: &str) -> Vec<(String, String)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/cutover.json");
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -25,7 +35,7 @@ fn latency_panels() -> Vec<(String, String)> {
         let title = panel["title"].as_str().unwrap_or_default();
         for target in panel["targets"].as_array().into_iter().flatten() {
             match target["expr"].as_str() {
-                Some(expr) if expr.contains("cutover_request_duration_seconds") => {
+                Some(expr) if expr.contains(metric) => {
                     found.push((title.to_string(), expr.to_string()));
                 }
                 _ => {}
@@ -125,31 +135,6 @@ fn panel_named(panels: &[(String, String)], needle: &str) -> (String, String) {
         .find(|(title, _)| title.contains(needle))
         .cloned()
         .unwrap_or_else(|| panic!("no panel with {needle} in {panels:#?}"))
-}
-
-/// `(title, expr)` of every panel query on shadow copies.
-fn shadow_panels() -> Vec<(String, String)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/cutover.json");
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut found = Vec::new();
-    let mut panels: Vec<&serde_json::Value> =
-        dashboard["panels"].as_array().unwrap().iter().collect();
-    while let Some(panel) = panels.pop() {
-        if let Some(nested) = panel["panels"].as_array() {
-            panels.extend(nested);
-        }
-        let title = panel["title"].as_str().unwrap_or_default();
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            match target["expr"].as_str() {
-                Some(expr) if expr.contains("cutover_shadow_requests_total") => {
-                    found.push((title.to_string(), expr.to_string()));
-                }
-                _ => {}
-            }
-        }
-    }
-    found
 }
 
 /// NEW answers differently on one path in ten.
