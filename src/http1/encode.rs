@@ -6,6 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Method;
 use http::request::Parts;
 use hyper::body::{Body, Incoming};
 
@@ -62,6 +63,34 @@ pub(crate) fn encode_request_head(
     push_end_to_end(&mut out, &parts.headers, upgrade);
     push_forwarding(&mut out, parts, forwarded);
     push_framing(&mut out, body, upgrade);
+    out.extend_from_slice(b"\r\n");
+    out.freeze()
+}
+
+/// The head of a request cutover sends on its own behalf (a shadow copy, a smoke or
+/// benchmark request), in origin form: `headers` as given, minus hop-by-hop ones and any
+/// framing (which follows from `body`); `Host: host` first when `headers` has none.
+pub(crate) fn encode_own_request_head(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    host: Option<&[u8]>,
+    body: BodyKind,
+) -> Bytes {
+    let mut out = BytesMut::with_capacity(128 + headers.len() * 48);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(if target.is_empty() { "/" } else { target }.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if let (Some(host), false) = (host, headers.contains_key(header::HOST)) {
+        push_header(&mut out, b"host", host);
+    }
+    for (name, value) in headers {
+        if !is_hop_by_hop(name, false) && name != header::CONTENT_LENGTH {
+            push_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    push_framing(&mut out, body, false);
     out.extend_from_slice(b"\r\n");
     out.freeze()
 }

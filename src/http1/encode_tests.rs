@@ -134,3 +134,25 @@ fn chunks_are_framed_with_hex_sizes_and_no_trailers() {
     );
     assert_eq!(encode_last_chunk(), b"0\r\n\r\n");
 }
+
+#[test]
+fn own_request_head_drops_hop_by_hop_and_framing_and_adds_host_only_when_missing() {
+    let mut headers = HeaderMap::new();
+    headers.insert("accept", HeaderValue::from_static("*/*"));
+    headers.insert("connection", HeaderValue::from_static("close"));
+    headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+    headers.insert("content-length", HeaderValue::from_static("99"));
+    let own = |headers: &HeaderMap, body| {
+        let head = encode_own_request_head(&Method::POST, "/q?a=1", headers, Some(b"b:1"), body);
+        String::from_utf8(head.to_vec()).unwrap()
+    };
+    assert_eq!(
+        own(&headers, BodyKind::Length(3)),
+        "POST /q?a=1 HTTP/1.1\r\nhost: b:1\r\naccept: */*\r\ncontent-length: 3\r\n\r\n"
+    );
+    headers.insert("host", HeaderValue::from_static("api"));
+    assert_eq!(
+        own(&headers, BodyKind::Empty),
+        "POST /q?a=1 HTTP/1.1\r\naccept: */*\r\nhost: api\r\n\r\n"
+    );
+}

@@ -11,13 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http::header::HOST;
-use http::{HeaderValue, Request};
-use http_body_util::Full;
+use http::{HeaderMap, Method};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::exchange::exchange;
+use super::exchange::{exchange, origin_form, Outgoing};
 use crate::config::{BenchmarkSpec, Timeouts};
 
 /// Fewer answers than this on either side: a p99 would be the slowest one or two.
@@ -105,7 +103,22 @@ async fn load(spec: &BenchmarkSpec, backends: &[String], timeouts: Timeouts, poo
     let total = spec.requests();
     let period = Duration::from_secs_f64(1.0 / f64::from(spec.rate.max(1)));
     let deadline = timeouts.connect + timeouts.request;
+    let target = match origin_form(&spec.path) {
+        Ok(target) => target,
+        Err(err) => {
+            side.first_error = Some(err);
+            return side;
+        }
+    };
     let path: Arc<str> = Arc::from(spec.path.as_str());
+    let requests: Vec<Arc<Outgoing>> = backends
+        .iter()
+        .map(|backend| {
+            let (headers, host) = (HeaderMap::new(), Some(backend.as_bytes()));
+            let get = Outgoing::new(Method::GET, target.as_str(), &headers, host, Bytes::new());
+            Arc::new(get)
+        })
+        .collect();
     let start = Instant::now();
     let mut running = JoinSet::new();
     for i in 0..total {
@@ -124,12 +137,12 @@ async fn load(spec: &BenchmarkSpec, backends: &[String], timeouts: Timeouts, poo
             );
             continue;
         }
-        let backend = backends[(i as usize) % backends.len()].clone();
+        let turn = (i as usize) % backends.len();
+        let (backend, request) = (backends[turn].clone(), requests[turn].clone());
         let path = path.clone();
         let connect = timeouts.connect;
         running.spawn(async move {
-            let request = build(&path, &backend)?;
-            let answer = exchange(&backend, request, connect, deadline, MAX_BODY)
+            let answer = exchange(&backend, &request, connect, deadline, MAX_BODY)
                 .await
                 .map_err(|err| format!("GET {path} on {backend}: {err}"))?;
             let took = due.elapsed();
@@ -161,15 +174,6 @@ fn record(side: &mut Side, done: Result<Result<Duration, String>, tokio::task::J
                 .get_or_insert_with(|| format!("a benchmark request failed: {err}"));
         }
     }
-}
-
-fn build(path: &str, backend: &str) -> Result<Request<Full<Bytes>>, String> {
-    let host = HeaderValue::from_str(backend)
-        .map_err(|_| format!("`{backend}` is not usable as a Host header"))?;
-    Request::get(path)
-        .header(HOST, host)
-        .body(Full::new(Bytes::new()))
-        .map_err(|err| format!("cannot build the request: {err}"))
 }
 
 fn ms(d: Duration) -> String {

@@ -7,7 +7,7 @@
 //! The client's answer never waits for it.
 //!
 //! A copy is sent to a NEW backend and, as the reference, to an OLD backend (and with
-//! `noise: auto` to a second OLD backend), all at once, on fresh connections.
+//! `noise: auto` to a second OLD backend), all at once, over connections the copier keeps apart from the live pools.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
@@ -15,14 +15,14 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
-use http::{header, HeaderMap, Method, Request, Uri};
-use http_body_util::Full;
+use http::{Method, Uri};
 use prometheus_client::metrics::counter::Counter;
 
 use super::compare::differences;
-use super::exchange::{Answer, Reuse};
+use super::exchange::{Answer, Outgoing, Reuse};
 use super::report::{MismatchSample, ShadowReport};
 use crate::config::ShadowSpec;
+use crate::http1::encode::host_of;
 
 /// Mismatches kept for `cutover diff`.
 const SAMPLES: usize = 50;
@@ -48,8 +48,8 @@ struct Counts {
 #[derive(Debug)]
 pub(crate) struct Copier {
     spec: ShadowSpec,
-    old: Vec<String>,
-    new: Vec<String>,
+    old: Vec<Arc<str>>,
+    new: Vec<Arc<str>>,
     connect: std::time::Duration,
     basis_points: u64,
     active: AtomicBool,
@@ -62,7 +62,7 @@ pub(crate) struct Copier {
     noise: Mutex<BTreeSet<String>>,
     on_drained: OnDrained,
     /// Keep-alive connections of the copies, apart from the live pools.
-    connections: Reuse,
+    connections: Arc<Reuse>,
 }
 
 /// Called when the copier is retired and no copy is left in flight: its counts are final.
@@ -90,8 +90,8 @@ impl Copier {
         Copier {
             basis_points: (spec.percent * 10_000.0).round() as u64,
             spec,
-            old,
-            new,
+            old: old.into_iter().map(Arc::from).collect(),
+            new: new.into_iter().map(Arc::from).collect(),
             connect,
             active: AtomicBool::new(true),
             seen: AtomicU64::new(0),
@@ -102,7 +102,7 @@ impl Copier {
             samples: Mutex::new(VecDeque::new()),
             noise: Mutex::new(BTreeSet::new()),
             on_drained: OnDrained::default(),
-            connections: Reuse::default(),
+            connections: Arc::default(),
         }
     }
 
@@ -172,11 +172,13 @@ impl Copier {
             self.copy_done();
             return;
         }
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // An HTTP/2 client's authority is in the URI, not in a `Host` header.
+        let host = parts.uri.authority().map(|a| host_of(a).as_bytes());
         let copy = Copy {
+            request: Outgoing::new(parts.method.clone(), target, &parts.headers, host, body),
             method: parts.method.clone(),
             uri: parts.uri.clone(),
-            headers: copy_headers(&parts.headers),
-            body,
         };
         let copier = self.clone();
         tokio::spawn(async move {
@@ -191,16 +193,7 @@ impl Copier {
         let new = &self.new[turn % self.new.len()];
         let second = (self.spec.noise_auto && self.old.len() >= 2)
             .then(|| &self.old[(turn + 1) % self.old.len()]);
-        let send = |addr: &str| {
-            let (connect, timeout, max) = (self.connect, self.spec.timeout, self.spec.max_body);
-            let addr = addr.to_string();
-            let copy = &copy;
-            async move {
-                let reuse = &self.connections;
-                let request = || copy.request();
-                reuse.exchange(&addr, request, connect, timeout, max).await
-            }
-        };
+        let send = |addr| self.send(addr, &copy.request);
         let (old_answer, new_answer, second_answer) = tokio::join!(send(old), send(new), async {
             match second {
                 Some(addr) => Some(send(addr).await),
@@ -251,6 +244,13 @@ impl Copier {
                 found.excerpt,
             );
         }
+    }
+
+    async fn send(&self, addr: &Arc<str>, request: &Outgoing) -> Result<Answer, String> {
+        let (connect, timeout, max) = (self.connect, self.spec.timeout, self.spec.max_body);
+        (self.connections)
+            .exchange(addr, request, connect, timeout, max)
+            .await
     }
 
     fn sample(
@@ -319,41 +319,10 @@ impl Copier {
     }
 }
 
+/// A copied request, encoded once for every backend it goes to; the method and URI name
+/// it in mismatch samples.
 struct Copy {
+    request: Outgoing,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Copy {
-    fn request(&self) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(self.body.clone()));
-        *request.method_mut() = self.method.clone();
-        // Origin form: the backend gets the path, the authority stays in Host.
-        if let Some(pq) = self.uri.path_and_query() {
-            if let Ok(uri) = Uri::try_from(pq.as_str()) {
-                *request.uri_mut() = uri;
-            }
-        }
-        *request.headers_mut() = self.headers.clone();
-        request
-    }
-}
-
-/// The client's headers minus hop-by-hop ones and the framing, which the copy sets anew.
-fn copy_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut out = headers.clone();
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::CONTENT_LENGTH,
-        header::TE,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        out.remove(name);
-    }
-    out.remove("keep-alive");
-    out
 }

@@ -1,4 +1,5 @@
-//! One request to one backend over HTTP/1.1, the answer read whole.
+//! One request to one backend over HTTP/1.1, the answer read whole, with the live path's
+//! own backend client (`upstream::Connection` and `ResponseBody`: one wire code for both).
 //!
 //! Never over the proxy's pools, so that a probe never takes a pooled socket from live
 //! traffic and a misbehaving backend cannot leave a poisoned one behind for clients. Smoke
@@ -8,21 +9,20 @@
 //! socket in TIME_WAIT).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, StatusCode};
+use http_body_util::BodyExt;
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
+
+use crate::http1::encode::{encode_own_request_head, BodyKind};
+use crate::upstream::{BodyError, Connection, RequestBody, ResponseBody};
 
 /// Idle connections kept per backend by one `Reuse`.
 const MAX_IDLE: usize = 64;
-/// How long a finished exchange may take to leave its connection ready for the next.
-const READY_WITHIN: Duration = Duration::from_millis(100);
 
 /// What a backend answered.
 #[derive(Debug, Clone)]
@@ -50,16 +50,71 @@ impl Answer {
     }
 }
 
-/// Sends `request` to `addr` (`host:port`) and reads the answer; every failure is a
-/// sentence naming what went wrong. `deadline` bounds the whole exchange.
+/// A request cutover sends on its own behalf, encoded once and sendable to any backend.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    method: Method,
+    head: Bytes,
+    body: Bytes,
+}
+
+impl Outgoing {
+    /// `target` in origin form (`/path?query`); `host` is the `Host` header when `headers`
+    /// has none. Hop-by-hop headers and any framing in `headers` are dropped: the framing
+    /// follows from `body`.
+    pub(crate) fn new(
+        method: Method,
+        target: &str,
+        headers: &HeaderMap,
+        host: Option<&[u8]>,
+        body: Bytes,
+    ) -> Outgoing {
+        let kind = body_kind(&method, &body);
+        let head = encode_own_request_head(&method, target, headers, host, kind);
+        Outgoing { method, head, body }
+    }
+}
+
+/// `path` as a request target in origin form (`/path?query`), or why it is not one.
+pub(crate) fn origin_form(path: &str) -> Result<PathAndQuery, String> {
+    match PathAndQuery::try_from(path) {
+        Ok(target) if path.starts_with('/') => Ok(target),
+        _ => Err(format!("`{path}` is not a request path (`/path?query`)")),
+    }
+}
+
+/// A body, or a method whose requests normally carry one, is sent with its length.
+fn body_kind(method: &Method, body: &Bytes) -> BodyKind {
+    if body.is_empty() && !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        BodyKind::Empty
+    } else {
+        BodyKind::Length(body.len() as u64)
+    }
+}
+
+/// Sends `request` to `addr` (`host:port`) on a new connection and reads the answer; every
+/// failure is a sentence naming what went wrong. `deadline` bounds the whole exchange.
 pub(crate) async fn exchange(
     addr: &str,
-    request: Request<Full<Bytes>>,
+    request: &Outgoing,
     connect: Duration,
     deadline: Duration,
     max_body: usize,
 ) -> Result<Answer, String> {
-    match tokio::time::timeout(deadline, exchange_inner(addr, request, connect, max_body)).await {
+    within(deadline, async {
+        let connection = open(addr, connect).await?;
+        send(connection, request, deadline, max_body, Close)
+            .await
+            .map_err(Failure::into_message)
+    })
+    .await
+}
+
+async fn within(
+    deadline: Duration,
+    work: impl std::future::Future<Output = Result<Answer, String>>,
+) -> Result<Answer, String> {
+    match tokio::time::timeout(deadline, work).await {
         Ok(result) => result,
         Err(_) => Err(format!(
             "no complete answer within {}",
@@ -68,23 +123,11 @@ pub(crate) async fn exchange(
     }
 }
 
-async fn exchange_inner(
-    addr: &str,
-    request: Request<Full<Bytes>>,
-    connect: Duration,
-    max_body: usize,
-) -> Result<Answer, String> {
-    let mut open = open(addr, connect).await?;
-    open.send(request, max_body)
-        .await
-        .map_err(Failure::into_message)
-}
-
 /// Why an exchange failed.
 #[derive(Debug)]
 enum Failure {
-    /// The connection closed before the backend answered anything: on a kept connection,
-    /// the backend closed it while idle and never saw the request.
+    /// A kept connection closed before the backend answered anything: the backend closed
+    /// it while idle and never saw the request.
     Unsent(String),
     Other(String),
 }
@@ -100,92 +143,90 @@ impl Failure {
 /// Keep-alive connections to backends, a copier's own.
 #[derive(Debug, Default)]
 pub(crate) struct Reuse {
-    idle: Mutex<HashMap<String, Vec<Open>>>,
+    idle: Mutex<HashMap<Arc<str>, Vec<Connection>>>,
 }
 
 impl Reuse {
     /// `exchange` over an idle connection to `addr` when there is one; the connection is
-    /// kept for the next when the answer was read whole and it is ready again.
+    /// kept for the next when the answer ended cleanly on a connection both sides keep.
     ///
     /// A kept connection the backend closed just as it was taken fails before any answer;
-    /// the request (made again by `request`) then goes once more on a new connection, so
-    /// that a backend's idle timeout is never counted as its error.
+    /// the request then goes once more on a new connection, so that a backend's idle
+    /// timeout is never counted as its error.
     pub(crate) async fn exchange(
-        &self,
-        addr: &str,
-        request: impl Fn() -> Request<Full<Bytes>>,
+        self: &Arc<Self>,
+        addr: &Arc<str>,
+        request: &Outgoing,
         connect: Duration,
         deadline: Duration,
         max_body: usize,
     ) -> Result<Answer, String> {
-        let exchanged = async {
-            let (mut open, answer) = match self.take(addr) {
-                Some(mut kept) => match kept.send(request(), max_body).await {
-                    Err(Failure::Unsent(_)) => {
-                        let mut fresh = open(addr, connect).await?;
-                        let answer = fresh.send(request(), max_body).await;
-                        (fresh, answer)
-                    }
-                    answer => (kept, answer),
-                },
-                None => {
-                    let mut fresh = open(addr, connect).await?;
-                    let answer = fresh.send(request(), max_body).await;
-                    (fresh, answer)
-                }
-            };
-            let answer = answer.map_err(Failure::into_message)?;
-            if !answer.truncated {
-                let ready = tokio::time::timeout(READY_WITHIN, open.sender.ready()).await;
-                if let Ok(Ok(())) = ready {
-                    self.put(addr, open);
+        let keep = || Keep {
+            reuse: self.clone(),
+            addr: addr.clone(),
+        };
+        within(deadline, async {
+            if let Some(kept) = self.take(addr) {
+                match send(kept, request, deadline, max_body, keep()).await {
+                    Err(Failure::Unsent(_)) => {}
+                    answer => return answer.map_err(Failure::into_message),
                 }
             }
-            Ok(answer)
-        };
-        match tokio::time::timeout(deadline, exchanged).await {
-            Ok(result) => result,
-            Err(_) => Err(format!(
-                "no complete answer within {}",
-                humantime::format_duration(deadline)
-            )),
-        }
+            let fresh = open(addr, connect).await?;
+            send(fresh, request, deadline, max_body, keep())
+                .await
+                .map_err(Failure::into_message)
+        })
+        .await
     }
 
-    fn take(&self, addr: &str) -> Option<Open> {
+    /// An idle connection to `addr` that is still clean (see `Connection::is_clean`).
+    fn take(&self, addr: &str) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(addr)?;
-        while let Some(open) = list.pop() {
-            if open.sender.is_ready() {
-                return Some(open);
+        while let Some(connection) = list.pop() {
+            if connection.is_clean() {
+                return Some(connection);
             }
         }
         None
     }
 
-    fn put(&self, addr: &str, open: Open) {
+    fn put(&self, addr: &Arc<str>, connection: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(addr.to_string()).or_default();
+        let list = idle.entry(addr.clone()).or_default();
         if list.len() < MAX_IDLE {
-            list.push(open);
+            list.push(connection);
         }
     }
 }
 
-/// A connection to a backend: the request side, and its task (aborted when dropped).
+/// A copy's connection goes back to its `Reuse` when the answer ended cleanly.
 #[derive(Debug)]
-pub(crate) struct Open {
-    sender: SendRequest<Full<Bytes>>,
-    task: JoinHandle<()>,
+struct Keep {
+    reuse: Arc<Reuse>,
+    addr: Arc<str>,
 }
 
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.task.abort();
+impl crate::upstream::Release for Keep {
+    fn release(&self, connection: Connection) {
+        self.reuse.put(&self.addr, connection);
     }
+
+    fn failed(&self, _: &BodyError) {}
 }
 
-async fn open(addr: &str, connect: Duration) -> Result<Open, String> {
+/// Smoke and benchmark connections carry one request.
+#[derive(Debug)]
+struct Close;
+
+impl crate::upstream::Release for Close {
+    fn release(&self, _: Connection) {}
+
+    fn failed(&self, _: &BodyError) {}
+}
+
+async fn open(addr: &str, connect: Duration) -> Result<Connection, String> {
     let stream = match tokio::time::timeout(connect, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(err)) => return Err(format!("cannot connect: {err}")),
@@ -197,50 +238,57 @@ async fn open(addr: &str, connect: Duration) -> Result<Open, String> {
         }
     };
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|err| format!("HTTP handshake failed: {err}"))?;
-    let task = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(Open { sender, task })
+    Ok(Connection::new(stream))
 }
 
-impl Open {
-    /// Sends `request` and reads the answer, at most `max_body` bytes of its body. A
-    /// truncated answer leaves the connection mid-body: the caller drops it.
-    async fn send(
-        &mut self,
-        request: Request<Full<Bytes>>,
-        max_body: usize,
-    ) -> Result<Answer, Failure> {
-        let response = self.sender.send_request(request).await.map_err(|err| {
-            let message = format!("request failed: {err}");
-            if err.is_canceled() || err.is_closed() || err.is_incomplete_message() {
-                Failure::Unsent(message)
-            } else {
-                Failure::Other(message)
-            }
-        })?;
-        let (parts, mut body) = response.into_parts();
-        let mut read = BytesMut::new();
-        let mut truncated = false;
-        while let Some(frame) = body.frame().await {
-            let frame =
-                frame.map_err(|err| Failure::Other(format!("reading the body failed: {err}")))?;
-            if let Ok(data) = frame.into_data() {
-                if read.len() + data.len() > max_body {
-                    truncated = true;
-                    break;
-                }
-                read.extend_from_slice(&data);
-            }
+/// Sends `request` and reads the answer, at most `max_body` bytes of its body. The
+/// connection goes to `owner` if the answer ended cleanly; a truncated answer leaves it
+/// mid-body, and it is closed.
+async fn send(
+    mut connection: Connection,
+    request: &Outgoing,
+    deadline: Duration,
+    max_body: usize,
+    owner: impl crate::upstream::Release,
+) -> Result<Answer, Failure> {
+    let kept = connection.is_reused();
+    let mut body = RequestBody::whole(request.body.clone());
+    let kind = body_kind(&request.method, &request.body);
+    let due = tokio::time::Instant::now() + deadline;
+    let head = match connection
+        .exchange(&request.head, &mut body, kind, &request.method, due)
+        .await
+    {
+        Ok(Ok(head)) => head,
+        Ok(Err(err)) if kept && err.is_stale_connection() => {
+            return Err(Failure::Unsent(format!("request failed: {err}")))
         }
-        Ok(Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body: read.freeze(),
-            truncated,
-        })
+        Ok(Err(err)) => return Err(Failure::Other(format!("request failed: {err}"))),
+        Err(_) => {
+            return Err(Failure::Other(format!(
+                "no answer within {}",
+                humantime::format_duration(deadline)
+            )))
+        }
+    };
+    let mut response = ResponseBody::new(connection, &head, owner, deadline);
+    let mut read = BytesMut::new();
+    let mut truncated = false;
+    while let Some(frame) = response.frame().await {
+        let frame =
+            frame.map_err(|err| Failure::Other(format!("reading the body failed: {err}")))?;
+        if let Ok(data) = frame.into_data() {
+            if read.len() + data.len() > max_body {
+                truncated = true;
+                break;
+            }
+            read.extend_from_slice(&data);
+        }
     }
+    Ok(Answer {
+        status: head.status,
+        headers: head.headers,
+        body: read.freeze(),
+        truncated,
+    })
 }

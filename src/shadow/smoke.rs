@@ -3,11 +3,9 @@
 //! the request, the backend and what differed.
 
 use bytes::Bytes;
-use http::header::HOST;
-use http::{HeaderValue, Request};
-use http_body_util::Full;
+use http::HeaderMap;
 
-use super::exchange::{exchange, Answer};
+use super::exchange::{exchange, origin_form, Answer, Outgoing};
 use crate::config::{SmokeRequest, Timeouts};
 
 /// How much of a smoke answer is read: enough for any `expect_body_contains`.
@@ -35,7 +33,7 @@ pub(crate) async fn run_smoke(
             let result = match build(smoke, backend) {
                 Ok(request) => exchange(
                     backend,
-                    request,
+                    &request,
                     timeouts.connect,
                     timeouts.connect + timeouts.request,
                     SMOKE_MAX_BODY,
@@ -64,24 +62,20 @@ pub(crate) async fn run_smoke(
     }
 }
 
-fn build(smoke: &SmokeRequest, backend: &str) -> Result<Request<Full<Bytes>>, String> {
-    let mut request = Request::builder()
-        .method(smoke.method.clone())
-        .uri(&smoke.path)
-        .body(Full::new(Bytes::from(
-            smoke.body.clone().unwrap_or_default(),
-        )))
-        .map_err(|err| format!("cannot build the request: {err}"))?;
-    let headers = request.headers_mut();
+fn build(smoke: &SmokeRequest, backend: &str) -> Result<Outgoing, String> {
+    let target = origin_form(&smoke.path)?;
+    let mut headers = HeaderMap::new();
     for (name, value) in &smoke.headers {
         headers.append(name.clone(), value.clone());
     }
-    if !headers.contains_key(HOST) {
-        let host = HeaderValue::from_str(backend)
-            .map_err(|_| format!("`{backend}` is not usable as a Host header"))?;
-        headers.insert(HOST, host);
-    }
-    Ok(request)
+    let body = Bytes::from(smoke.body.clone().unwrap_or_default());
+    Ok(Outgoing::new(
+        smoke.method.clone(),
+        target.as_str(),
+        &headers,
+        Some(backend.as_bytes()),
+        body,
+    ))
 }
 
 /// Whether `answer` meets `smoke`'s expectations; if not, what differed.

@@ -32,6 +32,13 @@ impl RequestBody {
         }
     }
 
+    /// A body cutover has whole (a shadow copy's, a smoke request's).
+    pub(crate) fn whole(body: Bytes) -> RequestBody {
+        let mut read = RequestBody::default();
+        read.push(body);
+        read
+    }
+
     /// Reads frames from the client until the body ends or `limit` bytes are buffered.
     /// Trailers are dropped. Whoever calls this bounds it in time.
     pub(crate) async fn read_ahead(
