@@ -265,6 +265,61 @@ async fn a_slow_new_never_delays_the_client() {
     assert_eq!(service(&proxy).state.to_string(), "promoted");
 }
 
+/// The client's p99 through a proxy shadowing to a NEW that takes 2 s, and through one
+/// shadowing to a NEW that is down, against a proxy that does not shadow at all, with the
+/// same OLD. The three are driven in turns, so a busy machine slows all three alike.
+#[tokio::test]
+async fn a_slow_or_down_new_leaves_the_client_p99_as_it_is_without_shadowing() {
+    let old = spawn_json_backend(same).await;
+    let slow_new = spawn_json_backend(same).await;
+    slow_new.set_delay(Duration::from_secs(2));
+    let (identical_new, down_new) = (spawn_json_backend(same).await, dead_addr().await);
+    // No verdict during the test: every request is copied from first to last.
+    let shadowing = steps("{ percent: 100%, hold: 1h, min_requests: 1000000, max_mismatch: 1% }");
+    let plain = simple_config(&[old.addr], &[identical_new.addr], "0%", "");
+    let proxies = [
+        spawn_proxy(&plain).await,
+        spawn_proxy(&simple_config(&[old.addr], &[slow_new.addr], "0%", &shadowing)).await,
+        spawn_proxy(&simple_config(&[old.addr], &[down_new], "0%", &shadowing)).await,
+    ];
+    let mut clients = Vec::new();
+    for proxy in &proxies {
+        clients.push(KeepAlive::connect(proxy.addr).await.unwrap());
+    }
+    let mut latencies: [Vec<Duration>; 3] = Default::default();
+    for round in 0..400 {
+        for turn in 0..3 {
+            let which = (round + turn) % 3;
+            let started = Instant::now();
+            let (status, _) = clients[which]
+                .get(&format!("/item/{}", round % 100))
+                .await
+                .unwrap();
+            latencies[which].push(started.elapsed());
+            assert_eq!(status, 200);
+        }
+    }
+    let p99 = |which: usize| {
+        let mut sorted = latencies[which].clone();
+        sorted.sort();
+        sorted[sorted.len() * 99 / 100]
+    };
+    let (without, slow, down) = (p99(0), p99(1), p99(2));
+    // On a busy machine a p99 moves in scheduler time slices (~4 ms here, whatever is
+    // shadowed); a client that waited for NEW would show 2 s.
+    let allowed = without + Duration::from_millis(10);
+    assert!(
+        slow <= allowed && down <= allowed,
+        "client p99: {without:?} without shadowing, {slow:?} shadowing to a NEW that takes \
+         2 s, {down:?} shadowing to a NEW that is down"
+    );
+    // The copies really went out: NEW received them, or failed them.
+    assert!(slow_new.direct() > 0, "no copy reached the slow NEW");
+    let failed = report_when(&proxies[2], |r| count(r, "errors") >= 400).await;
+    assert_eq!(count(&failed, "errors"), 400, "{failed:#}");
+    assert_eq!(identical_new.direct(), 0, "the plain proxy copied requests");
+}
+
 #[tokio::test]
 async fn post_is_copied_only_when_listed() {
     for (methods, copied) in [("", false), (", methods: [GET, POST]", true)] {
