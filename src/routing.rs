@@ -25,10 +25,16 @@ pub(crate) const BUCKETS: u16 = 10_000;
 
 pub(crate) type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 
+mod index;
+
+use index::RouteIndex;
+
 /// What the request path reads: the services in match order, each with NEW's weight.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub routes: Vec<Route>,
+    /// How `route` finds a request's route among many.
+    index: RouteIndex,
     /// Increases with every snapshot the controller publishes.
     pub generation: u64,
     /// `access_log:`; `None` (off) costs the request path one test.
@@ -36,11 +42,23 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    pub(crate) fn new(
+        routes: Vec<Route>,
+        generation: u64,
+        access_log: Option<Arc<crate::access_log::AccessLog>>,
+    ) -> Snapshot {
+        Snapshot {
+            index: RouteIndex::new(&routes),
+            routes,
+            generation,
+            access_log,
+        }
+    }
+
     /// The first route whose hosts and path prefix match.
+    #[inline]
     pub fn route(&self, host: &str, path: &str) -> Option<&Route> {
-        self.routes
-            .iter()
-            .find(|route| matches(&route.service.matcher, host, path))
+        self.index.find(&self.routes, host, path)
     }
 
     pub fn service(&self, name: &str) -> Option<&Route> {
@@ -208,9 +226,11 @@ fn cookie_bucket(headers: &HeaderMap, name: &str) -> Option<u16> {
 
 /// Host (without port, any case) and path against a service's match rules.
 pub(crate) fn matches(matcher: &Matcher, host: &str, path: &str) -> bool {
-    if !path.starts_with(matcher.path_prefix.as_str()) {
-        return false;
-    }
+    path.starts_with(matcher.path_prefix.as_str()) && host_matches(matcher, host)
+}
+
+/// Host (without port, any case) against a service's host patterns.
+fn host_matches(matcher: &Matcher, host: &str) -> bool {
     if matcher.hosts.is_empty() {
         return true;
     }
@@ -242,6 +262,28 @@ pub(crate) fn strip_port(authority: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Balance, Outlier};
+
+    /// A route with `matcher` and empty pools, for tests of matching.
+    pub(super) fn route_with(name: &str, matcher: Matcher) -> Route {
+        let pool = |kind| {
+            let stats = Arc::default();
+            Pool::new(
+                kind,
+                Vec::new(),
+                Balance::RoundRobin,
+                Outlier::default(),
+                stats,
+            )
+        };
+        let (old, new) = (pool(PoolKind::Old), pool(PoolKind::New));
+        let service = ServiceRoute::new(name, matcher, old, new, None, Timeouts::default(), 0);
+        Route {
+            service: Arc::new(service),
+            new_weight: Weight::default(),
+            shadow: None,
+        }
+    }
 
     fn matcher(hosts: &[&str], prefix: &str) -> Matcher {
         Matcher {

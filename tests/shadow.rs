@@ -279,7 +279,13 @@ async fn a_slow_or_down_new_leaves_the_client_p99_as_it_is_without_shadowing() {
     let plain = simple_config(&[old.addr], &[identical_new.addr], "0%", "");
     let proxies = [
         spawn_proxy(&plain).await,
-        spawn_proxy(&simple_config(&[old.addr], &[slow_new.addr], "0%", &shadowing)).await,
+        spawn_proxy(&simple_config(
+            &[old.addr],
+            &[slow_new.addr],
+            "0%",
+            &shadowing,
+        ))
+        .await,
         spawn_proxy(&simple_config(&[old.addr], &[down_new], "0%", &shadowing)).await,
     ];
     let mut clients = Vec::new();

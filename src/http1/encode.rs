@@ -6,8 +6,8 @@
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::Method;
 use http::request::Parts;
+use http::Method;
 use hyper::body::{Body, Incoming};
 
 use super::tokens::{has_token, is_hop_by_hop};

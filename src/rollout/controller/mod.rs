@@ -538,11 +538,9 @@ impl Controller {
                 shadow: service.shadow.clone().filter(|c| c.is_active()),
             })
             .collect();
-        self.snapshot.store(Arc::new(Snapshot {
-            routes,
-            generation: self.generation,
-            access_log: self.access_log.clone(),
-        }));
+        let access_log = self.access_log.clone();
+        let snapshot = Snapshot::new(routes, self.generation, access_log);
+        self.snapshot.store(Arc::new(snapshot));
     }
 
     fn publish_status(&mut self) {
