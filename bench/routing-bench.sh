@@ -2,7 +2,11 @@
 # Routing cost: cutover with 2 and with 1,000 backends per pool, and with 100 services, in one
 # run of proxy-bench.sh (same layout: the proxy on CPU 0, backend and wrk on CPU 1).
 #
-#   bench/routing-bench.sh [-d SECONDS] [-r ROUNDS]
+#   bench/routing-bench.sh [-d SECONDS] [-r ROUNDS] [-n]
+#
+#   -n   also nginx, with the same two pool sizes (nginx-two, nginx-thousand: one upstream of
+#        2 or 1,000 servers, `keepalive 2048`), as a reference for what 1,000 backends cost
+#        any proxy here
 #
 # A second backend nginx (CPU 1) answers on 127.0.0.1:20000-20999 (BASE_PORT to change it).
 #   two        one service, 2 backends per pool (ports 20000-20001), 95/5 split
@@ -13,8 +17,8 @@
 # Needs what proxy-bench.sh needs, and `cargo build --release`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-dur=10; rounds=3; base=${BASE_PORT:-20000}
-while getopts "d:r:" o; do case $o in d) dur=$OPTARG;; r) rounds=$OPTARG;; *) exit 2;; esac; done
+dur=10; rounds=3; base=${BASE_PORT:-20000}; with_nginx=""
+while getopts "d:r:n" o; do case $o in d) dur=$OPTARG;; r) rounds=$OPTARG;; n) with_nginx=1;; *) exit 2;; esac; done
 bin=$(realpath "${CUTOVER_BIN:-target/release/cutover}")
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/routing-bench.XXXXXX")
 backend=""
@@ -49,7 +53,22 @@ service bench "" 0 1000 | config thousand >"$tmp/thousand.yaml"
 for s in $(seq 0 99); do service "s$s" "/s$s/" $((2 * s)) 2; done | config hundred >"$tmp/hundred.yaml"
 for c in two thousand hundred; do "$bin" validate -c "$tmp/$c.yaml" >/dev/null; done
 
+nginx_config() { # NAME COUNT: nginx proxying to COUNT backends, 95/5 as cutover's split
+  echo "worker_processes 1; worker_rlimit_nofile 16384; daemon off; pid $tmp/nginx-$1.pid;"
+  echo "error_log /dev/null crit; events { worker_connections 8192; }"
+  echo "http { access_log off; keepalive_requests 1000000; upstream old {"
+  for i in $(seq 0 $(($2 - 1))); do echo "  server 127.0.0.1:$((base + i));"; done
+  echo "  keepalive 2048; }"
+  echo "  server { listen 127.0.0.1:18080 backlog=4096; location / { proxy_pass http://old;"
+  echo "    proxy_http_version 1.1; proxy_set_header Connection \"\"; } } }"
+}
+peers=()
+if [ -n "$with_nginx" ]; then
+  nginx_config two 2 >"$tmp/nginx-two.conf"; nginx_config thousand 1000 >"$tmp/nginx-thousand.conf"
+  peers=("nginx-two=nginx -c $tmp/nginx-two.conf" "nginx-thousand=nginx -c $tmp/nginx-thousand.conf")
+fi
+
 for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$((base + 999))") 2>/dev/null && break; sleep 0.05; done
 "$here/proxy-bench.sh" -d "$dur" -r "$rounds" -p /s99/ \
   "two=$bin run -c $tmp/two.yaml" "thousand=$bin run -c $tmp/thousand.yaml" \
-  "hundred=$bin run -c $tmp/hundred.yaml"
+  "hundred=$bin run -c $tmp/hundred.yaml" "${peers[@]}"
