@@ -299,7 +299,12 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            [(0, "connect"), (1, "timeout"), (2, "reset"), (3, "protocol")]
+            [
+                (0, "connect"),
+                (1, "timeout"),
+                (2, "reset"),
+                (3, "protocol")
+            ]
         );
     }
 
