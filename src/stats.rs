@@ -281,31 +281,21 @@ mod tests {
         assert_eq!(CodeClass::of_status(503), CodeClass::ServerError);
     }
 
-    /// The counters are indexed by discriminant and `/metrics` walks `ALL`: the two
-    /// orders must agree, or a count would be shown under another label.
+    /// `/metrics` walks `ALL` and shows each counter (indexed by discriminant) under its
+    /// label: a label on the wrong variant would misname a count, a missing variant hide one.
     #[test]
     fn the_label_tables_follow_the_counter_indexes() {
-        let codes: Vec<(usize, &str)> = CodeClass::ALL
-            .into_iter()
-            .map(|class| (class as usize, class.label()))
-            .collect();
-        assert_eq!(
-            codes,
-            [(0, "2xx"), (1, "3xx"), (2, "4xx"), (3, "5xx"), (4, "error")]
-        );
-        let kinds: Vec<(usize, &str)> = UpstreamErrorKind::ALL
-            .into_iter()
-            .map(|kind| (kind as usize, kind.label()))
-            .collect();
-        assert_eq!(
-            kinds,
-            [
-                (0, "connect"),
-                (1, "timeout"),
-                (2, "reset"),
-                (3, "protocol")
-            ]
-        );
+        let codes = CodeClass::ALL.map(|class| (class as usize, class.label()));
+        let expected = [(0, "2xx"), (1, "3xx"), (2, "4xx"), (3, "5xx"), (4, "error")];
+        assert_eq!(codes, expected);
+        let kinds = UpstreamErrorKind::ALL.map(|kind| (kind as usize, kind.label()));
+        let expected = [
+            (0, "connect"),
+            (1, "timeout"),
+            (2, "reset"),
+            (3, "protocol"),
+        ];
+        assert_eq!(kinds, expected);
     }
 
     #[test]
