@@ -54,31 +54,23 @@ pub enum CodeClass {
     Error = 4,
 }
 
-impl CodeClass {
-    pub const ALL: [CodeClass; 5] = [
-        CodeClass::Success,
-        CodeClass::Redirect,
-        CodeClass::ClientError,
-        CodeClass::ServerError,
-        CodeClass::Error,
-    ];
+names! {
+    CodeClass: pub fn label, pub const ALL {
+        Success => "2xx",
+        Redirect => "3xx",
+        ClientError => "4xx",
+        ServerError => "5xx",
+        Error => "error",
+    }
+}
 
+impl CodeClass {
     pub fn of_status(status: u16) -> CodeClass {
         match status {
             ..=299 => CodeClass::Success,
             300..=399 => CodeClass::Redirect,
             400..=499 => CodeClass::ClientError,
             _ => CodeClass::ServerError,
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            CodeClass::Success => "2xx",
-            CodeClass::Redirect => "3xx",
-            CodeClass::ClientError => "4xx",
-            CodeClass::ServerError => "5xx",
-            CodeClass::Error => "error",
         }
     }
 }
@@ -92,29 +84,20 @@ pub enum UpstreamErrorKind {
     Protocol = 3,
 }
 
-impl UpstreamErrorKind {
-    pub const ALL: [UpstreamErrorKind; 4] = [
-        UpstreamErrorKind::Connect,
-        UpstreamErrorKind::Timeout,
-        UpstreamErrorKind::Reset,
-        UpstreamErrorKind::Protocol,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            UpstreamErrorKind::Connect => "connect",
-            UpstreamErrorKind::Timeout => "timeout",
-            UpstreamErrorKind::Reset => "reset",
-            UpstreamErrorKind::Protocol => "protocol",
-        }
+names! {
+    UpstreamErrorKind: pub fn label, pub const ALL {
+        Connect => "connect",
+        Timeout => "timeout",
+        Reset => "reset",
+        Protocol => "protocol",
     }
 }
 
 /// The counters of one pool of one service.
 #[derive(Debug)]
 pub struct PoolStats {
-    responses: [AtomicU64; 5],
-    upstream_errors: [AtomicU64; 4],
+    responses: [AtomicU64; CodeClass::ALL.len()],
+    upstream_errors: [AtomicU64; UpstreamErrorKind::ALL.len()],
     latency: [AtomicU64; LATENCY_BUCKETS],
     latency_sum_us: AtomicU64,
 }
@@ -167,8 +150,8 @@ impl PoolStats {
 /// [`PoolCounts::minus`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolCounts {
-    pub responses: [u64; 5],
-    pub upstream_errors: [u64; 4],
+    pub responses: [u64; CodeClass::ALL.len()],
+    pub upstream_errors: [u64; UpstreamErrorKind::ALL.len()],
     pub latency: [u64; LATENCY_BUCKETS],
     pub latency_sum_us: u64,
 }
@@ -176,8 +159,8 @@ pub struct PoolCounts {
 impl Default for PoolCounts {
     fn default() -> Self {
         PoolCounts {
-            responses: [0; 5],
-            upstream_errors: [0; 4],
+            responses: [0; CodeClass::ALL.len()],
+            upstream_errors: [0; UpstreamErrorKind::ALL.len()],
             latency: [0; LATENCY_BUCKETS],
             latency_sum_us: 0,
         }
@@ -296,6 +279,23 @@ mod tests {
         assert_eq!(CodeClass::of_status(302), CodeClass::Redirect);
         assert_eq!(CodeClass::of_status(404), CodeClass::ClientError);
         assert_eq!(CodeClass::of_status(503), CodeClass::ServerError);
+    }
+
+    /// `/metrics` walks `ALL` and shows each counter (indexed by discriminant) under its
+    /// label: a label on the wrong variant would misname a count, a missing variant hide one.
+    #[test]
+    fn the_label_tables_follow_the_counter_indexes() {
+        let codes = CodeClass::ALL.map(|class| (class as usize, class.label()));
+        let expected = [(0, "2xx"), (1, "3xx"), (2, "4xx"), (3, "5xx"), (4, "error")];
+        assert_eq!(codes, expected);
+        let kinds = UpstreamErrorKind::ALL.map(|kind| (kind as usize, kind.label()));
+        let expected = [
+            (0, "connect"),
+            (1, "timeout"),
+            (2, "reset"),
+            (3, "protocol"),
+        ];
+        assert_eq!(kinds, expected);
     }
 
     #[test]

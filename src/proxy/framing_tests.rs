@@ -17,6 +17,17 @@ fn run(input: &[u8], step: usize) -> (Vec<u8>, State) {
 const SMUGGLE: &[u8] =
     b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
 
+/// `clean` passes untouched and the smuggling request after it is poisoned, in reads of
+/// each of `steps` bytes and in one read of everything.
+fn assert_clean_then_poisoned(clean: &[u8], steps: &[usize]) {
+    let input = [clean, SMUGGLE].concat();
+    for &step in steps.iter().chain([&input.len()]) {
+        let (out, _) = run(&input, step);
+        assert_eq!(&out[..clean.len()], clean, "step {step}");
+        assert!(out[clean.len()..].contains(&POISON), "step {step}");
+    }
+}
+
 #[test]
 fn a_conflicting_head_is_poisoned_at_its_last_byte() {
     for step in [1, 2, 7, SMUGGLE.len()] {
@@ -34,13 +45,7 @@ fn a_conflict_after_keep_alive_requests_is_found() {
     input.extend_from_slice(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
     input.extend_from_slice(b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
     input.extend_from_slice(b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nX-T: 1\r\n\r\n");
-    let clean_len = input.len();
-    input.extend_from_slice(SMUGGLE);
-    for step in [1, 3, 16, input.len()] {
-        let (out, _) = run(&input, step);
-        assert_eq!(&out[..clean_len], &input[..clean_len], "step {step}");
-        assert!(out[clean_len..].contains(&POISON), "step {step}");
-    }
+    assert_clean_then_poisoned(&input, &[1, 3, 16]);
 }
 
 #[test]
@@ -115,16 +120,9 @@ fn an_upgrade_that_was_refused_keeps_the_watch() {
 
 #[test]
 fn chunk_sizes_with_many_leading_zeros_keep_the_watch() {
-    let mut input =
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000005\r\nhello\r\n0\r\n\r\n"
-            .to_vec();
-    let clean_len = input.len();
-    input.extend_from_slice(SMUGGLE);
-    for step in [1, 7, input.len()] {
-        let (out, _) = run(&input, step);
-        assert_eq!(&out[..clean_len], &input[..clean_len], "step {step}");
-        assert!(out[clean_len..].contains(&POISON), "step {step}");
-    }
+    let leading_zeros =
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000005\r\nhello\r\n0\r\n\r\n";
+    assert_clean_then_poisoned(leading_zeros, &[1, 7]);
 }
 
 #[test]

@@ -433,6 +433,8 @@ async fn serve(
     let acceptor = connection.listener.tls.load_full();
     let snapshot = connection.shared.snapshot.clone();
     let open: Arc<dyn Send + Sync> = Arc::new(connection);
+    // Built once the scheme is known: after the handshake, so a failed one costs nothing.
+    let context_for = |scheme| Arc::new(ConnContext::new(peer, scheme, snapshot, open, &limits));
     match acceptor.as_ref() {
         Some(acceptor) => {
             let handshake =
@@ -448,36 +450,17 @@ async fn serve(
                     return;
                 }
             };
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let context = Arc::new(ConnContext::new(
-                peer,
-                Scheme::Https,
-                snapshot,
-                open,
-                &limits,
-            ));
-            if h2 {
-                serve_h2(stream, context, &limits, stopped).await;
-            } else {
-                let guarded = FramingGuard::new(stream, limits.max_header_bytes);
-                serve_h1(guarded, context, &limits, stopped).await;
-            }
+            let protocol = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Protocol::Http2,
+                _ => Protocol::Http1,
+            };
+            let context = context_for(Scheme::Https);
+            serve_protocol(stream, protocol, context, &limits, stopped).await;
         }
         None => {
-            let context = Arc::new(ConnContext::new(
-                peer,
-                Scheme::Http,
-                snapshot,
-                open,
-                &limits,
-            ));
-            match sniff(&stream, limits.header_read_timeout).await {
-                Some(Protocol::Http2) => serve_h2(stream, context, &limits, stopped).await,
-                Some(Protocol::Http1) => {
-                    let guarded = FramingGuard::new(stream, limits.max_header_bytes);
-                    serve_h1(guarded, context, &limits, stopped).await;
-                }
-                None => {}
+            let context = context_for(Scheme::Http);
+            if let Some(protocol) = sniff(&stream, limits.header_read_timeout).await {
+                serve_protocol(stream, protocol, context, &limits, stopped).await;
             }
         }
     }
@@ -516,14 +499,34 @@ async fn sniff(stream: &TcpStream, within: Duration) -> Option<Protocol> {
     }
 }
 
-async fn serve_h1<I>(
+/// Serves a client connection in the protocol it speaks: HTTP/1 through the framing
+/// guard (the request-smuggling checks hyper does not make), or h2.
+async fn serve_protocol<I>(
     io: I,
+    protocol: Protocol,
     context: Arc<ConnContext>,
     limits: &Limits,
     mut stopped: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let service = service_fn(move |request| handler::handle(request, context.clone()));
+    match protocol {
+        Protocol::Http1 => {
+            let guarded = FramingGuard::new(io, limits.max_header_bytes);
+            let connection = http1_builder(limits)
+                .serve_connection(TokioIo::new(guarded), service)
+                .with_upgrades();
+            drive(connection, |c| c.graceful_shutdown(), &mut stopped).await;
+        }
+        Protocol::Http2 => {
+            let connection = http2_builder(limits).serve_connection(TokioIo::new(io), service);
+            drive(connection, |c| c.graceful_shutdown(), &mut stopped).await;
+        }
+    }
+}
+
+fn http1_builder(limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -531,21 +534,10 @@ async fn serve_h1<I>(
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192) + 8192)
         .keep_alive(true);
-    let service = service_fn(move |request| handler::handle(request, context.clone()));
-    let connection = builder
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    drive(connection, |c| c.graceful_shutdown(), &mut stopped).await;
+    builder
 }
 
-async fn serve_h2<I>(
-    io: I,
-    context: Arc<ConnContext>,
-    limits: &Limits,
-    mut stopped: watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
@@ -553,9 +545,7 @@ async fn serve_h2<I>(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(limits.header_read_timeout);
-    let service = service_fn(move |request| handler::handle(request, context.clone()));
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    drive(connection, |c| c.graceful_shutdown(), &mut stopped).await;
+    builder
 }
 
 /// Serves a connection to its end; when the listener is told to stop, it finishes the

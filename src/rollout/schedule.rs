@@ -320,6 +320,21 @@ mod tests {
         Weight::from_percent(percent).unwrap()
     }
 
+    fn step(kind: StepKind, point_of_no_return: bool) -> Step {
+        Step {
+            kind,
+            point_of_no_return,
+        }
+    }
+
+    fn weight_step(percent: f64) -> Step {
+        let kind = StepKind::Weight {
+            weight: w(percent),
+            hold: Duration::ZERO,
+        };
+        step(kind, false)
+    }
+
     fn analysis() -> AnalysisSpec {
         AnalysisSpec {
             max_error_rate_increase: None,
@@ -356,42 +371,12 @@ mod tests {
     #[test]
     fn realignment_continues_after_the_last_weight_at_or_below() {
         let steps = vec![
-            Step {
-                kind: StepKind::Gate { hook: "g".into() },
-                point_of_no_return: false,
-            },
-            Step {
-                kind: StepKind::Weight {
-                    weight: w(5.0),
-                    hold: Duration::ZERO,
-                },
-                point_of_no_return: false,
-            },
-            Step {
-                kind: StepKind::Weight {
-                    weight: w(25.0),
-                    hold: Duration::ZERO,
-                },
-                point_of_no_return: false,
-            },
-            Step {
-                kind: StepKind::Run { hook: "r".into() },
-                point_of_no_return: true,
-            },
-            Step {
-                kind: StepKind::Weight {
-                    weight: w(50.0),
-                    hold: Duration::ZERO,
-                },
-                point_of_no_return: false,
-            },
-            Step {
-                kind: StepKind::Weight {
-                    weight: w(100.0),
-                    hold: Duration::ZERO,
-                },
-                point_of_no_return: false,
-            },
+            step(StepKind::Gate { hook: "g".into() }, false),
+            weight_step(5.0),
+            weight_step(25.0),
+            step(StepKind::Run { hook: "r".into() }, true),
+            weight_step(50.0),
+            weight_step(100.0),
         ];
         let plan = plan_of(steps, None);
         assert_eq!(

@@ -99,18 +99,16 @@ pub enum PauseCause {
     NotEnoughEvidence,
 }
 
-impl PauseCause {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PauseCause::Manual => "manual",
-            PauseCause::PauseStep => "pause_step",
-            PauseCause::SetWeight => "set_weight",
-            PauseCause::GateDeadline => "gate_deadline",
-            PauseCause::Analysis => "analysis",
-            PauseCause::Trip => "trip",
-            PauseCause::Hook => "hook",
-            PauseCause::NotEnoughEvidence => "not_enough_evidence",
-        }
+names! {
+    PauseCause: pub fn as_str {
+        Manual => "manual",
+        PauseStep => "pause_step",
+        SetWeight => "set_weight",
+        GateDeadline => "gate_deadline",
+        Analysis => "analysis",
+        Trip => "trip",
+        Hook => "hook",
+        NotEnoughEvidence => "not_enough_evidence",
     }
 }
 
