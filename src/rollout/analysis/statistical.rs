@@ -21,7 +21,7 @@
 //!
 //! Under equal traffic on both pools the OLD comparisons have a margin to cross
 //! (`max_error_rate_increase`, the ratio), so noise fails a check far less often than
-//! `1 - confidence` (`simulation_tests.rs` counts it).
+//! `1 - confidence` (`statistical_tests.rs` counts it).
 
 use std::time::Duration;
 
