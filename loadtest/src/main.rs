@@ -106,6 +106,9 @@ struct ScenarioArgs {
     /// Also write the table to this file, as Markdown.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Copy the decision log of every measured run into this directory.
+    #[arg(long, value_name = "DIR")]
+    keep_logs: Option<PathBuf>,
 }
 
 /// Options shared by `load` and `reload-storm`.
@@ -328,7 +331,10 @@ async fn run_scenarios(args: ScenarioArgs) -> ExitCode {
         scenarios: selected,
         methods,
         seeds: args.seeds,
-        schedule: scenarios::Schedule::default(),
+        schedule: scenarios::Schedule {
+            keep_logs: args.keep_logs,
+            ..scenarios::Schedule::default()
+        },
         parallel: args.parallel,
     };
     // Dropping the matrix on a signal kills every child and stops every backend.

@@ -160,7 +160,7 @@ pub(crate) enum Rule {
     MaxErrorRateIncrease,
     /// NEW's p99 against `max_p99_latency` (milliseconds).
     MaxP99Latency,
-    /// NEW's p99 over OLD's against `max_p99_latency_ratio` (threshold method).
+    /// NEW's p99 over OLD's against `max_p99_latency_ratio` (statistical: bounds on both).
     MaxP99LatencyRatio,
     /// Statistical method: the probability that a NEW request is slower than an OLD one
     /// scaled by `max_p99_latency_ratio` (Mann-Whitney U); the bound is 0.5.

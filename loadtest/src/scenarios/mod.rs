@@ -93,9 +93,16 @@ pub struct Schedule {
     pub failure_threshold: u32,
     /// Longest wait for the healthy checks at 25% before the fault.
     pub warmup_limit: Duration,
+    /// Whether the fault waits until a whole `window` of traffic at 25% has been seen, so
+    /// that detection is measured against a full window of healthy traffic (the steady
+    /// state of a rollout), not against the few seconds after the start.
+    pub fill_window: bool,
     /// How long a run watches after the fault begins (or, with no fault, after
     /// the healthy checks).
     pub observe: Duration,
+    /// Where to copy the decision log of every measured run (`--keep-logs`), so that a
+    /// surprising rollback (or a failed check) can be read afterwards.
+    pub keep_logs: Option<PathBuf>,
 }
 
 impl Default for Schedule {
@@ -106,7 +113,9 @@ impl Default for Schedule {
             min_requests: 100,
             failure_threshold: 3,
             warmup_limit: Duration::from_secs(90),
+            fill_window: true,
             observe: Duration::from_secs(30),
+            keep_logs: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -113,10 +114,12 @@ pub async fn run(
 
     // Warm-up: NEW at 25%, judged healthy a few times (low traffic is never
     // conclusive: a few checks of any outcome then).
-    let warm_until = Instant::now() + warmup_limit;
+    let started = Instant::now();
+    let warm_until = started + warmup_limit;
     let before_fault = loop {
         let records = history::read(&proxy.history)?;
         if records.iter().any(Record::is_rollback) {
+            keep_log(&proxy.history, scenario, method, schedule)?;
             return Ok(Outcome {
                 false_rollback: true,
                 ..Outcome::default()
@@ -131,7 +134,8 @@ pub async fn run(
         } else {
             history::unfailed_checks_at(&records, WEIGHT) >= HEALTHY_CHECKS
         };
-        if ready {
+        let filled = !schedule.fill_window || started.elapsed() >= window;
+        if ready && filled {
             break records.len();
         }
         if !proxy.alive() {
@@ -158,6 +162,7 @@ pub async fn run(
             .filter(|r| matches!(r, Record::Check { .. }))
             .count();
         if after.iter().any(Record::is_rollback) {
+            keep_log(&proxy.history, scenario, method, schedule)?;
             if matches!(scenario.fault, Fault::None) {
                 outcome.false_rollback = true;
             } else {
@@ -170,10 +175,41 @@ pub async fn run(
             return Err(format!("cutover died:\n{}", proxy.log_text()));
         }
         if Instant::now() >= observe_until {
+            keep_log(&proxy.history, scenario, method, schedule)?;
             return Ok(outcome);
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Copies a run's decision log into `schedule.keep_logs`, if set, as
+/// `<scenario>-<method>-<n>.jsonl`, and says where on stderr.
+fn keep_log(
+    history: &Path,
+    scenario: &Scenario,
+    method: &str,
+    schedule: &Schedule,
+) -> Result<(), String> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let Some(dir) = &schedule.keep_logs else {
+        return Ok(());
+    };
+    let slug: String = scenario
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let target = dir.join(format!("{slug}-{method}-{n}.jsonl"));
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::copy(history, &target))
+        .map_err(|e| format!("cannot keep the log as {}: {e}", target.display()))?;
+    eprintln!(
+        "loadtest scenarios: {} / {method}: its decision log: {}",
+        scenario.name,
+        target.display()
+    );
+    Ok(())
 }
 
 /// Aborts the task (and so cancels its load) when dropped.

@@ -1,12 +1,13 @@
 //! The statistics behind `analysis.method: statistical`: one-sided score intervals for a
-//! proportion (Wilson) and for a difference of two (Newcombe's hybrid score), and the
-//! Mann-Whitney U test on two weighted samples (histogram buckets) with tie correction.
+//! proportion (Wilson) and for a difference of two (Newcombe's hybrid score), exact
+//! binomial tail counts for a quantile's distribution-free bounds, and the Mann-Whitney U
+//! test on two weighted samples (histogram buckets) with tie correction.
 //!
 //! The distributions come from `statrs`; what is written here is only the textbook
 //! arithmetic on top of them. Every function is checked against SciPy/statsmodels in
 //! `intervals_tests.rs`.
 
-use statrs::distribution::{ContinuousCDF, Normal};
+use statrs::distribution::{Binomial, ContinuousCDF, DiscreteCDF, Normal};
 
 /// The standard normal quantile for a one-sided `confidence` (0.99 → 2.326).
 pub(crate) fn z_for(confidence: f64) -> f64 {
@@ -70,6 +71,60 @@ fn proportion(x: u64, n: u64) -> f64 {
         0 => 0.0,
         n => x.min(n) as f64 / n as f64,
     }
+}
+
+/// How many of `n` samples above a value are evidence about the quantile with `tail` of
+/// the values above it (0.01 for p99), by the exact binomial distribution: if the quantile
+/// were at most the value, the count above it would be at most Binomial(`n`, `tail`); if
+/// it were above, at least that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TailCounts {
+    /// The smallest k with P(X >= k) < `alpha`: this many samples above a value show,
+    /// with confidence 1 - `alpha`, that the quantile is above it. `None`: no count can.
+    pub too_many: Option<u64>,
+    /// The largest k with P(X <= k) < `alpha`: at most this many samples above a value
+    /// show that the quantile is at or below it. `None`: not even 0 can (too few samples).
+    pub few_enough: Option<u64>,
+}
+
+/// The [`TailCounts`] of `n` samples for a quantile with `tail` above it, at `alpha`.
+pub(crate) fn tail_counts(n: u64, tail: f64, alpha: f64) -> TailCounts {
+    let none = TailCounts {
+        too_many: None,
+        few_enough: None,
+    };
+    let Ok(binomial) = Binomial::new(tail, n) else {
+        return none;
+    };
+    if n == 0 {
+        return none;
+    }
+    // P(X >= k) falls as k grows, P(X <= k) rises: bisect on each.
+    let at_least = |k: u64| if k == 0 { 1.0 } else { binomial.sf(k - 1) };
+    let too_many = (at_least(n) < alpha).then(|| first(1, n, |k| at_least(k) < alpha));
+    let few_enough = (binomial.cdf(0) < alpha)
+        .then(|| first(0, n, |k| binomial.cdf(k) >= alpha).saturating_sub(1));
+    TailCounts {
+        too_many,
+        few_enough,
+    }
+}
+
+/// The smallest k in `low..=high` where `holds` (monotone: false, then true); `high` when
+/// it only holds there, `high + 1` when it never does.
+fn first(mut low: u64, mut high: u64, holds: impl Fn(u64) -> bool) -> u64 {
+    if !holds(high) {
+        return high + 1;
+    }
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if holds(middle) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    low
 }
 
 /// The Mann-Whitney U test of sample A against sample B, normal approximation with tie

@@ -121,3 +121,37 @@ fn mann_whitney_needs_two_samples_and_some_spread() {
     assert!(mann_whitney(&[(1.0, 5)], &[(1.0, 0)]).is_none());
     assert!(mann_whitney(&[(1.0, 5)], &[(1.0, 7)]).is_none());
 }
+
+/// Reference values from SciPy 1.17 (`binom.sf(k - 1, n, 0.01)` is P(X >= k)):
+///
+/// ```python
+/// from scipy.stats import binom
+/// for n, a in [(3000, .01), (3000, .005), (9000, .005), (100, .01), (458, .01), (459, .01), (1, .01)]:
+///     too_many = next((k for k in range(1, n + 1) if binom.sf(k - 1, n, .01) < a), None)
+///     few = [k for k in range(0, n + 1) if binom.cdf(k, n, .01) < a]
+///     print(n, a, too_many, max(few) if few else None)
+/// n = 10**6; k = int(binom.isf(.01, n, .01)) + 1   # 10233: P(X >= k) < .01 <= P(X >= k - 1)
+/// ```
+#[test]
+fn tail_counts_match_scipy() {
+    let cases = [
+        (3000, 0.01, Some(44), Some(17)),
+        (3000, 0.005, Some(46), Some(16)),
+        (9000, 0.005, Some(116), Some(66)),
+        // Too few samples to show that the p99 is low: even 0 above could happen by chance.
+        (100, 0.01, Some(5), None),
+        (458, 0.01, Some(11), None),
+        (459, 0.01, Some(11), Some(0)),
+        (1, 0.01, None, None),
+        (0, 0.01, None, None),
+    ];
+    for (n, alpha, too_many, few_enough) in cases {
+        let counts = tail_counts(n, 0.01, alpha);
+        assert_eq!(
+            (counts.too_many, counts.few_enough),
+            (too_many, few_enough),
+            "n {n}, alpha {alpha}"
+        );
+    }
+    assert_eq!(tail_counts(1_000_000, 0.01, 0.01).too_many, Some(10233));
+}

@@ -6,9 +6,14 @@
 //!
 //! - `max_error_rate`: one-sided Wilson score bounds on NEW's error rate.
 //! - `max_error_rate_increase`: Newcombe's score bounds on NEW's rate minus OLD's.
-//! - `max_p99_latency`: distribution-free bounds on NEW's p99: the latencies at the ranks
-//!   Wilson bounds give for the 99% quantile, taken at the bucket edge that favours the
-//!   other outcome (the upper edge to pass, the lower edge to fail).
+//! - `max_p99_latency`: distribution-free bounds on NEW's p99 from the exact binomial
+//!   distribution of the count of requests above it (`p99_bounds`), taken at the bucket
+//!   edge that favours the other outcome (the upper edge to pass, the lower edge to fail).
+//! - `max_p99_latency_ratio`: the same bounds on both pools' p99 (each at half the error
+//!   allowed): fails when NEW's lower bound is above `max(ratio × OLD's upper, OLD's
+//!   upper + 5 ms)`, passes when NEW's upper bound is within the same of OLD's lower.
+//!   It sees a tail regression as soon as about 1.5% of NEW's window is slow, where the
+//!   Mann-Whitney rule below needs half of it.
 //! - `latency_vs_old` (with `max_p99_latency_ratio`): Mann-Whitney U of NEW's latencies
 //!   against OLD's, each OLD value stretched to `max(ratio × v, v + 5 ms)`, so NEW fails
 //!   only when it is slower than that with the confidence, and passes only when faster.
@@ -16,11 +21,11 @@
 //!
 //! Under equal traffic on both pools the OLD comparisons have a margin to cross
 //! (`max_error_rate_increase`, the ratio), so noise fails a check far less often than
-//! `1 - confidence` (`simulation_tests.rs` counts it).
+//! `1 - confidence` (`statistical_tests.rs` counts it).
 
 use std::time::Duration;
 
-use super::intervals::{mann_whitney, newcombe_difference, wilson, z_for};
+use super::intervals::{mann_whitney, newcombe_difference, tail_counts, wilson, z_for, Interval};
 use super::{
     millis, old_too_few, rule_record, too_few, Breach, Check, PoolMeasure, Verdict, WindowCounts,
     RATIO_FLOOR,
@@ -50,6 +55,8 @@ pub(crate) fn evaluate(spec: &AnalysisSpec, confidence: f64, window: &WindowCoun
         spec.max_error_rate_increase
             .map(|limit| judge.error_rate_increase(limit)),
         spec.max_p99_latency.map(|limit| judge.p99(limit)),
+        spec.max_p99_latency_ratio
+            .map(|ratio| judge.p99_ratio(ratio)),
         spec.max_p99_latency_ratio
             .map(|ratio| judge.latency_vs_old(ratio)),
     ]
@@ -118,7 +125,7 @@ impl Judge<'_> {
         record.bound = Some(Bound {
             confidence: self.confidence,
             lower,
-            upper,
+            upper: finite(upper),
         });
         let limit = record.threshold;
         let (outcome, text) = if lower > limit {
@@ -134,7 +141,10 @@ impl Judge<'_> {
         } else {
             (
                 Outcome::Inconclusive,
-                format!("{what}: between {lower:.4} and {upper:.4}, limit {limit}"),
+                format!(
+                    "{what}: between {lower:.4} and {}, limit {limit}",
+                    shown(upper)
+                ),
             )
         };
         record.outcome = outcome;
@@ -179,18 +189,84 @@ impl Judge<'_> {
 
     fn p99(&self, limit: Duration) -> RuleRecord {
         let mut record = self.record(Rule::MaxP99Latency, millis(limit));
-        let counts = &self.window.new;
-        let total: u64 = counts.latency.iter().sum();
-        let (Some(measured), true) = (self.new.p99_ms, total > 0) else {
+        let alpha = 1.0 - self.confidence;
+        let (Some(measured), Some(bounds)) = (self.new.p99_ms, p99_bounds(&self.window.new, alpha))
+        else {
             record.note = Some("NEW has no latency samples".to_string());
             return record;
         };
-        // Ranks of the 99% quantile's bounds: Wilson bounds on the share below it.
-        let rank = (0.99 * total as f64).round() as u64;
-        let quantiles = wilson(rank, total, self.z);
-        let lower = bucket_at(counts, quantiles.lower, total).0;
-        let upper = bucket_at(counts, quantiles.upper, total).1;
-        self.decide(&mut record, measured, lower, upper, "NEW p99 (ms)");
+        self.decide(
+            &mut record,
+            measured,
+            bounds.lower,
+            bounds.upper,
+            "NEW p99 (ms)",
+        );
+        record
+    }
+
+    /// NEW's p99 against `ratio` × OLD's (and at least 5 ms more, as with the threshold
+    /// method), each pool's p99 bounded at half the error allowed (Bonferroni), so that
+    /// the comparison as a whole holds with the confidence.
+    fn p99_ratio(&self, ratio: f64) -> RuleRecord {
+        let mut record = self.record(Rule::MaxP99LatencyRatio, ratio);
+        if !self.old_comparable {
+            record.note = Some(old_too_few(self.spec));
+            return record;
+        }
+        let alpha = (1.0 - self.confidence) / 2.0;
+        let bounds = (
+            p99_bounds(&self.window.new, alpha),
+            p99_bounds(&self.window.old, alpha),
+            self.new.p99_ms.zip(self.old.p99_ms),
+        );
+        let (Some(new), Some(old), Some((new_p99, old_p99))) = bounds else {
+            record.note = Some("no latency samples to compare".to_string());
+            return record;
+        };
+        let floor = millis(RATIO_FLOOR);
+        let allowed = |old_p99: f64| (old_p99 * ratio).max(old_p99 + floor);
+        // Fails only if NEW's p99 is surely above what even OLD's highest plausible p99
+        // allows; passes only if it is surely within what OLD's lowest plausible allows.
+        let (fail_above, pass_within) = (allowed(old.upper), allowed(old.lower));
+        let percent = (self.confidence * 100.0).round();
+        let what = format!("NEW p99 (ms) against {ratio}x OLD's (at least +{floor} ms)");
+        let (outcome, text) = if new.lower > fail_above {
+            (
+                Outcome::Fail,
+                format!(
+                    "{what}: NEW at least {:.1} > {fail_above:.1} (OLD at most {:.1}) with {percent}% confidence",
+                    new.lower, old.upper
+                ),
+            )
+        } else if new.upper <= pass_within {
+            (
+                Outcome::Pass,
+                format!(
+                    "{what}: NEW at most {:.1} <= {pass_within:.1} (OLD at least {:.1}) with {percent}% confidence",
+                    new.upper, old.lower
+                ),
+            )
+        } else {
+            (
+                Outcome::Inconclusive,
+                format!(
+                    "{what}: NEW between {:.1} and {}, OLD between {:.1} and {}",
+                    new.lower,
+                    shown(new.upper),
+                    old.lower,
+                    shown(old.upper)
+                ),
+            )
+        };
+        record.measured = Some(new_p99 / old_p99.max(1e-6));
+        record.bound = Some(Bound {
+            confidence: self.confidence,
+            lower: new.lower / old.upper.max(1e-6),
+            upper: finite(new.upper / old.lower.max(1e-6)),
+        });
+        record.outcome = outcome;
+        record.note = Some(text);
         record
     }
 
@@ -238,17 +314,62 @@ fn bucket_values(counts: &PoolCounts, map: impl Fn(f64) -> f64) -> Vec<(f64, u64
         .collect()
 }
 
-/// The edges (ms) of the bucket holding the `share` quantile of `total` samples.
-fn bucket_at(counts: &PoolCounts, share: f64, total: u64) -> (f64, f64) {
-    let rank = (share * total as f64).ceil().max(1.0) as u64;
+/// Distribution-free one-sided bounds (ms) on a pool's p99 from its histogram, each
+/// holding with 1 - `alpha`; `None` without samples.
+///
+/// With n samples and X ~ Binomial(n, 1%): if the p99 were at most x, the count above x
+/// would be at most X, so `too_many` samples above x (P(X >= k) < alpha) show it is
+/// above x: the lower bound is the lower edge of the bucket of the `too_many`-th largest
+/// sample (0 when no count is enough). If the p99 were above x, the count would be at
+/// least X, so at most `few_enough` above x (P(X <= k) < alpha) show it is at or below
+/// x: the upper bound is the upper edge of the bucket of the (`few_enough` + 1)-th
+/// largest sample (infinite when even none above would not be enough).
+fn p99_bounds(counts: &PoolCounts, alpha: f64) -> Option<Interval> {
+    let total: u64 = counts.latency.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let tails = tail_counts(total, 0.01, alpha);
+    Some(Interval {
+        lower: tails
+            .too_many
+            .map_or(0.0, |k| bucket_edges_ms(bucket_of_largest(counts, k)).0),
+        upper: tails.few_enough.map_or(f64::INFINITY, |k| {
+            bucket_edges_ms(bucket_of_largest(counts, k + 1)).1
+        }),
+    })
+}
+
+/// The bucket holding the `k`-th largest sample (k >= 1); the lowest bucket if there are
+/// fewer than `k`.
+fn bucket_of_largest(counts: &PoolCounts, k: u64) -> usize {
     let mut seen = 0u64;
-    for (index, &count) in counts.latency.iter().enumerate() {
+    for (index, &count) in counts.latency.iter().enumerate().rev() {
         seen += count;
-        if seen >= rank {
-            return bucket_edges_ms(index);
+        if seen >= k {
+            return index;
         }
     }
-    bucket_edges_ms(counts.latency.len() - 1)
+    0
+}
+
+/// A bound as the decision log can keep it: JSON has no infinity (serde_json would write
+/// `null`, which no longer reads back as a number), so "no bound" is the largest float.
+fn finite(value: f64) -> f64 {
+    if value.is_finite() {
+        value
+    } else {
+        f64::MAX
+    }
+}
+
+/// A bound for a note: "unbounded" rather than a 309-digit number.
+fn shown(value: f64) -> String {
+    if value.is_finite() && value < f64::MAX {
+        format!("{value:.4}")
+    } else {
+        "unbounded".to_string()
+    }
 }
 
 /// Bucket `index` as milliseconds; the last one (above 100 s) is taken as exactly 100 s

@@ -85,7 +85,7 @@ fn evaluate_threshold(window: &WindowCounts) -> Verdict {
 fn healthy_traffic_with_plenty_of_requests_passes_every_rule() {
     let check = check_of(pool(6000, 0, 10), pool(18000, 20, 10));
     assert_eq!(check.verdict, Verdict::Pass, "{}", check.summary());
-    assert_eq!(check.rules.len(), 4);
+    assert_eq!(check.rules.len(), 5);
     assert!(check.rules.iter().all(|r| r.outcome == Outcome::Pass));
 }
 
@@ -101,6 +101,81 @@ fn slow_new_fails_the_latency_rules() {
     assert_eq!(p99.bound.unwrap().lower, 600.0);
 }
 
+/// `counts` with `slow` of its requests moved from `from_ms` to `to_ms`.
+fn with_slow(mut counts: PoolCounts, slow: u64, from_ms: u64, to_ms: u64) -> PoolCounts {
+    counts.latency[latency_bucket(from_ms * 1000)] -= slow;
+    counts.latency[latency_bucket(to_ms * 1000)] += slow;
+    counts
+}
+
+#[test]
+fn the_p99_ratio_fails_on_the_count_the_binomial_calls_too_many() {
+    // 3000 NEW requests, each pool's p99 bounded at 0.5%: 46 or more above a value show
+    // NEW's p99 is above it (SciPy: intervals_tests.rs, tail_counts_match_scipy). OLD
+    // (9000 at 1 ms) allows at most max(1.5 x 1 ms, 1 ms + 5 ms) = 6 ms.
+    let old = pool(9000, 0, 1);
+    let judged = |slow| {
+        let check = check_of(with_slow(pool(3000, 0, 1), slow, 1, 40), old.clone());
+        rule(&check, Rule::MaxP99LatencyRatio).clone()
+    };
+    let caught = judged(46);
+    assert_eq!(caught.outcome, Outcome::Fail, "{caught:?}");
+    // The lower bound is the lower edge of the 40 ms bucket, (30, 40].
+    assert_eq!(caught.bound.unwrap().lower, 30.0);
+    assert!(caught.note.unwrap().contains("at least 30.0 > 6.0"));
+    // 45 slow (1.5%) is above 1% but could be chance: not a failure, not a pass either.
+    assert_eq!(judged(45).outcome, Outcome::Inconclusive);
+    // At most 16 above (P(X <= 16) < 0.5% for 3000) shows NEW's p99 is within.
+    assert_eq!(judged(16).outcome, Outcome::Pass);
+    assert_eq!(judged(17).outcome, Outcome::Inconclusive);
+    // The point estimate puts the p99 in the 40 ms bucket from 31 slow on: the threshold
+    // method fails there, on a count 1% slow traffic reaches by chance (SciPy:
+    // binom.sf(30, 3000, .01) = 0.45).
+    let window = WindowCounts {
+        new: with_slow(pool(3000, 0, 1), 31, 1, 40),
+        old,
+    };
+    assert_eq!(evaluate_threshold(&window), Verdict::Fail);
+}
+
+#[test]
+fn the_absolute_p99_uses_the_same_exact_counts() {
+    // limit 500 ms; 3000 NEW at 10 ms, some at 700 ms: 44 above is too many at 1%.
+    let judged = |slow| {
+        let check = check_of(
+            with_slow(pool(3000, 0, 10), slow, 10, 700),
+            pool(9000, 0, 10),
+        );
+        rule(&check, Rule::MaxP99Latency).clone()
+    };
+    assert_eq!(judged(44).outcome, Outcome::Fail);
+    assert_eq!(judged(43).outcome, Outcome::Inconclusive);
+    assert_eq!(judged(17).outcome, Outcome::Pass);
+    assert_eq!(judged(18).outcome, Outcome::Inconclusive);
+}
+
+#[test]
+fn without_enough_requests_no_p99_upper_bound_and_the_record_still_reads_back() {
+    // 200 NEW requests: even none above a value could happen with a p99 above it.
+    let check = check_of(pool(200, 0, 10), pool(9000, 0, 10));
+    let p99 = rule(&check, Rule::MaxP99Latency);
+    assert_eq!(p99.outcome, Outcome::Inconclusive);
+    assert_eq!(p99.bound.unwrap().upper, f64::MAX);
+    assert!(
+        p99.note.as_deref().unwrap().contains("unbounded"),
+        "{p99:?}"
+    );
+    // Requests slower than the last edge (100 s) have no upper edge: the bound must still
+    // be a number JSON can hold, or the decision log stops reading back.
+    let stuck = check_of(pool(3000, 0, 150_000), pool(9000, 0, 10));
+    for check in [check, stuck] {
+        let record = check.record(Duration::from_secs(60), 0);
+        let line = serde_json::to_string(&record).unwrap();
+        let back: crate::evidence::record::CheckRecord = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.rules.len(), record.rules.len(), "{line}");
+    }
+}
+
 #[test]
 fn without_old_traffic_the_comparisons_are_skipped() {
     let window = WindowCounts {
@@ -109,6 +184,10 @@ fn without_old_traffic_the_comparisons_are_skipped() {
     };
     let check = evaluate(&spec(), 0.99, &window);
     assert_eq!(rule(&check, Rule::LatencyVsOld).outcome, Outcome::Skipped);
+    assert_eq!(
+        rule(&check, Rule::MaxP99LatencyRatio).outcome,
+        Outcome::Skipped
+    );
     assert_eq!(
         rule(&check, Rule::MaxErrorRateIncrease).outcome,
         Outcome::Skipped
@@ -120,6 +199,17 @@ fn without_old_traffic_the_comparisons_are_skipped() {
 struct Simulation {
     rng: StdRng,
     seconds: VecDeque<WindowCounts>,
+    /// Seconds in the window.
+    keep: usize,
+    /// One request's latency (µs), the same for both pools.
+    latency: fn(&mut StdRng) -> f64,
+    /// Added to every NEW request's latency (µs).
+    new_delay: f64,
+}
+
+/// Log-normal-ish latency around 20 ms: 5..80 ms.
+fn spread_latency(rng: &mut StdRng) -> f64 {
+    20_000.0 * 4f64.powf(rng.random_range(-1.0..1.0))
 }
 
 impl Simulation {
@@ -127,6 +217,9 @@ impl Simulation {
         Simulation {
             rng: StdRng::seed_from_u64(seed),
             seconds: VecDeque::new(),
+            keep: 120,
+            latency: spread_latency,
+            new_delay: 0.0,
         }
     }
 
@@ -146,12 +239,12 @@ impl Simulation {
                 CodeClass::Success
             };
             pool.responses[class as usize] += 1;
-            // Log-normal-ish latency around 20 ms: 5..80 ms.
-            let micros = 20_000.0 * 4f64.powf(self.rng.random_range(-1.0..1.0));
+            let delay = if is_new { self.new_delay } else { 0.0 };
+            let micros = (self.latency)(&mut self.rng) + delay;
             pool.latency[latency_bucket(micros as u64)] += 1;
         }
         self.seconds.push_back(second);
-        if self.seconds.len() > 120 {
+        if self.seconds.len() > self.keep {
             self.seconds.pop_front();
         }
     }
@@ -210,6 +303,85 @@ fn eight_points_more_errors_are_caught_within_two_checks() {
         }
         let checks = checks_to_detect.expect("never detected");
         assert!(checks <= 2, "share {share}: {checks} checks");
+    }
+}
+
+/// A fast service on a busy machine, the same for both pools: 0.3..0.9 ms, with 2% of
+/// requests 1..5 ms later, 0.5% 5..30 ms and 0.1% 30..200 ms (scheduling stalls).
+fn busy_machine_latency(rng: &mut StdRng) -> f64 {
+    let base = rng.random_range(300.0..900.0);
+    let stall = rng.random_range(0.0..1.0);
+    base + match stall {
+        x if x < 0.001 => rng.random_range(30_000.0..200_000.0),
+        x if x < 0.006 => rng.random_range(5_000.0..30_000.0),
+        x if x < 0.026 => rng.random_range(1_000.0..5_000.0),
+        _ => 0.0,
+    }
+}
+
+/// The schedule of `loadtest scenarios`: a check every 2 s over the last 60 s.
+fn scenario_simulation(seed: u64) -> Simulation {
+    Simulation {
+        keep: 60,
+        latency: busy_machine_latency,
+        ..Simulation::new(seed)
+    }
+}
+
+#[test]
+fn equal_latency_noise_never_fails_over_200_checks() {
+    let (mut checks, mut failures, mut passes) = (0, 0, 0);
+    for (seed, share) in [(11, 0.05), (12, 0.25), (13, 0.5)] {
+        let mut simulation = scenario_simulation(seed);
+        for second in 1..=(60 + 2 * 80) {
+            simulation.second(200.0, share, 0.005, 0.005);
+            if second >= 60 && second % 2 == 0 {
+                checks += 1;
+                let check = evaluate(&spec(), 0.99, &simulation.window());
+                failures += usize::from(check.verdict == Verdict::Fail);
+                let ratio = rule(&check, Rule::MaxP99LatencyRatio).outcome;
+                passes += usize::from(ratio == Outcome::Pass);
+            }
+        }
+    }
+    assert!(checks >= 200, "{checks}");
+    println!(
+        "{checks} checks of equal latency noise: {failures} failed, p99 ratio passed {passes}"
+    );
+    assert_eq!(failures, 0, "false failures in {checks} checks");
+    // Not stuck: at 25% and 50% the ratio rule has the evidence to pass.
+    assert!(passes >= checks / 2, "{passes} of {checks}");
+}
+
+#[test]
+fn forty_ms_more_on_new_is_caught_within_two_checks() {
+    for seed in 21..27 {
+        let mut simulation = scenario_simulation(seed);
+        for _ in 0..60 {
+            simulation.second(200.0, 0.25, 0.005, 0.005);
+        }
+        assert_ne!(
+            evaluate(&spec(), 0.99, &simulation.window()).verdict,
+            Verdict::Fail
+        );
+        simulation.new_delay = 40_000.0;
+        let mut caught = None;
+        for check in 1..=5 {
+            for _ in 0..2 {
+                simulation.second(200.0, 0.25, 0.005, 0.005);
+            }
+            let check_result = evaluate(&spec(), 0.99, &simulation.window());
+            if check_result.verdict == Verdict::Fail {
+                assert_eq!(
+                    rule(&check_result, Rule::MaxP99LatencyRatio).outcome,
+                    Outcome::Fail
+                );
+                caught = Some(check);
+                break;
+            }
+        }
+        let checks = caught.expect("never detected");
+        assert!(checks <= 2, "seed {seed}: {checks} checks");
     }
 }
 
