@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -32,6 +32,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::framing::FramingGuard;
 use super::handler::{self, ConnContext};
+use super::idle::{self, Socket};
 use crate::config::{Limits, Listener};
 use crate::http1::Scheme;
 use crate::routing::SharedSnapshot;
@@ -435,8 +436,12 @@ async fn serve(
     let open: Arc<dyn Send + Sync> = Arc::new(connection);
     match acceptor.as_ref() {
         Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+            // Boxed, as the HTTP/2 sessions below: the task of an idle HTTP/1 connection
+            // is as large as its largest state.
+            let handshake = Box::pin(tokio::time::timeout(
+                limits.header_read_timeout,
+                acceptor.accept(stream),
+            ));
             let stream = match handshake.await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(err)) => {
@@ -457,7 +462,7 @@ async fn serve(
                 &limits,
             ));
             if h2 {
-                serve_h2(stream, context, &limits, stopped).await;
+                Box::pin(serve_h2(stream, context, &limits, stopped)).await;
             } else {
                 let guarded = FramingGuard::new(stream, limits.max_header_bytes);
                 serve_h1(guarded, context, &limits, stopped).await;
@@ -472,7 +477,9 @@ async fn serve(
                 &limits,
             ));
             match sniff(&stream, limits.header_read_timeout).await {
-                Some(Protocol::Http2) => serve_h2(stream, context, &limits, stopped).await,
+                Some(Protocol::Http2) => {
+                    Box::pin(serve_h2(stream, context, &limits, stopped)).await
+                }
                 Some(Protocol::Http1) => {
                     let guarded = FramingGuard::new(stream, limits.max_header_bytes);
                     serve_h1(guarded, context, &limits, stopped).await;
@@ -516,26 +523,16 @@ async fn sniff(stream: &TcpStream, within: Duration) -> Option<Protocol> {
     }
 }
 
-async fn serve_h1<I>(
-    io: I,
+async fn serve_h1<S>(
+    io: FramingGuard<S>,
     context: Arc<ConnContext>,
     limits: &Limits,
     mut stopped: watch::Receiver<bool>,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
 {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_header_size(limits.max_header_bytes)
-        .max_buf_size(limits.max_header_bytes.max(8192) + 8192)
-        .keep_alive(true);
-    let service = service_fn(move |request| handler::handle(request, context.clone()));
-    let connection = builder
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    drive(connection, |c| c.graceful_shutdown(), &mut stopped).await;
+    // Boxed: a clear-text connection's task then holds only the clear-text state.
+    log_connection_end(Box::pin(idle::serve_h1(io, context, limits, &mut stopped)).await);
 }
 
 async fn serve_h2<I>(
@@ -578,7 +575,7 @@ async fn drive<C>(
 }
 
 /// Resolves once the listener is told to stop (or is gone).
-async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+pub(super) async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
