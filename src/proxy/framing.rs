@@ -80,6 +80,20 @@ impl<S> FramingGuard<S> {
         }
     }
 
+    /// The stream underneath, to wait for it to become readable while the connection idles.
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Whether every byte read so far belongs to a complete request (head and body), so a
+    /// read now waits for the start of the next one: where an idle connection may be parked.
+    pub(crate) fn between_requests(&self) -> bool {
+        self.state == State::Head
+            && self.partial_head.is_empty()
+            && self.held.is_empty()
+            && !self.switch_asked
+    }
+
     /// Whether the request that asked to switch protocols has been read whole, and what
     /// follows it waits for the answer.
     fn awaiting_answer(&self) -> bool {

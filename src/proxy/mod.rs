@@ -9,6 +9,7 @@ pub(crate) mod error;
 pub(crate) mod forward;
 pub(crate) mod framing;
 pub(crate) mod handler;
+mod idle;
 mod outcome;
 pub(crate) mod server;
 

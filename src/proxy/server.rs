@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -32,6 +32,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::framing::FramingGuard;
 use super::handler::{self, ConnContext};
+use super::idle::{self, Socket};
 use crate::config::{Limits, Listener};
 use crate::http1::Scheme;
 use crate::routing::SharedSnapshot;
@@ -437,8 +438,12 @@ async fn serve(
     let context_for = |scheme| Arc::new(ConnContext::new(peer, scheme, snapshot, open, &limits));
     match acceptor.as_ref() {
         Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+            // Boxed, as the HTTP/2 sessions below: the task of an idle HTTP/1 connection
+            // is as large as its largest state.
+            let handshake = Box::pin(tokio::time::timeout(
+                limits.header_read_timeout,
+                acceptor.accept(stream),
+            ));
             let stream = match handshake.await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(err)) => {
@@ -500,41 +505,30 @@ async fn sniff(stream: &TcpStream, within: Duration) -> Option<Protocol> {
 }
 
 /// Serves a client connection in the protocol it speaks: HTTP/1 through the framing
-/// guard (the request-smuggling checks hyper does not make), or h2.
-async fn serve_protocol<I>(
-    io: I,
+/// guard (the request-smuggling checks hyper does not make), parked while idle
+/// (`idle`), or h2. Both boxed: the task of an idle connection is as large as its
+/// largest state.
+async fn serve_protocol<S>(
+    io: S,
     protocol: Protocol,
     context: Arc<ConnContext>,
     limits: &Limits,
     mut stopped: watch::Receiver<bool>,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
 {
-    let service = service_fn(move |request| handler::handle(request, context.clone()));
     match protocol {
         Protocol::Http1 => {
             let guarded = FramingGuard::new(io, limits.max_header_bytes);
-            let connection = http1_builder(limits)
-                .serve_connection(TokioIo::new(guarded), service)
-                .with_upgrades();
-            drive(connection, |c| c.graceful_shutdown(), &mut stopped).await;
+            let served = Box::pin(idle::serve_h1(guarded, context, limits, &mut stopped));
+            log_connection_end(served.await);
         }
         Protocol::Http2 => {
+            let service = service_fn(move |request| handler::handle(request, context.clone()));
             let connection = http2_builder(limits).serve_connection(TokioIo::new(io), service);
-            drive(connection, |c| c.graceful_shutdown(), &mut stopped).await;
+            Box::pin(drive(connection, |c| c.graceful_shutdown(), &mut stopped)).await;
         }
     }
-}
-
-fn http1_builder(limits: &Limits) -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_header_size(limits.max_header_bytes)
-        .max_buf_size(limits.max_header_bytes.max(8192) + 8192)
-        .keep_alive(true);
-    builder
 }
 
 fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
@@ -568,7 +562,7 @@ async fn drive<C>(
 }
 
 /// Resolves once the listener is told to stop (or is gone).
-async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+pub(super) async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 

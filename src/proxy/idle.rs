@@ -1,0 +1,318 @@
+//! HTTP/1 client connections that wait for their next request without hyper's state.
+//!
+//! hyper keeps, for each connection it serves, an 8 KiB read buffer (reserved again before
+//! every read, also while it waits for the next request), an 8 KiB write buffer and its
+//! connection state, for as long as the connection lives. An idle keep-alive connection
+//! would cost some 30 KiB that way, where nginx needs well under one.
+//!
+//! So a connection that stays idle is *parked*: every `PARK_CHECK` the serve loop looks at
+//! whether a response finished since its last look. When none did and none is in flight,
+//! it asks the connection's IO ([`Parking`]) to end hyper's session if hyper is waiting for
+//! the start of a request: the next read hyper makes there, with the socket empty, returns
+//! the end of the stream. hyper takes that for a client that closed between requests and
+//! finishes cleanly (flushing what it wrote); the IO ignores hyper's shutdown, and the
+//! serve loop takes the socket back (`into_parts`) and drops hyper's connection with its
+//! buffers. A parked connection is the task, the socket and the framing guard: about a
+//! kilobyte. When the socket becomes readable, a new hyper session starts on it.
+//!
+//! What stays as before: a parked connection is closed `header_read_timeout` after its
+//! last response (never earlier than hyper would, at most one `PARK_CHECK` later), and at
+//! once when its listener drains. A connection that is busy never parks, and one that
+//! parks pays for a new hyper session on its next request only.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use futures_util::FutureExt;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_rustls::server::TlsStream;
+
+use super::body::ProxyBody;
+use super::framing::FramingGuard;
+use super::handler::{self, ConnContext};
+use crate::config::Limits;
+
+/// How often a connection's serve loop looks for idleness: a connection parks after
+/// between one and two of these without a response.
+pub(crate) const PARK_CHECK: Duration = Duration::from_millis(250);
+
+/// A client connection's socket, to wait for its next request while parked.
+pub(crate) trait Socket {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Socket for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Socket for TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// What the serve loop, hyper's IO and the responses of one connection share.
+#[derive(Debug, Default)]
+struct IdleState {
+    /// Requests handed to the handler.
+    started: AtomicUsize,
+    /// Responses hyper is done with (their body dropped: written whole, or abandoned).
+    finished: AtomicUsize,
+    /// The serve loop asks the IO to end hyper's session at the next request boundary.
+    park: AtomicBool,
+    /// The IO did so: hyper's end is a parking, not the client's.
+    parked: AtomicBool,
+}
+
+impl IdleState {
+    fn quiet(&self) -> bool {
+        self.started.load(Relaxed) == self.finished.load(Relaxed)
+    }
+}
+
+/// hyper's IO: the framing guard, which can end hyper's session between requests.
+pub(crate) struct Parking<S> {
+    inner: FramingGuard<S>,
+    state: Arc<IdleState>,
+    /// Bytes hyper had read but not parsed when its session ended (none in practice: it
+    /// ends only at a request boundary); served before the socket's.
+    leftover: Bytes,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Parking<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.leftover.is_empty() {
+            let n = this.leftover.len().min(buf.remaining());
+            buf.put_slice(&this.leftover[..n]);
+            this.leftover.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        if this.state.park.load(Relaxed) && this.inner.between_requests() && this.state.quiet() {
+            // hyper reads here only to wait for the next request: with nothing there, the
+            // end of the stream ends its session cleanly.
+            let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+            if read.is_pending() {
+                this.state.parked.store(true, Relaxed);
+                return Poll::Ready(Ok(()));
+            }
+            return read;
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Parking<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.state.parked.load(Relaxed) {
+            // hyper flushed before this; the connection goes on without it.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+/// A response body that tells the connection when hyper is done with it.
+pub(crate) struct Tracked {
+    body: ProxyBody,
+    state: Arc<IdleState>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.state.finished.fetch_add(1, Relaxed);
+    }
+}
+
+impl Body for Tracked {
+    type Data = <ProxyBody as Body>::Data;
+    type Error = <ProxyBody as Body>::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serves an HTTP/1 connection to its end, parking it whenever it idles.
+pub(crate) async fn serve_h1<S>(
+    io: FramingGuard<S>,
+    context: Arc<ConnContext>,
+    limits: &Limits,
+    stopped: &mut watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(8192) + 8192)
+        .keep_alive(true);
+    let state = Arc::new(IdleState::default());
+    let mut io = Parking {
+        inner: io,
+        state: state.clone(),
+        leftover: Bytes::new(),
+    };
+    loop {
+        let service = {
+            let (context, state) = (context.clone(), state.clone());
+            service_fn(move |request| {
+                state.started.fetch_add(1, Relaxed);
+                let state = state.clone();
+                handler::handle(request, context.clone()).map(move |response| {
+                    Ok::<_, Infallible>(response?.map(|body| Tracked { body, state }))
+                })
+            })
+        };
+        // Boxed, so that a parked connection's task does not carry hyper's state.
+        let mut connection = Box::new(
+            builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
+        let quiet_since = Box::pin(session(Pin::new(&mut *connection), &state, stopped)).await?;
+        if !state.parked.swap(false, Relaxed) {
+            return Ok(());
+        }
+        let Some(parts) = connection.into_parts() else {
+            return Ok(());
+        };
+        io = parts.io.into_inner();
+        state.park.store(false, Relaxed);
+        if !parts.read_buf.is_empty() {
+            // A copy: the bytes hyper hands back keep its whole read buffer alive.
+            io.leftover = Bytes::copy_from_slice(&parts.read_buf);
+            continue;
+        }
+        drop(parts.read_buf);
+        let deadline = quiet_since + limits.header_read_timeout;
+        let readable = tokio::time::timeout_at(deadline, io.inner.get_ref().tcp().readable());
+        tokio::select! {
+            biased;
+            _ = super::server::stop_requested(stopped) => return Ok(()),
+            ready = readable => if !matches!(ready, Ok(Ok(()))) {
+                return Ok(());
+            },
+        }
+    }
+}
+
+/// One hyper session: until hyper ends or is parked. Returns the instant from which the
+/// connection has been waiting for a request (hyper's header timer started no earlier).
+async fn session<C>(
+    mut connection: Pin<&mut C>,
+    state: &IdleState,
+    stopped: &mut watch::Receiver<bool>,
+) -> Result<Instant, hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>> + Graceful,
+{
+    let mut tick = tokio::time::interval_at(Instant::now() + PARK_CHECK, PARK_CHECK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut seen = (state.finished.load(Relaxed), Instant::now());
+    let stop = super::server::stop_requested(stopped);
+    tokio::pin!(stop);
+    let mut stopping = false;
+    std::future::poll_fn(|cx| {
+        if !stopping && stop.as_mut().poll(cx).is_ready() {
+            stopping = true;
+            connection.as_mut().graceful();
+        }
+        while !stopping && tick.poll_tick(cx).is_ready() {
+            let finished = state.finished.load(Relaxed);
+            if finished != seen.0 {
+                seen = (finished, Instant::now());
+            } else if state.quiet() {
+                state.park.store(true, Relaxed);
+            }
+        }
+        let polled = connection.as_mut().poll(cx);
+        if polled.is_pending() {
+            // Parking is tried on this poll only: later, hyper may be between a response
+            // and a request the client is about to send.
+            state.park.store(false, Relaxed);
+        }
+        polled.map(|ended| ended.map(|()| seen.1))
+    })
+    .await
+}
+
+/// hyper's graceful shutdown, for the session loop.
+trait Graceful {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S::ResBody: Body + 'static,
+    <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
