@@ -96,14 +96,27 @@ impl Windows {
     /// NEW's most recent requests: the shortest run of trailing samples holding at least
     /// `min_requests`, no longer than `max_span`. `None` while there are too few.
     pub(crate) fn recent_new(&self, min_requests: u64, max_span: Duration) -> Option<PoolCounts> {
+        self.newest(min_requests, max_span)
+            .map(|(_, counts)| counts.new)
+    }
+
+    /// Both pools over the shortest trailing span in which NEW has at least
+    /// `min_requests`, no longer than `max_span`, and that span; `None` while there is none.
+    pub(crate) fn newest(
+        &self,
+        min_requests: u64,
+        max_span: Duration,
+    ) -> Option<(Duration, WindowCounts)> {
         let latest = self.samples.back()?;
         for earlier in self.samples.iter().rev().skip(1) {
-            if latest.at.saturating_sub(earlier.at) > max_span {
+            let span = latest.at.saturating_sub(earlier.at);
+            if span > max_span {
                 break;
             }
-            let counts = latest.new.minus(&earlier.new);
-            if counts.requests() >= min_requests {
-                return Some(counts);
+            let new = latest.new.minus(&earlier.new);
+            if new.requests() >= min_requests {
+                let old = latest.old.minus(&earlier.old);
+                return Some((span, WindowCounts { old, new }));
             }
         }
         None
@@ -217,8 +230,10 @@ pub(crate) struct Check {
     pub breaches: Vec<Breach>,
     /// Every enabled rule with its numbers, for the decision log.
     pub rules: Vec<RuleRecord>,
-    /// Why a check was inconclusive.
+    /// Why a check was inconclusive, or what its numbers cover when not the whole window.
     pub note: Option<String>,
+    /// Judged on NEW's newest requests, over this span, rather than on the whole window.
+    pub span: Option<Duration>,
 }
 
 impl Check {
@@ -280,27 +295,60 @@ pub(crate) fn incomplete(window: &WindowCounts) -> Check {
         breaches: Vec::new(),
         rules: Vec::new(),
         note: Some("the traffic numbers are incomplete".to_string()),
+        span: None,
     }
 }
 
-/// Runs a check with the configured method; `complete` is false when the numbers are
-/// known to miss part of the traffic.
+/// Runs a check with the configured method over the last `spec.window`; `complete` is
+/// false when the numbers are known to miss part of the traffic.
+///
+/// The statistical method also judges NEW's newest requests (the shortest trailing span
+/// with `min_requests` of them, at most a quarter of the window): a regression that began
+/// a few seconds ago is a small part of a long window but most of its newest span. That
+/// judgement can only fail a check, never pass it, and it is made at half the risk
+/// (α/2), so a check fails on noise with a chance of at most 1.5 α.
 pub(crate) fn judge(
     method: AnalysisMethod,
     spec: &AnalysisSpec,
-    window: &WindowCounts,
+    windows: &Windows,
     complete: bool,
 ) -> Check {
+    let window = &windows.over(spec.window);
     let mut check = match (complete, method) {
         (false, _) => incomplete(window),
         (true, AnalysisMethod::Threshold) => evaluate(spec, window),
         (true, AnalysisMethod::Statistical { confidence }) => {
-            statistical::evaluate(spec, confidence, window)
+            let whole = statistical::evaluate(spec, confidence, window);
+            let newest = windows.newest(spec.min_requests, spec.window / 4);
+            match newest {
+                Some((span, counts)) if whole.verdict != Verdict::Fail => {
+                    let half_risk = 1.0 - (1.0 - confidence) / 2.0;
+                    let recent = statistical::evaluate(spec, half_risk, &counts);
+                    if recent.verdict == Verdict::Fail {
+                        newest_failed(recent, span, confidence)
+                    } else {
+                        whole
+                    }
+                }
+                _ => whole,
+            }
         }
     };
     if let AnalysisMethod::Statistical { .. } = method {
         check.method = Method::Statistical;
     }
+    check
+}
+
+/// A check failed on NEW's newest requests: it says so and over what span.
+fn newest_failed(mut check: Check, span: Duration, confidence: f64) -> Check {
+    check.note = Some(format!(
+        "judged on NEW's newest {} requests (the last {}), at {}% confidence",
+        check.new.requests,
+        humantime::format_duration(span),
+        (1.0 - (1.0 - confidence) / 2.0) * 100.0
+    ));
+    check.span = Some(span);
     check
 }
 
@@ -317,6 +365,7 @@ fn too_few(spec: &AnalysisSpec, new: PoolMeasure, old: PoolMeasure, method: Meth
             "{} NEW requests in the window, {} needed",
             new.requests, spec.min_requests
         )),
+        span: None,
     }
 }
 
@@ -432,6 +481,7 @@ pub(crate) fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
         breaches,
         rules,
         note: None,
+        span: None,
     }
 }
 

@@ -150,7 +150,7 @@ fn run(scenario: &Scenario, method: AnalysisMethod, seed: u64) -> Outcome {
         let tripped = spec.trip.as_ref().and_then(|t| trip(t, &windows)).is_some();
         let mut failed = false;
         if second % spec.interval.as_secs() == 0 {
-            let check = judge(method, &spec, &windows.over(spec.window), true);
+            let check = judge(method, &spec, &windows, true);
             failed = check.verdict == Verdict::Fail;
             failures_in_a_row = if failed { failures_in_a_row + 1 } else { 0 };
             if faulty {

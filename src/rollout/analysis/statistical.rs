@@ -99,6 +99,7 @@ fn summarize(new: PoolMeasure, old: PoolMeasure, rules: Vec<RuleRecord>) -> Chec
         rules,
         note: (verdict == Verdict::Inconclusive)
             .then(|| format!("not enough evidence: {}", waiting.join("; "))),
+        span: None,
     }
 }
 

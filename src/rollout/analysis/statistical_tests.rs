@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::rollout::analysis::{judge, max_wait, AnalysisMethod, DEFAULT_CONFIDENCE};
+use crate::rollout::analysis::{judge, max_wait, AnalysisMethod, Windows, DEFAULT_CONFIDENCE};
 use crate::stats::{latency_bucket, CodeClass};
 
 fn spec() -> AnalysisSpec {
@@ -409,6 +409,14 @@ fn low_traffic_never_fails() {
     assert!(!verdicts.contains(&Verdict::Fail), "{verdicts:?}");
 }
 
+/// `Windows` holding exactly `window` over the spec's window.
+fn windows_of(window: &WindowCounts) -> Windows {
+    let mut windows = Windows::new(spec().window);
+    windows.record(Duration::ZERO, PoolCounts::default(), PoolCounts::default());
+    windows.record(spec().window, window.old.clone(), window.new.clone());
+    windows
+}
+
 #[test]
 fn judge_dispatches_and_the_record_keeps_every_number() {
     let window = WindowCounts {
@@ -418,7 +426,9 @@ fn judge_dispatches_and_the_record_keeps_every_number() {
     let statistical = AnalysisMethod::Statistical {
         confidence: DEFAULT_CONFIDENCE,
     };
-    let check = judge(statistical, &spec(), &window, true);
+    let windows = &windows_of(&window);
+    let check = judge(statistical, &spec(), windows, true);
+    assert_eq!(check.span, None);
     assert_eq!(check.method, Method::Statistical);
     let record = check.record(Duration::from_secs(120), 2);
     assert_eq!(record.outcome, Outcome::Fail);
@@ -426,11 +436,11 @@ fn judge_dispatches_and_the_record_keeps_every_number() {
     assert_eq!(record.consecutive_failures, 2);
     assert_eq!(record.new.errors, 30);
     assert_eq!(record.rules, check.rules);
-    let threshold = judge(AnalysisMethod::Threshold, &spec(), &window, true);
+    let threshold = judge(AnalysisMethod::Threshold, &spec(), windows, true);
     assert_eq!(threshold.method, Method::Threshold);
     assert_eq!(threshold.rules.len(), 4);
     assert_eq!(threshold.rules[0].measured, Some(0.025));
-    let incomplete = judge(statistical, &spec(), &window, false);
+    let incomplete = judge(statistical, &spec(), windows, false);
     assert_eq!(incomplete.verdict, Verdict::Inconclusive);
     assert_eq!(incomplete.method, Method::Statistical);
 }
@@ -441,4 +451,72 @@ fn max_wait_defaults_to_three_holds_and_at_least_ten_minutes() {
     assert_eq!(max_wait(None, minute), 10 * minute);
     assert_eq!(max_wait(None, 30 * minute), 90 * minute);
     assert_eq!(max_wait(Some(2 * minute), 30 * minute), 2 * minute);
+}
+
+/// Cumulative counts of a pool after `seconds` at `rate` requests per second with
+/// `errors_per_mille` of them failing, all taking `latency_ms`.
+fn steady(seconds: u64, rate: u64, errors_per_mille: u64, latency_ms: u64) -> PoolCounts {
+    let requests = seconds * rate;
+    pool(
+        requests - requests * errors_per_mille / 1000,
+        requests * errors_per_mille / 1000,
+        latency_ms,
+    )
+}
+
+#[test]
+fn a_regression_of_the_last_seconds_fails_on_the_newest_requests() {
+    // 120 s of both pools at 0.5% errors (NEW 50/s, OLD 150/s), then 2 s of NEW at 8.5%.
+    let spec = AnalysisSpec {
+        window: Duration::from_secs(120),
+        ..spec()
+    };
+    let statistical = AnalysisMethod::Statistical {
+        confidence: DEFAULT_CONFIDENCE,
+    };
+    let mut windows = Windows::new(spec.window);
+    for second in 0..=120 {
+        windows.record(
+            Duration::from_secs(second),
+            steady(second, 150, 5, 10),
+            steady(second, 50, 5, 10),
+        );
+    }
+    let before = judge(statistical, &spec, &windows, true);
+    assert_ne!(before.verdict, Verdict::Fail, "{}", before.summary());
+    let mut new = steady(120, 50, 5, 10);
+    for second in 121..=122 {
+        add(&mut new, &pool(46, 4, 10));
+        windows.record(
+            Duration::from_secs(second),
+            steady(second, 150, 5, 10),
+            new.clone(),
+        );
+    }
+    // The whole window barely moved: 6,100 NEW requests, 38 errors (0.62%).
+    let whole = evaluate(&spec, DEFAULT_CONFIDENCE, &windows.over(spec.window));
+    assert_ne!(whole.verdict, Verdict::Fail, "{}", whole.summary());
+    let check = judge(statistical, &spec, &windows, true);
+    assert_eq!(check.verdict, Verdict::Fail, "{}", check.summary());
+    assert_eq!(check.span, Some(Duration::from_secs(2)));
+    assert_eq!(check.new.requests, 100);
+    assert!(
+        check.summary().contains("newest 100 requests"),
+        "{}",
+        check.summary()
+    );
+    let record = check.record(check.span.unwrap(), 1);
+    assert_eq!(record.window_s, 2.0);
+    // The threshold method judges the window only.
+    let threshold = judge(AnalysisMethod::Threshold, &spec, &windows, true);
+    assert_eq!(threshold.span, None);
+}
+
+fn add(total: &mut PoolCounts, more: &PoolCounts) {
+    for (a, b) in total.responses.iter_mut().zip(&more.responses) {
+        *a += b;
+    }
+    for (a, b) in total.latency.iter_mut().zip(&more.latency) {
+        *a += b;
+    }
 }

@@ -160,10 +160,10 @@ impl Controller {
         // On time, the next check is one interval after this one was due; after a long
         // stall, half an interval from now rather than a burst of catch-up checks.
         run.next_check = (run.next_check + analysis.interval).max(at + analysis.interval / 2);
-        let window = run.windows.over(analysis.window);
-        let check = analysis::judge(analysis.method, analysis, &window, run.complete);
+        let check = analysis::judge(analysis.method, analysis, &run.windows, run.complete);
         let failures = evidence::failures_after(&run.state, check.verdict);
-        let decision = evidence::check_decision(&check, analysis.window, failures);
+        let span = check.span.unwrap_or(analysis.window);
+        let decision = evidence::check_decision(&check, span, failures);
         run.last_check = Some((SystemTime::now(), check.clone()));
         run.checks += 1;
         let name = self.services[index].config.name.clone();
