@@ -5,7 +5,8 @@
 //! connection state, for as long as the connection lives. An idle keep-alive connection
 //! would cost some 30 KiB that way, where nginx needs well under one.
 //!
-//! So a connection that stays idle is *parked*: every `PARK_CHECK` the serve loop looks at
+//! So a connection that stays idle is *parked*: every `PARK_CHECK` a small task of the
+//! session (`watch_idle`, so that the request path polls no timer) looks at
 //! whether a response finished since its last look. When none did and none is in flight,
 //! it asks the connection's IO ([`Parking`]) to end hyper's session if hyper is waiting for
 //! the start of a request: the next read hyper makes there, with the socket empty, returns
@@ -24,12 +25,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use futures_util::task::AtomicWaker;
 use futures_util::FutureExt;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::server::conn::http1;
@@ -67,8 +69,9 @@ impl Socket for TlsStream<TcpStream> {
     }
 }
 
-/// What the serve loop, hyper's IO and the responses of one connection share.
-#[derive(Debug, Default)]
+/// What the serve loop, hyper's IO, the responses and the idle watch of one connection
+/// share.
+#[derive(Debug)]
 struct IdleState {
     /// Requests handed to the handler.
     started: AtomicUsize,
@@ -78,11 +81,38 @@ struct IdleState {
     park: AtomicBool,
     /// The IO did so: hyper's end is a parking, not the client's.
     parked: AtomicBool,
+    /// Wakes the connection's task when the idle watch asks it to park.
+    task: AtomicWaker,
+    /// Since when the connection has waited for a request, in milliseconds from `born`
+    /// (set by the idle watch when it sees a response finish).
+    quiet_since_ms: AtomicU64,
+    born: Instant,
 }
 
 impl IdleState {
+    fn new() -> IdleState {
+        IdleState {
+            started: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            park: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+            quiet_since_ms: AtomicU64::new(0),
+            born: Instant::now(),
+        }
+    }
+
     fn quiet(&self) -> bool {
         self.started.load(Relaxed) == self.finished.load(Relaxed)
+    }
+
+    fn set_quiet_since(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.born).as_millis();
+        self.quiet_since_ms.store(ms as u64, Relaxed);
+    }
+
+    fn quiet_since(&self) -> Instant {
+        self.born + Duration::from_millis(self.quiet_since_ms.load(Relaxed))
     }
 }
 
@@ -209,7 +239,7 @@ where
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192) + 8192)
         .keep_alive(true);
-    let state = Arc::new(IdleState::default());
+    let state = Arc::new(IdleState::new());
     let mut io = Parking {
         inner: io,
         state: state.clone(),
@@ -261,32 +291,28 @@ where
 
 /// One hyper session: until hyper ends or is parked. Returns the instant from which the
 /// connection has been waiting for a request (hyper's header timer started no earlier).
+///
+/// The idle checks run on a task of their own (`watch_idle`), so that the session's
+/// polls, several per request, touch no timer: they register the task's waker and read
+/// two flags.
 async fn session<C>(
     mut connection: Pin<&mut C>,
-    state: &IdleState,
+    state: &Arc<IdleState>,
     stopped: &mut watch::Receiver<bool>,
 ) -> Result<Instant, hyper::Error>
 where
     C: Future<Output = Result<(), hyper::Error>> + Graceful,
 {
-    let mut tick = tokio::time::interval_at(Instant::now() + PARK_CHECK, PARK_CHECK);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut seen = (state.finished.load(Relaxed), Instant::now());
+    state.set_quiet_since(Instant::now());
+    let watch = AbortOnDrop(tokio::spawn(watch_idle(state.clone())));
     let stop = super::server::stop_requested(stopped);
     tokio::pin!(stop);
     let mut stopping = false;
-    std::future::poll_fn(|cx| {
+    let ended = std::future::poll_fn(|cx| {
+        state.task.register(cx.waker());
         if !stopping && stop.as_mut().poll(cx).is_ready() {
             stopping = true;
             connection.as_mut().graceful();
-        }
-        while !stopping && tick.poll_tick(cx).is_ready() {
-            let finished = state.finished.load(Relaxed);
-            if finished != seen.0 {
-                seen = (finished, Instant::now());
-            } else if state.quiet() {
-                state.park.store(true, Relaxed);
-            }
         }
         let polled = connection.as_mut().poll(cx);
         if polled.is_pending() {
@@ -294,9 +320,39 @@ where
             // and a request the client is about to send.
             state.park.store(false, Relaxed);
         }
-        polled.map(|ended| ended.map(|()| seen.1))
+        polled
     })
-    .await
+    .await;
+    drop(watch);
+    ended.map(|()| state.quiet_since())
+}
+
+/// Every `PARK_CHECK`: a response finished since the last look moves the start of the
+/// quiet time; none, and none in flight, asks the connection to park (and wakes it).
+async fn watch_idle(state: Arc<IdleState>) {
+    let mut tick = tokio::time::interval_at(Instant::now() + PARK_CHECK, PARK_CHECK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut seen = state.finished.load(Relaxed);
+    loop {
+        tick.tick().await;
+        let finished = state.finished.load(Relaxed);
+        if finished != seen {
+            seen = finished;
+            state.set_quiet_since(Instant::now());
+        } else if state.quiet() {
+            state.park.store(true, Relaxed);
+            state.task.wake();
+        }
+    }
+}
+
+/// The idle watch of a session ends with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// hyper's graceful shutdown, for the session loop.
