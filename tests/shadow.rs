@@ -292,8 +292,35 @@ async fn a_slow_or_down_new_leaves_the_client_p99_as_it_is_without_shadowing() {
     for proxy in &proxies {
         clients.push(KeepAlive::connect(proxy.addr).await.unwrap());
     }
+    // On a busy machine a p99 moves in scheduler time slices (~4 ms here, whatever is
+    // shadowed), and a few slices can land on one proxy's requests by chance: a second
+    // measurement settles that. A client that waited for NEW would show 2 s in both.
+    const ROUNDS: usize = 500;
+    let mut measured = Vec::new();
+    for attempt in 0..2 {
+        let [without, slow, down] = client_p99s(&mut clients, ROUNDS).await;
+        measured.push(format!(
+            "{without:?} without shadowing, {slow:?} shadowing to a NEW that takes 2 s, \
+             {down:?} shadowing to a NEW that is down"
+        ));
+        let allowed = without + Duration::from_millis(10);
+        if slow <= allowed && down <= allowed {
+            // The copies really went out: NEW received them, or failed them.
+            assert!(slow_new.direct() > 0, "no copy reached the slow NEW");
+            let copies = ((attempt + 1) * ROUNDS) as u64;
+            let failed = report_when(&proxies[2], |r| count(r, "errors") >= copies).await;
+            assert_eq!(count(&failed, "errors"), copies, "{failed:#}");
+            assert_eq!(identical_new.direct(), 0, "the plain proxy copied requests");
+            return;
+        }
+    }
+    panic!("client p99 twice: {measured:#?}");
+}
+
+/// `rounds` GETs through each of three proxies, in turns; each one's client p99.
+async fn client_p99s(clients: &mut [KeepAlive], rounds: usize) -> [Duration; 3] {
     let mut latencies: [Vec<Duration>; 3] = Default::default();
-    for round in 0..400 {
+    for round in 0..rounds {
         for turn in 0..3 {
             let which = (round + turn) % 3;
             let started = Instant::now();
@@ -305,25 +332,10 @@ async fn a_slow_or_down_new_leaves_the_client_p99_as_it_is_without_shadowing() {
             assert_eq!(status, 200);
         }
     }
-    let p99 = |which: usize| {
-        let mut sorted = latencies[which].clone();
+    latencies.map(|mut sorted| {
         sorted.sort();
         sorted[sorted.len() * 99 / 100]
-    };
-    let (without, slow, down) = (p99(0), p99(1), p99(2));
-    // On a busy machine a p99 moves in scheduler time slices (~4 ms here, whatever is
-    // shadowed); a client that waited for NEW would show 2 s.
-    let allowed = without + Duration::from_millis(10);
-    assert!(
-        slow <= allowed && down <= allowed,
-        "client p99: {without:?} without shadowing, {slow:?} shadowing to a NEW that takes \
-         2 s, {down:?} shadowing to a NEW that is down"
-    );
-    // The copies really went out: NEW received them, or failed them.
-    assert!(slow_new.direct() > 0, "no copy reached the slow NEW");
-    let failed = report_when(&proxies[2], |r| count(r, "errors") >= 400).await;
-    assert_eq!(count(&failed, "errors"), 400, "{failed:#}");
-    assert_eq!(identical_new.direct(), 0, "the plain proxy copied requests");
+    })
 }
 
 #[tokio::test]
