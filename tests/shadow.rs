@@ -308,8 +308,11 @@ async fn a_slow_or_down_new_leaves_the_client_p99_as_it_is_without_shadowing() {
             // The copies really went out: NEW received them, or failed them.
             assert!(slow_new.direct() > 0, "no copy reached the slow NEW");
             let copies = ((attempt + 1) * ROUNDS) as u64;
-            let failed = report_when(&proxies[2], |r| count(r, "errors") >= copies).await;
-            assert_eq!(count(&failed, "errors"), copies, "{failed:#}");
+            // Each copy failed on NEW, or was dropped at `max_in_flight` on a busy machine.
+            let counted = |r: &Value| count(r, "errors") + count(r, "dropped");
+            let failed = report_when(&proxies[2], |r| counted(r) >= copies).await;
+            assert_eq!(counted(&failed), copies, "{failed:#}");
+            assert!(count(&failed, "new_errors") > 0, "{failed:#}");
             assert_eq!(identical_new.direct(), 0, "the plain proxy copied requests");
             return;
         }
