@@ -345,7 +345,7 @@ fn newest_failed(mut check: Check, span: Duration, confidence: f64) -> Check {
     check.note = Some(format!(
         "judged on NEW's newest {} requests (the last {}), at {}% confidence",
         check.new.requests,
-        humantime::format_duration(span),
+        humantime::format_duration(Duration::from_millis(span.as_millis() as u64)),
         (1.0 - (1.0 - confidence) / 2.0) * 100.0
     ));
     check.span = Some(span);
