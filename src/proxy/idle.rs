@@ -26,12 +26,11 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use futures_util::task::AtomicWaker;
 use futures_util::FutureExt;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::server::conn::http1;
@@ -82,7 +81,7 @@ struct IdleState {
     /// The IO did so: hyper's end is a parking, not the client's.
     parked: AtomicBool,
     /// Wakes the connection's task when the idle watch asks it to park.
-    task: AtomicWaker,
+    task: OnceLock<Waker>,
     /// Since when the connection has waited for a request, in milliseconds from `born`
     /// (set by the idle watch when it sees a response finish).
     quiet_since_ms: AtomicU64,
@@ -96,7 +95,7 @@ impl IdleState {
             finished: AtomicUsize::new(0),
             park: AtomicBool::new(false),
             parked: AtomicBool::new(false),
-            task: AtomicWaker::new(),
+            task: OnceLock::new(),
             quiet_since_ms: AtomicU64::new(0),
             born: Instant::now(),
         }
@@ -293,8 +292,7 @@ where
 /// connection has been waiting for a request (hyper's header timer started no earlier).
 ///
 /// The idle checks run on a task of their own (`watch_idle`), so that the session's
-/// polls, several per request, touch no timer: they register the task's waker and read
-/// two flags.
+/// polls, several per request, touch no timer and no waker: they read two flags.
 async fn session<C>(
     mut connection: Pin<&mut C>,
     state: &Arc<IdleState>,
@@ -309,7 +307,9 @@ where
     tokio::pin!(stop);
     let mut stopping = false;
     let ended = std::future::poll_fn(|cx| {
-        state.task.register(cx.waker());
+        // Sessions are awaited in place by their connection's task, whose waker does
+        // not change: it is kept once, for the connection's life.
+        state.task.get_or_init(|| cx.waker().clone());
         if !stopping && stop.as_mut().poll(cx).is_ready() {
             stopping = true;
             connection.as_mut().graceful();
@@ -341,7 +341,9 @@ async fn watch_idle(state: Arc<IdleState>) {
             state.set_quiet_since(Instant::now());
         } else if state.quiet() {
             state.park.store(true, Relaxed);
-            state.task.wake();
+            if let Some(task) = state.task.get() {
+                task.wake_by_ref();
+            }
         }
     }
 }
