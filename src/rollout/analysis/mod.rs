@@ -325,7 +325,7 @@ pub(crate) fn judge(
                     let half_risk = 1.0 - (1.0 - confidence) / 2.0;
                     let recent = statistical::evaluate(spec, half_risk, &counts);
                     if recent.verdict == Verdict::Fail {
-                        newest_failed(recent, span, confidence)
+                        newest_failed(recent, span)
                     } else {
                         whole
                     }
@@ -341,12 +341,11 @@ pub(crate) fn judge(
 }
 
 /// A check failed on NEW's newest requests: it says so and over what span.
-fn newest_failed(mut check: Check, span: Duration, confidence: f64) -> Check {
+fn newest_failed(mut check: Check, span: Duration) -> Check {
     check.note = Some(format!(
-        "judged on NEW's newest {} requests (the last {}), at {}% confidence",
+        "judged on NEW's newest {} requests (the last {}), at half the risk",
         check.new.requests,
         humantime::format_duration(Duration::from_millis(span.as_millis() as u64)),
-        (1.0 - (1.0 - confidence) / 2.0) * 100.0
     ));
     check.span = Some(span);
     check

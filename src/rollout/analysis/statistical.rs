@@ -121,7 +121,7 @@ impl Judge<'_> {
     /// Fails when the lower bound is above `limit`, passes when the upper bound is at or
     /// below it; the note says which and by how much.
     fn decide(&self, record: &mut RuleRecord, measured: f64, lower: f64, upper: f64, what: &str) {
-        let percent = (self.confidence * 100.0).round();
+        let percent = percent(self.confidence);
         record.measured = Some(measured);
         record.bound = Some(Bound {
             confidence: self.confidence,
@@ -230,7 +230,7 @@ impl Judge<'_> {
         // Fails only if NEW's p99 is surely above what even OLD's highest plausible p99
         // allows; passes only if it is surely within what OLD's lowest plausible allows.
         let (fail_above, pass_within) = (allowed(old.upper), allowed(old.lower));
-        let percent = (self.confidence * 100.0).round();
+        let percent = percent(self.confidence);
         let what = format!("NEW p99 (ms) against {ratio}x OLD's (at least +{floor} ms)");
         let (outcome, text) = if new.lower > fail_above {
             (
@@ -389,3 +389,13 @@ fn bucket_edges_ms(index: usize) -> (f64, f64) {
 #[cfg(test)]
 #[path = "statistical_tests.rs"]
 mod tests;
+
+/// A confidence as a percentage, with a decimal only where it has one (99, 99.5).
+fn percent(confidence: f64) -> String {
+    let tenths = (confidence * 1000.0).round() / 10.0;
+    if tenths.fract() == 0.0 {
+        format!("{tenths:.0}")
+    } else {
+        format!("{tenths:.1}")
+    }
+}
