@@ -110,11 +110,7 @@ async fn a_new_answering_500s_fails_on_the_error_rate() {
         &benchmark(""),
     ))
     .await;
-    wait_for(&proxy, "the rollback", Duration::from_secs(30), || {
-        service(&proxy).state == "rolled_back"
-    })
-    .await;
-    let reason = service(&proxy).reason.unwrap_or_default();
+    let reason = rollback_reason(&proxy).await;
     assert!(
         reason.contains("NEW error rate 100.00% is above the limit of 2.00%"),
         "{reason}"
@@ -127,11 +123,7 @@ async fn an_old_pool_that_is_down_is_not_a_pass() {
     let dead = dead_addr().await;
     let new = spawn_backend("new").await;
     let proxy = spawn_proxy(&simple_config(&[dead], &[new.addr], "0%", &benchmark(""))).await;
-    wait_for(&proxy, "the rollback", Duration::from_secs(30), || {
-        service(&proxy).state == "rolled_back"
-    })
-    .await;
-    let reason = service(&proxy).reason.unwrap_or_default();
+    let reason = rollback_reason(&proxy).await;
     assert!(
         reason.contains("inconclusive: OLD answered 0 of 150 requests"),
         "{reason}"
@@ -166,4 +158,13 @@ fn p99s(text: &str) -> Option<(f64, f64)> {
         rest.split(" ms").next()?.trim().parse().ok()
     };
     Some((after("NEW p99 ")?, after("OLD p99 ")?))
+}
+
+/// Waits for the rollout to roll back; its reason.
+async fn rollback_reason(proxy: &TestProxy) -> String {
+    wait_for(proxy, "the rollback", Duration::from_secs(30), || {
+        service(proxy).state == "rolled_back"
+    })
+    .await;
+    service(proxy).reason.unwrap_or_default()
 }

@@ -243,6 +243,13 @@ impl<S> FramingGuard<S> {
     }
 }
 
+/// Copies as much of `bytes` as `buf` has room for; how much that was.
+pub(super) fn put_some(buf: &mut ReadBuf<'_>, bytes: &[u8]) -> usize {
+    let n = bytes.len().min(buf.remaining());
+    buf.put_slice(&bytes[..n]);
+    n
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -256,8 +263,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
         }
         let before = buf.filled().len();
         if !this.held.is_empty() {
-            let n = this.held.len().min(buf.remaining());
-            buf.put_slice(&this.held[..n]);
+            let n = put_some(buf, &this.held);
             this.held.drain(..n);
         } else if this.state == State::Broken {
             return Poll::Ready(Err(io::Error::new(

@@ -43,7 +43,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_rustls::server::TlsStream;
 
 use super::body::ProxyBody;
-use super::framing::FramingGuard;
+use super::framing::{put_some, FramingGuard};
 use super::handler::{self, ConnContext};
 use crate::config::Limits;
 
@@ -132,8 +132,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Parking<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.leftover.is_empty() {
-            let n = this.leftover.len().min(buf.remaining());
-            buf.put_slice(&this.leftover[..n]);
+            let n = put_some(buf, &this.leftover);
             this.leftover.advance(n);
             return Poll::Ready(Ok(()));
         }
