@@ -201,3 +201,61 @@ async fn shutdown_closes_a_parked_connection_at_once() {
     let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await;
     assert!(matches!(read, Ok(Ok(0))), "{read:?}");
 }
+
+#[tokio::test]
+async fn a_head_dribbled_after_an_answer_is_cut_off_at_header_read_timeout() {
+    let _turn = TURN.lock().await;
+    let old = spawn_backend("old").await;
+    let yaml = simple_config(&[old.addr], &[old.addr], "0%", "")
+        .replace("limits:\n", "limits:\n  header_read_timeout: 1s\n");
+    let proxy = spawn_proxy(&yaml).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    exchange(&mut stream, 1).await;
+    let answered = Instant::now();
+    // A byte every 100 ms: the connection never parks (a head is under way), so only the
+    // header timeout can end it.
+    let dribble = async {
+        for byte in b"GET / HTTP/1.1\r\nHost: api.test\r\nX-Slow: ".iter().cycle() {
+            if stream.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut probe = [0u8; 1];
+            match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut probe)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => panic!("an answer to a head that never ended"),
+                Err(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), dribble)
+        .await
+        .expect("still open 5s after the answer");
+    let after = answered.elapsed();
+    assert!(
+        after >= Duration::from_millis(950) && after < Duration::from_millis(1900),
+        "closed {after:?} after the answer"
+    );
+    assert_eq!(old.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_slow_head_that_ends_within_header_read_timeout_is_served() {
+    let _turn = TURN.lock().await;
+    let old = spawn_backend("old").await;
+    let yaml = simple_config(&[old.addr], &[old.addr], "0%", "")
+        .replace("limits:\n", "limits:\n  header_read_timeout: 1s\n");
+    let proxy = spawn_proxy(&yaml).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    exchange(&mut stream, 1).await;
+    // Twice: the second head's time is counted from the first one's answer, not from the
+    // connection's start.
+    for _ in 0..2 {
+        let (start, end) = GET.split_at(10);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stream.write_all(start).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        stream.write_all(end).await.unwrap();
+        assert_eq!(answer(&mut stream).await.unwrap().1, "old");
+    }
+}
