@@ -28,6 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::framing::FramingGuard;
@@ -438,29 +439,18 @@ async fn serve(
     let context_for = |scheme| Arc::new(ConnContext::new(peer, scheme, snapshot, open, &limits));
     match acceptor.as_ref() {
         Some(acceptor) => {
-            // Boxed, as the HTTP/2 sessions below: the task of an idle HTTP/1 connection
-            // is as large as its largest state.
-            let handshake = Box::pin(tokio::time::timeout(
-                limits.header_read_timeout,
-                acceptor.accept(stream),
+            // Boxed, and in a statement of its own: inline, rustls' connection state (some
+            // 2 KiB) would make the task of every connection, clear-text ones too, that
+            // large.
+            let tls = Box::pin(serve_tls(
+                stream,
+                peer,
+                acceptor,
+                context_for,
+                &limits,
+                stopped,
             ));
-            let stream = match handshake.await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(err)) => {
-                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let protocol = match stream.get_ref().1.alpn_protocol() {
-                Some(b"h2") => Protocol::Http2,
-                _ => Protocol::Http1,
-            };
-            let context = context_for(Scheme::Https);
-            serve_protocol(stream, protocol, context, &limits, stopped).await;
+            tls.await;
         }
         None => {
             let context = context_for(Scheme::Http);
@@ -469,6 +459,53 @@ async fn serve(
             }
         }
     }
+}
+
+/// A TLS connection: the handshake, then the protocol ALPN chose.
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &TlsAcceptor,
+    context_for: impl FnOnce(Scheme) -> Arc<ConnContext>,
+    limits: &Limits,
+    stopped: watch::Receiver<bool>,
+) {
+    if let Some((stream, protocol)) = tls_handshake(stream, peer, acceptor, limits).await {
+        serve_protocol(
+            stream,
+            protocol,
+            context_for(Scheme::Https),
+            limits,
+            stopped,
+        )
+        .await;
+    }
+}
+
+/// The TLS handshake, within `header_read_timeout`, and the protocol ALPN chose.
+async fn tls_handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &TlsAcceptor,
+    limits: &Limits,
+) -> Option<(TlsStream<TcpStream>, Protocol)> {
+    let stream =
+        match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return None;
+            }
+        };
+    let protocol = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    Some((stream, protocol))
 }
 
 enum Protocol {
