@@ -151,18 +151,21 @@ impl Checker<'_> {
     }
 
     /// A list that must be there and hold an entry; `empty` is the error when it holds none.
+    /// Its entries, none when it is missing, so that callers check whatever there is.
     fn required_list<'v, T>(
         &mut self,
         field: &'v Option<Spanned<Vec<T>>>,
         parent: Mark,
         what: &str,
         empty: &str,
-    ) -> Option<&'v Spanned<Vec<T>>> {
-        let list = self.required(field, parent, what)?;
+    ) -> &'v [T] {
+        let Some(list) = self.required(field, parent, what) else {
+            return &[];
+        };
         if list.value.is_empty() {
             self.error(list.mark, empty);
         }
-        Some(list)
+        &list.value
     }
 
     fn socket_addr(&mut self, field: &Spanned<String>) -> Option<SocketAddr> {
