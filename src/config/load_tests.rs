@@ -363,7 +363,7 @@ fn the_schedule_shorthand_expands_to_the_classic_steps() {
     assert_eq!(analysis.window, Duration::from_secs(120));
     assert_eq!(analysis.min_requests, 100);
     assert_eq!(analysis.failure_threshold, 3);
-    assert_eq!(analysis.max_error_rate, Some(0.01));
+    assert_eq!(analysis.rules.max_error_rate, Some(0.01));
 }
 
 #[test]

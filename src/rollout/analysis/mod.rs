@@ -410,7 +410,7 @@ pub(crate) fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
         }
         rules.push(record);
     };
-    if let Some(limit) = spec.max_error_rate {
+    if let Some(limit) = spec.rules.max_error_rate {
         let record = rule_record(Rule::MaxErrorRate, limit, &new, &old);
         let breach = (new.error_rate > limit).then(|| {
             format!(
@@ -421,7 +421,7 @@ pub(crate) fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
         });
         judge(record, Some(new.error_rate), breach);
     }
-    if let Some(limit) = spec.max_error_rate_increase {
+    if let Some(limit) = spec.rules.max_error_rate_increase {
         let mut record = rule_record(Rule::MaxErrorRateIncrease, limit, &new, &old);
         let increase = new.error_rate - old.error_rate;
         if old_comparable {
@@ -441,7 +441,7 @@ pub(crate) fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
         }
     }
     let new_p99 = window.new.latency_quantile(0.99);
-    if let Some(limit) = spec.max_p99_latency {
+    if let Some(limit) = spec.rules.max_p99_latency {
         let record = rule_record(Rule::MaxP99Latency, millis(limit), &new, &old);
         let breach = new_p99
             .filter(|p99| *p99 > limit)
@@ -449,7 +449,7 @@ pub(crate) fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
         judge(record, new_p99.map(millis), breach);
     }
     let old_p99 = window.old.latency_quantile(0.99);
-    if let Some(ratio) = spec.max_p99_latency_ratio {
+    if let Some(ratio) = spec.rules.max_p99_latency_ratio {
         let mut record = rule_record(Rule::MaxP99LatencyRatio, ratio, &new, &old);
         match (new_p99, old_p99, old_comparable) {
             (Some(new_p99), Some(old_p99), true) => {

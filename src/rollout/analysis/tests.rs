@@ -77,8 +77,8 @@ fn each_rule_breaches_with_its_numbers() {
 fn comparisons_with_old_need_old_traffic() {
     let ms = Duration::from_millis(20);
     let mut only_increase = spec();
-    only_increase.max_error_rate = None;
-    only_increase.max_p99_latency = None;
+    only_increase.rules.max_error_rate = None;
+    only_increase.rules.max_p99_latency = None;
     let check = evaluate(
         &only_increase,
         &window(
@@ -96,7 +96,7 @@ fn comparisons_with_old_need_old_traffic() {
 #[test]
 fn tiny_latency_ratios_are_noise() {
     let mut ratio_only = spec();
-    ratio_only.max_p99_latency = None;
+    ratio_only.rules.max_p99_latency = None;
     let check = evaluate(
         &ratio_only,
         &window(
