@@ -58,7 +58,7 @@ fn a_minimal_config_gets_the_defaults() {
     assert_eq!(api.matcher.path_prefix, "/");
     assert_eq!(api.new.backends[0].weight, 2);
     assert!(api.rollout.is_none());
-    assert_eq!(config.version.len(), 16);
+    assert_eq!(config.origin.version.len(), 16);
 }
 
 #[test]

@@ -18,16 +18,7 @@ pub use super::units::{parse_bytes, parse_duration, parse_percent, Weight, MAX_D
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The file this was read from (absolute).
-    pub path: PathBuf,
-    /// Relative paths in the file are relative to this directory.
-    pub dir: PathBuf,
-    /// A short hash of the file's bytes.
-    pub version: String,
-    /// A hash of the file and of every file it reads (certificates, keys, token).
-    pub inputs: String,
-    /// The files it reads besides itself.
-    pub read: Vec<PathBuf>,
+    pub origin: Origin,
     pub listeners: Vec<Listener>,
     pub admin: Admin,
     pub state_dir: PathBuf,
@@ -87,11 +78,28 @@ impl fmt::Debug for FleetTls {
     }
 }
 
+/// The files a config was read from, and the hashes that tell whether they changed.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The config file (absolute).
+    pub path: PathBuf,
+    /// Relative paths in the file are relative to this directory.
+    pub dir: PathBuf,
+    /// A short hash of the file's bytes.
+    pub version: String,
+    /// A hash of the file and of every file it reads (certificates, keys, token).
+    pub inputs: String,
+    /// The files it reads besides itself.
+    pub read: Vec<PathBuf>,
+}
+
 impl Config {
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }
+}
 
+impl Origin {
     /// The directories whose changes may change this config: its own and those of the
     /// files it reads.
     pub fn watched_dirs(&self) -> Vec<PathBuf> {

@@ -198,11 +198,13 @@ impl Checker<'_> {
         let log_format = self.log_format(file.log_format.as_ref());
         let access_log = self.access_log(file.access_log.as_ref());
         Config {
-            path: path.to_path_buf(),
-            dir: self.dir.to_path_buf(),
-            version: format!("{:016x}", fnv1a(source.as_bytes())),
-            inputs: files::inputs_fingerprint(source, &self.read),
-            read: self.read.clone(),
+            origin: Origin {
+                path: path.to_path_buf(),
+                dir: self.dir.to_path_buf(),
+                version: format!("{:016x}", fnv1a(source.as_bytes())),
+                inputs: files::inputs_fingerprint(source, &self.read),
+                read: self.read.clone(),
+            },
             listeners,
             admin,
             state_dir,
