@@ -49,7 +49,11 @@ impl Counts {
     /// The counters as reports show them, each read once.
     fn snapshot(&self) -> ShadowCounts {
         let load = |counter: &AtomicU64| counter.load(Relaxed);
-        let (matched, mismatched, noise) = (load(&self.matched), load(&self.mismatched), load(&self.noise));
+        let (matched, mismatched, noise) = (
+            load(&self.matched),
+            load(&self.mismatched),
+            load(&self.noise),
+        );
         let new_errors = load(&self.new_error);
         ShadowCounts {
             matched,

@@ -51,13 +51,18 @@ pub(crate) fn evaluate(spec: &AnalysisSpec, confidence: f64, window: &WindowCoun
         old_comparable: old.requests >= spec.min_requests,
     };
     let rules: Vec<RuleRecord> = [
-        spec.rules.max_error_rate.map(|limit| judge.error_rate(limit)),
-        spec.rules.max_error_rate_increase
+        spec.rules
+            .max_error_rate
+            .map(|limit| judge.error_rate(limit)),
+        spec.rules
+            .max_error_rate_increase
             .map(|limit| judge.error_rate_increase(limit)),
         spec.rules.max_p99_latency.map(|limit| judge.p99(limit)),
-        spec.rules.max_p99_latency_ratio
+        spec.rules
+            .max_p99_latency_ratio
             .map(|ratio| judge.p99_ratio(ratio)),
-        spec.rules.max_p99_latency_ratio
+        spec.rules
+            .max_p99_latency_ratio
             .map(|ratio| judge.latency_vs_old(ratio)),
     ]
     .into_iter()
