@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AnalysisSpec, TripSpec};
-use crate::evidence::record::{CheckRecord, Method, Outcome, PoolRecord, Rule, RuleRecord};
+use crate::evidence::record::{CheckRecord, Method, Outcome, Rule, RuleRecord};
 use crate::stats::PoolCounts;
 
 mod intervals;
@@ -132,14 +132,7 @@ impl Windows {
     }
 }
 
-/// One pool's side of a check.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct PoolMeasure {
-    pub requests: u64,
-    pub errors: u64,
-    pub error_rate: f64,
-    pub p99_ms: Option<f64>,
-}
+pub(crate) use crate::evidence::record::PoolMeasure;
 
 impl fmt::Display for PoolMeasure {
     /// `1234 req, 0.10% errors, p99 45.0ms`.
@@ -265,22 +258,11 @@ impl Check {
                 Verdict::Inconclusive => Outcome::Inconclusive,
             },
             window_s: window.as_secs_f64(),
-            new: self.new.record(),
-            old: self.old.record(),
+            new: self.new,
+            old: self.old,
             rules: self.rules.clone(),
             note: self.note.clone(),
             consecutive_failures,
-        }
-    }
-}
-
-impl PoolMeasure {
-    fn record(&self) -> PoolRecord {
-        PoolRecord {
-            requests: self.requests,
-            errors: self.errors,
-            error_rate: self.error_rate,
-            p99_ms: self.p99_ms,
         }
     }
 }
