@@ -113,7 +113,6 @@ mod tests {
                 differing: vec!["status".into(), "$.ok".into()],
                 body_diff: Some("OLD …true} | NEW …false}".into()),
             }],
-            ..ShadowReport::default()
         };
         assert_eq!(
             diff_text("api", &report),
