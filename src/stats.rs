@@ -43,23 +43,16 @@ pub(crate) fn latency_bucket(micros: u64) -> usize {
     LATENCY_EDGES_US.partition_point(|&edge| edge < micros)
 }
 
-/// The response classes of `cutover_requests_total{code}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodeClass {
-    Success = 0,
-    Redirect = 1,
-    ClientError = 2,
-    ServerError = 3,
-    /// No response from the backend: connect failure, timeout, reset or a bad response.
-    Error = 4,
-}
-
 names! {
-    CodeClass: pub fn label, pub const ALL {
+    /// The response classes of `cutover_requests_total{code}`; a variant's discriminant is
+    /// its index in a pool's counters.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum CodeClass: pub fn label, pub const ALL {
         Success => "2xx",
         Redirect => "3xx",
         ClientError => "4xx",
         ServerError => "5xx",
+        /// No response from the backend: connect failure, timeout, reset or a bad response.
         Error => "error",
     }
 }
@@ -75,17 +68,11 @@ impl CodeClass {
     }
 }
 
-/// The kinds of `cutover_upstream_errors_total{kind}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamErrorKind {
-    Connect = 0,
-    Timeout = 1,
-    Reset = 2,
-    Protocol = 3,
-}
-
 names! {
-    UpstreamErrorKind: pub fn label, pub const ALL {
+    /// The kinds of `cutover_upstream_errors_total{kind}`; a variant's discriminant is its
+    /// index in a pool's counters.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum UpstreamErrorKind: pub fn label, pub const ALL {
         Connect => "connect",
         Timeout => "timeout",
         Reset => "reset",

@@ -5,4 +5,4 @@
 pub use crate::rollout::controller::status::{
     timestamp, BackendStatus, CheckStatus, ConfigStatus, HookStatus, ServiceStatus, Status,
 };
-pub use crate::shadow::{MismatchSample, ShadowReport};
+pub use crate::shadow::{MismatchSample, ShadowCounts, ShadowReport};

@@ -116,10 +116,10 @@ pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
         })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.addr);
     let shutdown_grace = config.limits.shutdown_grace;
-    let watched = config.watched_dirs();
-    let watched_files = config::watch::watched_files(&config.path, &config.read);
+    let watched = config.origin.watched_dirs();
+    let watched_files = config::watch::watched_files(&config.origin.path, &config.origin.read);
     if let Some(token_file) = &options.admin_record {
-        record_admin_address(&config.path, admin_addr, token_file.clone());
+        record_admin_address(&config.origin.path, admin_addr, token_file.clone());
     }
     let started = wire(config, options.bound_listeners)?;
     match &options.controller_runtime {
@@ -268,7 +268,7 @@ pub fn run(path: &Path) -> ExitCode {
 }
 
 fn serve(config: Config) -> Result<(), AppError> {
-    let config_path = config.path.clone();
+    let config_path = config.origin.path.clone();
     // Read now, while the file is the one that was validated; it may be edited later.
     let token_file = config::load::admin_settings(&config_path)
         .ok()

@@ -39,7 +39,8 @@ pub(super) async fn diff(target: &Target, json: bool, service: &str) -> ExitCode
 
 pub(super) fn diff_text(service: &str, r: &ShadowReport) -> String {
     let mut out = String::new();
-    if r.comparisons == 0 && r.errors == 0 && r.dropped == 0 {
+    let c = &r.counts;
+    if c.comparisons == 0 && c.errors == 0 && c.dropped == 0 {
         let _ = writeln!(out, "{service}: no shadow comparisons yet");
         return out;
     }
@@ -50,12 +51,12 @@ pub(super) fn diff_text(service: &str, r: &ShadowReport) -> String {
         out,
         "{service}: shadow {}: {} comparisons, mismatch rate {rate}",
         if r.active { "running" } else { "finished" },
-        r.comparisons
+        c.comparisons
     );
     let _ = writeln!(
         out,
         "  match {}  mismatch {}  noise {}  error {} (NEW {})  dropped {}",
-        r.matched, r.mismatched, r.noise, r.errors, r.new_errors, r.dropped
+        c.matched, c.mismatched, c.noise, c.errors, c.new_errors, c.dropped
     );
     if !r.noise_fields.is_empty() {
         let _ = writeln!(out, "  noise learned: {}", r.noise_fields.join(", "));
@@ -90,15 +91,18 @@ pub(super) fn diff_text(service: &str, r: &ShadowReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::MismatchSample;
+    use crate::status::{MismatchSample, ShadowCounts};
 
     #[test]
     fn the_diff_shows_counts_noise_and_each_mismatch() {
         let report = ShadowReport {
             active: false,
-            matched: 90,
-            mismatched: 10,
-            comparisons: 100,
+            counts: ShadowCounts {
+                matched: 90,
+                mismatched: 10,
+                comparisons: 100,
+                ..ShadowCounts::default()
+            },
             mismatch_rate: Some(0.1),
             noise_fields: vec!["$.timestamp".into()],
             mismatches: vec![MismatchSample {
@@ -109,7 +113,6 @@ mod tests {
                 differing: vec!["status".into(), "$.ok".into()],
                 body_diff: Some("OLD …true} | NEW …false}".into()),
             }],
-            ..ShadowReport::default()
         };
         assert_eq!(
             diff_text("api", &report),

@@ -29,6 +29,11 @@ fn errors(source: &str) -> Vec<ConfigError> {
     }
 }
 
+/// `MINIMAL` and `more` after it: settings of its `api` service, or more services.
+fn minimal_and(more: &str) -> String {
+    format!("{MINIMAL}{more}")
+}
+
 /// The one error whose message contains `needle`.
 fn error_with<'a>(errors: &'a [ConfigError], needle: &str) -> &'a ConfigError {
     errors
@@ -53,7 +58,7 @@ fn a_minimal_config_gets_the_defaults() {
     assert_eq!(api.matcher.path_prefix, "/");
     assert_eq!(api.new.backends[0].weight, 2);
     assert!(api.rollout.is_none());
-    assert_eq!(config.version.len(), 16);
+    assert_eq!(config.origin.version.len(), 16);
 }
 
 #[test]
@@ -128,12 +133,11 @@ fn yaml_syntax_errors_have_a_position() {
 
 #[test]
 fn service_names_are_unique_and_matches_reachable() {
-    let source = format!(
-        "{MINIMAL}{}",
+    let source = minimal_and(
         r#"  - name: api
     old: { backends: [{ addr: "127.0.0.1:1" }] }
     new: { backends: [{ addr: "127.0.0.1:2" }] }
-"#
+"#,
     );
     let errors = errors(&source);
     let twice = error_with(&errors, "defined twice");
@@ -144,8 +148,7 @@ fn service_names_are_unique_and_matches_reachable() {
 
 #[test]
 fn steps_must_name_hooks_that_exist() {
-    let source = format!(
-        "{MINIMAL}{}",
+    let source = minimal_and(
         r#"    rollout:
       steps:
         - gate: replication-caught-up
@@ -155,7 +158,7 @@ fn steps_must_name_hooks_that_exist() {
     hooks:
       replication-caught-up:
         exec: ["/bin/true"]
-"#
+"#,
     );
     let errors = errors(&source);
     assert_eq!(errors.len(), 1, "{errors:#?}");
@@ -166,25 +169,23 @@ fn steps_must_name_hooks_that_exist() {
 
 #[test]
 fn a_verify_step_needs_smoke_requests_and_the_one_form() {
-    let source = format!(
-        "{MINIMAL}{}",
+    let source = minimal_and(
         r#"    rollout:
       steps:
         - verify: smoke
         - weight: 100%
-"#
+"#,
     );
     let found = errors(&source);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(found[0].message.contains("has none: add a `smoke:` list"));
-    let source = format!(
-        "{MINIMAL}{}",
+    let source = minimal_and(
         r#"    rollout:
       steps:
         - verify: everything
     smoke:
       - { path: /healthz }
-"#
+"#,
     );
     let errors = errors(&source);
     assert_eq!(errors.len(), 1, "{errors:#?}");
@@ -237,14 +238,13 @@ fn smoke_requests_are_read_whole() {
 
 #[test]
 fn shadow_steps_are_read_whole_and_bad_values_named() {
-    let source = format!(
-        "{MINIMAL}{}",
+    let source = minimal_and(
         r#"    rollout:
       steps:
         - shadow: { percent: 0%, hold: 10m, max_mismatch: 1%, noise: sometimes,
                     methods: [GET, "NOT A METHOD"], compare: { ignore_json: ["timestamp"], max_body: lots } }
         - weight: 100%
-"#
+"#,
     );
     let found = errors(&source);
     for needle in [
@@ -256,15 +256,14 @@ fn shadow_steps_are_read_whole_and_bad_values_named() {
         error_with(&found, needle);
     }
     assert_eq!(found.len(), 5, "{found:#?}");
-    let good = format!(
-        "{MINIMAL}{}",
+    let good = minimal_and(
         r#"    rollout:
       steps:
         - shadow: { percent: 50%, hold: 10m, max_mismatch: 1%, noise: auto, methods: [GET, POST],
                     compare: { headers: [content-type], ignore_json: ["$.meta.at"], max_body: 64KiB } }
         - shadow: { percent: 100%, hold: 1m, max_mismatch: 0% }
         - weight: 100%
-"#
+"#,
     );
     let config = load_str(&good).expect("valid");
     let steps = &config.services[0].rollout.as_ref().unwrap().steps;
@@ -296,13 +295,12 @@ fn shadow_steps_are_read_whole_and_bad_values_named() {
 
 #[test]
 fn weights_only_rise() {
-    let source = format!(
-        "{MINIMAL}{}",
+    let source = minimal_and(
         r#"    rollout:
       steps:
         - weight: 25%
         - weight: 20%
-"#
+"#,
     );
     let errors = errors(&source);
     let error = error_with(&errors, "lowers the weight to 20%");
@@ -311,15 +309,14 @@ fn weights_only_rise() {
 
 #[test]
 fn a_step_does_one_thing() {
-    let source = format!(
-        "{MINIMAL}{}",
+    let source = minimal_and(
         r#"    rollout:
       steps:
         - weight: 5%
           pause: {}
         - hold: 5m
         - {}
-"#
+"#,
     );
     let errors = errors(&source);
     error_with(&errors, "has both `weight` and `pause`");
@@ -329,13 +326,12 @@ fn a_step_does_one_thing() {
 
 #[test]
 fn the_schedule_shorthand_expands_to_the_classic_steps() {
-    let source = format!(
-        "{MINIMAL}{}",
+    let source = minimal_and(
         r#"    rollout:
       schedule: { start: 5%, step: 20%, every: 30m }
       analysis:
         max_error_rate: 1%
-"#
+"#,
     );
     let config = load_str(&source).unwrap();
     let rollout = config.services[0].rollout.as_ref().unwrap();
@@ -363,7 +359,7 @@ fn the_schedule_shorthand_expands_to_the_classic_steps() {
     assert_eq!(analysis.window, Duration::from_secs(120));
     assert_eq!(analysis.min_requests, 100);
     assert_eq!(analysis.failure_threshold, 3);
-    assert_eq!(analysis.max_error_rate, Some(0.01));
+    assert_eq!(analysis.rules.max_error_rate, Some(0.01));
 }
 
 #[test]
@@ -409,8 +405,7 @@ fn tls_files_must_be_readable() {
 
 #[test]
 fn hooks_are_checked() {
-    let source = format!(
-        "{MINIMAL}{}",
+    let source = minimal_and(
         r#"    hooks:
       none: { timeout: 5s }
       both: { exec: ["/bin/true"], http: { url: "http://127.0.0.1:1/" } }
@@ -418,7 +413,7 @@ fn hooks_are_checked() {
       bad-url: { http: { url: "ftp://x/" } }
       bad-event: { exec: ["/bin/true"], on: [rollbacks] }
       bad-deadline: { exec: ["/bin/true"], on_deadline: explode }
-"#
+"#,
     );
     let errors = errors(&source);
     error_with(&errors, "needs `exec` or `http`");

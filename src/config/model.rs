@@ -18,16 +18,7 @@ pub use super::units::{parse_bytes, parse_duration, parse_percent, Weight, MAX_D
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The file this was read from (absolute).
-    pub path: PathBuf,
-    /// Relative paths in the file are relative to this directory.
-    pub dir: PathBuf,
-    /// A short hash of the file's bytes.
-    pub version: String,
-    /// A hash of the file and of every file it reads (certificates, keys, token).
-    pub inputs: String,
-    /// The files it reads besides itself.
-    pub read: Vec<PathBuf>,
+    pub origin: Origin,
     pub listeners: Vec<Listener>,
     pub admin: Admin,
     pub state_dir: PathBuf,
@@ -87,11 +78,28 @@ impl fmt::Debug for FleetTls {
     }
 }
 
+/// The files a config was read from, and the hashes that tell whether they changed.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The config file (absolute).
+    pub path: PathBuf,
+    /// Relative paths in the file are relative to this directory.
+    pub dir: PathBuf,
+    /// A short hash of the file's bytes.
+    pub version: String,
+    /// A hash of the file and of every file it reads (certificates, keys, token).
+    pub inputs: String,
+    /// The files it reads besides itself.
+    pub read: Vec<PathBuf>,
+}
+
 impl Config {
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }
+}
 
+impl Origin {
     /// The directories whose changes may change this config: its own and those of the
     /// files it reads.
     pub fn watched_dirs(&self) -> Vec<PathBuf> {
@@ -324,16 +332,35 @@ pub struct AnalysisSpec {
     pub window: Duration,
     pub min_requests: u64,
     pub failure_threshold: u32,
-    pub max_error_rate: Option<f64>,
-    pub max_error_rate_increase: Option<f64>,
-    pub max_p99_latency: Option<Duration>,
-    pub max_p99_latency_ratio: Option<f64>,
+    pub rules: AnalysisRules,
     pub trip: Option<TripSpec>,
     /// How checks judge (`analysis.method`, SPEC §10).
     pub method: AnalysisMethod,
     /// How long a step may stay inconclusive before it pauses for "not enough evidence";
     /// `None`: 3 × the step's hold, at least 10 minutes.
     pub max_wait: Option<Duration>,
+}
+
+/// The limits a check holds NEW to; `None`: the rule is off.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AnalysisRules {
+    /// NEW's error rate, as a fraction.
+    pub max_error_rate: Option<f64>,
+    /// NEW's error rate minus OLD's, as a fraction.
+    pub max_error_rate_increase: Option<f64>,
+    pub max_p99_latency: Option<Duration>,
+    /// NEW's p99 over OLD's.
+    pub max_p99_latency_ratio: Option<f64>,
+}
+
+impl AnalysisRules {
+    /// Whether any rule is on.
+    pub fn any(&self) -> bool {
+        self.max_error_rate.is_some()
+            || self.max_error_rate_increase.is_some()
+            || self.max_p99_latency.is_some()
+            || self.max_p99_latency_ratio.is_some()
+    }
 }
 
 #[cfg(test)]
@@ -347,10 +374,12 @@ impl AnalysisSpec {
             window: Duration::from_secs(120),
             min_requests: 100,
             failure_threshold: 3,
-            max_error_rate: Some(0.01),
-            max_error_rate_increase: Some(0.005),
-            max_p99_latency: Some(Duration::from_millis(500)),
-            max_p99_latency_ratio: Some(1.5),
+            rules: AnalysisRules {
+                max_error_rate: Some(0.01),
+                max_error_rate_increase: Some(0.005),
+                max_p99_latency: Some(Duration::from_millis(500)),
+                max_p99_latency_ratio: Some(1.5),
+            },
             method: AnalysisMethod::Threshold,
             max_wait: None,
             trip: None,

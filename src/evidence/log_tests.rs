@@ -16,13 +16,13 @@ fn check(second: i64) -> Entry {
             method: Method::Statistical,
             outcome: Outcome::Fail,
             window_s: 120.0,
-            new: PoolRecord {
+            new: PoolMeasure {
                 requests: 1200,
                 errors: 30,
                 error_rate: 0.025,
                 p99_ms: Some(41.5),
             },
-            old: PoolRecord::default(),
+            old: PoolMeasure::default(),
             rules: vec![RuleRecord {
                 rule: Rule::MaxErrorRate,
                 outcome: Outcome::Fail,

@@ -140,12 +140,15 @@ names! {
     }
 }
 
-/// One pool's side of a check.
+/// One pool's side of a check: what the analysis judged, `/status` shows and the decision
+/// log keeps (measured by `rollout::analysis`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct PoolRecord {
+pub struct PoolMeasure {
     pub requests: u64,
     pub errors: u64,
+    /// `errors / requests`, as a fraction; 0 without requests.
     pub error_rate: f64,
+    /// `None`: no latency samples.
     #[serde(default)]
     pub p99_ms: Option<f64>,
 }
@@ -213,8 +216,8 @@ pub(crate) struct CheckRecord {
     pub outcome: Outcome,
     /// The window the check looked at, in seconds.
     pub window_s: f64,
-    pub new: PoolRecord,
-    pub old: PoolRecord,
+    pub new: PoolMeasure,
+    pub old: PoolMeasure,
     pub rules: Vec<RuleRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,

@@ -17,7 +17,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::evidence::record::{
-    CheckRecord, DecidedBy, Decision, Entry, Method, Outcome, PoolRecord, Rule, RuleRecord,
+    CheckRecord, DecidedBy, Decision, Entry, Method, Outcome, PoolMeasure, Rule, RuleRecord,
 };
 
 /// The report's format (`--format html|md`).
@@ -247,7 +247,7 @@ fn check_evidence(check: &CheckRecord) -> String {
     text
 }
 
-fn pool_line(pool: &PoolRecord) -> String {
+fn pool_line(pool: &PoolMeasure) -> String {
     format!(
         "{} req, {} errors ({}), p99 {}",
         pool.requests,

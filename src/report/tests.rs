@@ -46,13 +46,13 @@ fn check(second: i64, weight: f64, error_rate: f64, p99: f64) -> Entry {
             method: Method::Statistical,
             outcome,
             window_s: 120.0,
-            new: PoolRecord {
+            new: PoolMeasure {
                 requests,
                 errors: (requests as f64 * error_rate) as u64,
                 error_rate,
                 p99_ms: Some(p99),
             },
-            old: PoolRecord {
+            old: PoolMeasure {
                 requests: 24000 - requests,
                 errors: ((24000 - requests) as f64 * 0.005) as u64,
                 error_rate: if requests < 24000 { 0.005 } else { 0.0 },

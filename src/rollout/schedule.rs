@@ -283,7 +283,7 @@ pub(crate) fn timeline(plan: &Plan, initial: Weight) -> Timeline {
 mod tests {
     use super::*;
     use crate::config::schedule_steps;
-    use crate::config::{AnalysisSpec, Step};
+    use crate::config::{AnalysisRules, AnalysisSpec, Step};
 
     fn plan_of(steps: Vec<Step>, analysis: Option<AnalysisSpec>) -> Plan {
         Plan {
@@ -337,9 +337,10 @@ mod tests {
 
     fn analysis() -> AnalysisSpec {
         AnalysisSpec {
-            max_error_rate_increase: None,
-            max_p99_latency: None,
-            max_p99_latency_ratio: None,
+            rules: AnalysisRules {
+                max_error_rate: Some(0.01),
+                ..AnalysisRules::default()
+            },
             trip: Some(AnalysisSpec::example_trip()),
             ..AnalysisSpec::example()
         }

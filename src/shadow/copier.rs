@@ -20,7 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::compare::differences;
 use super::exchange::{Answer, Outgoing, Reuse};
-use super::report::{MismatchSample, ShadowReport};
+use super::report::{MismatchSample, ShadowCounts, ShadowReport};
 use crate::config::ShadowSpec;
 use crate::http1::encode::host_of;
 
@@ -43,6 +43,28 @@ struct Counts {
     /// NEW failed where OLD answered: counted as a mismatch in the rate.
     new_error: AtomicU64,
     dropped: AtomicU64,
+}
+
+impl Counts {
+    /// The counters as reports show them, each read once.
+    fn snapshot(&self) -> ShadowCounts {
+        let load = |counter: &AtomicU64| counter.load(Relaxed);
+        let (matched, mismatched, noise) = (
+            load(&self.matched),
+            load(&self.mismatched),
+            load(&self.noise),
+        );
+        let new_errors = load(&self.new_error);
+        ShadowCounts {
+            matched,
+            mismatched,
+            noise,
+            errors: load(&self.old_error) + new_errors,
+            new_errors,
+            dropped: load(&self.dropped),
+            comparisons: matched + noise + mismatched + new_errors,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -285,28 +307,16 @@ impl Copier {
 
     /// Comparisons that count for the verdict, and the mismatching ones among them.
     pub(crate) fn tally(&self) -> (u64, u64) {
-        let c = &self.counts;
-        let bad = c.mismatched.load(Relaxed) + c.new_error.load(Relaxed);
-        (c.matched.load(Relaxed) + c.noise.load(Relaxed) + bad, bad)
+        let counts = self.counts.snapshot();
+        (counts.comparisons, counts.bad())
     }
 
     pub(crate) fn report(&self) -> ShadowReport {
-        let c = &self.counts;
-        let (comparisons, bad) = self.tally();
+        let counts = self.counts.snapshot();
         ShadowReport {
             active: self.is_active(),
-            matched: c.matched.load(Relaxed),
-            mismatched: c.mismatched.load(Relaxed),
-            noise: c.noise.load(Relaxed),
-            errors: c.old_error.load(Relaxed) + c.new_error.load(Relaxed),
-            new_errors: c.new_error.load(Relaxed),
-            dropped: c.dropped.load(Relaxed),
-            comparisons,
-            mismatch_rate: if comparisons == 0 {
-                None
-            } else {
-                Some(bad as f64 / comparisons as f64)
-            },
+            mismatch_rate: counts.mismatch_rate(),
+            counts,
             noise_fields: self.lock_noise().iter().cloned().collect(),
             mismatches: self
                 .samples

@@ -16,5 +16,5 @@ mod smoke;
 pub(crate) use self::benchmark::run_benchmark;
 pub(crate) use self::copier::{Copier, RESULTS};
 #[allow(unreachable_pub)] // re-exported by the status module
-pub use self::report::{MismatchSample, ShadowReport};
+pub use self::report::{MismatchSample, ShadowCounts, ShadowReport};
 pub(crate) use self::smoke::run_smoke;

@@ -23,6 +23,7 @@ pub fn save_in_place(path: &Path, text: &str) {
 pub fn version_on_disk(path: &Path) -> String {
     cutover::config::load(path)
         .unwrap_or_else(|e| panic!("the test wrote an invalid config: {e}"))
+        .origin
         .version
 }
 

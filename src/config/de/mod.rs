@@ -115,31 +115,53 @@ const SPANNED_COL: &str = "$col";
 const SPANNED_VALUE: &str = "$value";
 const SPANNED_FIELDS: &[&str] = &[SPANNED_LINE, SPANNED_COL, SPANNED_VALUE];
 
+/// A value read from one mapping: what `Spanned` and `Entries` need of serde's `Visitor`.
+trait FromMap<'de>: Sized {
+    /// What the value is, for serde's "invalid type" message.
+    const EXPECTING: &'static str;
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+/// The visitor of every [`FromMap`] type.
+struct MapVisitor<T>(PhantomData<T>);
+
+impl<'de, T: FromMap<'de>> Visitor<'de> for MapVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(T::EXPECTING)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::from_map(map)
+    }
+}
+
+/// The value of the next entry of `map`; `missing` is the error when there is none.
+fn next_value<'de, A: MapAccess<'de>, V: Deserialize<'de>>(
+    map: &mut A,
+    missing: &str,
+) -> Result<V, A::Error> {
+    let entry = map.next_entry::<String, V>()?;
+    entry
+        .map(|(_, value)| value)
+        .ok_or_else(|| de::Error::custom(missing))
+}
+
+impl<'de, T: Deserialize<'de>> FromMap<'de> for Spanned<T> {
+    const EXPECTING: &'static str = "a value with its position";
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let line = next_value(&mut map, "spanned: no line")?;
+        let col = next_value(&mut map, "spanned: no column")?;
+        let value = next_value(&mut map, "spanned: no value")?;
+        Ok(Spanned {
+            value,
+            mark: Mark { line, col },
+        })
+    }
+}
+
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SpannedVisitor<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for SpannedVisitor<T> {
-            type Value = Spanned<T>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a value with its position")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Spanned<T>, A::Error> {
-                let (Some(_), line) = (map.next_key::<String>()?, map.next_value::<u32>()?) else {
-                    return Err(de::Error::custom("spanned: no line"));
-                };
-                let (Some(_), col) = (map.next_key::<String>()?, map.next_value::<u32>()?) else {
-                    return Err(de::Error::custom("spanned: no column"));
-                };
-                let (Some(_), value) = (map.next_key::<String>()?, map.next_value::<T>()?) else {
-                    return Err(de::Error::custom("spanned: no value"));
-                };
-                Ok(Spanned {
-                    value,
-                    mark: Mark { line, col },
-                })
-            }
-        }
-        deserializer.deserialize_struct(SPANNED_NAME, SPANNED_FIELDS, SpannedVisitor(PhantomData))
+        deserializer.deserialize_struct(SPANNED_NAME, SPANNED_FIELDS, MapVisitor(PhantomData))
     }
 }
 
@@ -153,23 +175,20 @@ impl<T> Default for Entries<T> {
     }
 }
 
+impl<'de, T: Deserialize<'de>> FromMap<'de> for Entries<T> {
+    const EXPECTING: &'static str = "a mapping";
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry::<Spanned<String>, T>()? {
+            entries.push(entry);
+        }
+        Ok(Entries(entries))
+    }
+}
+
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Entries<T> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EntriesVisitor<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for EntriesVisitor<T> {
-            type Value = Entries<T>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a mapping")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<T>, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(key) = map.next_key::<Spanned<String>>()? {
-                    entries.push((key, map.next_value::<T>()?));
-                }
-                Ok(Entries(entries))
-            }
-        }
-        deserializer.deserialize_map(EntriesVisitor(PhantomData))
+        deserializer.deserialize_map(MapVisitor(PhantomData))
     }
 }
 

@@ -46,6 +46,16 @@ impl<'a> NodeDe<'a> {
     }
 }
 
+/// `seed` read from `node`, a part of the node being read, its problems going to the
+/// same `sink`.
+fn child<'de, S: DeserializeSeed<'de>>(
+    seed: S,
+    node: &Node,
+    sink: &Sink,
+) -> Result<S::Value, DeError> {
+    seed.deserialize(NodeDe { node, sink })
+}
+
 const EMPTY_ENTRIES: &[(Node, Node)] = &[];
 const EMPTY_ITEMS: &[Node] = &[];
 
@@ -233,15 +243,10 @@ impl<'de, 'a> SeqAccess<'de> for Items<'a> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, DeError> {
-        match self.items.next() {
-            Some(node) => seed
-                .deserialize(NodeDe {
-                    node,
-                    sink: self.sink,
-                })
-                .map(Some),
-            None => Ok(None),
-        }
+        self.items
+            .next()
+            .map(|node| child(seed, node, self.sink))
+            .transpose()
     }
 }
 
@@ -287,12 +292,7 @@ impl<'de, 'a> MapAccess<'de> for Fields<'a> {
                 }
             }
             self.value = Some(value);
-            return seed
-                .deserialize(NodeDe {
-                    node: key,
-                    sink: self.sink,
-                })
-                .map(Some);
+            return child(seed, key, self.sink).map(Some);
         }
         Ok(None)
     }
@@ -302,10 +302,7 @@ impl<'de, 'a> MapAccess<'de> for Fields<'a> {
             .value
             .take()
             .ok_or_else(|| <DeError as de::Error>::custom("value asked for before its key"))?;
-        seed.deserialize(NodeDe {
-            node,
-            sink: self.sink,
-        })
+        child(seed, node, self.sink)
     }
 }
 
@@ -323,10 +320,10 @@ impl<'de, 'a> MapAccess<'de> for SpannedAccess<'a> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, DeError> {
-        match SPANNED_FIELDS.get(self.next) {
-            Some(name) => seed.deserialize(name.into_deserializer()).map(Some),
-            None => Ok(None),
-        }
+        SPANNED_FIELDS
+            .get(self.next)
+            .map(|name| seed.deserialize(name.into_deserializer()))
+            .transpose()
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
@@ -335,10 +332,7 @@ impl<'de, 'a> MapAccess<'de> for SpannedAccess<'a> {
         match index {
             0 => seed.deserialize(self.node.mark.line.into_deserializer()),
             1 => seed.deserialize(self.node.mark.col.into_deserializer()),
-            _ => seed.deserialize(NodeDe {
-                node: self.node,
-                sink: self.sink,
-            }),
+            _ => child(seed, self.node, self.sink),
         }
     }
 }

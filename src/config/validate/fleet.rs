@@ -63,16 +63,14 @@ impl Checker<'_> {
     }
 
     fn etcd_endpoints(&mut self, file: &FleetFile, parent: Mark) -> Vec<String> {
-        let Some(list) = self.required_list(
+        let list = self.required_list(
             &file.etcd,
             parent,
             "etcd",
             "list at least one etcd endpoint",
-        ) else {
-            return Vec::new();
-        };
+        );
         let mut endpoints = Vec::new();
-        for endpoint in &list.value {
+        for endpoint in list {
             match endpoint_url(&endpoint.value) {
                 Ok(url) => endpoints.push(url),
                 Err(message) => self.error(endpoint.mark, message),

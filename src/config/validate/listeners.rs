@@ -16,17 +16,15 @@ impl Checker<'_> {
         listeners: &Option<Spanned<Vec<Spanned<ListenerFile>>>>,
         top: Mark,
     ) -> Vec<Listener> {
-        let Some(listeners) = self.required_list(
+        let listeners = self.required_list(
             listeners,
             top,
             "listeners",
             "at least one listener is needed",
-        ) else {
-            return Vec::new();
-        };
+        );
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        for listener in &listeners.value {
+        for listener in listeners {
             let Some(addr_text) = self.required(&listener.value.addr, listener.mark, "addr") else {
                 continue;
             };

@@ -151,18 +151,21 @@ impl Checker<'_> {
     }
 
     /// A list that must be there and hold an entry; `empty` is the error when it holds none.
+    /// Its entries, none when it is missing, so that callers check whatever there is.
     fn required_list<'v, T>(
         &mut self,
         field: &'v Option<Spanned<Vec<T>>>,
         parent: Mark,
         what: &str,
         empty: &str,
-    ) -> Option<&'v Spanned<Vec<T>>> {
-        let list = self.required(field, parent, what)?;
+    ) -> &'v [T] {
+        let Some(list) = self.required(field, parent, what) else {
+            return &[];
+        };
         if list.value.is_empty() {
             self.error(list.mark, empty);
         }
-        Some(list)
+        &list.value
     }
 
     fn socket_addr(&mut self, field: &Spanned<String>) -> Option<SocketAddr> {
@@ -195,11 +198,13 @@ impl Checker<'_> {
         let log_format = self.log_format(file.log_format.as_ref());
         let access_log = self.access_log(file.access_log.as_ref());
         Config {
-            path: path.to_path_buf(),
-            dir: self.dir.to_path_buf(),
-            version: format!("{:016x}", fnv1a(source.as_bytes())),
-            inputs: files::inputs_fingerprint(source, &self.read),
-            read: self.read.clone(),
+            origin: Origin {
+                path: path.to_path_buf(),
+                dir: self.dir.to_path_buf(),
+                version: format!("{:016x}", fnv1a(source.as_bytes())),
+                inputs: files::inputs_fingerprint(source, &self.read),
+                read: self.read.clone(),
+            },
             listeners,
             admin,
             state_dir,

@@ -235,20 +235,17 @@ impl Checker<'_> {
                 1,
                 1000,
             ) as u32,
-            max_error_rate: self.fraction(&file.max_error_rate),
-            max_error_rate_increase: self.fraction(&file.max_error_rate_increase),
-            max_p99_latency: self.duration_opt(&file.max_p99_latency),
-            max_p99_latency_ratio: ratio,
+            rules: AnalysisRules {
+                max_error_rate: self.fraction(&file.max_error_rate),
+                max_error_rate_increase: self.fraction(&file.max_error_rate_increase),
+                max_p99_latency: self.duration_opt(&file.max_p99_latency),
+                max_p99_latency_ratio: ratio,
+            },
             trip,
             method,
             max_wait,
         };
-        let has_rule = spec.max_error_rate.is_some()
-            || spec.max_error_rate_increase.is_some()
-            || spec.max_p99_latency.is_some()
-            || spec.max_p99_latency_ratio.is_some()
-            || spec.trip.is_some();
-        if !has_rule {
+        if !spec.rules.any() && spec.trip.is_none() {
             self.error(
                 analysis.mark,
                 "`analysis` has no rule: set at least one of `max_error_rate`, \

@@ -16,14 +16,11 @@ impl Checker<'_> {
         services: &Option<Spanned<Vec<Spanned<ServiceFile>>>>,
         top: Mark,
     ) -> Vec<Service> {
-        let Some(services) =
-            self.required_list(services, top, "services", "at least one service is needed")
-        else {
-            return Vec::new();
-        };
+        let services =
+            self.required_list(services, top, "services", "at least one service is needed");
         let mut names: Vec<(String, Mark)> = Vec::new();
         let mut out: Vec<(Service, Mark)> = Vec::new();
-        for service in &services.value {
+        for service in services {
             let Some(built) = self.service(service) else {
                 continue;
             };

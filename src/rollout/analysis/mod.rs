@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AnalysisSpec, TripSpec};
-use crate::evidence::record::{CheckRecord, Method, Outcome, PoolRecord, Rule, RuleRecord};
+use crate::evidence::record::{CheckRecord, Method, Outcome, Rule, RuleRecord};
 use crate::stats::PoolCounts;
 
 mod intervals;
@@ -132,14 +132,7 @@ impl Windows {
     }
 }
 
-/// One pool's side of a check.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct PoolMeasure {
-    pub requests: u64,
-    pub errors: u64,
-    pub error_rate: f64,
-    pub p99_ms: Option<f64>,
-}
+pub(crate) use crate::evidence::record::PoolMeasure;
 
 impl fmt::Display for PoolMeasure {
     /// `1234 req, 0.10% errors, p99 45.0ms`.
@@ -265,22 +258,11 @@ impl Check {
                 Verdict::Inconclusive => Outcome::Inconclusive,
             },
             window_s: window.as_secs_f64(),
-            new: self.new.record(),
-            old: self.old.record(),
+            new: self.new,
+            old: self.old,
             rules: self.rules.clone(),
             note: self.note.clone(),
             consecutive_failures,
-        }
-    }
-}
-
-impl PoolMeasure {
-    fn record(&self) -> PoolRecord {
-        PoolRecord {
-            requests: self.requests,
-            errors: self.errors,
-            error_rate: self.error_rate,
-            p99_ms: self.p99_ms,
         }
     }
 }
@@ -410,7 +392,7 @@ pub(crate) fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
         }
         rules.push(record);
     };
-    if let Some(limit) = spec.max_error_rate {
+    if let Some(limit) = spec.rules.max_error_rate {
         let record = rule_record(Rule::MaxErrorRate, limit, &new, &old);
         let breach = (new.error_rate > limit).then(|| {
             format!(
@@ -421,7 +403,7 @@ pub(crate) fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
         });
         judge(record, Some(new.error_rate), breach);
     }
-    if let Some(limit) = spec.max_error_rate_increase {
+    if let Some(limit) = spec.rules.max_error_rate_increase {
         let mut record = rule_record(Rule::MaxErrorRateIncrease, limit, &new, &old);
         let increase = new.error_rate - old.error_rate;
         if old_comparable {
@@ -441,7 +423,7 @@ pub(crate) fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
         }
     }
     let new_p99 = window.new.latency_quantile(0.99);
-    if let Some(limit) = spec.max_p99_latency {
+    if let Some(limit) = spec.rules.max_p99_latency {
         let record = rule_record(Rule::MaxP99Latency, millis(limit), &new, &old);
         let breach = new_p99
             .filter(|p99| *p99 > limit)
@@ -449,7 +431,7 @@ pub(crate) fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
         judge(record, new_p99.map(millis), breach);
     }
     let old_p99 = window.old.latency_quantile(0.99);
-    if let Some(ratio) = spec.max_p99_latency_ratio {
+    if let Some(ratio) = spec.rules.max_p99_latency_ratio {
         let mut record = rule_record(Rule::MaxP99LatencyRatio, ratio, &new, &old);
         match (new_p99, old_p99, old_comparable) {
             (Some(new_p99), Some(old_p99), true) => {

@@ -30,7 +30,7 @@ use super::{
     millis, old_too_few, rule_record, too_few, Breach, Check, PoolMeasure, Verdict, WindowCounts,
     RATIO_FLOOR,
 };
-use crate::config::AnalysisSpec;
+use crate::config::{AnalysisRules, AnalysisSpec};
 use crate::evidence::record::{Bound, Method, Outcome, Rule, RuleRecord};
 use crate::stats::{PoolCounts, LATENCY_EDGES_US};
 
@@ -50,15 +50,19 @@ pub(crate) fn evaluate(spec: &AnalysisSpec, confidence: f64, window: &WindowCoun
         old,
         old_comparable: old.requests >= spec.min_requests,
     };
+    // Destructured so that a new rule does not compile until it is judged here.
+    let AnalysisRules {
+        max_error_rate,
+        max_error_rate_increase,
+        max_p99_latency,
+        max_p99_latency_ratio,
+    } = spec.rules;
     let rules: Vec<RuleRecord> = [
-        spec.max_error_rate.map(|limit| judge.error_rate(limit)),
-        spec.max_error_rate_increase
-            .map(|limit| judge.error_rate_increase(limit)),
-        spec.max_p99_latency.map(|limit| judge.p99(limit)),
-        spec.max_p99_latency_ratio
-            .map(|ratio| judge.p99_ratio(ratio)),
-        spec.max_p99_latency_ratio
-            .map(|ratio| judge.latency_vs_old(ratio)),
+        max_error_rate.map(|limit| judge.error_rate(limit)),
+        max_error_rate_increase.map(|limit| judge.error_rate_increase(limit)),
+        max_p99_latency.map(|limit| judge.p99(limit)),
+        max_p99_latency_ratio.map(|ratio| judge.p99_ratio(ratio)),
+        max_p99_latency_ratio.map(|ratio| judge.latency_vs_old(ratio)),
     ]
     .into_iter()
     .flatten()

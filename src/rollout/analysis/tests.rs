@@ -77,8 +77,8 @@ fn each_rule_breaches_with_its_numbers() {
 fn comparisons_with_old_need_old_traffic() {
     let ms = Duration::from_millis(20);
     let mut only_increase = spec();
-    only_increase.max_error_rate = None;
-    only_increase.max_p99_latency = None;
+    only_increase.rules.max_error_rate = None;
+    only_increase.rules.max_p99_latency = None;
     let check = evaluate(
         &only_increase,
         &window(
@@ -96,7 +96,7 @@ fn comparisons_with_old_need_old_traffic() {
 #[test]
 fn tiny_latency_ratios_are_noise() {
     let mut ratio_only = spec();
-    ratio_only.max_p99_latency = None;
+    ratio_only.rules.max_p99_latency = None;
     let check = evaluate(
         &ratio_only,
         &window(
@@ -107,26 +107,48 @@ fn tiny_latency_ratios_are_noise() {
     assert_eq!(check.verdict, Verdict::Pass, "{}", check.summary());
 }
 
+/// Both pools' live counters, sampled into windows second by second as the controller does.
+struct Traffic {
+    windows: Windows,
+    new: PoolStats,
+    old: PoolStats,
+}
+
+impl Traffic {
+    /// Windows that keep `history` of samples; no requests yet.
+    fn new(history: Duration) -> Traffic {
+        Traffic {
+            windows: Windows::new(history),
+            new: PoolStats::default(),
+            old: PoolStats::default(),
+        }
+    }
+
+    /// `n` requests of `class` answered in 5 ms by `pool` (`new` or `old`).
+    fn answer(pool: &PoolStats, class: CodeClass, n: u64) {
+        for _ in 0..n {
+            pool.record(class, Duration::from_millis(5));
+        }
+    }
+
+    /// Both pools' counters as they are at `second`.
+    fn sample(&mut self, second: u64) {
+        let (old, new) = (self.old.counts(), self.new.counts());
+        self.windows.record(Duration::from_secs(second), old, new);
+    }
+}
+
 #[test]
 fn windows_subtract_the_sample_at_the_window_start() {
-    let mut windows = Windows::new(Duration::from_secs(120));
-    let stats_new = PoolStats::default();
-    let stats_old = PoolStats::default();
+    let mut traffic = Traffic::new(Duration::from_secs(120));
     for second in 0..=300u64 {
         let errors = if second > 240 { 1 } else { 0 };
-        for _ in 0..10 - errors {
-            stats_new.record(CodeClass::Success, Duration::from_millis(5));
-        }
-        for _ in 0..errors {
-            stats_new.record(CodeClass::ServerError, Duration::from_millis(5));
-        }
-        stats_old.record(CodeClass::Success, Duration::from_millis(5));
-        windows.record(
-            Duration::from_secs(second),
-            stats_old.counts(),
-            stats_new.counts(),
-        );
+        Traffic::answer(&traffic.new, CodeClass::Success, 10 - errors);
+        Traffic::answer(&traffic.new, CodeClass::ServerError, errors);
+        Traffic::answer(&traffic.old, CodeClass::Success, 1);
+        traffic.sample(second);
     }
+    let windows = &traffic.windows;
     let last = windows.over(Duration::from_secs(120));
     assert_eq!(last.new.requests(), 1200);
     assert_eq!(last.new.errors(), 60);
@@ -152,35 +174,27 @@ fn quarter_of_twenty_in_ten_seconds() -> TripSpec {
 #[test]
 fn the_trip_sees_an_outage_in_its_first_second() {
     let trip_spec = quarter_of_twenty_in_ten_seconds();
-    let mut windows = Windows::new(Duration::from_secs(120));
-    let new = PoolStats::default();
-    let old = PoolStats::default();
+    let mut traffic = Traffic::new(Duration::from_secs(120));
     for second in 0..60u64 {
-        for _ in 0..25 {
-            new.record(CodeClass::Success, Duration::from_millis(5));
-        }
-        windows.record(Duration::from_secs(second), old.counts(), new.counts());
-        assert_eq!(trip(&trip_spec, &windows), None);
+        Traffic::answer(&traffic.new, CodeClass::Success, 25);
+        traffic.sample(second);
+        assert_eq!(trip(&trip_spec, &traffic.windows), None);
     }
-    for _ in 0..25 {
-        new.record(CodeClass::Error, Duration::from_millis(5));
-    }
-    windows.record(Duration::from_secs(60), old.counts(), new.counts());
-    let reason = trip(&trip_spec, &windows).expect("one bad second trips");
+    Traffic::answer(&traffic.new, CodeClass::Error, 25);
+    traffic.sample(60);
+    let reason = trip(&trip_spec, &traffic.windows).expect("one bad second trips");
     assert!(reason.contains("25 of NEW's last 25"), "{reason}");
 }
 
 #[test]
 fn the_trip_waits_for_enough_requests_within_its_window() {
     let trip_spec = quarter_of_twenty_in_ten_seconds();
-    let mut windows = Windows::new(Duration::from_secs(60));
-    let new = PoolStats::default();
-    let old = PoolStats::default();
-    windows.record(Duration::ZERO, old.counts(), new.counts());
+    let mut traffic = Traffic::new(Duration::from_secs(60));
+    traffic.sample(0);
     // One failing request a second: 20 requests take 20 s, beyond the 10 s window.
     for second in 1..=30u64 {
-        new.record(CodeClass::Error, Duration::from_millis(5));
-        windows.record(Duration::from_secs(second), old.counts(), new.counts());
-        assert_eq!(trip(&trip_spec, &windows), None, "second {second}");
+        Traffic::answer(&traffic.new, CodeClass::Error, 1);
+        traffic.sample(second);
+        assert_eq!(trip(&trip_spec, &traffic.windows), None, "second {second}");
     }
 }

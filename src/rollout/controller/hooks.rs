@@ -172,7 +172,7 @@ impl Controller {
 
     fn runner(&self) -> hooks::Runner {
         hooks::Runner {
-            dir: Arc::from(self.config.dir.as_path()),
+            dir: Arc::from(self.config.origin.dir.as_path()),
         }
     }
 

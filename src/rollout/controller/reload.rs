@@ -85,18 +85,18 @@ pub(super) fn diff(running: &[(String, Option<String>)], new: &Config) -> Vec<Ch
 
 impl Controller {
     pub(super) fn reload(&mut self, source: ReloadSource) -> Result<String, Vec<String>> {
-        let mut new = match config::load(&self.config.path) {
+        let mut new = match config::load(&self.config.origin.path) {
             Ok(new) => new,
             Err(errors) => {
                 let errors = errors.0.iter().map(|e| e.to_string()).collect();
                 return Err(self.reload_failed(source, errors));
             }
         };
-        if source == ReloadSource::Watch && new.inputs == self.config.inputs {
+        if source == ReloadSource::Watch && new.origin.inputs == self.config.origin.inputs {
             // What is on disk is what runs (perhaps again, after a broken edit was undone).
             self.config_status.last_error = None;
             self.config_status.last_error_at = None;
-            return Ok(new.version);
+            return Ok(new.origin.version);
         }
         if let Err(error) = pin_admin_addr(&self.config.admin, &mut new.admin) {
             return Err(self.reload_failed(source, vec![error]));
@@ -139,7 +139,7 @@ impl Controller {
         for (service, startup) in startups {
             self.restore(&service, startup);
         }
-        let version = self.config.version.clone();
+        let version = self.config.origin.version.clone();
         for index in 0..self.services.len() {
             let reason = format!("config {version} loaded");
             self.spawn_event_hooks(index, HookEvent::Reloaded, &reason, None);
@@ -221,7 +221,7 @@ impl Controller {
         let config = self.config.clone();
         self.metrics.reload(true);
         self.config_status = config_status(&config);
-        tracing::info!(version = %config.version, trigger = source.label(), "config reloaded");
+        tracing::info!(version = %config.origin.version, trigger = source.label(), "config reloaded");
     }
 
     fn reload_failed(&mut self, source: ReloadSource, errors: Vec<String>) -> Vec<String> {
@@ -288,9 +288,9 @@ fn preload(
 
 pub(super) fn config_status(config: &Config) -> ConfigStatus {
     ConfigStatus {
-        path: config.path.display().to_string(),
+        path: config.origin.path.display().to_string(),
         loaded_at: timestamp(SystemTime::now()),
-        version: config.version.clone(),
+        version: config.origin.version.clone(),
         last_error: None,
         last_error_at: None,
     }

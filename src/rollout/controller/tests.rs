@@ -170,7 +170,7 @@ async fn a_reload_keeps_the_rollouts_place() {
     let before = h.status();
     assert_eq!((before.step, before.weight), (2, 25.0));
     // The same services, in another order, and one more.
-    let path = h.controller.config.path.clone();
+    let path = h.controller.config.origin.path.clone();
     std::fs::remove_file(&path).unwrap();
     let dir = path.parent().unwrap();
     write_config(dir, &[("web", ""), ("api", HOURLY), ("shop", "")]);

@@ -1,6 +1,6 @@
 use super::*;
 use crate::config::schedule_steps;
-use crate::config::{AnalysisSpec, StartMode};
+use crate::config::{AnalysisRules, AnalysisSpec, StartMode};
 use crate::rollout::schedule::PlannedStep;
 
 mod checks;
@@ -16,9 +16,10 @@ fn w(percent: f64) -> Weight {
 fn analysis(threshold: u32) -> AnalysisSpec {
     AnalysisSpec {
         failure_threshold: threshold,
-        max_error_rate_increase: None,
-        max_p99_latency: None,
-        max_p99_latency_ratio: None,
+        rules: AnalysisRules {
+            max_error_rate: Some(0.01),
+            ..AnalysisRules::default()
+        },
         ..AnalysisSpec::example()
     }
 }
