@@ -14,6 +14,7 @@
 #   hundred    100 services matched by path prefix /s0 ... /s99, 2 backends per pool each;
 #              the load asks for /s99/, the last one to match (prefixes /sN/)
 # Every proxy gets the same path (/s99/) so the three differ only in their routing.
+# Prints, as proxy-bench.sh -x does, each proxy's CPU time per request.
 # Needs what proxy-bench.sh needs, and `cargo build --release`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -69,6 +70,6 @@ if [ -n "$with_nginx" ]; then
 fi
 
 for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$((base + 999))") 2>/dev/null && break; sleep 0.05; done
-"$here/proxy-bench.sh" -d "$dur" -r "$rounds" -p /s99/ \
+"$here/proxy-bench.sh" -x -d "$dur" -r "$rounds" -p /s99/ \
   "two=$bin run -c $tmp/two.yaml" "thousand=$bin run -c $tmp/thousand.yaml" \
   "hundred=$bin run -c $tmp/hundred.yaml" "${peers[@]}"

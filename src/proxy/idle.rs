@@ -269,9 +269,16 @@ where
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades(),
         );
+        // Boxed in a statement of its own: an unboxed session future, even moved out, would
+        // keep its room in this loop's future (and so in every parked connection).
         let header_timeout = limits.header_read_timeout;
-        let session = session(Pin::new(&mut *connection), &state, header_timeout, stopped);
-        let quiet_since = Box::pin(session).await?;
+        let session = Box::pin(session(
+            Pin::new(&mut *connection),
+            &state,
+            header_timeout,
+            stopped,
+        ));
+        let quiet_since = session.await?;
         if !state.parked.swap(false, Relaxed) {
             return Ok(());
         }

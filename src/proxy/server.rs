@@ -454,7 +454,13 @@ async fn serve(
         }
         None => {
             let context = context_for(Scheme::Http);
-            if let Some(protocol) = sniff(&stream, limits.header_read_timeout).await {
+            // Boxed: its timer and buffer would otherwise stay in the task for the
+            // connection's whole life.
+            let sniffed = {
+                let sniffing = Box::pin(sniff(&stream, limits.header_read_timeout));
+                sniffing.await
+            };
+            if let Some(protocol) = sniffed {
                 serve_protocol(stream, protocol, context, &limits, stopped).await;
             }
         }
