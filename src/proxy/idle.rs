@@ -297,7 +297,7 @@ where
         let readable = tokio::time::timeout_at(deadline, io.inner.get_ref().tcp().readable());
         tokio::select! {
             biased;
-            _ = super::server::stop_requested(stopped) => return Ok(()),
+            _ = super::connection::stop_requested(stopped) => return Ok(()),
             ready = readable => if !matches!(ready, Ok(Ok(()))) {
                 return Ok(());
             },
@@ -321,7 +321,7 @@ where
 {
     state.set_quiet_since(Instant::now());
     let watch = AbortOnDrop(tokio::spawn(watch_idle(state.clone(), header_timeout)));
-    let stop = super::server::stop_requested(stopped);
+    let stop = super::connection::stop_requested(stopped);
     tokio::pin!(stop);
     let mut stopping = false;
     let ended = std::future::poll_fn(|cx| {

@@ -1,4 +1,5 @@
-//! Listeners and client connections: accept, TLS, protocol choice, limits, drain.
+//! Listeners: bind, accept, limits, drain. Each accepted connection is served by
+//! `connection` (TLS, protocol choice, HTTP/1 or HTTP/2).
 //!
 //! - Clear-text listeners serve HTTP/1.1 and HTTP/2 with prior knowledge (h2c): the first
 //!   bytes are peeked, not read, so HTTP/1 connections go to hyper untouched.
@@ -14,28 +15,18 @@
 //!   Upgraded tunnels are separate tasks and are not cut by a reload.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::framing::FramingGuard;
-use super::handler::{self, ConnContext};
-use super::idle::{self, Socket};
+use super::connection::{self, stop_requested, Accepted};
 use crate::config::{Limits, Listener};
-use crate::http1::Scheme;
 use crate::routing::SharedSnapshot;
 
 /// What every connection of every listener shares.
@@ -380,8 +371,15 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let connection = ClientConnection::open(&state, &shared, permit);
-                tokio::spawn(serve(stream, peer, connection, stopped.clone()));
+                let accepted = Accepted {
+                    stream,
+                    peer,
+                    limits: shared.limits.load_full(),
+                    tls: state.tls.load_full(),
+                    snapshot: shared.snapshot.clone(),
+                    open: Arc::new(ClientConnection::open(&state, &shared, permit)),
+                };
+                tokio::spawn(connection::serve(accepted, stopped.clone()));
             }
             Err(err) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -421,197 +419,6 @@ impl Drop for ClientConnection {
         if self.shared.open_connections.fetch_sub(1, Relaxed) == 1 {
             self.shared.all_closed.notify_waiters();
         }
-    }
-}
-
-async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    connection: ClientConnection,
-    stopped: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let limits = connection.shared.limits.load_full();
-    let acceptor = connection.listener.tls.load_full();
-    let snapshot = connection.shared.snapshot.clone();
-    let open: Arc<dyn Send + Sync> = Arc::new(connection);
-    // Built once the scheme is known: after the handshake, so a failed one costs nothing.
-    let context_for = |scheme| Arc::new(ConnContext::new(peer, scheme, snapshot, open, &limits));
-    match acceptor.as_ref() {
-        Some(acceptor) => {
-            // Boxed, and in a statement of its own: inline, rustls' connection state (some
-            // 2 KiB) would make the task of every connection, clear-text ones too, that
-            // large.
-            let tls = Box::pin(serve_tls(
-                stream,
-                peer,
-                acceptor,
-                context_for,
-                &limits,
-                stopped,
-            ));
-            tls.await;
-        }
-        None => {
-            let context = context_for(Scheme::Http);
-            // Boxed: its timer and buffer would otherwise stay in the task for the
-            // connection's whole life.
-            let sniffed = {
-                let sniffing = Box::pin(sniff(&stream, limits.header_read_timeout));
-                sniffing.await
-            };
-            if let Some(protocol) = sniffed {
-                serve_protocol(stream, protocol, context, &limits, stopped).await;
-            }
-        }
-    }
-}
-
-/// A TLS connection: the handshake, then the protocol ALPN chose.
-async fn serve_tls(
-    stream: TcpStream,
-    peer: SocketAddr,
-    acceptor: &TlsAcceptor,
-    context_for: impl FnOnce(Scheme) -> Arc<ConnContext>,
-    limits: &Limits,
-    stopped: watch::Receiver<bool>,
-) {
-    if let Some((stream, protocol)) = tls_handshake(stream, peer, acceptor, limits).await {
-        serve_protocol(
-            stream,
-            protocol,
-            context_for(Scheme::Https),
-            limits,
-            stopped,
-        )
-        .await;
-    }
-}
-
-/// The TLS handshake, within `header_read_timeout`, and the protocol ALPN chose.
-async fn tls_handshake(
-    stream: TcpStream,
-    peer: SocketAddr,
-    acceptor: &TlsAcceptor,
-    limits: &Limits,
-) -> Option<(TlsStream<TcpStream>, Protocol)> {
-    let stream =
-        match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(err)) => {
-                tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                return None;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return None;
-            }
-        };
-    let protocol = match stream.get_ref().1.alpn_protocol() {
-        Some(b"h2") => Protocol::Http2,
-        _ => Protocol::Http1,
-    };
-    Some((stream, protocol))
-}
-
-enum Protocol {
-    Http1,
-    Http2,
-}
-
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Peeks at the first bytes: the HTTP/2 connection preface, or anything else (HTTP/1,
-/// which hyper then parses and answers). `None` when the client sends nothing in time.
-async fn sniff(stream: &TcpStream, within: Duration) -> Option<Protocol> {
-    let deadline = tokio::time::Instant::now() + within;
-    let mut buf = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        if buf[..n] != H2_PREFACE[..n] {
-            return Some(Protocol::Http1);
-        }
-        if n == H2_PREFACE.len() {
-            return Some(Protocol::Http2);
-        }
-        // A prefix of the preface: the rest is on its way (peek would return at once).
-        tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(2)))
-            .await
-            .ok()?;
-    }
-}
-
-/// Serves a client connection in the protocol it speaks: HTTP/1 through the framing
-/// guard (the request-smuggling checks hyper does not make), parked while idle
-/// (`idle`), or h2. Both boxed: the task of an idle connection is as large as its
-/// largest state.
-async fn serve_protocol<S>(
-    io: S,
-    protocol: Protocol,
-    context: Arc<ConnContext>,
-    limits: &Limits,
-    mut stopped: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
-{
-    match protocol {
-        Protocol::Http1 => {
-            let guarded = FramingGuard::new(io, limits.max_header_bytes);
-            let served = Box::pin(idle::serve_h1(guarded, context, limits, &mut stopped));
-            log_connection_end(served.await);
-        }
-        Protocol::Http2 => {
-            let service = service_fn(move |request| handler::handle(request, context.clone()));
-            let connection = http2_builder(limits).serve_connection(TokioIo::new(io), service);
-            Box::pin(drive(connection, |c| c.graceful_shutdown(), &mut stopped)).await;
-        }
-    }
-}
-
-fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(limits.header_read_timeout);
-    builder
-}
-
-/// Serves a connection to its end; when the listener is told to stop, it finishes the
-/// requests in flight and closes (HTTP/1: after the current response; h2: GOAWAY).
-async fn drive<C>(
-    connection: C,
-    graceful_shutdown: impl FnOnce(Pin<&mut C>),
-    stopped: &mut watch::Receiver<bool>,
-) where
-    C: Future<Output = Result<(), hyper::Error>>,
-{
-    tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => log_connection_end(result),
-        _ = stop_requested(stopped) => {
-            graceful_shutdown(connection.as_mut());
-            log_connection_end(connection.await);
-        }
-    }
-}
-
-/// Resolves once the listener is told to stop (or is gone).
-pub(super) async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|stop| *stop).await;
-}
-
-fn log_connection_end(result: Result<(), hyper::Error>) {
-    if let Err(err) = result {
-        tracing::debug!(error = %err, "client connection ended with an error");
     }
 }
 
