@@ -14,6 +14,7 @@
 //! `handover`.
 
 mod handover;
+mod memory;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -291,6 +292,7 @@ fn serve(config: Config) -> Result<(), AppError> {
         // clean stop too, never the default action that kills the process.
         let signals = Signals::install();
         let app = start(config, options).await?;
+        drop(tokio::spawn(memory::return_unused()));
         wait_for_signals(&app, signals).await;
         let open = app.shutdown().await;
         if open > 0 {
