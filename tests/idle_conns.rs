@@ -161,15 +161,22 @@ async fn a_parked_tls_connection_serves_its_next_requests() {
     }
 }
 
-#[tokio::test]
-async fn a_parked_connection_closes_header_read_timeout_after_its_last_answer() {
-    let _turn = TURN.lock().await;
+/// A proxy with `header_read_timeout: 1s`, its backend, and a client connection that has
+/// had one answer.
+async fn answered_with_a_1s_header_timeout() -> (Backend, TestProxy, TcpStream) {
     let old = spawn_backend("old").await;
     let yaml = simple_config(&[old.addr], &[old.addr], "0%", "")
         .replace("limits:\n", "limits:\n  header_read_timeout: 1s\n");
     let proxy = spawn_proxy(&yaml).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     exchange(&mut stream, 1).await;
+    (old, proxy, stream)
+}
+
+#[tokio::test]
+async fn a_parked_connection_closes_header_read_timeout_after_its_last_answer() {
+    let _turn = TURN.lock().await;
+    let (_old, _proxy, mut stream) = answered_with_a_1s_header_timeout().await;
     let answered = Instant::now();
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
@@ -206,12 +213,7 @@ async fn shutdown_closes_a_parked_connection_at_once() {
 #[tokio::test]
 async fn a_head_dribbled_after_an_answer_is_cut_off_at_header_read_timeout() {
     let _turn = TURN.lock().await;
-    let old = spawn_backend("old").await;
-    let yaml = simple_config(&[old.addr], &[old.addr], "0%", "")
-        .replace("limits:\n", "limits:\n  header_read_timeout: 1s\n");
-    let proxy = spawn_proxy(&yaml).await;
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    exchange(&mut stream, 1).await;
+    let (old, _proxy, mut stream) = answered_with_a_1s_header_timeout().await;
     let answered = Instant::now();
     // A byte every 100 ms: the connection never parks (a head is under way), so only the
     // header timeout can end it.
@@ -246,12 +248,7 @@ async fn a_head_dribbled_after_an_answer_is_cut_off_at_header_read_timeout() {
 #[tokio::test]
 async fn a_slow_head_that_ends_within_header_read_timeout_is_served() {
     let _turn = TURN.lock().await;
-    let old = spawn_backend("old").await;
-    let yaml = simple_config(&[old.addr], &[old.addr], "0%", "")
-        .replace("limits:\n", "limits:\n  header_read_timeout: 1s\n");
-    let proxy = spawn_proxy(&yaml).await;
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    exchange(&mut stream, 1).await;
+    let (_old, _proxy, mut stream) = answered_with_a_1s_header_timeout().await;
     // Twice: the second head's time is counted from the first one's answer, not from the
     // connection's start.
     for _ in 0..2 {
