@@ -260,3 +260,34 @@ async fn a_slow_head_that_ends_within_header_read_timeout_is_served() {
         assert_eq!(answer(&mut stream).await.unwrap().1, "old");
     }
 }
+
+#[tokio::test]
+async fn waking_a_parked_connection_does_not_restart_its_header_timeout() {
+    let _turn = TURN.lock().await;
+    let (_old, _proxy, mut stream) = answered_with_a_1s_header_timeout().await;
+    let answered = Instant::now();
+    // Parked by 0.5 s; its first byte at 0.8 s starts a new session, which still has to
+    // complete the head 1 s after the answer, not 1 s after that byte.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let dribble = async {
+        for byte in GET.iter().take(GET.len() - 1).cycle() {
+            if stream.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            let mut probe = [0u8; 1];
+            match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut probe)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => panic!("an answer to a head that never ended"),
+                Err(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), dribble)
+        .await
+        .expect("still open 5s after the answer");
+    let after = answered.elapsed();
+    assert!(
+        after >= Duration::from_millis(950) && after < Duration::from_millis(1600),
+        "closed {after:?} after the answer"
+    );
+}

@@ -319,7 +319,10 @@ async fn session<C>(
 where
     C: Future<Output = Result<(), hyper::Error>> + Graceful,
 {
-    state.set_quiet_since(Instant::now());
+    // The quiet time is not restarted here: a session that starts because a parked socket
+    // became readable (a head's first byte, or a TLS record with no request in it) still
+    // has to complete a head within `header_read_timeout` of the last answer.
+    state.expired.store(false, Relaxed);
     let watch = AbortOnDrop(tokio::spawn(watch_idle(state.clone(), header_timeout)));
     let stop = super::connection::stop_requested(stopped);
     tokio::pin!(stop);
@@ -328,14 +331,6 @@ where
         // Sessions are awaited in place by their connection's task, whose waker does
         // not change: it is kept once, for the connection's life.
         state.task.get_or_init(|| cx.waker().clone());
-        if state.expired.load(Relaxed) {
-            if state.quiet() {
-                // Not parked: the connection closes, with whatever part of a head it sent.
-                return Poll::Ready(Ok(()));
-            }
-            // A request came in after all (a thread of the runtime was quicker).
-            state.expired.store(false, Relaxed);
-        }
         if !stopping && stop.as_mut().poll(cx).is_ready() {
             stopping = true;
             connection.as_mut().graceful();
@@ -345,6 +340,16 @@ where
             // Parking is tried on this poll only: later, hyper may be between a response
             // and a request the client is about to send.
             state.park.store(false, Relaxed);
+            // After hyper has read what the socket holds: a head that is complete by now
+            // is served, not cut off.
+            if state.expired.load(Relaxed) {
+                if state.quiet() {
+                    tracing::debug!("no complete request head within header_read_timeout: closing");
+                    return Poll::Ready(Ok(()));
+                }
+                // A request came in after all (a thread of the runtime was quicker).
+                state.expired.store(false, Relaxed);
+            }
         }
         polled
     })
