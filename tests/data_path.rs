@@ -374,6 +374,41 @@ async fn a_dribbling_client_is_disconnected() {
 }
 
 #[tokio::test]
+async fn a_request_whose_first_byte_looks_like_the_h2_preface_is_served_whole() {
+    // The protocol sniff reads "P", which could start the HTTP/2 preface, waits for more,
+    // and hands every byte it read to HTTP/1 once they show it is not the preface.
+    let old = spawn_backend("old").await;
+    let proxy = spawn_proxy(&simple_config(&[old.addr], &[old.addr], "0%", "")).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream
+        .write_all(
+            b"OST /split HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("no answer")
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let seen = old.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].uri.as_str()),
+        ("POST", "/split")
+    );
+    assert_eq!(&seen[0].body[..], b"hi");
+}
+
+#[tokio::test]
 async fn malformed_requests_get_4xx_and_the_proxy_keeps_serving() {
     let old = spawn_backend("old").await;
     let yaml = simple_config(&[old.addr], &[old.addr], "0%", "")

@@ -7,21 +7,23 @@
 //! of its own: an idle connection's task holds only what it needs while it waits.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::framing::FramingGuard;
+use super::framing::{put_some, FramingGuard};
 use super::handler::{self, ConnContext};
 use super::idle::{self, Socket};
 use crate::config::Limits;
@@ -43,7 +45,7 @@ pub(super) struct Accepted {
 /// Serves one client connection to its end.
 pub(super) async fn serve(accepted: Accepted, stopped: watch::Receiver<bool>) {
     let Accepted {
-        stream,
+        mut stream,
         peer,
         limits,
         tls,
@@ -73,11 +75,11 @@ pub(super) async fn serve(accepted: Accepted, stopped: watch::Receiver<bool>) {
             // Boxed: its timer and buffer would otherwise stay in the task for the
             // connection's whole life.
             let sniffed = {
-                let sniffing = Box::pin(sniff(&stream, limits.header_read_timeout));
+                let sniffing = Box::pin(sniff(&mut stream, limits.header_read_timeout));
                 sniffing.await
             };
-            if let Some(protocol) = sniffed {
-                serve_protocol(stream, protocol, context, &limits, stopped).await;
+            if let Some((protocol, read)) = sniffed {
+                serve_protocol(stream, protocol, read, context, &limits, stopped).await;
             }
         }
     }
@@ -93,14 +95,8 @@ async fn serve_tls(
     stopped: watch::Receiver<bool>,
 ) {
     if let Some((stream, protocol)) = tls_handshake(stream, peer, acceptor, limits).await {
-        serve_protocol(
-            stream,
-            protocol,
-            context_for(Scheme::Https),
-            limits,
-            stopped,
-        )
-        .await;
+        let context = context_for(Scheme::Https);
+        serve_protocol(stream, protocol, Vec::new(), context, limits, stopped).await;
     }
 }
 
@@ -137,29 +133,96 @@ enum Protocol {
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Peeks at the first bytes: the HTTP/2 connection preface, or anything else (HTTP/1,
-/// which hyper then parses and answers). `None` when the client sends nothing in time.
-async fn sniff(stream: &TcpStream, within: Duration) -> Option<Protocol> {
+/// Reads the first bytes: the HTTP/2 connection preface, or anything else (HTTP/1, which
+/// hyper then parses and answers), with the bytes read, which the chosen protocol reads
+/// first. `None` when the client sends nothing in time or closes.
+///
+/// Read rather than peeked: a peek costs a system call of its own, and the read takes the
+/// whole first request head in the common case, so hyper's first read needs none.
+async fn sniff(stream: &mut TcpStream, within: Duration) -> Option<(Protocol, Vec<u8>)> {
     let deadline = tokio::time::Instant::now() + within;
-    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut got = Vec::new();
+    let mut buf = [0u8; SNIFF_READ];
     loop {
-        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+        // An async read, not `try_read`: a short read clears the socket's readiness, so
+        // hyper's next read waits for the client instead of making a call that finds
+        // nothing.
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
             .await
             .ok()?
             .ok()?;
         if n == 0 {
             return None;
         }
-        if buf[..n] != H2_PREFACE[..n] {
-            return Some(Protocol::Http1);
+        got.extend_from_slice(&buf[..n]);
+        let compared = got.len().min(H2_PREFACE.len());
+        if got[..compared] != H2_PREFACE[..compared] {
+            return Some((Protocol::Http1, got));
         }
-        if n == H2_PREFACE.len() {
-            return Some(Protocol::Http2);
+        if compared == H2_PREFACE.len() {
+            return Some((Protocol::Http2, got));
         }
-        // A prefix of the preface: the rest is on its way (peek would return at once).
-        tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(2)))
-            .await
-            .ok()?;
+        // A prefix of the preface: the rest is on its way.
+    }
+}
+
+/// How much the sniff reads at once: a typical request head, whole.
+const SNIFF_READ: usize = 2048;
+
+/// An HTTP/2 connection's IO: the bytes the sniff read, then the socket.
+struct Prefixed<S> {
+    prefix: Vec<u8>,
+    read: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read < this.prefix.len() {
+            this.read += put_some(buf, &this.prefix[this.read..]);
+            if this.read == this.prefix.len() {
+                // Not kept for the connection's life.
+                this.prefix = Vec::new();
+                this.read = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -170,6 +233,7 @@ async fn sniff(stream: &TcpStream, within: Duration) -> Option<Protocol> {
 async fn serve_protocol<S>(
     io: S,
     protocol: Protocol,
+    read: Vec<u8>,
     context: Arc<ConnContext>,
     limits: &Limits,
     mut stopped: watch::Receiver<bool>,
@@ -178,12 +242,17 @@ async fn serve_protocol<S>(
 {
     match protocol {
         Protocol::Http1 => {
-            let guarded = FramingGuard::new(io, limits.max_header_bytes);
+            let guarded = FramingGuard::new(io, limits.max_header_bytes, read);
             let served = Box::pin(idle::serve_h1(guarded, context, limits, &mut stopped));
             log_connection_end(served.await);
         }
         Protocol::Http2 => {
             let service = service_fn(move |request| handler::handle(request, context.clone()));
+            let io = Prefixed {
+                prefix: read,
+                read: 0,
+                inner: io,
+            };
             let connection = http2_builder(limits).serve_connection(TokioIo::new(io), service);
             Box::pin(drive(connection, |c| c.graceful_shutdown(), &mut stopped)).await;
         }

@@ -67,14 +67,16 @@ enum State {
 }
 
 impl<S> FramingGuard<S> {
-    pub(crate) fn new(inner: S, max_head: usize) -> Self {
+    /// `read`: bytes already read from `inner` (the protocol sniff's), to be checked and
+    /// passed on first.
+    pub(crate) fn new(inner: S, max_head: usize, read: Vec<u8>) -> Self {
         FramingGuard {
             inner,
             state: State::Head,
             partial_head: Vec::new(),
             max_head,
             switch_asked: false,
-            held: Vec::new(),
+            held: read,
             answer_start: Vec::new(),
             reader: None,
         }
@@ -265,6 +267,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
         if !this.held.is_empty() {
             let n = put_some(buf, &this.held);
             this.held.drain(..n);
+            if this.held.is_empty() {
+                // Not kept for the connection's life.
+                this.held = Vec::new();
+            }
         } else if this.state == State::Broken {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,

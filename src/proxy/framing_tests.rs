@@ -4,7 +4,7 @@ use super::*;
 
 /// Feeds `input` in reads of `step` bytes; returns what hyper would have received.
 fn run(input: &[u8], step: usize) -> (Vec<u8>, State) {
-    let mut guard = FramingGuard::new((), 64 * 1024);
+    let mut guard = FramingGuard::new((), 64 * 1024, Vec::new());
     let mut out = Vec::new();
     for piece in input.chunks(step) {
         let mut piece = piece.to_vec();
@@ -75,7 +75,7 @@ const UPGRADE: &[u8] =
 
 /// The guard after reading an upgrade request followed by `after`: what hyper got now.
 fn asked_to_switch(after: &[u8]) -> (FramingGuard<()>, usize) {
-    let mut guard = FramingGuard::new((), 64 * 1024);
+    let mut guard = FramingGuard::new((), 64 * 1024, Vec::new());
     let mut input = UPGRADE.to_vec();
     input.extend_from_slice(after);
     let pass = guard.inspect(&mut input);
@@ -152,7 +152,7 @@ fn invalid_heads_are_poisoned_and_stop_the_connection() {
 
 #[test]
 fn oversized_heads_stop_the_connection() {
-    let mut guard = FramingGuard::new((), 100);
+    let mut guard = FramingGuard::new((), 100, Vec::new());
     let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
     head.extend(std::iter::repeat_n(b'a', 200));
     guard.inspect(&mut head);

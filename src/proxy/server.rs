@@ -2,7 +2,8 @@
 //! `connection` (TLS, protocol choice, HTTP/1 or HTTP/2).
 //!
 //! - Clear-text listeners serve HTTP/1.1 and HTTP/2 with prior knowledge (h2c): the first
-//!   bytes are peeked, not read, so HTTP/1 connections go to hyper untouched.
+//!   bytes are read once and handed to the protocol they show (HTTP/1 through the framing
+//!   guard, which checks them as any other), so that hyper's first read needs no call.
 //! - TLS listeners pick the protocol by ALPN (`h2`, else HTTP/1.1) and the certificate by
 //!   SNI (see `tls.rs`). The acceptor sits behind an `ArcSwap` so a reload can change the
 //!   certificates of a listener without closing it.
