@@ -161,6 +161,30 @@ async fn a_parked_tls_connection_serves_its_next_requests() {
     }
 }
 
+/// Sends a head that never ends, a byte every 100 ms, until the proxy closes the
+/// connection (at most 5 s); panics if it answers instead.
+async fn dribble_until_closed(stream: &mut TcpStream) {
+    let dribble = async {
+        for byte in b"GET / HTTP/1.1\r\nHost: api.test\r\nX-Slow: "
+            .iter()
+            .cycle()
+        {
+            if stream.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            let mut probe = [0u8; 1];
+            match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut probe)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(_)) => panic!("an answer to a head that never ended"),
+                Err(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), dribble)
+        .await
+        .expect("still open 5s after the answer");
+}
+
 /// A proxy with `header_read_timeout: 1s`, its backend, and a client connection that has
 /// had one answer.
 async fn answered_with_a_1s_header_timeout() -> (Backend, TestProxy, TcpStream) {
@@ -217,26 +241,7 @@ async fn a_head_dribbled_after_an_answer_is_cut_off_at_header_read_timeout() {
     let answered = Instant::now();
     // A byte every 100 ms: the connection never parks (a head is under way), so only the
     // header timeout can end it.
-    let dribble = async {
-        for byte in b"GET / HTTP/1.1\r\nHost: api.test\r\nX-Slow: "
-            .iter()
-            .cycle()
-        {
-            if stream.write_all(&[*byte]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let mut probe = [0u8; 1];
-            match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut probe)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(_)) => panic!("an answer to a head that never ended"),
-                Err(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), dribble)
-        .await
-        .expect("still open 5s after the answer");
+    dribble_until_closed(&mut stream).await;
     let after = answered.elapsed();
     assert!(
         after >= Duration::from_millis(950) && after < Duration::from_millis(1900),
@@ -269,22 +274,7 @@ async fn waking_a_parked_connection_does_not_restart_its_header_timeout() {
     // Parked by 0.5 s; its first byte at 0.8 s starts a new session, which still has to
     // complete the head 1 s after the answer, not 1 s after that byte.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let dribble = async {
-        for byte in GET.iter().take(GET.len() - 1).cycle() {
-            if stream.write_all(&[*byte]).await.is_err() {
-                break;
-            }
-            let mut probe = [0u8; 1];
-            match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut probe)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(_)) => panic!("an answer to a head that never ended"),
-                Err(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), dribble)
-        .await
-        .expect("still open 5s after the answer");
+    dribble_until_closed(&mut stream).await;
     let after = answered.elapsed();
     assert!(
         after >= Duration::from_millis(950) && after < Duration::from_millis(1600),

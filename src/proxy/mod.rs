@@ -4,6 +4,39 @@
 //! (`forward`), HTTP/1 framing checks (`framing`), response bodies (`body`) and the errors
 //! the proxy answers with (`error`).
 
+/// The `AsyncWrite` methods of an IO wrapper that writes straight through to its `inner`
+/// (all but `poll_shutdown`, which each wrapper writes itself).
+macro_rules! forward_writes {
+    () => {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        }
+
+        fn poll_write_vectored(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.inner.is_write_vectored()
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        }
+    };
+}
+
 mod attempt;
 pub(crate) mod body;
 mod connection;
