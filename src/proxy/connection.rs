@@ -26,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use super::framing::{put_some, FramingGuard};
 use super::handler::{self, ConnContext};
 use super::idle::{self, Socket};
+use super::stop_requested;
 use crate::config::Limits;
 use crate::http1::Scheme;
 use crate::routing::SharedSnapshot;
@@ -265,11 +266,6 @@ async fn drive<C>(
             log_connection_end(connection.await);
         }
     }
-}
-
-/// Resolves once the listener is told to stop (or is gone).
-pub(super) async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 fn log_connection_end(result: Result<(), hyper::Error>) {

@@ -275,7 +275,7 @@ where
         let readable = tokio::time::timeout_at(deadline, io.inner.get_ref().tcp().readable());
         tokio::select! {
             biased;
-            _ = super::connection::stop_requested(stopped) => return Ok(()),
+            _ = super::stop_requested(stopped) => return Ok(()),
             ready = readable => if !matches!(ready, Ok(Ok(()))) {
                 return Ok(());
             },
@@ -302,7 +302,7 @@ where
     // has to complete a head within `header_read_timeout` of the last answer.
     state.expired.store(false, Relaxed);
     let watch = AbortOnDrop(tokio::spawn(watch_idle(state.clone(), header_timeout)));
-    let stop = super::connection::stop_requested(stopped);
+    let stop = super::stop_requested(stopped);
     tokio::pin!(stop);
     let mut stopping = false;
     let ended = std::future::poll_fn(|cx| {

@@ -49,3 +49,9 @@ mod outcome;
 pub(crate) mod server;
 
 pub(crate) use server::{ListenError, ListenerState, Listeners};
+
+/// Resolves once the listener is told to stop (or is gone): what the accept loop, a
+/// connection and a parked connection each wait for.
+async fn stop_requested(stopped: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}

@@ -26,7 +26,8 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::connection::{self, stop_requested, Accepted};
+use super::connection::{self, Accepted};
+use super::stop_requested;
 use crate::config::{Limits, Listener};
 use crate::routing::SharedSnapshot;
 
