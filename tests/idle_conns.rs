@@ -111,39 +111,42 @@ async fn an_idle_connection_holds_a_few_kilobytes_and_serves_again() {
         tokio::time::sleep(PARKED).await;
     }
 
+    // What a parked connection costs, in the proxy and in this test's client: the growth
+    // from a second batch of connections, so that what the first one grows once (pools,
+    // runtime and allocator caches) is not counted.
     const N: isize = 200;
     let mut idle = Vec::new();
-    for _ in 0..N {
-        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-        assert_eq!(exchange(&mut stream, 1).await, ["old"]);
-        idle.push(stream);
+    let mut live = Vec::new();
+    for _batch in 0..2 {
+        for _ in 0..N {
+            let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+            assert_eq!(exchange(&mut stream, 1).await, ["old"]);
+            idle.push(stream);
+        }
+        // Nothing tells when the connections are parked: give them twice the time it takes.
+        tokio::time::sleep(2 * PARKED).await;
+        // The backend is in this process too: what it records of each request is not the
+        // proxy's.
+        old.forget_seen();
+        live.push(LIVE.load(Relaxed));
     }
-    let busy = LIVE.load(Relaxed);
-    // Nothing tells when the connections are parked: give them twice the time it takes.
-    tokio::time::sleep(2 * PARKED).await;
-    let parked = LIVE.load(Relaxed);
+    let per_idle = (live[1] - live[0]) / N;
 
     // Parked connections serve again, pipelined requests too.
     for stream in &mut idle[..20] {
         assert_eq!(exchange(stream, 3).await, ["old", "old", "old"]);
     }
-    assert_eq!(old.hits(), 32 + N as usize + 60);
-
-    // What the connections cost: the memory they leave behind when they close (the
-    // proxy's backend connections stay), in the proxy and in this test's client.
+    assert_eq!(old.hits(), 32 + 2 * N as usize + 60);
     drop(idle);
     let active = "cutover_connections_active{listener=\"127.0.0.1:0\"}";
     assert!(eventually(Duration::from_secs(5), || metric(&proxy, active) == 0.0).await);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let closed = LIVE.load(Relaxed);
-    let (per_busy, per_idle) = ((busy - closed) / N, (parked - closed) / N);
-    // In a debug build: about 22 KiB with hyper's session kept, some 550 bytes parked (it
-    // was 3 KiB while rustls' state, 2 KiB, sat inline in every connection's task).
-    eprintln!("per idle connection: {per_idle} bytes ({per_busy} right after the answers)");
-    assert!(
-        per_idle < 1024,
-        "{per_idle} bytes per idle connection ({per_busy} right after the answers)"
-    );
+
+    // In a debug build, this test's client socket included: some 1.9 KiB. It was 3.4 KiB
+    // while hyper's emptied connection box stayed allocated through every parked wait and
+    // the wait carried hyper's builder and parts, and is over 20 KiB with hyper's session
+    // kept.
+    eprintln!("per idle connection: {per_idle} bytes");
+    assert!(per_idle < 2560, "{per_idle} bytes per idle connection");
 }
 
 #[tokio::test]

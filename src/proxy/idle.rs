@@ -13,8 +13,9 @@
 //! the end of the stream. hyper takes that for a client that closed between requests and
 //! finishes cleanly (flushing what it wrote); the IO ignores hyper's shutdown, and the
 //! serve loop takes the socket back (`into_parts`) and drops hyper's connection with its
-//! buffers. A parked connection is the task, the socket and the framing guard: about a
-//! kilobyte. When the socket becomes readable, a new hyper session starts on it.
+//! buffers. A parked connection is its task, this loop's future (the framing guard and
+//! the wait: 512 bytes), its registration with the runtime and a few shared counters:
+//! some 1.6 KiB in all. When the socket becomes readable, a new hyper session starts on it.
 //!
 //! The same watch keeps `header_read_timeout`, in place of hyper's timer: a connection
 //! that has not completed a request head that long after its last response (or after it
@@ -35,7 +36,6 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
 use futures_util::FutureExt;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::server::conn::http1;
@@ -130,7 +130,7 @@ pub(crate) struct Parking<S> {
     state: Arc<IdleState>,
     /// Bytes hyper had read but not parsed when its session ended (none in practice: it
     /// ends only at a request boundary); served before the socket's.
-    leftover: Bytes,
+    leftover: Vec<u8>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Parking<S> {
@@ -142,7 +142,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Parking<S> {
         let this = self.get_mut();
         if !this.leftover.is_empty() {
             let n = put_some(buf, &this.leftover);
-            this.leftover.advance(n);
+            this.leftover.drain(..n);
+            if this.leftover.is_empty() {
+                // Not kept for the connection's life.
+                this.leftover = Vec::new();
+            }
             return Poll::Ready(Ok(()));
         }
         if this.state.park.load(Relaxed) && this.inner.between_requests() && this.state.quiet() {
@@ -208,79 +212,101 @@ impl Body for Tracked {
 }
 
 /// Serves an HTTP/1 connection to its end, parking it whenever it idles.
-pub(crate) async fn serve_h1<S>(
+///
+/// Not an `async fn`: the future of one keeps room for its arguments after they are moved
+/// (here, the framing guard into [`Parking`]), and a parked connection is mostly this
+/// future. What it holds while parked is the IO, a few pointers and the wait itself.
+pub(crate) fn serve_h1<'a, S>(
     io: FramingGuard<S>,
     context: Arc<ConnContext>,
-    limits: &Limits,
-    stopped: &mut watch::Receiver<bool>,
-) -> Result<(), hyper::Error>
+    limits: &'a Limits,
+    stopped: &'a mut watch::Receiver<bool>,
+) -> impl Future<Output = Result<(), hyper::Error>> + Send + 'a
 where
     S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
 {
+    let state = Arc::new(IdleState::new());
+    let mut io = Parking {
+        inner: io,
+        state: state.clone(),
+        leftover: Vec::new(),
+    };
+    async move {
+        loop {
+            let service = {
+                let (context, state) = (context.clone(), state.clone());
+                service_fn(move |request| {
+                    state.started.fetch_add(1, Relaxed);
+                    let state = state.clone();
+                    handler::handle(request, context.clone()).map(move |response| {
+                        Ok::<_, Infallible>(response?.map(|body| Tracked { body, state }))
+                    })
+                })
+            };
+            // Boxed, so that a parked connection's task does not carry hyper's state.
+            let mut connection = Box::new(
+                h1_builder(limits)
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades(),
+            );
+            // Boxed in a statement of its own: an unboxed session future, even moved out,
+            // would keep its room in this loop's future (and so in every parked connection).
+            let header_timeout = limits.header_read_timeout;
+            let serving = Box::pin(session(
+                Pin::new(&mut *connection),
+                &state,
+                header_timeout,
+                stopped,
+            ));
+            let quiet_since = serving.await?;
+            if !state.parked.swap(false, Relaxed) {
+                return Ok(());
+            }
+            // In a block of its own, so that nothing of hyper's outlives it: a box whose
+            // contents were moved out is freed at the end of its binding's scope, and the
+            // rest of hyper's parts (its service) with them.
+            {
+                let Some(parts) = ({ connection }).into_parts() else {
+                    return Ok(());
+                };
+                io = parts.io.into_inner();
+                if !parts.read_buf.is_empty() {
+                    // A copy: the bytes hyper hands back keep its whole read buffer alive.
+                    io.leftover = parts.read_buf.to_vec();
+                }
+            }
+            state.park.store(false, Relaxed);
+            if !io.leftover.is_empty() {
+                continue;
+            }
+            let deadline = quiet_since + limits.header_read_timeout;
+            let socket = io.inner.get_ref().tcp();
+            // Readiness polled, not awaited as `readable()`: that future keeps a waiter of
+            // its own, which every parked connection would carry.
+            let readable = std::future::poll_fn(|cx| socket.poll_read_ready(cx));
+            tokio::select! {
+                biased;
+                _ = super::stop_requested(stopped) => return Ok(()),
+                ready = tokio::time::timeout_at(deadline, readable) => {
+                    if !matches!(ready, Ok(Ok(()))) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// hyper's settings for one session. Made for each, rather than kept by a parked
+/// connection: `header_read_timeout` is kept by the idle watch (see the module's header).
+fn h1_builder(limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
-    // `header_read_timeout` is kept by the idle watch (see the module's header).
     builder
         .header_read_timeout(None)
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192) + 8192)
         .keep_alive(true);
-    let state = Arc::new(IdleState::new());
-    let mut io = Parking {
-        inner: io,
-        state: state.clone(),
-        leftover: Bytes::new(),
-    };
-    loop {
-        let service = {
-            let (context, state) = (context.clone(), state.clone());
-            service_fn(move |request| {
-                state.started.fetch_add(1, Relaxed);
-                let state = state.clone();
-                handler::handle(request, context.clone()).map(move |response| {
-                    Ok::<_, Infallible>(response?.map(|body| Tracked { body, state }))
-                })
-            })
-        };
-        // Boxed, so that a parked connection's task does not carry hyper's state.
-        let mut connection = Box::new(
-            builder
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades(),
-        );
-        // Boxed in a statement of its own: an unboxed session future, even moved out, would
-        // keep its room in this loop's future (and so in every parked connection).
-        let header_timeout = limits.header_read_timeout;
-        let serving = Box::pin(session(
-            Pin::new(&mut *connection),
-            &state,
-            header_timeout,
-            stopped,
-        ));
-        let quiet_since = serving.await?;
-        if !state.parked.swap(false, Relaxed) {
-            return Ok(());
-        }
-        let Some(parts) = connection.into_parts() else {
-            return Ok(());
-        };
-        io = parts.io.into_inner();
-        state.park.store(false, Relaxed);
-        if !parts.read_buf.is_empty() {
-            // A copy: the bytes hyper hands back keep its whole read buffer alive.
-            io.leftover = Bytes::copy_from_slice(&parts.read_buf);
-            continue;
-        }
-        drop(parts.read_buf);
-        let deadline = quiet_since + limits.header_read_timeout;
-        let readable = tokio::time::timeout_at(deadline, io.inner.get_ref().tcp().readable());
-        tokio::select! {
-            biased;
-            _ = super::stop_requested(stopped) => return Ok(()),
-            ready = readable => if !matches!(ready, Ok(Ok(()))) {
-                return Ok(());
-            },
-        }
-    }
+    builder
 }
 
 /// One hyper session: until hyper ends or is parked. Returns the instant from which the

@@ -52,6 +52,13 @@ pub(crate) use server::{ListenError, ListenerState, Listeners};
 
 /// Resolves once the listener is told to stop (or is gone): what the accept loop, a
 /// connection and a parked connection each wait for.
+///
+/// A loop over `changed`, not `wait_for`: the same, in a future a third smaller, which
+/// every parked connection holds.
 async fn stop_requested(stopped: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|stop| *stop).await;
+    while !*stopped.borrow_and_update() {
+        if stopped.changed().await.is_err() {
+            return;
+        }
+    }
 }

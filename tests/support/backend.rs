@@ -52,6 +52,11 @@ impl Backend {
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+
+    /// Drops the requests recorded so far, memory and all (for tests that count memory).
+    pub fn forget_seen(&self) {
+        *self.seen.lock().unwrap() = Vec::new();
+    }
 }
 
 /// Starts a backend answering 200 with its name as the body and in `x-backend`.
