@@ -44,7 +44,13 @@ pub(super) struct Accepted {
 }
 
 /// Serves one client connection to its end.
-pub(super) async fn serve(accepted: Accepted, stopped: watch::Receiver<bool>) {
+///
+/// Not an `async fn` (as `idle::serve_h1`): its future would keep room for `accepted`
+/// beside the fields taken out of it, for the connection's life.
+pub(super) fn serve(
+    accepted: Accepted,
+    stopped: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'static {
     let Accepted {
         mut stream,
         peer,
@@ -53,34 +59,37 @@ pub(super) async fn serve(accepted: Accepted, stopped: watch::Receiver<bool>) {
         snapshot,
         open,
     } = accepted;
-    let _ = stream.set_nodelay(true);
-    // Built once the scheme is known: after the handshake, so a failed one costs nothing.
-    let context_for = |scheme| Arc::new(ConnContext::new(peer, scheme, snapshot, open, &limits));
-    match tls.as_ref().as_ref() {
-        Some(acceptor) => {
-            // Boxed, and in a statement of its own: inline, rustls' connection state (some
-            // 2 KiB) would make the task of every connection, clear-text ones too, that
-            // large.
-            let tls = Box::pin(serve_tls(
-                stream,
-                peer,
-                acceptor,
-                context_for,
-                &limits,
-                stopped,
-            ));
-            tls.await;
-        }
-        None => {
-            let context = context_for(Scheme::Http);
-            // Boxed: its timer and buffer would otherwise stay in the task for the
-            // connection's whole life.
-            let sniffed = {
-                let sniffing = Box::pin(sniff(&mut stream, limits.header_read_timeout));
-                sniffing.await
-            };
-            if let Some((protocol, read)) = sniffed {
-                serve_protocol(stream, protocol, read, context, &limits, stopped).await;
+    async move {
+        let _ = stream.set_nodelay(true);
+        // Built once the scheme is known: after the handshake, so a failed one costs nothing.
+        let context_for =
+            |scheme| Arc::new(ConnContext::new(peer, scheme, snapshot, open, &limits));
+        match tls.as_ref().as_ref() {
+            Some(acceptor) => {
+                // Boxed, and in a statement of its own: inline, rustls' connection state (some
+                // 2 KiB) would make the task of every connection, clear-text ones too, that
+                // large.
+                let tls = Box::pin(serve_tls(
+                    stream,
+                    peer,
+                    acceptor,
+                    context_for,
+                    &limits,
+                    stopped,
+                ));
+                tls.await;
+            }
+            None => {
+                let context = context_for(Scheme::Http);
+                // Boxed: its timer and buffer would otherwise stay in the task for the
+                // connection's whole life.
+                let sniffed = {
+                    let sniffing = Box::pin(sniff(&mut stream, limits.header_read_timeout));
+                    sniffing.await
+                };
+                if let Some((protocol, read)) = sniffed {
+                    serve_protocol(stream, protocol, read, context, &limits, stopped).await;
+                }
             }
         }
     }

@@ -15,7 +15,7 @@
 //! serve loop takes the socket back (`into_parts`) and drops hyper's connection with its
 //! buffers. A parked connection is its task, this loop's future (the framing guard and
 //! the wait: 512 bytes), its registration with the runtime and a few shared counters:
-//! some 1.6 KiB in all. When the socket becomes readable, a new hyper session starts on it.
+//! some 1.5 KiB in all. When the socket becomes readable, a new hyper session starts on it.
 //!
 //! The same watch keeps `header_read_timeout`, in place of hyper's timer: a connection
 //! that has not completed a request head that long after its last response (or after it
