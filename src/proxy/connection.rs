@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::framing::{put_some, FramingGuard};
+use super::framing::{serve_held, FramingGuard};
 use super::handler::{self, ConnContext};
 use super::idle::{self, Socket};
 use super::stop_requested;
@@ -182,7 +182,6 @@ const SNIFF_READ: usize = 2048;
 /// An HTTP/2 connection's IO: the bytes the sniff read, then the socket.
 struct Prefixed<S> {
     prefix: Vec<u8>,
-    read: usize,
     inner: S,
 }
 
@@ -193,13 +192,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.read < this.prefix.len() {
-            this.read += put_some(buf, &this.prefix[this.read..]);
-            if this.read == this.prefix.len() {
-                // Not kept for the connection's life.
-                this.prefix = Vec::new();
-                this.read = 0;
-            }
+        if !this.prefix.is_empty() {
+            serve_held(buf, &mut this.prefix);
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
@@ -238,7 +232,6 @@ async fn serve_protocol<S>(
             let service = service_fn(move |request| handler::handle(request, context.clone()));
             let io = Prefixed {
                 prefix: read,
-                read: 0,
                 inner: io,
             };
             let connection = http2_builder(limits).serve_connection(TokioIo::new(io), service);

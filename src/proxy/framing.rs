@@ -246,10 +246,20 @@ impl<S> FramingGuard<S> {
 }
 
 /// Copies as much of `bytes` as `buf` has room for; how much that was.
-pub(super) fn put_some(buf: &mut ReadBuf<'_>, bytes: &[u8]) -> usize {
+fn put_some(buf: &mut ReadBuf<'_>, bytes: &[u8]) -> usize {
     let n = bytes.len().min(buf.remaining());
     buf.put_slice(&bytes[..n]);
     n
+}
+
+/// Moves as much of `held` (bytes read before the socket's) into `buf` as fits. Once
+/// `held` is empty its buffer is freed: it is not kept for the connection's life.
+pub(super) fn serve_held(buf: &mut ReadBuf<'_>, held: &mut Vec<u8>) {
+    let n = put_some(buf, held);
+    held.drain(..n);
+    if held.is_empty() {
+        *held = Vec::new();
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
@@ -265,12 +275,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
         }
         let before = buf.filled().len();
         if !this.held.is_empty() {
-            let n = put_some(buf, &this.held);
-            this.held.drain(..n);
-            if this.held.is_empty() {
-                // Not kept for the connection's life.
-                this.held = Vec::new();
-            }
+            serve_held(buf, &mut this.held);
         } else if this.state == State::Broken {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -48,7 +48,7 @@ use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::body::ProxyBody;
-use super::framing::{put_some, FramingGuard};
+use super::framing::{serve_held, FramingGuard};
 use super::handler::{self, ConnContext};
 use crate::config::Limits;
 
@@ -141,12 +141,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Parking<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.leftover.is_empty() {
-            let n = put_some(buf, &this.leftover);
-            this.leftover.drain(..n);
-            if this.leftover.is_empty() {
-                // Not kept for the connection's life.
-                this.leftover = Vec::new();
-            }
+            serve_held(buf, &mut this.leftover);
             return Poll::Ready(Ok(()));
         }
         if this.state.park.load(Relaxed) && this.inner.between_requests() && this.state.quiet() {
