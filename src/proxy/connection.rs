@@ -26,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use super::framing::{serve_held, FramingGuard};
 use super::handler::{self, ConnContext};
 use super::idle::{self, Socket};
+use super::server::ClientConnection;
 use super::stop_requested;
 use crate::config::Limits;
 use crate::http1::Scheme;
@@ -40,7 +41,7 @@ pub(super) struct Accepted {
     pub tls: Arc<Option<TlsAcceptor>>,
     pub snapshot: SharedSnapshot,
     /// Counts the connection as open while it lives (and any tunnel it becomes).
-    pub open: Arc<dyn Send + Sync>,
+    pub open: ClientConnection,
 }
 
 /// Serves one client connection to its end.

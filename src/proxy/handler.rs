@@ -31,7 +31,9 @@ use super::attempt::{self, Exchange, Outgoing};
 use super::body::ProxyBody;
 use super::error::{error_response, ProxyError};
 use super::forward;
+use super::idle::ParkedSet;
 use super::outcome;
+use super::server::ClientConnection;
 use crate::access_log::{Entry, Note};
 use crate::config::Limits;
 use crate::http1::encode::{encode_request_head, BodyKind, Forwarded};
@@ -47,19 +49,20 @@ pub(crate) struct ConnContext {
     pub scheme: Scheme,
     pub snapshot: SharedSnapshot,
     /// Keeps the connection counted as open (for drain and `max_connections`) for as long
-    /// as anything uses it, including a tunnel that outlives hyper's handling of it.
-    pub open: Arc<dyn Send + Sync>,
+    /// as anything uses the context, including a tunnel that outlives hyper's handling of
+    /// it. Inline, not an allocation of its own: every connection has one.
+    open: ClientConnection,
     /// `limits.request_buffer` and `limits.body_read_timeout`, as the connection opened.
     pub request_buffer: usize,
     pub body_read_timeout: Duration,
 }
 
 impl ConnContext {
-    pub(crate) fn new(
+    pub(super) fn new(
         peer: SocketAddr,
         scheme: Scheme,
         snapshot: SharedSnapshot,
-        open: Arc<dyn Send + Sync>,
+        open: ClientConnection,
         limits: &Limits,
     ) -> ConnContext {
         let ip = peer.ip().to_canonical();
@@ -73,6 +76,11 @@ impl ConnContext {
             request_buffer: limits.request_buffer,
             body_read_timeout: limits.body_read_timeout,
         }
+    }
+
+    /// The parked HTTP/1 connections of the listener this one came on.
+    pub(super) fn parked(&self) -> &ParkedSet {
+        &self.open.listener.parked
     }
 }
 
@@ -105,7 +113,7 @@ pub(crate) async fn handle(
 async fn logged(
     request: Request<Incoming>,
     routed: Result<Route, ProxyError>,
-    conn: &ConnContext,
+    conn: &Arc<ConnContext>,
     started: Instant,
     mut entry: Entry,
 ) -> Response<ProxyBody> {
@@ -167,7 +175,7 @@ async fn read_ahead(
 async fn proxy(
     mut request: Request<Incoming>,
     route: Route,
-    conn: &ConnContext,
+    conn: &Arc<ConnContext>,
     mut started: Instant,
     note: &mut impl Note,
 ) -> Response<ProxyBody> {
@@ -245,7 +253,7 @@ fn respond(
     bucket: Bucket,
     client_upgrade: Option<OnUpgrade>,
     started: Instant,
-    conn: &ConnContext,
+    conn: &Arc<ConnContext>,
 ) -> Response<ProxyBody> {
     let Exchange {
         head,
@@ -263,8 +271,9 @@ fn respond(
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     match (switching, client_upgrade) {
         (true, Some(client_upgrade)) => {
-            // The tunnel counts as in flight, and its client connection as open.
-            let guards = (in_flight, conn.open.clone());
+            // The tunnel counts as in flight, and its client connection as open (the
+            // context holds the count).
+            let guards = (in_flight, conn.clone());
             forward::spawn_tunnel(client_upgrade, connection, guards);
         }
         (true, None) => {

@@ -27,6 +27,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::connection::{self, Accepted};
+use super::idle::{sweep_parked, ParkedSet};
 use super::stop_requested;
 use crate::config::{Limits, Listener};
 use crate::routing::SharedSnapshot;
@@ -49,6 +50,8 @@ pub struct ListenerState {
     tls: ArcSwap<Option<TlsAcceptor>>,
     /// `cutover_connections_active{listener}`.
     pub active: AtomicI64,
+    /// Its parked HTTP/1 connections, for their sweep.
+    pub(super) parked: ParkedSet,
     stop: watch::Sender<bool>,
 }
 
@@ -224,9 +227,13 @@ impl Listeners {
                 local_addr,
                 tls: ArcSwap::from_pointee(acceptor),
                 active: AtomicI64::new(0),
+                parked: ParkedSet::default(),
                 stop,
             });
             tracing::info!(listener = %listener.addr_text, %local_addr, tls = listener.tls.is_some(), "listening");
+            let sweep = (state.clone(), stopped.clone());
+            self.runtime
+                .spawn(async move { sweep_parked(&sweep.0.parked, sweep.1).await });
             self.runtime.spawn(accept_loop(
                 socket,
                 state.clone(),
@@ -379,7 +386,7 @@ async fn accept_loop(
                     limits: shared.limits.load_full(),
                     tls: state.tls.load_full(),
                     snapshot: shared.snapshot.clone(),
-                    open: Arc::new(ClientConnection::open(&state, &shared, permit)),
+                    open: ClientConnection::open(&state, &shared, permit),
                 };
                 tokio::spawn(connection::serve(accepted, stopped.clone()));
             }
@@ -393,8 +400,8 @@ async fn accept_loop(
 }
 
 /// An open client connection: counted while it lives.
-struct ClientConnection {
-    listener: Arc<ListenerState>,
+pub(super) struct ClientConnection {
+    pub(super) listener: Arc<ListenerState>,
     shared: Arc<Shared>,
     _permit: OwnedSemaphorePermit,
 }
