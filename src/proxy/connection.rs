@@ -44,14 +44,29 @@ pub(super) struct Accepted {
     pub open: ClientConnection,
 }
 
+/// A connection after its set-up, served to its end: what its task keeps for its life.
+type Serving = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Serves one client connection to its end.
 ///
-/// Not an `async fn` (as `idle::serve_h1`): its future would keep room for `accepted`
-/// beside the fields taken out of it, for the connection's life.
+/// The set-up (TLS handshake or protocol sniff, with their buffers and timers) runs boxed
+/// and is freed when done, and the serving future is boxed too: the task of a connection,
+/// which lives as long as it does, holds two pointers. As an `async fn` it would also keep
+/// room for `accepted`, for the connection's life.
 pub(super) fn serve(
     accepted: Accepted,
     stopped: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + Send + 'static {
+    let setting_up = Box::pin(set_up(accepted, stopped));
+    async move {
+        if let Some(serving) = setting_up.await {
+            serving.await;
+        }
+    }
+}
+
+/// The TLS handshake or the protocol sniff; `None` when the connection ends there.
+async fn set_up(accepted: Accepted, stopped: watch::Receiver<bool>) -> Option<Serving> {
     let Accepted {
         mut stream,
         peer,
@@ -60,54 +75,30 @@ pub(super) fn serve(
         snapshot,
         open,
     } = accepted;
-    async move {
-        let _ = stream.set_nodelay(true);
-        // Built once the scheme is known: after the handshake, so a failed one costs nothing.
-        let context_for =
-            |scheme| Arc::new(ConnContext::new(peer, scheme, snapshot, open, &limits));
-        match tls.as_ref().as_ref() {
-            Some(acceptor) => {
-                // Boxed, and in a statement of its own: inline, rustls' connection state (some
-                // 2 KiB) would make the task of every connection, clear-text ones too, that
-                // large.
-                let tls = Box::pin(serve_tls(
-                    stream,
-                    peer,
-                    acceptor,
-                    context_for,
-                    &limits,
-                    stopped,
-                ));
-                tls.await;
-            }
-            None => {
-                let context = context_for(Scheme::Http);
-                // Boxed: its timer and buffer would otherwise stay in the task for the
-                // connection's whole life.
-                let sniffed = {
-                    let sniffing = Box::pin(sniff(&mut stream, limits.header_read_timeout));
-                    sniffing.await
-                };
-                if let Some((protocol, read)) = sniffed {
-                    serve_protocol(stream, protocol, read, context, &limits, stopped).await;
-                }
-            }
+    let _ = stream.set_nodelay(true);
+    // Built once the scheme is known: after the handshake, so a failed one costs nothing.
+    let context_for = |scheme| Arc::new(ConnContext::new(peer, scheme, snapshot, open, &limits));
+    match tls.as_ref().as_ref() {
+        Some(acceptor) => {
+            // Boxed: inline, rustls' handshake (some 2 KiB) would make the set-up of every
+            // connection, clear-text ones too, that large.
+            let handshake = Box::pin(tls_handshake(stream, peer, acceptor, &limits));
+            let (stream, protocol) = handshake.await?;
+            let context = context_for(Scheme::Https);
+            Some(serving(
+                stream,
+                protocol,
+                Vec::new(),
+                context,
+                limits,
+                stopped,
+            ))
         }
-    }
-}
-
-/// A TLS connection: the handshake, then the protocol ALPN chose.
-async fn serve_tls(
-    stream: TcpStream,
-    peer: SocketAddr,
-    acceptor: &TlsAcceptor,
-    context_for: impl FnOnce(Scheme) -> Arc<ConnContext>,
-    limits: &Limits,
-    stopped: watch::Receiver<bool>,
-) {
-    if let Some((stream, protocol)) = tls_handshake(stream, peer, acceptor, limits).await {
-        let context = context_for(Scheme::Https);
-        serve_protocol(stream, protocol, Vec::new(), context, limits, stopped).await;
+        None => {
+            let context = context_for(Scheme::Http);
+            let (protocol, read) = sniff(&mut stream, limits.header_read_timeout).await?;
+            Some(serving(stream, protocol, read, context, limits, stopped))
+        }
     }
 }
 
@@ -211,23 +202,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
 /// Serves a client connection in the protocol it speaks: HTTP/1 through the framing
 /// guard (the request-smuggling checks hyper does not make), parked while idle
-/// (`idle`), or h2. Both boxed: the task of an idle connection is as large as its
-/// largest state.
-async fn serve_protocol<S>(
+/// (`idle`), or h2.
+fn serving<S>(
     io: S,
     protocol: Protocol,
     read: Vec<u8>,
     context: Arc<ConnContext>,
-    limits: &Limits,
+    limits: Arc<Limits>,
     mut stopped: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
+) -> Serving
+where
+    S: AsyncRead + AsyncWrite + Socket + Unpin + Send + Sync + 'static,
 {
     match protocol {
         Protocol::Http1 => {
             let guarded = FramingGuard::new(io, limits.max_header_bytes, read);
-            let served = Box::pin(idle::serve_h1(guarded, context, limits, &mut stopped));
-            log_connection_end(served.await);
+            Box::pin(idle::serve_h1(guarded, context, limits, stopped))
         }
         Protocol::Http2 => {
             let service = service_fn(move |request| handler::handle(request, context.clone()));
@@ -235,8 +225,10 @@ async fn serve_protocol<S>(
                 prefix: read,
                 inner: io,
             };
-            let connection = http2_builder(limits).serve_connection(TokioIo::new(io), service);
-            Box::pin(drive(connection, |c| c.graceful_shutdown(), &mut stopped)).await;
+            let connection = http2_builder(&limits).serve_connection(TokioIo::new(io), service);
+            Box::pin(
+                async move { drive(connection, |c| c.graceful_shutdown(), &mut stopped).await },
+            )
         }
     }
 }
@@ -271,7 +263,7 @@ async fn drive<C>(
     }
 }
 
-fn log_connection_end(result: Result<(), hyper::Error>) {
+pub(super) fn log_connection_end(result: Result<(), hyper::Error>) {
     if let Err(err) = result {
         tracing::debug!(error = %err, "client connection ended with an error");
     }

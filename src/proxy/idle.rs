@@ -13,9 +13,9 @@
 //! the end of the stream. hyper takes that for a client that closed between requests and
 //! finishes cleanly (flushing what it wrote); the IO ignores hyper's shutdown, and the
 //! serve loop takes the socket back (`into_parts`) and drops hyper's connection with its
-//! buffers. A parked connection is its task, this loop's future (the framing guard and
-//! the socket's readiness: 256 bytes), its registration with the runtime, its context and
-//! a few shared counters: some 1.2 KiB in all. It keeps no timer and no stop waiter of its
+//! buffers. A parked connection is its task (256 bytes: two pointers), this loop's future
+//! (the framing guard and the socket's readiness: 248 bytes), its registration with the
+//! runtime, its context and a few shared counters: about 1 KiB in all. It keeps no timer and no stop waiter of its
 //! own: its listener's sweep ([`ParkedSet`]) closes it at `header_read_timeout` or when
 //! the listener stops. When the socket becomes readable, a new hyper session starts on it.
 //!
@@ -52,6 +52,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_rustls::server::TlsStream;
 
 use super::body::ProxyBody;
+use super::connection::log_connection_end;
 use super::framing::{serve_held, FramingGuard};
 use super::handler::{self, ConnContext};
 use crate::config::Limits;
@@ -149,6 +150,20 @@ pub(crate) struct Parking<S> {
     leftover: Vec<u8>,
 }
 
+impl<S: Socket> Parking<S> {
+    /// The parked wait: `true` when the socket has something to read, `false` when the
+    /// listener's sweep closes the connection. Readiness is polled, not awaited as
+    /// `readable()`: that future keeps a waiter of its own, which every parked connection
+    /// would carry.
+    fn poll_wake(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.state.swept.load(Relaxed) {
+            return Poll::Ready(false);
+        }
+        let socket = self.inner.get_ref().tcp();
+        socket.poll_read_ready(cx).map(|ready| ready.is_ok())
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Parking<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -227,91 +242,91 @@ impl Body for Tracked {
 /// Not an `async fn`: the future of one keeps room for its arguments after they are moved
 /// (here, the framing guard into [`Parking`]), and a parked connection is mostly this
 /// future. What it holds while parked is the IO, a few pointers and the wait itself.
-pub(crate) fn serve_h1<'a, S>(
+pub(crate) fn serve_h1<S>(
     io: FramingGuard<S>,
     context: Arc<ConnContext>,
-    limits: &'a Limits,
-    stopped: &'a mut watch::Receiver<bool>,
-) -> impl Future<Output = Result<(), hyper::Error>> + Send + 'a
+    limits: Arc<Limits>,
+    mut stopped: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'static
 where
-    S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
+    // `Sync`: the parked wait borrows the IO.
+    S: AsyncRead + AsyncWrite + Socket + Unpin + Send + Sync + 'static,
 {
-    let state = Arc::new(IdleState::new());
     let mut io = Parking {
         inner: io,
-        state: state.clone(),
+        state: Arc::new(IdleState::new()),
         leftover: Vec::new(),
     };
     async move {
-        loop {
-            let service = {
-                let (context, state) = (context.clone(), state.clone());
-                service_fn(move |request| {
-                    state.started.fetch_add(1, Relaxed);
-                    let state = state.clone();
-                    handler::handle(request, context.clone()).map(move |response| {
-                        Ok::<_, Infallible>(response?.map(|body| Tracked { body, state }))
+        let ended = loop {
+            let quiet_since = {
+                let state = io.state.clone();
+                let service = {
+                    let (context, state) = (context.clone(), state.clone());
+                    service_fn(move |request| {
+                        state.started.fetch_add(1, Relaxed);
+                        let state = state.clone();
+                        handler::handle(request, context.clone()).map(move |response| {
+                            Ok::<_, Infallible>(response?.map(|body| Tracked { body, state }))
+                        })
                     })
-                })
-            };
-            // Boxed, so that a parked connection's task does not carry hyper's state.
-            let mut connection = Box::new(
-                h1_builder(limits)
-                    .serve_connection(TokioIo::new(io), service)
-                    .with_upgrades(),
-            );
-            // Boxed in a statement of its own: an unboxed session future, even moved out,
-            // would keep its room in this loop's future (and so in every parked connection).
-            let header_timeout = limits.header_read_timeout;
-            let serving = Box::pin(session(
-                Pin::new(&mut *connection),
-                &state,
-                header_timeout,
-                stopped,
-            ));
-            let quiet_since = serving.await?;
-            if !state.parked.swap(false, Relaxed) {
-                return Ok(());
-            }
-            // In a block of its own, so that nothing of hyper's outlives it: a box whose
-            // contents were moved out is freed at the end of its binding's scope, and the
-            // rest of hyper's parts (its service) with them.
-            {
-                let Some(parts) = ({ connection }).into_parts() else {
-                    return Ok(());
                 };
-                io = parts.io.into_inner();
-                if !parts.read_buf.is_empty() {
-                    // A copy: the bytes hyper hands back keep its whole read buffer alive.
-                    io.leftover = parts.read_buf.to_vec();
+                // Boxed, so that a parked connection's task does not carry hyper's state.
+                let mut connection = Box::new(
+                    h1_builder(&limits)
+                        .serve_connection(TokioIo::new(io), service)
+                        .with_upgrades(),
+                );
+                // Boxed in a statement of its own: an unboxed session future, even moved
+                // out, would keep its room in this loop's future (and so in every parked
+                // connection).
+                let serving = Box::pin(session(
+                    Pin::new(&mut *connection),
+                    &state,
+                    limits.header_read_timeout,
+                    &mut stopped,
+                ));
+                let quiet_since = match serving.await {
+                    Ok(quiet_since) => quiet_since,
+                    Err(error) => break Err(error),
+                };
+                if !state.parked.swap(false, Relaxed) {
+                    break Ok(());
                 }
-            }
-            state.park.store(false, Relaxed);
+                // In a block of its own, so that nothing of hyper's outlives it: a box
+                // whose contents were moved out is freed at the end of its binding's
+                // scope, and the rest of hyper's parts (its service) with them.
+                {
+                    let Some(parts) = ({ connection }).into_parts() else {
+                        break Ok(());
+                    };
+                    io = parts.io.into_inner();
+                    if !parts.read_buf.is_empty() {
+                        // A copy: the bytes hyper hands back keep its whole read buffer
+                        // alive.
+                        io.leftover = parts.read_buf.to_vec();
+                    }
+                }
+                quiet_since
+            };
+            io.state.park.store(false, Relaxed);
             if !io.leftover.is_empty() {
                 continue;
             }
             // No timer and no stop waiter of its own: the listener's sweep wakes it for
             // either (see `ParkedSet`).
             let deadline = quiet_since + limits.header_read_timeout;
-            let Some(parked) = context.parked().enter(&state, deadline) else {
-                return Ok(());
+            let Some(parked) = context.parked().enter(&io.state, deadline) else {
+                break Ok(());
             };
-            let socket = io.inner.get_ref().tcp();
-            // Readiness polled, not awaited as `readable()`: that future keeps a waiter of
-            // its own, which every parked connection would carry.
-            let readable = std::future::poll_fn(|cx| {
-                if state.swept.load(Relaxed) {
-                    return Poll::Ready(false);
-                }
-                socket.poll_read_ready(cx).map(|ready| ready.is_ok())
-            });
-            if !readable.await {
-                return Ok(());
+            if !std::future::poll_fn(|cx| io.poll_wake(cx)).await {
+                break Ok(());
             }
             // Out of the set first: the sweep cannot mark it after this.
             drop(parked);
-            state.swept.store(false, Relaxed);
-        }
+            io.state.swept.store(false, Relaxed);
+        };
+        log_connection_end(ended);
     }
 }
 
