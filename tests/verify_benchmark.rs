@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use support::*;
 
+/// One test at a time: the latency each one measures is the test's truth, and the others'
+/// load on the same two cores would add to it (an OLD p99 of 70 ms for a 10 ms backend in
+/// one full-suite run while the five ran side by side).
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// 75/s for 2 s: 150 requests to each pool, enough for a p99.
 fn benchmark(extra_steps: &str) -> String {
     format!(
@@ -22,6 +27,7 @@ fn benchmark(extra_steps: &str) -> String {
 
 #[tokio::test]
 async fn a_new_60ms_slower_than_old_fails_the_benchmark_on_p99() {
+    let _turn = TURN.lock().await;
     let old = spawn_backend("old").await;
     let new = spawn_backend("new").await;
     old.set_delay(Duration::from_millis(10));
@@ -64,6 +70,7 @@ async fn a_new_60ms_slower_than_old_fails_the_benchmark_on_p99() {
 
 #[tokio::test]
 async fn equal_pools_pass_the_benchmark_and_the_weight_moves() {
+    let _turn = TURN.lock().await;
     let old = spawn_backend("old").await;
     let new_a = spawn_backend("new").await;
     let new_b = spawn_backend("new").await;
@@ -100,6 +107,7 @@ async fn equal_pools_pass_the_benchmark_and_the_weight_moves() {
 
 #[tokio::test]
 async fn a_new_answering_500s_fails_on_the_error_rate() {
+    let _turn = TURN.lock().await;
     let old = spawn_backend("old").await;
     let new = spawn_backend("new").await;
     new.set_status(500);
@@ -120,6 +128,7 @@ async fn a_new_answering_500s_fails_on_the_error_rate() {
 
 #[tokio::test]
 async fn an_old_pool_that_is_down_is_not_a_pass() {
+    let _turn = TURN.lock().await;
     let dead = dead_addr().await;
     let new = spawn_backend("new").await;
     let proxy = spawn_proxy(&simple_config(&[dead], &[new.addr], "0%", &benchmark(""))).await;
@@ -133,6 +142,7 @@ async fn an_old_pool_that_is_down_is_not_a_pass() {
 
 #[tokio::test]
 async fn after_a_point_of_no_return_a_failed_benchmark_pauses() {
+    let _turn = TURN.lock().await;
     let old = spawn_backend("old").await;
     let new = spawn_backend("new").await;
     new.set_status(503);
