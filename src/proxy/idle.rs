@@ -16,7 +16,7 @@
 //! buffers. A parked connection is its task (256 bytes: two pointers), this loop's future
 //! (the framing guard and the socket's readiness: 248 bytes), its registration with the
 //! runtime, its context and a few shared counters: about 1 KiB in all. It keeps no timer and no stop waiter of its
-//! own: its listener's sweep ([`ParkedSet`]) closes it at `header_read_timeout` or when
+//! own: its listener's sweep (`parked::ParkedSet`) closes it at `header_read_timeout` or when
 //! the listener stops. When the socket becomes readable, a new hyper session starts on it.
 //!
 //! The same watch (for a parked connection, its listener's sweep) keeps
@@ -35,7 +35,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -44,11 +44,10 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use slab::Slab;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::body::ProxyBody;
@@ -81,7 +80,7 @@ impl Socket for TlsStream<TcpStream> {
 /// What the serve loop, hyper's IO, the responses and the idle watch of one connection
 /// share.
 #[derive(Debug)]
-struct IdleState {
+pub(super) struct IdleState {
     /// Requests handed to the handler.
     started: AtomicUsize,
     /// Responses hyper is done with (their body dropped: written whole, or abandoned).
@@ -95,7 +94,7 @@ struct IdleState {
     expired: AtomicBool,
     /// The listener's sweep ends the connection's parked wait: `header_read_timeout`
     /// reached while parked, or the listener stops.
-    swept: AtomicBool,
+    pub(super) swept: AtomicBool,
     /// Wakes the connection's task when the idle watch asks it to park.
     task: OnceLock<Waker>,
     /// Since when the connection has waited for a request, in milliseconds from `born`
@@ -105,7 +104,7 @@ struct IdleState {
 }
 
 impl IdleState {
-    fn new() -> IdleState {
+    pub(super) fn new() -> IdleState {
         IdleState {
             started: AtomicUsize::new(0),
             finished: AtomicUsize::new(0),
@@ -128,8 +127,8 @@ impl IdleState {
         self.quiet_since_ms.store(ms as u64, Relaxed);
     }
 
-    /// Ends a parked wait (see [`ParkedSet`]).
-    fn sweep(&self) {
+    /// Ends a parked wait (see `parked::ParkedSet`).
+    pub(super) fn sweep(&self) {
         self.swept.store(true, Relaxed);
         if let Some(task) = self.task.get() {
             task.wake_by_ref();
@@ -330,96 +329,6 @@ where
     }
 }
 
-/// The parked connections of one listener, with the time each must close by.
-///
-/// A parked connection waits for its socket only. Its `header_read_timeout` and its
-/// listener's stop come from the listener's sweep (`sweep_parked`), which looks at the set
-/// every `PARK_CHECK`: a timer and a stop waiter in each parked connection would cost it
-/// 256 bytes. The lock is taken when a connection parks and when it wakes, never on the
-/// request path.
-#[derive(Debug, Default)]
-pub(crate) struct ParkedSet {
-    entries: Mutex<Slab<Parked>>,
-    /// The listener stops: nothing parks any more.
-    stopping: AtomicBool,
-}
-
-#[derive(Debug)]
-struct Parked {
-    state: Arc<IdleState>,
-    deadline: Instant,
-}
-
-/// A connection's place in its listener's [`ParkedSet`], for as long as it is parked.
-struct ParkedEntry<'a> {
-    set: &'a ParkedSet,
-    key: usize,
-}
-
-impl Drop for ParkedEntry<'_> {
-    fn drop(&mut self) {
-        self.set.lock().try_remove(self.key);
-    }
-}
-
-impl ParkedSet {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slab<Parked>> {
-        // A panic while the lock was held left nothing half-done: a slab entry is whole.
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// `None`: the listener stops, and the connection closes instead of parking.
-    fn enter(&self, state: &Arc<IdleState>, deadline: Instant) -> Option<ParkedEntry<'_>> {
-        let mut entries = self.lock();
-        // Read under the lock that `close_all` sets it under: a connection either sees it
-        // here or is in the set when the sweep closes them all.
-        if self.stopping.load(Relaxed) {
-            return None;
-        }
-        let state = state.clone();
-        let key = entries.insert(Parked { state, deadline });
-        Some(ParkedEntry { set: self, key })
-    }
-
-    /// Closes the parked connections whose deadline has come.
-    fn close_due(&self, now: Instant) {
-        for (_, parked) in self.lock().iter() {
-            if now >= parked.deadline {
-                parked.state.sweep();
-            }
-        }
-    }
-
-    fn close_all(&self) {
-        let entries = self.lock();
-        self.stopping.store(true, Relaxed);
-        for (_, parked) in entries.iter() {
-            parked.state.sweep();
-        }
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.lock().len()
-    }
-}
-
-/// A listener's sweep of its parked connections: every `PARK_CHECK`, those whose
-/// `header_read_timeout` has run out close (at most one `PARK_CHECK` late, as for a
-/// connection in a session); when the listener stops, all of them at once.
-pub(crate) async fn sweep_parked(set: &ParkedSet, mut stopped: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval(PARK_CHECK);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = super::stop_requested(&mut stopped) => break,
-            _ = ticks.tick() => set.close_due(Instant::now()),
-        }
-    }
-    set.close_all();
-}
-
 /// hyper's settings for one session. Made for each, rather than kept by a parked
 /// connection: `header_read_timeout` is kept by the idle watch (see the module's header).
 fn h1_builder(limits: &Limits) -> http1::Builder {
@@ -544,65 +453,5 @@ where
 {
     fn graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn the_sweep_closes_only_what_is_due_and_everything_when_stopping() {
-        let set = ParkedSet::default();
-        let (due, later) = (Arc::new(IdleState::new()), Arc::new(IdleState::new()));
-        let now = Instant::now();
-        let first = set.enter(&due, now + Duration::from_secs(1)).unwrap();
-        let second = set.enter(&later, now + Duration::from_secs(5)).unwrap();
-        assert_eq!(set.len(), 2);
-
-        set.close_due(now + Duration::from_millis(999));
-        assert!(!due.swept.load(Relaxed), "swept before its deadline");
-        set.close_due(now + Duration::from_secs(1));
-        assert!(due.swept.load(Relaxed));
-        assert!(!later.swept.load(Relaxed));
-
-        drop(first);
-        assert_eq!(set.len(), 1, "a woken connection leaves the set");
-        set.close_all();
-        assert!(later.swept.load(Relaxed));
-        assert!(
-            set.enter(&Arc::new(IdleState::new()), now).is_none(),
-            "parked on a stopped listener"
-        );
-        drop(second);
-        assert_eq!(set.len(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_sweep_runs_every_park_check_and_closes_all_when_the_listener_stops() {
-        let set = Arc::new(ParkedSet::default());
-        let (stop, stopped) = watch::channel(false);
-        let state = Arc::new(IdleState::new());
-        let deadline = Instant::now() + Duration::from_millis(600);
-        let entry = set.enter(&state, deadline).unwrap();
-        let sweep = tokio::spawn({
-            let set = set.clone();
-            async move { sweep_parked(&set, stopped).await }
-        });
-        tokio::time::sleep(Duration::from_millis(590)).await;
-        assert!(!state.swept.load(Relaxed), "closed before its deadline");
-        // Due at 600 ms: the check at 750 ms closes it.
-        tokio::time::sleep(Duration::from_millis(170)).await;
-        assert!(
-            state.swept.load(Relaxed),
-            "not closed one check after its deadline"
-        );
-        drop(entry);
-
-        let other = Arc::new(IdleState::new());
-        let _entry = set.enter(&other, Instant::now() + Duration::from_secs(60));
-        stop.send(true).unwrap();
-        sweep.await.unwrap();
-        assert!(other.swept.load(Relaxed), "left parked after the stop");
     }
 }

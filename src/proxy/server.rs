@@ -27,7 +27,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::connection::{self, Accepted};
-use super::idle::{sweep_parked, ParkedSet};
+use super::parked::{sweep_parked, ParkedSet};
 use super::stop_requested;
 use crate::config::{Limits, Listener};
 use crate::routing::SharedSnapshot;
