@@ -154,12 +154,24 @@ impl<S: Socket> Parking<S> {
     /// listener's sweep closes the connection. Readiness is polled, not awaited as
     /// `readable()`: that future keeps a waiter of its own, which every parked connection
     /// would carry.
+    ///
+    /// Readiness first: a head that came before the deadline is served even when the
+    /// sweep got there before this task ran (as a session serves a head complete by the
+    /// time it looks).
     fn poll_wake(&self, cx: &mut Context<'_>) -> Poll<bool> {
-        if self.state.swept.load(Relaxed) {
-            return Poll::Ready(false);
-        }
+        // The sweep wakes the waker kept by the connection's first session: this wait
+        // must run in the same task.
+        debug_assert!(self
+            .state
+            .task
+            .get()
+            .is_some_and(|t| t.will_wake(cx.waker())));
         let socket = self.inner.get_ref().tcp();
-        socket.poll_read_ready(cx).map(|ready| ready.is_ok())
+        match socket.poll_read_ready(cx) {
+            Poll::Ready(ready) => Poll::Ready(ready.is_ok()),
+            Poll::Pending if self.state.swept.load(Relaxed) => Poll::Ready(false),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

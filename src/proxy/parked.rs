@@ -15,8 +15,10 @@ use super::idle::{IdleState, PARK_CHECK};
 /// A parked connection waits for its socket only. Its `header_read_timeout` and its
 /// listener's stop come from the listener's sweep (`sweep_parked`), which looks at the set
 /// every `PARK_CHECK`: a timer and a stop waiter in each parked connection would cost it
-/// 256 bytes. The lock is taken when a connection parks and when it wakes, never on the
-/// request path.
+/// 256 bytes. The lock is taken when a connection parks and when it wakes (so for the
+/// first request after 250–500 ms of quiet, never for those of a busy connection), and by
+/// the sweep, which walks the whole slab: its cost follows the most connections ever
+/// parked at once (the slab does not shrink): 5.5 µs for 10,000, caches warm.
 #[derive(Debug, Default)]
 pub(crate) struct ParkedSet {
     entries: Mutex<Slab<Parked>>,
@@ -38,7 +40,8 @@ pub(super) struct ParkedEntry<'a> {
 
 impl Drop for ParkedEntry<'_> {
     fn drop(&mut self) {
-        self.set.lock().try_remove(self.key);
+        let removed = self.set.lock().try_remove(self.key);
+        debug_assert!(removed.is_some(), "a parked entry left twice");
     }
 }
 
