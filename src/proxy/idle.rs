@@ -15,20 +15,21 @@
 //! serve loop takes the socket back (`into_parts`) and drops hyper's connection with its
 //! buffers. A parked connection is its task (256 bytes: two pointers), this loop's future
 //! (the framing guard and the socket's readiness: 248 bytes), its registration with the
-//! runtime, its context and a few shared counters: about 1 KiB in all. It keeps no timer and no stop waiter of its
-//! own: its listener's sweep (`parked::ParkedSet`) closes it at `header_read_timeout` or when
-//! the listener stops. When the socket becomes readable, a new hyper session starts on it.
+//! runtime, its context and a few shared counters: about 1 KiB in all. It keeps no timer
+//! and no stop waiter of its own: its listener's sweep (`parked::ParkedSet`) closes it at
+//! `header_read_timeout` or when the listener stops. When the socket becomes readable, a
+//! new hyper session starts on it.
 //!
 //! The same watch (for a parked connection, its listener's sweep) keeps
-//! `header_read_timeout`, in place of hyper's timer: a connection
-//! that has not completed a request head that long after its last response (or after it
-//! opened) is closed, parked or not, whether the client sent nothing or dribbles a head
-//! (slowloris). hyper's own timer costs a boxed sleep, a timer-wheel entry and its removal
-//! for every request: about 2,100 instructions of 22,600, with the wheel's work; the watch
-//! costs nothing per request. The close comes never earlier than hyper's would, and at most one `PARK_CHECK`
-//! later. A listener that drains closes a parked connection at once. A connection that is
-//! busy never parks, and one that parks pays for a new hyper session on its next request
-//! only.
+//! `header_read_timeout`, in place of hyper's timer: a connection that has not completed a
+//! request head that long after its last response (or after it opened) is closed, parked
+//! or not, whether the client sent nothing or dribbles a head (slowloris). hyper's own
+//! timer costs a boxed sleep, a timer-wheel entry and its removal for every request: about
+//! 2,100 instructions of 22,600, with the wheel's work; the watch costs nothing per
+//! request. The close comes never earlier than hyper's would, and at most one
+//! `PARK_CHECK` later. A listener that drains closes a parked connection at once. A
+//! connection that is busy never parks, and one that parks pays for a new hyper session
+//! on its next request only.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -325,7 +326,7 @@ where
                 continue;
             }
             // No timer and no stop waiter of its own: the listener's sweep wakes it for
-            // either (see `ParkedSet`).
+            // either (see `parked::ParkedSet`).
             let deadline = quiet_since + limits.header_read_timeout;
             let Some(parked) = context.parked().enter(&io.state, deadline) else {
                 break Ok(());

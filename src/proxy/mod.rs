@@ -1,8 +1,8 @@
 //! The data path: listeners (`server`), one client connection (`connection`), idle HTTP/1
-//! connections (`idle`) and their listener's sweep of them (`parked`), the request path (`handler`), retries and failover (`attempt`),
-//! the one place a request's result is recorded (`outcome`), upgrades and tunnels
-//! (`forward`), HTTP/1 framing checks (`framing`), response bodies (`body`) and the errors
-//! the proxy answers with (`error`).
+//! connections (`idle`) and their listener's sweep of them (`parked`), the request path
+//! (`handler`), retries and failover (`attempt`), the one place a request's result is
+//! recorded (`outcome`), upgrades and tunnels (`forward`), HTTP/1 framing checks
+//! (`framing`), response bodies (`body`) and the errors the proxy answers with (`error`).
 
 /// The `AsyncWrite` methods of an IO wrapper that writes straight through to its `inner`
 /// (all but `poll_shutdown`, which each wrapper writes itself).

@@ -17,14 +17,18 @@ use super::idle::{IdleState, PARK_CHECK};
 /// every `PARK_CHECK`: a timer and a stop waiter in each parked connection would cost it
 /// 256 bytes. The lock is taken when a connection parks and when it wakes (so for the
 /// first request after 250–500 ms of quiet, never for those of a busy connection), and by
-/// the sweep, which walks the whole slab: its cost follows the most connections ever
-/// parked at once (the slab does not shrink): 5.5 µs for 10,000, caches warm.
+/// the sweep, which walks the whole slab: 5.5 µs for 10,000, caches warm. A slab keeps its
+/// size, so after a burst the sweep walks empty slots until the set is empty and it is
+/// freed.
 #[derive(Debug, Default)]
 pub(crate) struct ParkedSet {
     entries: Mutex<Slab<Parked>>,
     /// The listener stops: nothing parks any more.
     stopping: AtomicBool,
 }
+
+/// The size above which an empty set gives its slab back.
+const SHRINK_ABOVE: usize = 1024;
 
 #[derive(Debug)]
 struct Parked {
@@ -70,10 +74,16 @@ impl ParkedSet {
 
     /// Closes the parked connections whose deadline has come.
     fn close_due(&self, now: Instant) {
-        for (_, parked) in self.lock().iter() {
+        let mut entries = self.lock();
+        for (_, parked) in entries.iter() {
             if now >= parked.deadline {
                 parked.state.sweep();
             }
+        }
+        if entries.is_empty() && entries.capacity() > SHRINK_ABOVE {
+            // No entry is out (each holds its key until it leaves): nothing refers to
+            // the old slots.
+            *entries = Slab::new();
         }
     }
 
@@ -88,6 +98,11 @@ impl ParkedSet {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.lock().capacity()
     }
 }
 
@@ -137,6 +152,28 @@ mod tests {
             "parked on a stopped listener"
         );
         drop(second);
+        assert_eq!(set.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_set_gives_back_its_slab_after_a_burst() {
+        let set = ParkedSet::default();
+        let state = Arc::new(IdleState::new());
+        let later = Instant::now() + Duration::from_secs(60);
+        let burst: Vec<_> = (0..2000)
+            .map(|_| set.enter(&state, later).unwrap())
+            .collect();
+        let last = set.enter(&state, later).unwrap();
+        drop(burst);
+        set.close_due(Instant::now());
+        assert!(set.capacity() >= 2000, "shrunk while an entry was out");
+        drop(last);
+        set.close_due(Instant::now());
+        assert_eq!(set.capacity(), 0);
+        // And parks again as before.
+        let again = set.enter(&state, later).unwrap();
+        assert_eq!(set.len(), 1);
+        drop(again);
         assert_eq!(set.len(), 0);
     }
 
