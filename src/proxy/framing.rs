@@ -82,9 +82,11 @@ impl<S> FramingGuard<S> {
         }
     }
 
-    /// The stream underneath, to wait for it to become readable while the connection idles.
-    pub(crate) fn get_ref(&self) -> &S {
-        &self.inner
+    /// The socket of a guard that waits for the next request (`between_requests`): a new
+    /// guard on it goes on where this one stops.
+    pub(crate) fn into_parked(self) -> S {
+        debug_assert!(self.between_requests() && self.answer_start.is_empty());
+        self.inner
     }
 
     /// Whether every byte read so far belongs to a complete request (head and body), so a

@@ -13,12 +13,13 @@
 //! the end of the stream. hyper takes that for a client that closed between requests and
 //! finishes cleanly (flushing what it wrote); the IO ignores hyper's shutdown, and the
 //! serve loop takes the socket back (`into_parts`) and drops hyper's connection with its
-//! buffers. A parked connection is its task (256 bytes: two pointers), this loop's future
-//! (the framing guard and the socket's readiness: 248 bytes), its registration with the
-//! runtime, its context and a few shared counters: about 1 KiB in all. It keeps no timer
-//! and no stop waiter of its own: its listener's sweep (`parked::ParkedSet`) closes it at
-//! `header_read_timeout` or when the listener stops. When the socket becomes readable, a
-//! new hyper session starts on it.
+//! buffers; the loop itself ends and hands the socket out ([`Parked`]). A parked
+//! connection is its task (256 bytes, holding [`ServeParking`] with the socket and a few
+//! pointers), its registration with the runtime, its context and a few shared counters:
+//! about 0.8 KiB in all. It keeps no timer and no stop waiter of its own: its listener's
+//! sweep (`parked::ParkedSet`) closes it at `header_read_timeout` or when the listener
+//! stops. When the socket becomes readable, a new framing guard and hyper session start on
+//! it.
 //!
 //! The same watch (for a parked connection, its listener's sweep) keeps
 //! `header_read_timeout`, in place of hyper's timer: a connection that has not completed a
@@ -37,7 +38,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -150,32 +151,6 @@ pub(crate) struct Parking<S> {
     leftover: Vec<u8>,
 }
 
-impl<S: Socket> Parking<S> {
-    /// The parked wait: `true` when the socket has something to read, `false` when the
-    /// listener's sweep closes the connection. Readiness is polled, not awaited as
-    /// `readable()`: that future keeps a waiter of its own, which every parked connection
-    /// would carry.
-    ///
-    /// Readiness first: a head that came before the deadline is served even when the
-    /// sweep got there before this task ran (as a session serves a head complete by the
-    /// time it looks).
-    fn poll_wake(&self, cx: &mut Context<'_>) -> Poll<bool> {
-        // The sweep wakes the waker kept by the connection's first session: this wait
-        // must run in the same task.
-        debug_assert!(self
-            .state
-            .task
-            .get()
-            .is_some_and(|t| t.will_wake(cx.waker())));
-        let socket = self.inner.get_ref().tcp();
-        match socket.poll_read_ready(cx) {
-            Poll::Ready(ready) => Poll::Ready(ready.is_ok()),
-            Poll::Pending if self.state.swept.load(Relaxed) => Poll::Ready(false),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
 impl<S: AsyncRead + Unpin> AsyncRead for Parking<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -249,29 +224,30 @@ impl Body for Tracked {
     }
 }
 
-/// Serves an HTTP/1 connection to its end, parking it whenever it idles.
+/// One serve loop of an HTTP/1 connection: hyper sessions until the connection ends
+/// (`None`) or parks (`Some`: the socket and what serving it again needs, for
+/// [`ServeParking`] to wait with). `state`: `None` for a new connection.
 ///
 /// Not an `async fn`: the future of one keeps room for its arguments after they are moved
-/// (here, the framing guard into [`Parking`]), and a parked connection is mostly this
-/// future. What it holds while parked is the IO, a few pointers and the wait itself.
-pub(crate) fn serve_h1<S>(
+/// (here, the framing guard into [`Parking`]).
+fn serve_h1<S>(
     io: FramingGuard<S>,
+    state: Option<Arc<IdleState>>,
     context: Arc<ConnContext>,
     limits: Arc<Limits>,
     mut stopped: watch::Receiver<bool>,
-) -> impl Future<Output = ()> + Send + 'static
+) -> impl Future<Output = Option<Parked<S>>> + Send + 'static
 where
-    // `Sync`: the parked wait borrows the IO.
-    S: AsyncRead + AsyncWrite + Socket + Unpin + Send + Sync + 'static,
+    S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
 {
     let mut io = Parking {
         inner: io,
-        state: Arc::new(IdleState::new()),
+        state: state.unwrap_or_else(|| Arc::new(IdleState::new())),
         leftover: Vec::new(),
     };
     async move {
         let ended = loop {
-            let quiet_since = {
+            {
                 let state = io.state.clone();
                 let service = {
                     let (context, state) = (context.clone(), state.clone());
@@ -298,10 +274,9 @@ where
                     limits.header_read_timeout,
                     &mut stopped,
                 ));
-                let quiet_since = match serving.await {
-                    Ok(quiet_since) => quiet_since,
-                    Err(error) => break Err(error),
-                };
+                if let Err(error) = serving.await {
+                    break Err(error);
+                }
                 if !state.parked.swap(false, Relaxed) {
                     break Ok(());
                 }
@@ -319,26 +294,162 @@ where
                         io.leftover = parts.read_buf.to_vec();
                     }
                 }
-                quiet_since
-            };
+            }
             io.state.park.store(false, Relaxed);
             if !io.leftover.is_empty() {
                 continue;
             }
-            // No timer and no stop waiter of its own: the listener's sweep wakes it for
-            // either (see `parked::ParkedSet`).
-            let deadline = quiet_since + limits.header_read_timeout;
-            let Some(parked) = context.parked().enter(&io.state, deadline) else {
-                break Ok(());
-            };
-            if !std::future::poll_fn(|cx| io.poll_wake(cx)).await {
-                break Ok(());
-            }
-            // Out of the set first: the sweep cannot mark it after this.
-            drop(parked);
-            io.state.swept.store(false, Relaxed);
+            // Parked: hyper's session and this loop end here.
+            let Parking { inner, state, .. } = io;
+            return Some(Parked {
+                socket: inner.into_parked(),
+                state,
+                context,
+                limits,
+                stopped,
+            });
         };
         log_connection_end(ended);
+        None
+    }
+}
+
+/// A parked HTTP/1 connection, out of its serve loop: the socket and what serving it again
+/// needs. The framing guard is built again on wake: a connection parks only between
+/// requests, where its guard equals a new one.
+struct Parked<S> {
+    socket: S,
+    state: Arc<IdleState>,
+    context: Arc<ConnContext>,
+    limits: Arc<Limits>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl<S: Socket> Parked<S> {
+    /// The parked wait: `true` when the socket has something to read, `false` when the
+    /// listener's sweep closes the connection. Readiness is polled, not awaited as
+    /// `readable()`: that future keeps a waiter of its own, which every parked connection
+    /// would carry.
+    ///
+    /// Readiness first: a head that came before the deadline is served even when the
+    /// sweep got there before this task ran (as a session serves a head complete by the
+    /// time it looks).
+    fn poll_wake(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        // The sweep wakes the waker kept by the connection's first session: this wait
+        // must run in the same task.
+        debug_assert!(self
+            .state
+            .task
+            .get()
+            .is_some_and(|t| t.will_wake(cx.waker())));
+        match self.socket.tcp().poll_read_ready(cx) {
+            Poll::Ready(ready) => Poll::Ready(ready.is_ok()),
+            Poll::Pending if self.state.swept.load(Relaxed) => Poll::Ready(false),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Serves an HTTP/1 connection to its end: its serve loops, each boxed, and between them
+/// the parked waits, held here. A parked connection is this (about 100 bytes, in its task
+/// for clear-text connections) and the listener's record of it: no serve loop, no timer,
+/// no stop waiter (the listener's sweep wakes it for either, see `parked::ParkedSet`).
+///
+/// Written by hand: as an `async` block in the connection's task, rustc's layout of the
+/// nested futures made the task's cell 640 bytes (docs/performance.md).
+pub(crate) struct ServeParking<S> {
+    phase: Phase<S>,
+}
+
+enum Phase<S> {
+    Serving(Pin<Box<ServeLoop<S>>>),
+    /// Entered in its listener's parked set under `key`.
+    Parked {
+        parked: Parked<S>,
+        key: usize,
+    },
+    Done,
+}
+
+type ServeLoop<S> = dyn Future<Output = Option<Parked<S>>> + Send;
+
+impl<S> ServeParking<S>
+where
+    S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
+{
+    pub(crate) fn new(
+        io: FramingGuard<S>,
+        context: Arc<ConnContext>,
+        limits: Arc<Limits>,
+        stopped: watch::Receiver<bool>,
+    ) -> ServeParking<S> {
+        let serving = Box::pin(serve_h1(io, None, context, limits, stopped));
+        ServeParking {
+            phase: Phase::Serving(serving),
+        }
+    }
+}
+
+impl<S> Future for ServeParking<S>
+where
+    S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.phase {
+                Phase::Serving(serving) => {
+                    let Some(parked) = ready!(serving.as_mut().poll(cx)) else {
+                        this.phase = Phase::Done;
+                        return Poll::Ready(());
+                    };
+                    // No request head `header_read_timeout` after the last answer: it
+                    // closes.
+                    let deadline = parked.state.quiet_since() + parked.limits.header_read_timeout;
+                    let Some(key) = parked.context.parked().enter(&parked.state, deadline) else {
+                        this.phase = Phase::Done;
+                        return Poll::Ready(());
+                    };
+                    this.phase = Phase::Parked { parked, key };
+                }
+                Phase::Parked { parked, .. } => {
+                    let woke = ready!(parked.poll_wake(cx));
+                    let Phase::Parked { parked, key } =
+                        std::mem::replace(&mut this.phase, Phase::Done)
+                    else {
+                        return Poll::Ready(());
+                    };
+                    // Out of the set first: the sweep cannot mark it after this.
+                    parked.context.parked().leave(key);
+                    if !woke {
+                        return Poll::Ready(());
+                    }
+                    parked.state.swept.store(false, Relaxed);
+                    // A new guard and a new hyper session on the socket.
+                    let Parked {
+                        socket,
+                        state,
+                        context,
+                        limits,
+                        stopped,
+                    } = parked;
+                    let guard = FramingGuard::new(socket, limits.max_header_bytes, Vec::new());
+                    let serving = serve_h1(guard, Some(state), context, limits, stopped);
+                    this.phase = Phase::Serving(Box::pin(serving));
+                }
+                Phase::Done => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+impl<S> Drop for ServeParking<S> {
+    fn drop(&mut self) {
+        if let Phase::Parked { parked, key } = &self.phase {
+            parked.context.parked().leave(*key);
+        }
     }
 }
 
@@ -354,8 +465,8 @@ fn h1_builder(limits: &Limits) -> http1::Builder {
     builder
 }
 
-/// One hyper session: until hyper ends or is parked. Returns the instant from which the
-/// connection has been waiting for a request (hyper's header timer started no earlier).
+/// One hyper session: until hyper ends or is parked. The quiet time it ends with (from
+/// which a parked connection's `header_read_timeout` counts) is in `state`.
 ///
 /// The idle checks run on a task of their own (`watch_idle`), so that the session's
 /// polls, several per request, touch no timer and no waker: they read two flags.
@@ -364,7 +475,7 @@ async fn session<C>(
     state: &Arc<IdleState>,
     header_timeout: Duration,
     stopped: &mut watch::Receiver<bool>,
-) -> Result<Instant, hyper::Error>
+) -> Result<(), hyper::Error>
 where
     C: Future<Output = Result<(), hyper::Error>> + Graceful,
 {
@@ -404,7 +515,7 @@ where
     })
     .await;
     drop(watch);
-    ended.map(|()| state.quiet_since())
+    ended
 }
 
 /// Every `PARK_CHECK`: a response finished since the last look moves the start of the

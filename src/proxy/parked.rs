@@ -36,31 +36,15 @@ struct Parked {
     deadline: Instant,
 }
 
-/// A connection's place in its listener's [`ParkedSet`], for as long as it is parked.
-pub(super) struct ParkedEntry<'a> {
-    set: &'a ParkedSet,
-    key: usize,
-}
-
-impl Drop for ParkedEntry<'_> {
-    fn drop(&mut self) {
-        let removed = self.set.lock().try_remove(self.key);
-        debug_assert!(removed.is_some(), "a parked entry left twice");
-    }
-}
-
 impl ParkedSet {
     fn lock(&self) -> MutexGuard<'_, Slab<Parked>> {
         // A panic while the lock was held left nothing half-done: a slab entry is whole.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Enters a parked connection, until it [`leave`](Self::leave)s under the key returned.
     /// `None`: the listener stops, and the connection closes instead of parking.
-    pub(super) fn enter(
-        &self,
-        state: &Arc<IdleState>,
-        deadline: Instant,
-    ) -> Option<ParkedEntry<'_>> {
+    pub(super) fn enter(&self, state: &Arc<IdleState>, deadline: Instant) -> Option<usize> {
         let mut entries = self.lock();
         // Read under the lock that `close_all` sets it under: a connection either sees it
         // here or is in the set when the sweep closes them all.
@@ -68,8 +52,13 @@ impl ParkedSet {
             return None;
         }
         let state = state.clone();
-        let key = entries.insert(Parked { state, deadline });
-        Some(ParkedEntry { set: self, key })
+        Some(entries.insert(Parked { state, deadline }))
+    }
+
+    /// A connection woke or ended: the sweep no longer looks at it.
+    pub(super) fn leave(&self, key: usize) {
+        let removed = self.lock().try_remove(key);
+        debug_assert!(removed.is_some(), "a parked connection left twice");
     }
 
     /// Closes the parked connections whose deadline has come.
@@ -143,7 +132,7 @@ mod tests {
         assert!(due.swept.load(Relaxed));
         assert!(!later.swept.load(Relaxed));
 
-        drop(first);
+        set.leave(first);
         assert_eq!(set.len(), 1, "a woken connection leaves the set");
         set.close_all();
         assert!(later.swept.load(Relaxed));
@@ -151,7 +140,7 @@ mod tests {
             set.enter(&Arc::new(IdleState::new()), now).is_none(),
             "parked on a stopped listener"
         );
-        drop(second);
+        set.leave(second);
         assert_eq!(set.len(), 0);
     }
 
@@ -164,16 +153,18 @@ mod tests {
             .map(|_| set.enter(&state, later).unwrap())
             .collect();
         let last = set.enter(&state, later).unwrap();
-        drop(burst);
+        for key in burst {
+            set.leave(key);
+        }
         set.close_due(Instant::now());
         assert!(set.capacity() >= 2000, "shrunk while an entry was out");
-        drop(last);
+        set.leave(last);
         set.close_due(Instant::now());
         assert_eq!(set.capacity(), 0);
         // And parks again as before.
         let again = set.enter(&state, later).unwrap();
         assert_eq!(set.len(), 1);
-        drop(again);
+        set.leave(again);
         assert_eq!(set.len(), 0);
     }
 
@@ -196,10 +187,11 @@ mod tests {
             state.swept.load(Relaxed),
             "not closed one check after its deadline"
         );
-        drop(entry);
+        set.leave(entry);
 
         let other = Arc::new(IdleState::new());
-        let _entry = set.enter(&other, Instant::now() + Duration::from_secs(60));
+        set.enter(&other, Instant::now() + Duration::from_secs(60))
+            .unwrap();
         stop.send(true).unwrap();
         sweep.await.unwrap();
         assert!(other.swept.load(Relaxed), "left parked after the stop");

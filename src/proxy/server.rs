@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::connection::{self, Accepted};
+use super::connection::{Accepted, Connection};
 use super::parked::{sweep_parked, ParkedSet};
 use super::stop_requested;
 use crate::config::{Limits, Listener};
@@ -388,7 +388,7 @@ async fn accept_loop(
                     snapshot: shared.snapshot.clone(),
                     open: ClientConnection::open(&state, &shared, permit),
                 };
-                tokio::spawn(connection::serve(accepted, stopped.clone()));
+                tokio::spawn(Connection::new(accepted, stopped.clone()));
             }
             Err(err) => {
                 // Out of file descriptors and the like: back off instead of spinning.
