@@ -56,6 +56,7 @@ use super::body::ProxyBody;
 use super::connection::log_connection_end;
 use super::framing::{serve_held, FramingGuard};
 use super::handler::{self, ConnContext};
+use super::parked::ParkedKey;
 use crate::config::Limits;
 
 /// How often a connection's serve loop looks for idleness: a connection parks after
@@ -351,7 +352,7 @@ impl<S: Socket> Parked<S> {
 }
 
 /// Serves an HTTP/1 connection to its end: its serve loops, each boxed, and between them
-/// the parked waits, held here. A parked connection is this (about 100 bytes, in its task
+/// the parked waits, held here. A parked connection is this (80 bytes, in its task
 /// for clear-text connections) and the listener's record of it: no serve loop, no timer,
 /// no stop waiter (the listener's sweep wakes it for either, see `parked::ParkedSet`).
 ///
@@ -366,7 +367,7 @@ enum Phase<S> {
     /// Entered in its listener's parked set under `key`.
     Parked {
         parked: Parked<S>,
-        key: usize,
+        key: ParkedKey,
     },
     Done,
 }
@@ -447,8 +448,8 @@ where
 
 impl<S> Drop for ServeParking<S> {
     fn drop(&mut self) {
-        if let Phase::Parked { parked, key } = &self.phase {
-            parked.context.parked().leave(*key);
+        if let Phase::Parked { parked, key } = std::mem::replace(&mut self.phase, Phase::Done) {
+            parked.context.parked().leave(key);
         }
     }
 }

@@ -30,6 +30,10 @@ pub(crate) struct ParkedSet {
 /// The size above which an empty set gives its slab back.
 const SHRINK_ABOVE: usize = 1024;
 
+/// A parked connection's place in the set: not `Copy`, so that it leaves once.
+#[derive(Debug)]
+pub(super) struct ParkedKey(usize);
+
 #[derive(Debug)]
 struct Parked {
     state: Arc<IdleState>,
@@ -42,9 +46,9 @@ impl ParkedSet {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Enters a parked connection, until it [`leave`](Self::leave)s under the key returned.
+    /// Enters a parked connection, until it [`leave`](Self::leave)s with the key returned.
     /// `None`: the listener stops, and the connection closes instead of parking.
-    pub(super) fn enter(&self, state: &Arc<IdleState>, deadline: Instant) -> Option<usize> {
+    pub(super) fn enter(&self, state: &Arc<IdleState>, deadline: Instant) -> Option<ParkedKey> {
         let mut entries = self.lock();
         // Read under the lock that `close_all` sets it under: a connection either sees it
         // here or is in the set when the sweep closes them all.
@@ -52,12 +56,12 @@ impl ParkedSet {
             return None;
         }
         let state = state.clone();
-        Some(entries.insert(Parked { state, deadline }))
+        Some(ParkedKey(entries.insert(Parked { state, deadline })))
     }
 
     /// A connection woke or ended: the sweep no longer looks at it.
-    pub(super) fn leave(&self, key: usize) {
-        let removed = self.lock().try_remove(key);
+    pub(super) fn leave(&self, key: ParkedKey) {
+        let removed = self.lock().try_remove(key.0);
         debug_assert!(removed.is_some(), "a parked connection left twice");
     }
 
