@@ -23,9 +23,9 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::framing::{serve_held, FramingGuard};
+use super::framing::serve_held;
 use super::handler::{self, ConnContext};
-use super::idle::{ServeParking, Socket};
+use super::idle::{log_connection_end, ServeParking, Socket};
 use super::server::ClientConnection;
 use super::stop_requested;
 use crate::config::Limits;
@@ -126,8 +126,7 @@ async fn set_up(accepted: Accepted, stopped: watch::Receiver<bool>) -> Option<Se
             let (protocol, read) = sniff(&mut stream, limits.header_read_timeout).await?;
             Some(match protocol {
                 Protocol::Http1 => {
-                    let guarded = FramingGuard::new(stream, limits.max_header_bytes, read);
-                    Serving::Parking(ServeParking::new(guarded, context, limits, stopped))
+                    Serving::Parking(ServeParking::new(stream, read, context, limits, stopped))
                 }
                 Protocol::Http2 => {
                     Serving::Boxed(serving(stream, protocol, read, context, limits, stopped))
@@ -250,10 +249,7 @@ where
     S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
 {
     match protocol {
-        Protocol::Http1 => {
-            let guarded = FramingGuard::new(io, limits.max_header_bytes, read);
-            Box::pin(ServeParking::new(guarded, context, limits, stopped))
-        }
+        Protocol::Http1 => Box::pin(ServeParking::new(io, read, context, limits, stopped)),
         Protocol::Http2 => {
             let service = service_fn(move |request| handler::handle(request, context.clone()));
             let io = Prefixed {
@@ -295,11 +291,5 @@ async fn drive<C>(
             graceful_shutdown(connection.as_mut());
             log_connection_end(connection.await);
         }
-    }
-}
-
-pub(super) fn log_connection_end(result: Result<(), hyper::Error>) {
-    if let Err(err) = result {
-        tracing::debug!(error = %err, "client connection ended with an error");
     }
 }

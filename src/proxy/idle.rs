@@ -36,9 +36,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
-use std::task::{ready, Context, Poll, Waker};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -53,15 +53,10 @@ use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::body::ProxyBody;
-use super::connection::log_connection_end;
 use super::framing::{serve_held, FramingGuard};
 use super::handler::{self, ConnContext};
-use super::parked::ParkedKey;
+use super::parked::{IdleState, ParkedKey, PARK_CHECK};
 use crate::config::Limits;
-
-/// How often a connection's serve loop looks for idleness: a connection parks after
-/// between one and two of these without a response.
-pub(crate) const PARK_CHECK: Duration = Duration::from_millis(250);
 
 /// A client connection's socket, to wait for its next request while parked.
 pub(crate) trait Socket {
@@ -77,69 +72,6 @@ impl Socket for TcpStream {
 impl Socket for TlsStream<TcpStream> {
     fn tcp(&self) -> &TcpStream {
         self.get_ref().0
-    }
-}
-
-/// What the serve loop, hyper's IO, the responses and the idle watch of one connection
-/// share.
-#[derive(Debug)]
-pub(super) struct IdleState {
-    /// Requests handed to the handler.
-    started: AtomicUsize,
-    /// Responses hyper is done with (their body dropped: written whole, or abandoned).
-    finished: AtomicUsize,
-    /// The serve loop asks the IO to end hyper's session at the next request boundary.
-    park: AtomicBool,
-    /// The IO did so: hyper's end is a parking, not the client's.
-    parked: AtomicBool,
-    /// No request head came within `header_read_timeout` of the quiet time's start: the
-    /// session ends and the connection closes.
-    expired: AtomicBool,
-    /// The listener's sweep ends the connection's parked wait: `header_read_timeout`
-    /// reached while parked, or the listener stops.
-    pub(super) swept: AtomicBool,
-    /// Wakes the connection's task when the idle watch asks it to park.
-    task: OnceLock<Waker>,
-    /// Since when the connection has waited for a request, in milliseconds from `born`
-    /// (set by the idle watch when it sees a response finish).
-    quiet_since_ms: AtomicU64,
-    born: Instant,
-}
-
-impl IdleState {
-    pub(super) fn new() -> IdleState {
-        IdleState {
-            started: AtomicUsize::new(0),
-            finished: AtomicUsize::new(0),
-            park: AtomicBool::new(false),
-            parked: AtomicBool::new(false),
-            expired: AtomicBool::new(false),
-            swept: AtomicBool::new(false),
-            task: OnceLock::new(),
-            quiet_since_ms: AtomicU64::new(0),
-            born: Instant::now(),
-        }
-    }
-
-    fn quiet(&self) -> bool {
-        self.started.load(Relaxed) == self.finished.load(Relaxed)
-    }
-
-    fn set_quiet_since(&self, at: Instant) {
-        let ms = at.saturating_duration_since(self.born).as_millis();
-        self.quiet_since_ms.store(ms as u64, Relaxed);
-    }
-
-    /// Ends a parked wait (see `parked::ParkedSet`).
-    pub(super) fn sweep(&self) {
-        self.swept.store(true, Relaxed);
-        if let Some(task) = self.task.get() {
-            task.wake_by_ref();
-        }
-    }
-
-    fn quiet_since(&self) -> Instant {
-        self.born + Duration::from_millis(self.quiet_since_ms.load(Relaxed))
     }
 }
 
@@ -227,12 +159,14 @@ impl Body for Tracked {
 
 /// One serve loop of an HTTP/1 connection: hyper sessions until the connection ends
 /// (`None`) or parks (`Some`: the socket and what serving it again needs, for
-/// [`ServeParking`] to wait with). `state`: `None` for a new connection.
+/// [`ServeParking`] to wait with). `read`: bytes already read from `io`, checked and
+/// passed on first. `state`: `None` for a new connection.
 ///
 /// Not an `async fn`: the future of one keeps room for its arguments after they are moved
 /// (here, the framing guard into [`Parking`]).
 fn serve_h1<S>(
-    io: FramingGuard<S>,
+    io: S,
+    read: Vec<u8>,
     state: Option<Arc<IdleState>>,
     context: Arc<ConnContext>,
     limits: Arc<Limits>,
@@ -242,7 +176,7 @@ where
     S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
 {
     let mut io = Parking {
-        inner: io,
+        inner: FramingGuard::new(io, limits.max_header_bytes, read),
         state: state.unwrap_or_else(|| Arc::new(IdleState::new())),
         leftover: Vec::new(),
     };
@@ -378,13 +312,15 @@ impl<S> ServeParking<S>
 where
     S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
 {
+    /// `read`: bytes already read from `io` (the protocol sniff's).
     pub(crate) fn new(
-        io: FramingGuard<S>,
+        io: S,
+        read: Vec<u8>,
         context: Arc<ConnContext>,
         limits: Arc<Limits>,
         stopped: watch::Receiver<bool>,
     ) -> ServeParking<S> {
-        let serving = Box::pin(serve_h1(io, None, context, limits, stopped));
+        let serving = Box::pin(serve_h1(io, read, None, context, limits, stopped));
         ServeParking {
             phase: Phase::Serving(serving),
         }
@@ -436,8 +372,8 @@ where
                         limits,
                         stopped,
                     } = parked;
-                    let guard = FramingGuard::new(socket, limits.max_header_bytes, Vec::new());
-                    let serving = serve_h1(guard, Some(state), context, limits, stopped);
+                    let serving =
+                        serve_h1(socket, Vec::new(), Some(state), context, limits, stopped);
                     this.phase = Phase::Serving(Box::pin(serving));
                 }
                 Phase::Done => return Poll::Ready(()),
@@ -451,6 +387,13 @@ impl<S> Drop for ServeParking<S> {
         if let Phase::Parked { parked, key } = std::mem::replace(&mut self.phase, Phase::Done) {
             parked.context.parked().leave(key);
         }
+    }
+}
+
+/// How a client connection's HTTP/1 or h2 serving ended, for the debug log.
+pub(super) fn log_connection_end(result: Result<(), hyper::Error>) {
+    if let Err(err) = result {
+        tracing::debug!(error = %err, "client connection ended with an error");
     }
 }
 

@@ -1,14 +1,82 @@
-//! The parked HTTP/1 connections of a listener, and the sweep that closes them: at
-//! `header_read_timeout`, or all at once when the listener stops (see `idle`).
+//! What an HTTP/1 connection's parts share about its idleness (`IdleState`), the parked
+//! connections of a listener, and the sweep that closes them: at `header_read_timeout`,
+//! or all at once when the listener stops (see `idle`, which uses them).
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::Waker;
+use std::time::Duration;
 
 use slab::Slab;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::idle::{IdleState, PARK_CHECK};
+/// How often a connection's serve loop looks for idleness: a connection parks after
+/// between one and two of these without a response.
+pub(crate) const PARK_CHECK: Duration = Duration::from_millis(250);
+
+/// What the serve loop, hyper's IO, the responses and the idle watch of one connection
+/// share.
+#[derive(Debug)]
+pub(super) struct IdleState {
+    /// Requests handed to the handler.
+    pub(super) started: AtomicUsize,
+    /// Responses hyper is done with (their body dropped: written whole, or abandoned).
+    pub(super) finished: AtomicUsize,
+    /// The serve loop asks the IO to end hyper's session at the next request boundary.
+    pub(super) park: AtomicBool,
+    /// The IO did so: hyper's end is a parking, not the client's.
+    pub(super) parked: AtomicBool,
+    /// No request head came within `header_read_timeout` of the quiet time's start: the
+    /// session ends and the connection closes.
+    pub(super) expired: AtomicBool,
+    /// The listener's sweep ends the connection's parked wait: `header_read_timeout`
+    /// reached while parked, or the listener stops.
+    pub(super) swept: AtomicBool,
+    /// Wakes the connection's task when the idle watch asks it to park.
+    pub(super) task: OnceLock<Waker>,
+    /// Since when the connection has waited for a request, in milliseconds from `born`
+    /// (set by the idle watch when it sees a response finish).
+    quiet_since_ms: AtomicU64,
+    born: Instant,
+}
+
+impl IdleState {
+    pub(super) fn new() -> IdleState {
+        IdleState {
+            started: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            park: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
+            swept: AtomicBool::new(false),
+            task: OnceLock::new(),
+            quiet_since_ms: AtomicU64::new(0),
+            born: Instant::now(),
+        }
+    }
+
+    pub(super) fn quiet(&self) -> bool {
+        self.started.load(Relaxed) == self.finished.load(Relaxed)
+    }
+
+    pub(super) fn set_quiet_since(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.born).as_millis();
+        self.quiet_since_ms.store(ms as u64, Relaxed);
+    }
+
+    /// Ends a parked wait (see `parked::ParkedSet`).
+    pub(super) fn sweep(&self) {
+        self.swept.store(true, Relaxed);
+        if let Some(task) = self.task.get() {
+            task.wake_by_ref();
+        }
+    }
+
+    pub(super) fn quiet_since(&self) -> Instant {
+        self.born + Duration::from_millis(self.quiet_since_ms.load(Relaxed))
+    }
+}
 
 /// The parked connections of one listener, with the time each must close by.
 ///
