@@ -3,7 +3,7 @@
 use clap::Parser;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: cutover::app::Allocator = cutover::app::Allocator;
 
 fn main() -> std::process::ExitCode {
     cutover::cli::main(cutover::cli::Cli::parse())

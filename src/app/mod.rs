@@ -16,6 +16,8 @@
 mod handover;
 mod memory;
 
+pub use memory::Allocator;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
