@@ -124,7 +124,8 @@ impl Judge<'_> {
 
     /// Fails when the lower bound is above `limit`, passes when the upper bound is at or
     /// below it; the note says which and by how much.
-    fn decide(&self, record: &mut RuleRecord, measured: f64, lower: f64, upper: f64, what: &str) {
+    fn decide(&self, record: &mut RuleRecord, measured: f64, bounds: Interval, what: &str) {
+        let Interval { lower, upper } = bounds;
         let percent = percent(self.confidence);
         record.measured = Some(measured);
         record.bound = Some(Bound {
@@ -160,13 +161,7 @@ impl Judge<'_> {
         let mut record = self.record(Rule::MaxErrorRate, limit);
         let bounds = wilson(self.new.errors, self.new.requests, self.z);
         let what = format!("NEW error rate {}/{}", self.new.errors, self.new.requests);
-        self.decide(
-            &mut record,
-            self.new.error_rate,
-            bounds.lower,
-            bounds.upper,
-            &what,
-        );
+        self.decide(&mut record, self.new.error_rate, bounds, &what);
         record
     }
 
@@ -188,7 +183,7 @@ impl Judge<'_> {
             self.new.errors, self.new.requests, self.old.errors, self.old.requests
         );
         let measured = self.new.error_rate - self.old.error_rate;
-        self.decide(&mut record, measured, bounds.lower, bounds.upper, &what);
+        self.decide(&mut record, measured, bounds, &what);
         record
     }
 
@@ -200,13 +195,7 @@ impl Judge<'_> {
             record.note = Some("NEW has no latency samples".to_string());
             return record;
         };
-        self.decide(
-            &mut record,
-            measured,
-            bounds.lower,
-            bounds.upper,
-            "NEW p99 (ms)",
-        );
+        self.decide(&mut record, measured, bounds, "NEW p99 (ms)");
         record
     }
 
@@ -290,13 +279,7 @@ impl Judge<'_> {
         };
         let bounds = test.superiority_bounds(self.z);
         let what = format!("P(NEW slower than {ratio}x OLD)");
-        self.decide(
-            &mut record,
-            test.superiority,
-            bounds.lower,
-            bounds.upper,
-            &what,
-        );
+        self.decide(&mut record, test.superiority, bounds, &what);
         record.p_value = Some(match record.outcome {
             Outcome::Pass => test.p_less,
             _ => test.p_greater,
