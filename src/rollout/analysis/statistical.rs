@@ -157,6 +157,23 @@ impl Judge<'_> {
         record.note = Some(text);
     }
 
+    /// A rule that compares NEW with OLD: `judge` decides it, unless OLD has too few
+    /// requests to compare with.
+    fn against_old(
+        &self,
+        rule: Rule,
+        threshold: f64,
+        judge: impl FnOnce(&mut RuleRecord),
+    ) -> RuleRecord {
+        let mut record = self.record(rule, threshold);
+        if self.old_comparable {
+            judge(&mut record);
+        } else {
+            record.note = Some(old_too_few(self.spec));
+        }
+        record
+    }
+
     fn error_rate(&self, limit: f64) -> RuleRecord {
         let mut record = self.record(Rule::MaxErrorRate, limit);
         let bounds = wilson(self.new.errors, self.new.requests, self.z);
@@ -166,25 +183,21 @@ impl Judge<'_> {
     }
 
     fn error_rate_increase(&self, limit: f64) -> RuleRecord {
-        let mut record = self.record(Rule::MaxErrorRateIncrease, limit);
-        if !self.old_comparable {
-            record.note = Some(old_too_few(self.spec));
-            return record;
-        }
-        let bounds = newcombe_difference(
-            self.new.errors,
-            self.new.requests,
-            self.old.errors,
-            self.old.requests,
-            self.z,
-        );
-        let what = format!(
-            "NEW error rate {}/{} minus OLD's {}/{}",
-            self.new.errors, self.new.requests, self.old.errors, self.old.requests
-        );
-        let measured = self.new.error_rate - self.old.error_rate;
-        self.decide(&mut record, measured, bounds, &what);
-        record
+        self.against_old(Rule::MaxErrorRateIncrease, limit, |record| {
+            let bounds = newcombe_difference(
+                self.new.errors,
+                self.new.requests,
+                self.old.errors,
+                self.old.requests,
+                self.z,
+            );
+            let what = format!(
+                "NEW error rate {}/{} minus OLD's {}/{}",
+                self.new.errors, self.new.requests, self.old.errors, self.old.requests
+            );
+            let measured = self.new.error_rate - self.old.error_rate;
+            self.decide(record, measured, bounds, &what);
+        })
     }
 
     fn p99(&self, limit: Duration) -> RuleRecord {
@@ -203,88 +216,80 @@ impl Judge<'_> {
     /// method), each pool's p99 bounded at half the error allowed (Bonferroni), so that
     /// the comparison as a whole holds with the confidence.
     fn p99_ratio(&self, ratio: f64) -> RuleRecord {
-        let mut record = self.record(Rule::MaxP99LatencyRatio, ratio);
-        if !self.old_comparable {
-            record.note = Some(old_too_few(self.spec));
-            return record;
-        }
-        let alpha = (1.0 - self.confidence) / 2.0;
-        let bounds = (
-            p99_bounds(&self.window.new, alpha),
-            p99_bounds(&self.window.old, alpha),
-            self.new.p99_ms.zip(self.old.p99_ms),
-        );
-        let (Some(new), Some(old), Some((new_p99, old_p99))) = bounds else {
-            record.note = Some("no latency samples to compare".to_string());
-            return record;
-        };
-        let floor = millis(RATIO_FLOOR);
-        let allowed = |old_p99: f64| (old_p99 * ratio).max(old_p99 + floor);
-        // Fails only if NEW's p99 is surely above what even OLD's highest plausible p99
-        // allows; passes only if it is surely within what OLD's lowest plausible allows.
-        let (fail_above, pass_within) = (allowed(old.upper), allowed(old.lower));
-        let percent = percent(self.confidence);
-        let what = format!("NEW p99 (ms) against {ratio}x OLD's (at least +{floor} ms)");
-        let (outcome, text) = if new.lower > fail_above {
-            (
-                Outcome::Fail,
-                format!(
-                    "{what}: NEW at least {:.1} > {fail_above:.1} (OLD at most {:.1}) with {percent}% confidence",
-                    new.lower, old.upper
-                ),
-            )
-        } else if new.upper <= pass_within {
-            (
-                Outcome::Pass,
-                format!(
-                    "{what}: NEW at most {:.1} <= {pass_within:.1} (OLD at least {:.1}) with {percent}% confidence",
-                    new.upper, old.lower
-                ),
-            )
-        } else {
-            (
-                Outcome::Inconclusive,
-                format!(
-                    "{what}: NEW between {:.1} and {}, OLD between {:.1} and {}",
-                    new.lower,
-                    shown(new.upper),
-                    old.lower,
-                    shown(old.upper)
-                ),
-            )
-        };
-        record.measured = Some(new_p99 / old_p99.max(1e-6));
-        record.bound = Some(Bound {
-            confidence: self.confidence,
-            lower: new.lower / old.upper.max(1e-6),
-            upper: finite(new.upper / old.lower.max(1e-6)),
-        });
-        record.outcome = outcome;
-        record.note = Some(text);
-        record
+        self.against_old(Rule::MaxP99LatencyRatio, ratio, |record| {
+            let alpha = (1.0 - self.confidence) / 2.0;
+            let bounds = (
+                p99_bounds(&self.window.new, alpha),
+                p99_bounds(&self.window.old, alpha),
+                self.new.p99_ms.zip(self.old.p99_ms),
+            );
+            let (Some(new), Some(old), Some((new_p99, old_p99))) = bounds else {
+                record.note = Some("no latency samples to compare".to_string());
+                return;
+            };
+            let floor = millis(RATIO_FLOOR);
+            let allowed = |old_p99: f64| (old_p99 * ratio).max(old_p99 + floor);
+            // Fails only if NEW's p99 is surely above what even OLD's highest plausible p99
+            // allows; passes only if it is surely within what OLD's lowest plausible allows.
+            let (fail_above, pass_within) = (allowed(old.upper), allowed(old.lower));
+            let percent = percent(self.confidence);
+            let what = format!("NEW p99 (ms) against {ratio}x OLD's (at least +{floor} ms)");
+            let (outcome, text) = if new.lower > fail_above {
+                (
+                    Outcome::Fail,
+                    format!(
+                        "{what}: NEW at least {:.1} > {fail_above:.1} (OLD at most {:.1}) with {percent}% confidence",
+                        new.lower, old.upper
+                    ),
+                )
+            } else if new.upper <= pass_within {
+                (
+                    Outcome::Pass,
+                    format!(
+                        "{what}: NEW at most {:.1} <= {pass_within:.1} (OLD at least {:.1}) with {percent}% confidence",
+                        new.upper, old.lower
+                    ),
+                )
+            } else {
+                (
+                    Outcome::Inconclusive,
+                    format!(
+                        "{what}: NEW between {:.1} and {}, OLD between {:.1} and {}",
+                        new.lower,
+                        shown(new.upper),
+                        old.lower,
+                        shown(old.upper)
+                    ),
+                )
+            };
+            record.measured = Some(new_p99 / old_p99.max(1e-6));
+            record.bound = Some(Bound {
+                confidence: self.confidence,
+                lower: new.lower / old.upper.max(1e-6),
+                upper: finite(new.upper / old.lower.max(1e-6)),
+            });
+            record.outcome = outcome;
+            record.note = Some(text);
+        })
     }
 
     fn latency_vs_old(&self, ratio: f64) -> RuleRecord {
-        let mut record = self.record(Rule::LatencyVsOld, 0.5);
-        if !self.old_comparable {
-            record.note = Some(old_too_few(self.spec));
-            return record;
-        }
-        let floor = millis(RATIO_FLOOR);
-        let new = bucket_values(&self.window.new, |ms| ms);
-        let old = bucket_values(&self.window.old, |ms| (ms * ratio).max(ms + floor));
-        let Some(test) = mann_whitney(&new, &old) else {
-            record.note = Some("no latency samples to compare".to_string());
-            return record;
-        };
-        let bounds = test.superiority_bounds(self.z);
-        let what = format!("P(NEW slower than {ratio}x OLD)");
-        self.decide(&mut record, test.superiority, bounds, &what);
-        record.p_value = Some(match record.outcome {
-            Outcome::Pass => test.p_less,
-            _ => test.p_greater,
-        });
-        record
+        self.against_old(Rule::LatencyVsOld, 0.5, |record| {
+            let floor = millis(RATIO_FLOOR);
+            let new = bucket_values(&self.window.new, |ms| ms);
+            let old = bucket_values(&self.window.old, |ms| (ms * ratio).max(ms + floor));
+            let Some(test) = mann_whitney(&new, &old) else {
+                record.note = Some("no latency samples to compare".to_string());
+                return;
+            };
+            let bounds = test.superiority_bounds(self.z);
+            let what = format!("P(NEW slower than {ratio}x OLD)");
+            self.decide(record, test.superiority, bounds, &what);
+            record.p_value = Some(match record.outcome {
+                Outcome::Pass => test.p_less,
+                _ => test.p_greater,
+            });
+        })
     }
 }
 
