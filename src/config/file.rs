@@ -18,15 +18,17 @@ use super::schema::{
 
 type Text = Option<Spanned<String>>;
 type Number = Option<Spanned<u64>>;
+/// A list whose items keep their own positions.
+pub(super) type List<T> = Option<Spanned<Vec<Spanned<T>>>>;
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
-    pub listeners: Option<Spanned<Vec<Spanned<ListenerFile>>>>,
+    pub listeners: List<ListenerFile>,
     pub admin: Option<Spanned<AdminFile>>,
     pub state_dir: Text,
     pub limits: Option<LimitsFile>,
-    pub services: Option<Spanned<Vec<Spanned<ServiceFile>>>>,
+    pub services: List<ServiceFile>,
     pub fleet: Option<Spanned<FleetFile>>,
     #[schemars(with = "Option<LogFormat>")]
     pub log_format: Text,
@@ -179,7 +181,7 @@ pub(super) struct HealthCheckFile {
 pub(super) struct RolloutFile {
     #[schemars(with = "Option<StartMode>")]
     pub start: Text,
-    pub steps: Option<Spanned<Vec<Spanned<StepFile>>>>,
+    pub steps: List<StepFile>,
     pub schedule: Option<Spanned<ScheduleFile>>,
     pub analysis: Option<Spanned<AnalysisFile>>,
 }
@@ -404,7 +406,7 @@ pub(super) enum OneOrMany {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct HookFile {
-    pub exec: Option<Spanned<Vec<Spanned<String>>>>,
+    pub exec: List<String>,
     pub http: Option<Spanned<HttpHookFile>>,
     #[schemars(with = "Option<Duration>")]
     pub timeout: Text,
@@ -431,7 +433,7 @@ pub(super) struct HttpHookFile {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FleetFile {
-    pub etcd: Option<Spanned<Vec<Spanned<String>>>>,
+    pub etcd: List<String>,
     pub prefix: Text,
     pub instance: Text,
     #[schemars(with = "Option<Duration>")]

@@ -5,17 +5,13 @@ use std::sync::Arc;
 
 use super::Checker;
 use crate::config::de::Spanned;
-use crate::config::file::{ListenerFile, TlsFile};
+use crate::config::file::{List, ListenerFile, TlsFile};
 use crate::config::files;
 use crate::config::model::{Listener, TlsSettings};
 use crate::config::yaml::Mark;
 
 impl Checker<'_> {
-    pub(super) fn listeners(
-        &mut self,
-        listeners: &Option<Spanned<Vec<Spanned<ListenerFile>>>>,
-        top: Mark,
-    ) -> Vec<Listener> {
+    pub(super) fn listeners(&mut self, listeners: &List<ListenerFile>, top: Mark) -> Vec<Listener> {
         let listeners = self.required_list(
             listeners,
             top,

@@ -6,16 +6,12 @@ use std::sync::Arc;
 use super::Checker;
 use crate::config::de::Spanned;
 use crate::config::defaults;
-use crate::config::file::{MatchFile, ServiceFile};
+use crate::config::file::{List, MatchFile, ServiceFile};
 use crate::config::model::*;
 use crate::config::yaml::Mark;
 
 impl Checker<'_> {
-    pub(super) fn services(
-        &mut self,
-        services: &Option<Spanned<Vec<Spanned<ServiceFile>>>>,
-        top: Mark,
-    ) -> Vec<Service> {
+    pub(super) fn services(&mut self, services: &List<ServiceFile>, top: Mark) -> Vec<Service> {
         let services =
             self.required_list(services, top, "services", "at least one service is needed");
         let mut names: Vec<(String, Mark)> = Vec::new();
