@@ -58,7 +58,7 @@ impl Checker<'_> {
         })
     }
 
-    pub(super) fn steps(
+    fn steps(
         &mut self,
         steps: &Spanned<Vec<Spanned<StepFile>>>,
         hooks: &[(Hook, Mark)],
@@ -94,11 +94,7 @@ impl Checker<'_> {
         (out.len() == steps.value.len()).then_some(out)
     }
 
-    pub(super) fn step(
-        &mut self,
-        step: &Spanned<StepFile>,
-        hooks: &[(Hook, Mark)],
-    ) -> Option<Step> {
+    fn step(&mut self, step: &Spanned<StepFile>, hooks: &[(Hook, Mark)]) -> Option<Step> {
         let file = &step.value;
         if let (Some(hold), None) = (&file.hold, &file.weight) {
             self.error(hold.mark, "`hold` belongs to a `weight` step");
