@@ -126,7 +126,7 @@ async fn set_up(accepted: Accepted, stopped: watch::Receiver<bool>) -> Option<Se
             let (protocol, read) = sniff(&mut stream, limits.header_read_timeout).await?;
             Some(match protocol {
                 Protocol::Http1 => {
-                    Serving::Parking(ServeParking::new(stream, read, context, limits, stopped))
+                    Serving::Parking(ServeParking::new(stream, read, context, limits))
                 }
                 Protocol::Http2 => {
                     Serving::Boxed(serving(stream, protocol, read, context, limits, stopped))
@@ -249,7 +249,7 @@ where
     S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
 {
     match protocol {
-        Protocol::Http1 => Box::pin(ServeParking::new(io, read, context, limits, stopped)),
+        Protocol::Http1 => Box::pin(ServeParking::new(io, read, context, limits)),
         Protocol::Http2 => {
             let service = service_fn(move |request| handler::handle(request, context.clone()));
             let io = Prefixed {

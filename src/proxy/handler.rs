@@ -32,7 +32,7 @@ use super::body::ProxyBody;
 use super::error::{error_response, ProxyError};
 use super::forward;
 use super::outcome;
-use super::parked::ParkedSet;
+use super::parked::IdleSet;
 use super::server::ClientConnection;
 use crate::access_log::{Entry, Note};
 use crate::config::Limits;
@@ -65,11 +65,9 @@ impl ConnContext {
         open: ClientConnection,
         limits: &Limits,
     ) -> ConnContext {
-        let ip = peer.ip().to_canonical();
         ConnContext {
             peer,
-            peer_ip: HeaderValue::from_str(&ip.to_string())
-                .unwrap_or(HeaderValue::from_static("unknown")),
+            peer_ip: forward::client_ip_header(peer.ip()),
             scheme,
             snapshot,
             open,
@@ -78,9 +76,9 @@ impl ConnContext {
         }
     }
 
-    /// The parked HTTP/1 connections of the listener this one came on.
-    pub(super) fn parked(&self) -> &ParkedSet {
-        &self.open.listener.parked
+    /// The HTTP/1 connections of the listener this one came on.
+    pub(super) fn idle(&self) -> &IdleSet {
+        &self.open.listener.idle
     }
 }
 

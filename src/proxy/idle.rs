@@ -5,32 +5,32 @@
 //! connection state, for as long as the connection lives. An idle keep-alive connection
 //! would cost some 30 KiB that way, where nginx needs well under one.
 //!
-//! So a connection that stays idle is *parked*: every `PARK_CHECK` a small task of the
-//! session (`watch_idle`, so that the request path polls no timer) looks at
-//! whether a response finished since its last look. When none did and none is in flight,
-//! it asks the connection's IO ([`Parking`]) to end hyper's session if hyper is waiting for
-//! the start of a request: the next read hyper makes there, with the socket empty, returns
-//! the end of the stream. hyper takes that for a client that closed between requests and
-//! finishes cleanly (flushing what it wrote); the IO ignores hyper's shutdown, and the
-//! serve loop takes the socket back (`into_parts`) and drops hyper's connection with its
-//! buffers; the loop itself ends and hands the socket out ([`Parked`]). A parked
-//! connection is its task (256 bytes, holding [`ServeParking`] with the socket and a few
-//! pointers), its registration with the runtime, its context and a few shared counters:
-//! about 0.8 KiB in all. It keeps no timer and no stop waiter of its own: its listener's
-//! sweep (`parked::ParkedSet`) closes it at `header_read_timeout` or when the listener
-//! stops. When the socket becomes readable, a new framing guard and hyper session start on
-//! it.
+//! So a connection that stays idle is *parked*: every `PARK_CHECK` its listener's watch
+//! (`parked::watch_idle`, one task for all its HTTP/1 connections, so that the request
+//! path polls no timer) looks at whether a response finished since its last look. When
+//! none did and none is in flight, it asks the connection's IO ([`Parking`]) to end
+//! hyper's session if hyper is waiting for the start of a request: the next read hyper
+//! makes there, with the socket empty, returns the end of the stream. hyper takes that for
+//! a client that closed between requests and finishes cleanly (flushing what it wrote);
+//! the IO ignores hyper's shutdown, and the serve loop takes the socket back
+//! (`into_parts`) and drops hyper's connection with its buffers; the loop itself ends and
+//! hands the socket out ([`Parked`]). A parked connection is its task (256 bytes, holding
+//! [`ServeParking`] with the socket and a few pointers), its registration with the
+//! runtime, its context and a few shared counters: about 0.8 KiB in all. It keeps no timer
+//! and no stop waiter of its own. When the socket becomes readable, a new framing guard
+//! and hyper session start on it.
 //!
-//! The same watch (for a parked connection, its listener's sweep) keeps
-//! `header_read_timeout`, in place of hyper's timer: a connection that has not completed a
-//! request head that long after its last response (or after it opened) is closed, parked
-//! or not, whether the client sent nothing or dribbles a head (slowloris). hyper's own
-//! timer costs a boxed sleep, a timer-wheel entry and its removal for every request: about
-//! 2,100 instructions of 22,600, with the wheel's work; the watch costs nothing per
-//! request. The close comes never earlier than hyper's would, and at most one
-//! `PARK_CHECK` later. A listener that drains closes a parked connection at once. A
-//! connection that is busy never parks, and one that parks pays for a new hyper session
-//! on its next request only.
+//! The same watch keeps `header_read_timeout`, in place of hyper's timer: a connection
+//! that has not completed a request head that long after its last response (or after it
+//! opened) is closed, parked or not, whether the client sent nothing or dribbles a head
+//! (slowloris). hyper's own timer costs a boxed sleep, a timer-wheel entry and its removal
+//! for every request: about 2,100 instructions of 22,600, with the wheel's work; the watch
+//! costs nothing per request, and a connection's entry in its listener's set (taken when
+//! it opens, left when it closes) a lock twice. The close comes never earlier than
+//! hyper's would, and at most one `PARK_CHECK` later. A listener that drains asks every
+//! session to finish what is in flight and closes a parked connection at once. A
+//! connection that is busy never parks, and one that parks pays for a new hyper session on
+//! its next request only.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -39,7 +39,6 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use futures_util::FutureExt;
 use hyper::body::{Body, Frame, SizeHint};
@@ -48,14 +47,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::body::ProxyBody;
 use super::framing::{serve_held, FramingGuard};
 use super::handler::{self, ConnContext};
-use super::parked::{IdleState, ParkedKey, PARK_CHECK};
+use super::parked::{IdleState, Member};
 use crate::config::Limits;
 
 /// A client connection's socket, to wait for its next request while parked.
@@ -160,24 +157,22 @@ impl Body for Tracked {
 /// One serve loop of an HTTP/1 connection: hyper sessions until the connection ends
 /// (`None`) or parks (`Some`: the socket and what serving it again needs, for
 /// [`ServeParking`] to wait with). `read`: bytes already read from `io`, checked and
-/// passed on first. `state`: `None` for a new connection.
+/// passed on first.
 ///
 /// Not an `async fn`: the future of one keeps room for its arguments after they are moved
 /// (here, the framing guard into [`Parking`]).
 fn serve_h1<S>(
     io: S,
     read: Vec<u8>,
-    state: Option<Arc<IdleState>>,
-    context: Arc<ConnContext>,
+    member: Member,
     limits: Arc<Limits>,
-    mut stopped: watch::Receiver<bool>,
 ) -> impl Future<Output = Option<Parked<S>>> + Send + 'static
 where
     S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
 {
     let mut io = Parking {
         inner: FramingGuard::new(io, limits.max_header_bytes, read),
-        state: state.unwrap_or_else(|| Arc::new(IdleState::new())),
+        state: member.state.clone(),
         leftover: Vec::new(),
     };
     async move {
@@ -185,7 +180,7 @@ where
             {
                 let state = io.state.clone();
                 let service = {
-                    let (context, state) = (context.clone(), state.clone());
+                    let (context, state) = (member.context.clone(), state.clone());
                     service_fn(move |request| {
                         state.started.fetch_add(1, Relaxed);
                         let state = state.clone();
@@ -203,12 +198,7 @@ where
                 // Boxed in a statement of its own: an unboxed session future, even moved
                 // out, would keep its room in this loop's future (and so in every parked
                 // connection).
-                let serving = Box::pin(session(
-                    Pin::new(&mut *connection),
-                    &state,
-                    limits.header_read_timeout,
-                    &mut stopped,
-                ));
+                let serving = Box::pin(session(Pin::new(&mut *connection), &state));
                 if let Err(error) = serving.await {
                     break Err(error);
                 }
@@ -235,13 +225,10 @@ where
                 continue;
             }
             // Parked: hyper's session and this loop end here.
-            let Parking { inner, state, .. } = io;
             return Some(Parked {
-                socket: inner.into_parked(),
-                state,
-                context,
+                socket: io.inner.into_parked(),
+                member,
                 limits,
-                stopped,
             });
         };
         log_connection_end(ended);
@@ -254,41 +241,38 @@ where
 /// requests, where its guard equals a new one.
 struct Parked<S> {
     socket: S,
-    state: Arc<IdleState>,
-    context: Arc<ConnContext>,
+    member: Member,
     limits: Arc<Limits>,
-    stopped: watch::Receiver<bool>,
 }
 
 impl<S: Socket> Parked<S> {
     /// The parked wait: `true` when the socket has something to read, `false` when the
-    /// listener's sweep closes the connection. Readiness is polled, not awaited as
-    /// `readable()`: that future keeps a waiter of its own, which every parked connection
-    /// would carry.
+    /// listener's watch closes the connection (its `header_read_timeout`, or the listener
+    /// stops). Readiness is polled, not awaited as `readable()`: that future keeps a
+    /// waiter of its own, which every parked connection would carry.
     ///
     /// Readiness first: a head that came before the deadline is served even when the
-    /// sweep got there before this task ran (as a session serves a head complete by the
+    /// watch got there before this task ran (as a session serves a head complete by the
     /// time it looks).
     fn poll_wake(&self, cx: &mut Context<'_>) -> Poll<bool> {
-        // The sweep wakes the waker kept by the connection's first session: this wait
+        let state = &self.member.state;
+        // The watch wakes the waker kept by the connection's first session: this wait
         // must run in the same task.
-        debug_assert!(self
-            .state
-            .task
-            .get()
-            .is_some_and(|t| t.will_wake(cx.waker())));
+        debug_assert!(state.task.get().is_some_and(|t| t.will_wake(cx.waker())));
         match self.socket.tcp().poll_read_ready(cx) {
             Poll::Ready(ready) => Poll::Ready(ready.is_ok()),
-            Poll::Pending if self.state.swept.load(Relaxed) => Poll::Ready(false),
+            Poll::Pending if state.expired.load(Relaxed) || state.stopping.load(Relaxed) => {
+                Poll::Ready(false)
+            }
             Poll::Pending => Poll::Pending,
         }
     }
 }
 
 /// Serves an HTTP/1 connection to its end: its serve loops, each boxed, and between them
-/// the parked waits, held here. A parked connection is this (80 bytes, in its task
-/// for clear-text connections) and the listener's record of it: no serve loop, no timer,
-/// no stop waiter (the listener's sweep wakes it for either, see `parked::ParkedSet`).
+/// the parked waits, held here. A parked connection is this (in its task for clear-text
+/// connections) and its entry in the listener's set: no serve loop, no timer, no stop
+/// waiter (the listener's watch wakes it for either, see `parked::IdleSet`).
 ///
 /// Written by hand: as an `async` block in the connection's task, rustc's layout of the
 /// nested futures made the task's cell 640 bytes (docs/performance.md).
@@ -298,11 +282,7 @@ pub(crate) struct ServeParking<S> {
 
 enum Phase<S> {
     Serving(Pin<Box<ServeLoop<S>>>),
-    /// Entered in its listener's parked set under `key`.
-    Parked {
-        parked: Parked<S>,
-        key: ParkedKey,
-    },
+    Parked(Parked<S>),
     Done,
 }
 
@@ -318,9 +298,9 @@ where
         read: Vec<u8>,
         context: Arc<ConnContext>,
         limits: Arc<Limits>,
-        stopped: watch::Receiver<bool>,
     ) -> ServeParking<S> {
-        let serving = Box::pin(serve_h1(io, read, None, context, limits, stopped));
+        let member = Member::enter(context, limits.header_read_timeout);
+        let serving = Box::pin(serve_h1(io, read, member, limits));
         ServeParking {
             phase: Phase::Serving(serving),
         }
@@ -342,50 +322,37 @@ where
                         this.phase = Phase::Done;
                         return Poll::Ready(());
                     };
-                    // No request head `header_read_timeout` after the last answer: it
-                    // closes.
-                    let deadline = parked.state.quiet_since() + parked.limits.header_read_timeout;
-                    let Some(key) = parked.context.parked().enter(&parked.state, deadline) else {
+                    let state = &parked.member.state;
+                    state.waiting.store(true, Relaxed);
+                    // Read after `waiting` is set: the listener's watch raises it and then
+                    // wakes the task, which sees it in `poll_wake` if not here.
+                    if state.stopping.load(Relaxed) {
                         this.phase = Phase::Done;
                         return Poll::Ready(());
-                    };
-                    this.phase = Phase::Parked { parked, key };
+                    }
+                    this.phase = Phase::Parked(parked);
                 }
-                Phase::Parked { parked, .. } => {
+                Phase::Parked(parked) => {
                     let woke = ready!(parked.poll_wake(cx));
-                    let Phase::Parked { parked, key } =
-                        std::mem::replace(&mut this.phase, Phase::Done)
+                    let Phase::Parked(parked) = std::mem::replace(&mut this.phase, Phase::Done)
                     else {
                         return Poll::Ready(());
                     };
-                    // Out of the set first: the sweep cannot mark it after this.
-                    parked.context.parked().leave(key);
                     if !woke {
                         return Poll::Ready(());
                     }
-                    parked.state.swept.store(false, Relaxed);
+                    parked.member.state.waiting.store(false, Relaxed);
                     // A new guard and a new hyper session on the socket.
                     let Parked {
                         socket,
-                        state,
-                        context,
+                        member,
                         limits,
-                        stopped,
                     } = parked;
-                    let serving =
-                        serve_h1(socket, Vec::new(), Some(state), context, limits, stopped);
+                    let serving = serve_h1(socket, Vec::new(), member, limits);
                     this.phase = Phase::Serving(Box::pin(serving));
                 }
                 Phase::Done => return Poll::Ready(()),
             }
-        }
-    }
-}
-
-impl<S> Drop for ServeParking<S> {
-    fn drop(&mut self) {
-        if let Phase::Parked { parked, key } = std::mem::replace(&mut self.phase, Phase::Done) {
-            parked.context.parked().leave(key);
         }
     }
 }
@@ -412,14 +379,9 @@ fn h1_builder(limits: &Limits) -> http1::Builder {
 /// One hyper session: until hyper ends or is parked. The quiet time it ends with (from
 /// which a parked connection's `header_read_timeout` counts) is in `state`.
 ///
-/// The idle checks run on a task of their own (`watch_idle`), so that the session's
-/// polls, several per request, touch no timer and no waker: they read two flags.
-async fn session<C>(
-    mut connection: Pin<&mut C>,
-    state: &Arc<IdleState>,
-    header_timeout: Duration,
-    stopped: &mut watch::Receiver<bool>,
-) -> Result<(), hyper::Error>
+/// The idle checks are the listener's (`parked::watch_idle`), so that the session's
+/// polls, several per request, touch no timer and no waker: they read a few flags.
+async fn session<C>(mut connection: Pin<&mut C>, state: &Arc<IdleState>) -> Result<(), hyper::Error>
 where
     C: Future<Output = Result<(), hyper::Error>> + Graceful,
 {
@@ -427,15 +389,12 @@ where
     // became readable (a head's first byte, or a TLS record with no request in it) still
     // has to complete a head within `header_read_timeout` of the last answer.
     state.expired.store(false, Relaxed);
-    let watch = AbortOnDrop(tokio::spawn(watch_idle(state.clone(), header_timeout)));
-    let stop = super::stop_requested(stopped);
-    tokio::pin!(stop);
     let mut stopping = false;
-    let ended = std::future::poll_fn(|cx| {
+    std::future::poll_fn(|cx| {
         // Sessions are awaited in place by their connection's task, whose waker does
         // not change: it is kept once, for the connection's life.
         state.task.get_or_init(|| cx.waker().clone());
-        if !stopping && stop.as_mut().poll(cx).is_ready() {
+        if !stopping && state.stopping.load(Relaxed) {
             stopping = true;
             connection.as_mut().graceful();
         }
@@ -457,53 +416,7 @@ where
         }
         polled
     })
-    .await;
-    drop(watch);
-    ended
-}
-
-/// Every `PARK_CHECK`: a response finished since the last look moves the start of the
-/// quiet time; none, and none in flight, asks the connection to park, or to close once the
-/// quiet time reaches `header_timeout` (and wakes it). That deadline is kept to the
-/// millisecond from the quiet time's start, which is itself up to one check late.
-async fn watch_idle(state: Arc<IdleState>, header_timeout: Duration) {
-    let wake = || {
-        if let Some(task) = state.task.get() {
-            task.wake_by_ref();
-        }
-    };
-    let mut seen = state.finished.load(Relaxed);
-    let timer = tokio::time::sleep(PARK_CHECK);
-    tokio::pin!(timer);
-    loop {
-        (&mut timer).await;
-        let now = Instant::now();
-        let finished = state.finished.load(Relaxed);
-        let mut next = now + PARK_CHECK;
-        if finished != seen {
-            seen = finished;
-            state.set_quiet_since(now);
-        } else if state.quiet() {
-            let deadline = state.quiet_since() + header_timeout;
-            if now >= deadline {
-                state.expired.store(true, Relaxed);
-            } else {
-                state.park.store(true, Relaxed);
-                next = next.min(deadline);
-            }
-            wake();
-        }
-        timer.as_mut().reset(next);
-    }
-}
-
-/// The idle watch of a session ends with it.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    .await
 }
 
 /// hyper's graceful shutdown, for the session loop.

@@ -1,5 +1,5 @@
 //! The data path: listeners (`server`), one client connection (`connection`), idle HTTP/1
-//! connections (`idle`) and their listener's sweep of them (`parked`), the request path
+//! connections (`idle`) and their listener's watch over them (`parked`), the request path
 //! (`handler`), retries and failover (`attempt`), the one place a request's result is
 //! recorded (`outcome`), upgrades and tunnels (`forward`), HTTP/1 framing checks
 //! (`framing`), response bodies (`body`) and the errors the proxy answers with (`error`).
@@ -51,11 +51,10 @@ pub(crate) mod server;
 
 pub(crate) use server::{ListenError, ListenerState, Listeners};
 
-/// Resolves once the listener is told to stop (or is gone): what the accept loop, a
-/// connection and a parked connection each wait for.
+/// Resolves once the listener is told to stop (or is gone): what the accept loop, the
+/// idle watch of its HTTP/1 connections and an h2 connection each wait for.
 ///
-/// A loop over `changed`, not `wait_for`: the same, in a future a third smaller, which
-/// every parked connection holds.
+/// A loop over `changed`, not `wait_for`: the same, in a future a third smaller.
 async fn stop_requested(stopped: &mut tokio::sync::watch::Receiver<bool>) {
     while !*stopped.borrow_and_update() {
         if stopped.changed().await.is_err() {

@@ -1,6 +1,8 @@
-//! What an HTTP/1 connection's parts share about its idleness (`IdleState`), the parked
-//! connections of a listener, and the sweep that closes them: at `header_read_timeout`,
-//! or all at once when the listener stops (see `idle`, which uses them).
+//! What an HTTP/1 connection's parts share about its idleness (`IdleState`), the HTTP/1
+//! connections of a listener (`IdleSet`), and the listener's watch over them
+//! (`watch_idle`): it asks idle connections to park, closes those that have not completed
+//! a request head `header_read_timeout` after their last answer, parked or not, and,
+//! when the listener stops, asks every one to finish (see `idle`, which uses them).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -9,34 +11,39 @@ use std::time::Duration;
 
 use slab::Slab;
 use tokio::sync::watch;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
-/// How often a connection's serve loop looks for idleness: a connection parks after
-/// between one and two of these without a response.
+use super::handler::ConnContext;
+
+/// How often the listener's watch looks for idleness: a connection parks after between
+/// one and two of these without a response.
 pub(crate) const PARK_CHECK: Duration = Duration::from_millis(250);
 
-/// What the serve loop, hyper's IO, the responses and the idle watch of one connection
-/// share.
+/// What the serve loop, hyper's IO, the responses and the listener's watch of one
+/// connection share.
 #[derive(Debug)]
 pub(super) struct IdleState {
     /// Requests handed to the handler.
     pub(super) started: AtomicUsize,
     /// Responses hyper is done with (their body dropped: written whole, or abandoned).
     pub(super) finished: AtomicUsize,
-    /// The serve loop asks the IO to end hyper's session at the next request boundary.
+    /// The watch asks the IO to end hyper's session at the next request boundary.
     pub(super) park: AtomicBool,
     /// The IO did so: hyper's end is a parking, not the client's.
     pub(super) parked: AtomicBool,
+    /// The connection waits parked, for its socket: the watch wakes it only to close it.
+    pub(super) waiting: AtomicBool,
     /// No request head came within `header_read_timeout` of the quiet time's start: the
-    /// session ends and the connection closes.
+    /// session, or the parked wait, ends and the connection closes.
     pub(super) expired: AtomicBool,
-    /// The listener's sweep ends the connection's parked wait: `header_read_timeout`
-    /// reached while parked, or the listener stops.
-    pub(super) swept: AtomicBool,
-    /// Wakes the connection's task when the idle watch asks it to park.
+    /// The listener stops: a session finishes what is in flight, a parked wait ends.
+    pub(super) stopping: AtomicBool,
+    /// Wakes the connection's task for any of the above (kept by its first session).
     pub(super) task: OnceLock<Waker>,
+    /// Its place in its listener's set (`usize::MAX`: not in one).
+    key: AtomicUsize,
     /// Since when the connection has waited for a request, in milliseconds from `born`
-    /// (set by the idle watch when it sees a response finish).
+    /// (set by the watch when it sees a response finish).
     quiet_since_ms: AtomicU64,
     born: Instant,
 }
@@ -48,9 +55,11 @@ impl IdleState {
             finished: AtomicUsize::new(0),
             park: AtomicBool::new(false),
             parked: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
             expired: AtomicBool::new(false),
-            swept: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             task: OnceLock::new(),
+            key: AtomicUsize::new(usize::MAX),
             quiet_since_ms: AtomicU64::new(0),
             born: Instant::now(),
         }
@@ -60,99 +69,132 @@ impl IdleState {
         self.started.load(Relaxed) == self.finished.load(Relaxed)
     }
 
-    pub(super) fn set_quiet_since(&self, at: Instant) {
+    fn set_quiet_since(&self, at: Instant) {
         let ms = at.saturating_duration_since(self.born).as_millis();
         self.quiet_since_ms.store(ms as u64, Relaxed);
-    }
-
-    /// Ends a parked wait (see `parked::ParkedSet`).
-    pub(super) fn sweep(&self) {
-        self.swept.store(true, Relaxed);
-        if let Some(task) = self.task.get() {
-            task.wake_by_ref();
-        }
     }
 
     pub(super) fn quiet_since(&self) -> Instant {
         self.born + Duration::from_millis(self.quiet_since_ms.load(Relaxed))
     }
+
+    /// Sets `flag` and wakes the connection's task to act on it.
+    fn raise(&self, flag: &AtomicBool) {
+        flag.store(true, Relaxed);
+        if let Some(task) = self.task.get() {
+            task.wake_by_ref();
+        }
+    }
 }
 
-/// The parked connections of one listener, with the time each must close by.
+/// The HTTP/1 connections of one listener, for its watch (`watch_idle`).
 ///
-/// A parked connection waits for its socket only. Its `header_read_timeout` and its
-/// listener's stop come from the listener's sweep (`sweep_parked`), which looks at the set
-/// every `PARK_CHECK`: a timer and a stop waiter in each parked connection would cost it
-/// 256 bytes. The lock is taken when a connection parks and when it wakes (so for the
-/// first request after 250–500 ms of quiet, never for those of a busy connection), and by
-/// the sweep, which walks the whole slab: 5.5 µs for 10,000, caches warm. A slab keeps its
-/// size, so after a burst the sweep walks empty slots until the set is empty and it is
-/// freed.
+/// One watch for all of them, where each connection once had a task and a timer of its
+/// own (a spawn, a timer entry and their removal for every connection, some 1,500
+/// instructions, and 256 bytes while it was busy), and each parked connection a timer and
+/// a stop waiter. The lock is taken when a connection opens and when it closes, and by the
+/// watch, which walks the whole slab every `PARK_CHECK`: about 5 µs for 10,000 idle
+/// connections, caches warm. A slab keeps its size, so after a burst the watch walks empty
+/// slots until the set is empty and it is freed.
 #[derive(Debug, Default)]
-pub(crate) struct ParkedSet {
-    entries: Mutex<Slab<Parked>>,
-    /// The listener stops: nothing parks any more.
+pub(crate) struct IdleSet {
+    entries: Mutex<Slab<Entry>>,
+    /// The listener stops: connections that open now finish at once.
     stopping: AtomicBool,
 }
 
 /// The size above which an empty set gives its slab back.
 const SHRINK_ABOVE: usize = 1024;
 
-/// A parked connection's place in the set: not `Copy`, so that it leaves once.
 #[derive(Debug)]
-pub(super) struct ParkedKey(usize);
-
-#[derive(Debug)]
-struct Parked {
+struct Entry {
     state: Arc<IdleState>,
-    deadline: Instant,
+    header_timeout: Duration,
+    /// The count of finished responses at the watch's last look.
+    seen: usize,
 }
 
-impl ParkedSet {
-    fn lock(&self) -> MutexGuard<'_, Slab<Parked>> {
+impl IdleSet {
+    fn lock(&self) -> MutexGuard<'_, Slab<Entry>> {
         // A panic while the lock was held left nothing half-done: a slab entry is whole.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Enters a parked connection, until it [`leave`](Self::leave)s with the key returned.
-    /// `None`: the listener stops, and the connection closes instead of parking.
-    pub(super) fn enter(&self, state: &Arc<IdleState>, deadline: Instant) -> Option<ParkedKey> {
+    /// Enters a connection's state, until it leaves. On a listener that stops, the state
+    /// is told so instead (its session finishes at once).
+    fn enter(&self, state: &Arc<IdleState>, header_timeout: Duration) {
         let mut entries = self.lock();
-        // Read under the lock that `close_all` sets it under: a connection either sees it
-        // here or is in the set when the sweep closes them all.
+        // Read under the lock that `stop_all` sets it under: a connection either sees it
+        // here or is in the set when the watch stops them all.
         if self.stopping.load(Relaxed) {
-            return None;
+            state.stopping.store(true, Relaxed);
+            return;
         }
-        let state = state.clone();
-        Some(ParkedKey(entries.insert(Parked { state, deadline })))
+        let entry = entries.vacant_entry();
+        state.key.store(entry.key(), Relaxed);
+        entry.insert(Entry {
+            state: state.clone(),
+            header_timeout,
+            seen: 0,
+        });
     }
 
-    /// A connection woke or ended: the sweep no longer looks at it.
-    pub(super) fn leave(&self, key: ParkedKey) {
-        let removed = self.lock().try_remove(key.0);
-        debug_assert!(removed.is_some(), "a parked connection left twice");
-    }
-
-    /// Closes the parked connections whose deadline has come.
-    fn close_due(&self, now: Instant) {
+    fn leave(&self, state: &Arc<IdleState>) {
+        let key = state.key.swap(usize::MAX, Relaxed);
+        if key == usize::MAX {
+            return;
+        }
         let mut entries = self.lock();
-        for (_, parked) in entries.iter() {
-            if now >= parked.deadline {
-                parked.state.sweep();
+        let ours = entries
+            .get(key)
+            .is_some_and(|entry| Arc::ptr_eq(&entry.state, state));
+        debug_assert!(ours, "a connection's entry was not its own");
+        if ours {
+            entries.remove(key);
+        }
+    }
+
+    /// One look at every connection; the earliest `header_read_timeout` still to come.
+    ///
+    /// A response finished since the last look starts the quiet time (so it starts at
+    /// most one look late). Otherwise a quiet connection (no request in flight) is asked
+    /// to park, or, past its deadline, to close.
+    fn look(&self, now: Instant) -> Option<Instant> {
+        let mut due: Option<Instant> = None;
+        let mut entries = self.lock();
+        for (_, entry) in entries.iter_mut() {
+            let state = &entry.state;
+            let finished = state.finished.load(Relaxed);
+            let answered = finished != entry.seen;
+            if answered {
+                entry.seen = finished;
+                state.set_quiet_since(now);
+            }
+            if !state.quiet() {
+                continue;
+            }
+            let deadline = state.quiet_since() + entry.header_timeout;
+            if now >= deadline {
+                state.raise(&state.expired);
+                continue;
+            }
+            due = Some(due.map_or(deadline, |due| due.min(deadline)));
+            if !answered && !state.waiting.load(Relaxed) {
+                state.raise(&state.park);
             }
         }
         if entries.is_empty() && entries.capacity() > SHRINK_ABOVE {
-            // No entry is out (each holds its key until it leaves): nothing refers to
-            // the old slots.
+            // Nothing refers to the old slots: every key left with its entry.
             *entries = Slab::new();
         }
+        due
     }
 
-    fn close_all(&self) {
+    fn stop_all(&self) {
         let entries = self.lock();
         self.stopping.store(true, Relaxed);
-        for (_, parked) in entries.iter() {
-            parked.state.sweep();
+        for (_, entry) in entries.iter() {
+            entry.state.raise(&entry.state.stopping);
         }
     }
 
@@ -167,105 +209,174 @@ impl ParkedSet {
     }
 }
 
-/// A listener's sweep of its parked connections: every `PARK_CHECK`, those whose
-/// `header_read_timeout` has run out close (at most one `PARK_CHECK` late, as for a
-/// connection in a session); when the listener stops, all of them at once.
-pub(crate) async fn sweep_parked(set: &ParkedSet, mut stopped: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval(PARK_CHECK);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+/// A connection's place in its listener's set, with its state: it leaves when this drops
+/// (the connection closes, however its task ends).
+pub(super) struct Member {
+    pub(super) state: Arc<IdleState>,
+    pub(super) context: Arc<ConnContext>,
+}
+
+impl Member {
+    pub(super) fn enter(context: Arc<ConnContext>, header_timeout: Duration) -> Member {
+        let state = Arc::new(IdleState::new());
+        context.idle().enter(&state, header_timeout);
+        Member { state, context }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.context.idle().leave(&self.state);
+    }
+}
+
+/// A listener's watch over its HTTP/1 connections: every `PARK_CHECK`, and at the
+/// earliest `header_read_timeout` to come, one look at all of them (`IdleSet::look`);
+/// when the listener stops, every connection is asked to finish.
+///
+/// The close comes never before `header_read_timeout` after the last answer (or the
+/// connection's start), and at most one `PARK_CHECK` after it.
+pub(crate) async fn watch_idle(set: &IdleSet, mut stopped: watch::Receiver<bool>) {
+    let timer = tokio::time::sleep(PARK_CHECK);
+    tokio::pin!(timer);
     loop {
         tokio::select! {
             biased;
             _ = super::stop_requested(&mut stopped) => break,
-            _ = ticks.tick() => set.close_due(Instant::now()),
+            _ = &mut timer => {
+                let now = Instant::now();
+                let next = now + PARK_CHECK;
+                let due = set.look(now).map_or(next, |due| due.min(next));
+                timer.as_mut().reset(due);
+            }
         }
     }
-    set.close_all();
+    set.stop_all();
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
+    fn entered(set: &IdleSet, timeout_ms: u64) -> Arc<IdleState> {
+        let state = Arc::new(IdleState::new());
+        set.enter(&state, Duration::from_millis(timeout_ms));
+        state
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn the_sweep_closes_only_what_is_due_and_everything_when_stopping() {
-        let set = ParkedSet::default();
-        let (due, later) = (Arc::new(IdleState::new()), Arc::new(IdleState::new()));
-        let now = Instant::now();
-        let first = set.enter(&due, now + Duration::from_secs(1)).unwrap();
-        let second = set.enter(&later, now + Duration::from_secs(5)).unwrap();
-        assert_eq!(set.len(), 2);
-
-        set.close_due(now + Duration::from_millis(999));
-        assert!(!due.swept.load(Relaxed), "swept before its deadline");
-        set.close_due(now + Duration::from_secs(1));
-        assert!(due.swept.load(Relaxed));
-        assert!(!later.swept.load(Relaxed));
-
-        set.leave(first);
-        assert_eq!(set.len(), 1, "a woken connection leaves the set");
-        set.close_all();
-        assert!(later.swept.load(Relaxed));
-        assert!(
-            set.enter(&Arc::new(IdleState::new()), now).is_none(),
-            "parked on a stopped listener"
+    async fn the_watch_parks_quiet_connections_and_closes_them_at_their_deadline() {
+        let set = IdleSet::default();
+        let start = Instant::now();
+        let (fresh, busy, answered, waiting) = (
+            entered(&set, 1000),
+            entered(&set, 1000),
+            entered(&set, 1000),
+            entered(&set, 1000),
         );
-        set.leave(second);
+        busy.started.store(1, Relaxed);
+        answered.started.store(1, Relaxed);
+        answered.finished.store(1, Relaxed);
+        waiting.waiting.store(true, Relaxed);
+        assert_eq!(set.len(), 4);
+
+        let at = |ms| start + Duration::from_millis(ms);
+        assert_eq!(set.look(at(250)), Some(at(1000)));
+        assert!(
+            fresh.park.load(Relaxed),
+            "a quiet connection is asked to park"
+        );
+        assert!(
+            !busy.park.load(Relaxed),
+            "asked to park with a request in flight"
+        );
+        assert!(
+            !answered.park.load(Relaxed),
+            "asked to park right after an answer"
+        );
+        assert_eq!(answered.quiet_since(), at(250));
+        assert!(
+            !waiting.park.load(Relaxed),
+            "a parked connection is asked again"
+        );
+
+        // Never before the deadline, counted from the start or from the last answer.
+        assert_eq!(set.look(at(999)), Some(at(1000)));
+        assert!([&fresh, &busy, &answered, &waiting]
+            .iter()
+            .all(|state| !state.expired.load(Relaxed)));
+        assert_eq!(set.look(at(1000)), Some(at(1250)));
+        assert!(fresh.expired.load(Relaxed) && waiting.expired.load(Relaxed));
+        assert!(
+            !busy.expired.load(Relaxed),
+            "closed with a request in flight"
+        );
+        assert!(!answered.expired.load(Relaxed));
+        assert!(answered.park.load(Relaxed));
+        assert_eq!(set.look(at(1250)), None);
+        assert!(answered.expired.load(Relaxed));
+
+        set.leave(&fresh);
+        set.leave(&fresh);
+        assert_eq!(set.len(), 3, "a closed connection leaves once");
+        set.stop_all();
+        assert!([&busy, &answered, &waiting]
+            .iter()
+            .all(|state| state.stopping.load(Relaxed)));
+        let late = entered(&set, 1000);
+        assert!(late.stopping.load(Relaxed), "opened on a stopped listener");
+        assert_eq!(set.len(), 3, "entered a stopped listener's set");
+        set.leave(&late);
+        for state in [busy, answered, waiting] {
+            set.leave(&state);
+        }
         assert_eq!(set.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_empty_set_gives_back_its_slab_after_a_burst() {
-        let set = ParkedSet::default();
-        let state = Arc::new(IdleState::new());
-        let later = Instant::now() + Duration::from_secs(60);
-        let burst: Vec<_> = (0..2000)
-            .map(|_| set.enter(&state, later).unwrap())
-            .collect();
-        let last = set.enter(&state, later).unwrap();
-        for key in burst {
-            set.leave(key);
+        let set = IdleSet::default();
+        let burst: Vec<_> = (0..2000).map(|_| entered(&set, 60_000)).collect();
+        let last = entered(&set, 60_000);
+        for state in &burst {
+            set.leave(state);
         }
-        set.close_due(Instant::now());
-        assert!(set.capacity() >= 2000, "shrunk while an entry was out");
-        set.leave(last);
-        set.close_due(Instant::now());
+        set.look(Instant::now());
+        assert!(set.capacity() >= 2000, "shrunk while an entry was in");
+        set.leave(&last);
+        set.look(Instant::now());
         assert_eq!(set.capacity(), 0);
-        // And parks again as before.
-        let again = set.enter(&state, later).unwrap();
+        // And takes connections again as before.
+        let again = entered(&set, 60_000);
         assert_eq!(set.len(), 1);
-        set.leave(again);
+        set.leave(&again);
         assert_eq!(set.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_sweep_runs_every_park_check_and_closes_all_when_the_listener_stops() {
-        let set = Arc::new(ParkedSet::default());
+    async fn the_watch_looks_every_park_check_and_at_deadlines_and_stops_all() {
+        let set = Arc::new(IdleSet::default());
         let (stop, stopped) = watch::channel(false);
-        let state = Arc::new(IdleState::new());
-        let deadline = Instant::now() + Duration::from_millis(600);
-        let entry = set.enter(&state, deadline).unwrap();
-        let sweep = tokio::spawn({
+        let state = entered(&set, 600);
+        let watch = tokio::spawn({
             let set = set.clone();
-            async move { sweep_parked(&set, stopped).await }
+            async move { watch_idle(&set, stopped).await }
         });
         tokio::time::sleep(Duration::from_millis(590)).await;
-        assert!(!state.swept.load(Relaxed), "closed before its deadline");
-        // Due at 600 ms: the check at 750 ms closes it.
-        tokio::time::sleep(Duration::from_millis(170)).await;
         assert!(
-            state.swept.load(Relaxed),
-            "not closed one check after its deadline"
+            state.park.load(Relaxed),
+            "not asked to park at the first look"
         );
-        set.leave(entry);
+        assert!(!state.expired.load(Relaxed), "closed before its deadline");
+        // Due at 600 ms: the look at 500 ms set the next one there.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(state.expired.load(Relaxed), "not closed at its deadline");
+        set.leave(&state);
 
-        let other = Arc::new(IdleState::new());
-        set.enter(&other, Instant::now() + Duration::from_secs(60))
-            .unwrap();
+        let other = entered(&set, 60_000);
         stop.send(true).unwrap();
-        sweep.await.unwrap();
-        assert!(other.swept.load(Relaxed), "left parked after the stop");
+        watch.await.unwrap();
+        assert!(other.stopping.load(Relaxed), "not told the listener stops");
+        set.leave(&other);
     }
 }

@@ -27,7 +27,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::connection::{Accepted, Connection};
-use super::parked::{sweep_parked, ParkedSet};
+use super::parked::{watch_idle, IdleSet};
 use super::stop_requested;
 use crate::config::{Limits, Listener};
 use crate::routing::SharedSnapshot;
@@ -50,8 +50,8 @@ pub struct ListenerState {
     tls: ArcSwap<Option<TlsAcceptor>>,
     /// `cutover_connections_active{listener}`.
     pub active: AtomicI64,
-    /// Its parked HTTP/1 connections, for their sweep.
-    pub(super) parked: ParkedSet,
+    /// Its HTTP/1 connections, for their idle watch.
+    pub(super) idle: IdleSet,
     stop: watch::Sender<bool>,
 }
 
@@ -227,13 +227,13 @@ impl Listeners {
                 local_addr,
                 tls: ArcSwap::from_pointee(acceptor),
                 active: AtomicI64::new(0),
-                parked: ParkedSet::default(),
+                idle: IdleSet::default(),
                 stop,
             });
             tracing::info!(listener = %listener.addr_text, %local_addr, tls = listener.tls.is_some(), "listening");
-            let sweep = (state.clone(), stopped.clone());
+            let watch = (state.clone(), stopped.clone());
             self.runtime
-                .spawn(async move { sweep_parked(&sweep.0.parked, sweep.1).await });
+                .spawn(async move { watch_idle(&watch.0.idle, watch.1).await });
             self.runtime.spawn(accept_loop(
                 socket,
                 state.clone(),
