@@ -1,7 +1,7 @@
 //! Idle keep-alive client connections: what they cost in memory, and that a connection
 //! parked while idle (docs/performance.md) still behaves as any other: it serves its next
 //! requests, pipelined ones too, over clear text and TLS, closes `header_read_timeout`
-//! after its last answer and at once on shutdown.
+//! after its last answer (also while the proxy drains) and at once on shutdown.
 //!
 //! The memory is counted by this binary's allocator (the proxy runs in-process), so the
 //! tests here take turns.
@@ -238,6 +238,30 @@ async fn shutdown_closes_a_parked_connection_at_once() {
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await;
     assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+}
+
+#[tokio::test]
+async fn a_drain_keeps_header_read_timeout_for_a_head_begun_before_it() {
+    let _turn = TURN.lock().await;
+    // shutdown_grace is 5 s: the half-sent head must be closed by its 1 s header timeout.
+    // On a new connection: hyper's graceful shutdown closes one that has had an answer
+    // and waits for the head of one that has not.
+    let (_old, proxy, _answered) = answered_with_a_1s_header_timeout().await;
+    let answered = Instant::now();
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(&GET[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (left, rest) = tokio::join!(proxy.app.shutdown(), async {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await
+    });
+    let after = answered.elapsed();
+    assert_eq!(left, 0, "connections left open");
+    assert!(rest.is_ok(), "still open 5 s after the answer");
+    assert!(
+        after >= Duration::from_millis(950) && after < Duration::from_millis(1900),
+        "closed {after:?} after the answer"
+    );
 }
 
 #[tokio::test]

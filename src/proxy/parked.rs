@@ -4,7 +4,7 @@
 //! a request head `header_read_timeout` after their last answer, parked or not, and,
 //! when the listener stops, asks every one to finish (see `idle`, which uses them).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Waker;
 use std::time::Duration;
@@ -121,14 +121,13 @@ impl IdleSet {
     }
 
     /// Enters a connection's state, until it leaves. On a listener that stops, the state
-    /// is told so instead (its session finishes at once).
+    /// is told so too (its session finishes what it has begun), and it is watched as any.
     fn enter(&self, state: &Arc<IdleState>, header_timeout: Duration) {
         let mut entries = self.lock();
         // Read under the lock that `stop_all` sets it under: a connection either sees it
         // here or is in the set when the watch stops them all.
         if self.stopping.load(Relaxed) {
             state.stopping.store(true, Relaxed);
-            return;
         }
         let entry = entries.vacant_entry();
         state.key.store(entry.key(), Relaxed);
@@ -158,12 +157,18 @@ impl IdleSet {
     ///
     /// A response finished since the last look starts the quiet time (so it starts at
     /// most one look late). Otherwise a quiet connection (no request in flight) is asked
-    /// to park, or, past its deadline, to close.
+    /// to park, or, past its deadline, to close. Once the listener stops, every connection
+    /// is told so again at each look: a session that read the flag just before it was set
+    /// and kept its waker just after (neither under the lock) hears it at the next.
     fn look(&self, now: Instant) -> Option<Instant> {
         let mut due: Option<Instant> = None;
+        let stopping = self.stopping.load(Relaxed);
         let mut entries = self.lock();
         for (_, entry) in entries.iter_mut() {
             let state = &entry.state;
+            if stopping {
+                state.raise(&state.stopping);
+            }
             let finished = state.finished.load(Relaxed);
             let answered = finished != entry.seen;
             if answered {
@@ -231,19 +236,34 @@ impl Drop for Member {
 }
 
 /// A listener's watch over its HTTP/1 connections: every `PARK_CHECK`, and at the
-/// earliest `header_read_timeout` to come, one look at all of them (`IdleSet::look`);
-/// when the listener stops, every connection is asked to finish.
+/// earliest `header_read_timeout` to come, one look at all of them (`IdleSet::look`).
+/// When the listener stops, every connection is asked to finish, and the watch goes on,
+/// keeping their `header_read_timeout` through the drain, until none is open (`open`: the
+/// listener's count of open connections, those still in their set-up included).
 ///
 /// The close comes never before `header_read_timeout` after the last answer (or the
 /// connection's start), and at most one `PARK_CHECK` after it.
-pub(crate) async fn watch_idle(set: &IdleSet, mut stopped: watch::Receiver<bool>) {
+pub(crate) async fn watch_idle(
+    set: &IdleSet,
+    open: &AtomicI64,
+    mut stopped: watch::Receiver<bool>,
+) {
     let timer = tokio::time::sleep(PARK_CHECK);
     tokio::pin!(timer);
+    let stop = super::stop_requested(&mut stopped);
+    tokio::pin!(stop);
+    let mut stopping = false;
     loop {
         tokio::select! {
             biased;
-            _ = super::stop_requested(&mut stopped) => break,
+            _ = &mut stop, if !stopping => {
+                stopping = true;
+                set.stop_all();
+            }
             _ = &mut timer => {
+                if stopping && open.load(Relaxed) == 0 {
+                    return;
+                }
                 let now = Instant::now();
                 let next = now + PARK_CHECK;
                 let due = set.look(now).map_or(next, |due| due.min(next));
@@ -251,7 +271,6 @@ pub(crate) async fn watch_idle(set: &IdleSet, mut stopped: watch::Receiver<bool>
             }
         }
     }
-    set.stop_all();
 }
 
 #[cfg(test)]
@@ -324,8 +343,19 @@ mod tests {
             .iter()
             .all(|state| state.stopping.load(Relaxed)));
         let late = entered(&set, 1000);
-        assert!(late.stopping.load(Relaxed), "opened on a stopped listener");
-        assert_eq!(set.len(), 3, "entered a stopped listener's set");
+        assert!(
+            late.stopping.load(Relaxed),
+            "not told on a stopped listener"
+        );
+        assert_eq!(set.len(), 4, "not watched on a stopped listener");
+        // Its header timeout still holds through the drain.
+        late.stopping.store(false, Relaxed);
+        set.look(at(1250) + Duration::from_millis(1000));
+        assert!(late.expired.load(Relaxed));
+        assert!(
+            late.stopping.load(Relaxed),
+            "not told again at the next look"
+        );
         set.leave(&late);
         for state in [busy, answered, waiting] {
             set.leave(&state);
@@ -354,13 +384,14 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_watch_looks_every_park_check_and_at_deadlines_and_stops_all() {
+    async fn the_watch_looks_every_park_check_and_at_deadlines_and_through_a_drain() {
         let set = Arc::new(IdleSet::default());
+        let open = Arc::new(AtomicI64::new(2));
         let (stop, stopped) = watch::channel(false);
         let state = entered(&set, 600);
         let watch = tokio::spawn({
-            let set = set.clone();
-            async move { watch_idle(&set, stopped).await }
+            let (set, open) = (set.clone(), open.clone());
+            async move { watch_idle(&set, &open, stopped).await }
         });
         tokio::time::sleep(Duration::from_millis(590)).await;
         assert!(
@@ -373,10 +404,32 @@ mod tests {
         assert!(state.expired.load(Relaxed), "not closed at its deadline");
         set.leave(&state);
 
-        let other = entered(&set, 60_000);
+        open.store(1, Relaxed);
+
+        // A session still reading its first head when the listener stops: told to finish,
+        // and closed at its deadline all the same.
+        let draining = entered(&set, 1000);
         stop.send(true).unwrap();
-        watch.await.unwrap();
-        assert!(other.stopping.load(Relaxed), "not told the listener stops");
-        set.leave(&other);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(
+            draining.stopping.load(Relaxed),
+            "not told the listener stops"
+        );
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(
+            draining.expired.load(Relaxed),
+            "no header timeout in the drain"
+        );
+        assert!(
+            !watch.is_finished(),
+            "the watch ended with a connection open"
+        );
+        set.leave(&draining);
+        open.store(0, Relaxed);
+        tokio::time::sleep(PARK_CHECK).await;
+        assert!(
+            watch.is_finished(),
+            "the watch outlived the listener's connections"
+        );
     }
 }

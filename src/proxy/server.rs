@@ -233,7 +233,7 @@ impl Listeners {
             tracing::info!(listener = %listener.addr_text, %local_addr, tls = listener.tls.is_some(), "listening");
             let watch = (state.clone(), stopped.clone());
             self.runtime
-                .spawn(async move { watch_idle(&watch.0.idle, watch.1).await });
+                .spawn(async move { watch_idle(&watch.0.idle, &watch.0.active, watch.1).await });
             self.runtime.spawn(accept_loop(
                 socket,
                 state.clone(),
