@@ -8,7 +8,9 @@
 # Runs the binary under callgrind twice, for 2,000 and 6,000 keep-alive requests through a
 # 95/5 split to one loopback backend, and prints the difference divided by 4,000: start-up
 # and shutdown cancel out. PIN="taskset -c 0" runs the proxy on one CPU, as the throughput
-# benchmark does (one CPU: tokio's current-thread runtime). Needs valgrind and
+# benchmark does (one CPU: tokio's current-thread runtime). CLOSE=1 sends every request
+# with `Connection: close`, so each one is a new client connection (as `proxy-bench.sh -m
+# close`); those counts vary by a few hundred between runs. Needs valgrind and
 # `cargo build --release` (both packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +45,8 @@ total() { # requests -> instructions (Ir) of the whole run
   for _ in $(seq 200); do curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null && break; sleep 0.1; done
   # Both runs last 15 s (rate = requests / 15), so the controller's once-a-second work
   # (analysis, status) is the same in both and cancels out with start-up and shutdown.
-  "$load" load --url "http://127.0.0.1:$proxy/" --rate $(( $1 / 15 )) --requests "$1" --duration 60s >/dev/null
+  "$load" load --url "http://127.0.0.1:$proxy/" --rate $(( $1 / 15 )) --requests "$1" --duration 60s \
+    ${CLOSE:+--header "Connection: close"} >/dev/null
   kill -TERM $pid; wait $pid || true
   callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
 }
