@@ -9,6 +9,7 @@
 //! collected on the worker this task runs on (with one CPU, the only one).
 
 use std::alloc::{GlobalAlloc, Layout};
+use std::ffi::c_void;
 use std::time::Duration;
 
 use libmimalloc_sys as mi;
@@ -29,26 +30,33 @@ pub struct Allocator;
 /// The alignment every mimalloc block has: block sizes are whole words.
 const WORD: usize = std::mem::size_of::<usize>();
 
+/// A block for `layout` from `plain` when a plain block is aligned enough, else from
+/// `aligned`.
+#[inline(always)]
+unsafe fn plain_or_aligned(
+    layout: Layout,
+    plain: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    if layout.align() <= WORD {
+        plain(layout.size()).cast()
+    } else {
+        aligned(layout.size(), layout.align()).cast()
+    }
+}
+
 // SAFETY: mimalloc returns blocks of at least the requested size, aligned as asked (a plain
 // block is word-aligned, and plain blocks are asked for only at word alignment or less),
 // or null; `mi_free` and `mi_realloc` accept any block mimalloc returned, aligned or not.
 unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= WORD {
-            mi::mi_malloc(layout.size()).cast()
-        } else {
-            mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
-        }
+        plain_or_aligned(layout, mi::mi_malloc, mi::mi_malloc_aligned)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= WORD {
-            mi::mi_zalloc(layout.size()).cast()
-        } else {
-            mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-        }
+        plain_or_aligned(layout, mi::mi_zalloc, mi::mi_zalloc_aligned)
     }
 
     #[inline]
