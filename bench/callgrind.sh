@@ -8,7 +8,7 @@
 # Runs the binary under callgrind twice, for 2,000 and 6,000 keep-alive requests through a
 # 95/5 split to one loopback backend, and prints the difference divided by 4,000: start-up
 # and shutdown cancel out. PIN="taskset -c 0" runs the proxy on one CPU, as the throughput
-# benchmark does (one CPU: tokio's current-thread runtime). CLOSE=1 sends every request
+# benchmark does (one CPU: tokio's current-thread runtime). CLOSE=1 (any value) sends every request
 # with `Connection: close`, so each one is a new client connection (as `proxy-bench.sh -m
 # close`); those counts vary by a few hundred between runs. Needs valgrind and
 # `cargo build --release` (both packages).

@@ -144,7 +144,7 @@ async fn an_idle_connection_holds_a_few_kilobytes_and_serves_again() {
     // In a debug build, this test's client socket included: some 1.1 KiB. It was 1.35 KiB
     // while a parked connection kept its serve loop (now its task holds the socket), 1.6
     // KiB while the connection's task kept the set-up's room, 1.9 KiB while each parked
-    // connection kept a timer and a stop waiter of its own (now its listener's sweep keeps
+    // connection kept a timer and a stop waiter of its own (now its listener's watch keeps
     // both), 3.4 KiB while hyper's emptied connection box stayed
     // allocated through every parked wait and the wait carried hyper's builder and parts,
     // and is over 20 KiB with hyper's session kept.

@@ -4,7 +4,7 @@
 //! a request head `header_read_timeout` after their last answer, parked or not, and,
 //! when the listener stops, asks every one to finish (see `idle`, which uses them).
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Waker;
 use std::time::Duration;
@@ -78,20 +78,24 @@ impl IdleState {
         self.born + Duration::from_millis(self.quiet_since_ms.load(Relaxed))
     }
 
-    /// Sets `flag` and wakes the connection's task to act on it.
-    fn raise(&self, flag: &AtomicBool) {
+    /// Sets `flag` and wakes the connection's task to act on it; whether there was a task
+    /// to wake (none before the connection's first session is polled).
+    fn raise(&self, flag: &AtomicBool) -> bool {
         flag.store(true, Relaxed);
-        if let Some(task) = self.task.get() {
+        let task = self.task.get();
+        if let Some(task) = task {
             task.wake_by_ref();
         }
+        task.is_some()
     }
 }
 
 /// The HTTP/1 connections of one listener, for its watch (`watch_idle`).
 ///
 /// One watch for all of them, where each connection once had a task and a timer of its
-/// own (a spawn, a timer entry and their removal for every connection, some 1,500
-/// instructions, and 256 bytes while it was busy), and each parked connection a timer and
+/// own, and a stop waiter (a spawn, a timer entry, their removal and the waiter's
+/// registration for every connection, some 2,500 instructions, and 256 bytes while it was
+/// busy), and each parked connection a timer and
 /// a stop waiter. The lock is taken when a connection opens and when it closes, and by the
 /// watch, which walks the whole slab every `PARK_CHECK`: about 5 µs for 10,000 idle
 /// connections, caches warm. A slab keeps its size, so after a burst the watch walks empty
@@ -99,7 +103,7 @@ impl IdleState {
 #[derive(Debug, Default)]
 pub(crate) struct IdleSet {
     entries: Mutex<Slab<Entry>>,
-    /// The listener stops: connections that open now finish at once.
+    /// The listener stops: connections that open now are told so.
     stopping: AtomicBool,
 }
 
@@ -112,6 +116,11 @@ struct Entry {
     header_timeout: Duration,
     /// The count of finished responses at the watch's last look.
     seen: usize,
+    /// Not looked at yet: not asked to park at the first look, which may come right after
+    /// it opened (its deadline holds from the start all the same).
+    fresh: bool,
+    /// Told the listener stops, with its task woken.
+    told: bool,
 }
 
 impl IdleSet {
@@ -135,6 +144,8 @@ impl IdleSet {
             state: state.clone(),
             header_timeout,
             seen: 0,
+            fresh: true,
+            told: false,
         });
     }
 
@@ -157,18 +168,20 @@ impl IdleSet {
     ///
     /// A response finished since the last look starts the quiet time (so it starts at
     /// most one look late). Otherwise a quiet connection (no request in flight) is asked
-    /// to park, or, past its deadline, to close. Once the listener stops, every connection
-    /// is told so again at each look: a session that read the flag just before it was set
-    /// and kept its waker just after (neither under the lock) hears it at the next.
+    /// to park, or, past its deadline, to close. Once the listener stops, a connection
+    /// that had no task to wake when told (its session had not kept its waker yet, and
+    /// may have read the flag just before it was set) is told again at each look until
+    /// one is woken.
     fn look(&self, now: Instant) -> Option<Instant> {
         let mut due: Option<Instant> = None;
         let stopping = self.stopping.load(Relaxed);
         let mut entries = self.lock();
         for (_, entry) in entries.iter_mut() {
             let state = &entry.state;
-            if stopping {
-                state.raise(&state.stopping);
+            if stopping && !entry.told {
+                entry.told = state.raise(&state.stopping);
             }
+            let fresh = std::mem::replace(&mut entry.fresh, false);
             let finished = state.finished.load(Relaxed);
             let answered = finished != entry.seen;
             if answered {
@@ -184,7 +197,7 @@ impl IdleSet {
                 continue;
             }
             due = Some(due.map_or(deadline, |due| due.min(deadline)));
-            if !answered && !state.waiting.load(Relaxed) {
+            if !answered && !fresh && !state.waiting.load(Relaxed) {
                 state.raise(&state.park);
             }
         }
@@ -196,10 +209,10 @@ impl IdleSet {
     }
 
     fn stop_all(&self) {
-        let entries = self.lock();
+        let mut entries = self.lock();
         self.stopping.store(true, Relaxed);
-        for (_, entry) in entries.iter() {
-            entry.state.raise(&entry.state.stopping);
+        for (_, entry) in entries.iter_mut() {
+            entry.told = entry.state.raise(&entry.state.stopping);
         }
     }
 
@@ -238,14 +251,15 @@ impl Drop for Member {
 /// A listener's watch over its HTTP/1 connections: every `PARK_CHECK`, and at the
 /// earliest `header_read_timeout` to come, one look at all of them (`IdleSet::look`).
 /// When the listener stops, every connection is asked to finish, and the watch goes on,
-/// keeping their `header_read_timeout` through the drain, until none is open (`open`: the
-/// listener's count of open connections, those still in their set-up included).
+/// keeping their `header_read_timeout` through the drain, until `drained` says the
+/// listener takes no more connections and has none open (those still in their set-up
+/// included).
 ///
 /// The close comes never before `header_read_timeout` after the last answer (or the
 /// connection's start), and at most one `PARK_CHECK` after it.
 pub(crate) async fn watch_idle(
     set: &IdleSet,
-    open: &AtomicI64,
+    drained: impl Fn() -> bool,
     mut stopped: watch::Receiver<bool>,
 ) {
     let timer = tokio::time::sleep(PARK_CHECK);
@@ -261,7 +275,7 @@ pub(crate) async fn watch_idle(
                 set.stop_all();
             }
             _ = &mut timer => {
-                if stopping && open.load(Relaxed) == 0 {
+                if stopping && drained() {
                     return;
                 }
                 let now = Instant::now();
@@ -275,6 +289,8 @@ pub(crate) async fn watch_idle(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicI64;
+
     use super::*;
 
     fn entered(set: &IdleSet, timeout_ms: u64) -> Arc<IdleState> {
@@ -302,8 +318,8 @@ mod tests {
         let at = |ms| start + Duration::from_millis(ms);
         assert_eq!(set.look(at(250)), Some(at(1000)));
         assert!(
-            fresh.park.load(Relaxed),
-            "a quiet connection is asked to park"
+            !fresh.park.load(Relaxed),
+            "asked to park at the first look, before its first request"
         );
         assert!(
             !busy.park.load(Relaxed),
@@ -314,6 +330,11 @@ mod tests {
             "asked to park right after an answer"
         );
         assert_eq!(answered.quiet_since(), at(250));
+        assert_eq!(set.look(at(500)), Some(at(1000)));
+        assert!(
+            fresh.park.load(Relaxed),
+            "a quiet connection is asked to park"
+        );
         assert!(
             !waiting.park.load(Relaxed),
             "a parked connection is asked again"
@@ -338,10 +359,21 @@ mod tests {
         set.leave(&fresh);
         set.leave(&fresh);
         assert_eq!(set.len(), 3, "a closed connection leaves once");
+        // A connection whose session kept its waker is told once; one that had no waker
+        // yet is told again at each look.
+        busy.task.set(std::task::Waker::noop().clone()).unwrap();
         set.stop_all();
         assert!([&busy, &answered, &waiting]
             .iter()
             .all(|state| state.stopping.load(Relaxed)));
+        busy.stopping.store(false, Relaxed);
+        answered.stopping.store(false, Relaxed);
+        set.look(at(1250));
+        assert!(!busy.stopping.load(Relaxed), "woken again though told");
+        assert!(
+            answered.stopping.load(Relaxed),
+            "not told again with no waker"
+        );
         let late = entered(&set, 1000);
         assert!(
             late.stopping.load(Relaxed),
@@ -391,7 +423,7 @@ mod tests {
         let state = entered(&set, 600);
         let watch = tokio::spawn({
             let (set, open) = (set.clone(), open.clone());
-            async move { watch_idle(&set, &open, stopped).await }
+            async move { watch_idle(&set, || open.load(Relaxed) == 0, stopped).await }
         });
         tokio::time::sleep(Duration::from_millis(590)).await;
         assert!(

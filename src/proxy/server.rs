@@ -17,7 +17,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +55,9 @@ pub struct ListenerState {
     pub active: AtomicI64,
     /// Its HTTP/1 connections, for their idle watch.
     pub(super) idle: IdleSet,
+    /// Its accept loop runs: connections may still come (cleared, `Release`, once it
+    /// returns; the idle watch ends only after that and the last connection).
+    accepting: AtomicBool,
     stop: watch::Sender<bool>,
 }
 
@@ -228,12 +234,16 @@ impl Listeners {
                 tls: ArcSwap::from_pointee(acceptor),
                 active: AtomicI64::new(0),
                 idle: IdleSet::default(),
+                accepting: AtomicBool::new(true),
                 stop,
             });
             tracing::info!(listener = %listener.addr_text, %local_addr, tls = listener.tls.is_some(), "listening");
-            let watch = (state.clone(), stopped.clone());
-            self.runtime
-                .spawn(async move { watch_idle(&watch.0.idle, &watch.0.active, watch.1).await });
+            let (watched, stopped_watch) = (state.clone(), stopped.clone());
+            self.runtime.spawn(async move {
+                let drained =
+                    || !watched.accepting.load(Acquire) && watched.active.load(Relaxed) == 0;
+                watch_idle(&watched.idle, drained, stopped_watch).await
+            });
             self.runtime.spawn(accept_loop(
                 socket,
                 state.clone(),
@@ -354,6 +364,17 @@ async fn accept_loop(
     socket: std::net::TcpListener,
     state: Arc<ListenerState>,
     shared: Arc<Shared>,
+    stopped: watch::Receiver<bool>,
+) {
+    accept(socket, &state, &shared, stopped).await;
+    // Every connection it took is counted in `active` by now.
+    state.accepting.store(false, Release);
+}
+
+async fn accept(
+    socket: std::net::TcpListener,
+    state: &Arc<ListenerState>,
+    shared: &Arc<Shared>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let listener = match socket
@@ -367,16 +388,19 @@ async fn accept_loop(
         }
     };
     loop {
+        // The stop first: once told, the loop takes no more connections.
         let permit = tokio::select! {
+            biased;
+            _ = stop_requested(&mut stopped) => return,
             permit = shared.connection_slots.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
-            _ = stop_requested(&mut stopped) => return,
         };
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            biased;
             _ = stop_requested(&mut stopped) => return,
+            accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -386,7 +410,7 @@ async fn accept_loop(
                     limits: shared.limits.load_full(),
                     tls: state.tls.load_full(),
                     snapshot: shared.snapshot.clone(),
-                    open: ClientConnection::open(&state, &shared, permit),
+                    open: ClientConnection::open(state, shared, permit),
                 };
                 tokio::spawn(Connection::new(accepted, stopped.clone()));
             }
