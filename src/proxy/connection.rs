@@ -137,12 +137,16 @@ async fn set_up(accepted: Accepted, stopped: watch::Receiver<bool>) -> Option<Se
 }
 
 /// The TLS handshake, within `header_read_timeout`, and the protocol ALPN chose.
+///
+/// The stream comes out boxed (rustls' state, some 1.2 KiB): what holds it, hyper's
+/// session or a parked connection's wait, then holds a pointer, and the HTTP/1 serving
+/// (which keeps room for either) is not sized for the stream while hyper holds it too.
 async fn tls_handshake(
     stream: TcpStream,
     peer: SocketAddr,
     acceptor: &TlsAcceptor,
     limits: &Limits,
-) -> Option<(TlsStream<TcpStream>, Protocol)> {
+) -> Option<(Box<TlsStream<TcpStream>>, Protocol)> {
     let stream =
         match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => stream,
@@ -159,7 +163,7 @@ async fn tls_handshake(
         Some(b"h2") => Protocol::Http2,
         _ => Protocol::Http1,
     };
-    Some((stream, protocol))
+    Some((Box::new(stream), protocol))
 }
 
 enum Protocol {

@@ -66,7 +66,7 @@ impl Socket for TcpStream {
     }
 }
 
-impl Socket for TlsStream<TcpStream> {
+impl Socket for Box<TlsStream<TcpStream>> {
     fn tcp(&self) -> &TcpStream {
         self.get_ref().0
     }
