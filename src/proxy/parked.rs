@@ -92,14 +92,13 @@ impl IdleState {
 
 /// The HTTP/1 connections of one listener, for its watch (`watch_idle`).
 ///
-/// One watch for all of them, where each connection once had a task and a timer of its
-/// own, and a stop waiter (a spawn, a timer entry, their removal and the waiter's
-/// registration for every connection, some 2,500 instructions, and 256 bytes while it was
-/// busy), and each parked connection a timer and
-/// a stop waiter. The lock is taken when a connection opens and when it closes, and by the
-/// watch, which walks the whole slab every `PARK_CHECK`: about 5 µs for 10,000 idle
-/// connections, caches warm. A slab keeps its size, so after a burst the watch walks empty
-/// slots until the set is empty and it is freed.
+/// One watch for all of them. Each connection once had a task with a timer of its own and
+/// a stop waiter (a spawn, a timer entry, their removal and the waiter's registration for
+/// every connection, some 2,500 instructions, and 256 bytes while it was busy), and each
+/// parked connection a timer and a stop waiter. The lock is taken when a connection opens
+/// and when it closes, and by the watch, which walks the whole slab every `PARK_CHECK`:
+/// about 5 µs for 10,000 idle connections, caches warm. A slab keeps its size, so after a
+/// burst the watch walks empty slots until the set is empty and it is freed.
 #[derive(Debug, Default)]
 pub(crate) struct IdleSet {
     entries: Mutex<Slab<Entry>>,
