@@ -48,7 +48,8 @@ pub(super) struct Accepted {
 enum Serving {
     /// Clear-text HTTP/1, inline: parked, the connection is its task (and no serve loop).
     Parking(ServeParking<TcpStream>),
-    /// TLS HTTP/1 (its stream, some 1 KiB, would make every task that large) and h2.
+    /// TLS HTTP/1 and h2, boxed (a TLS connection's state is on the heap anyway: its
+    /// stream is boxed by the handshake).
     Boxed(Pin<Box<dyn Future<Output = ()> + Send>>),
 }
 

@@ -360,6 +360,7 @@ fn ensure_port_is_free(addr: SocketAddr) -> std::io::Result<()> {
     })
 }
 
+/// A listener's accept loop; once it returns, its idle watch may end (`accepting`).
 async fn accept_loop(
     socket: std::net::TcpListener,
     state: Arc<ListenerState>,
@@ -371,6 +372,8 @@ async fn accept_loop(
     state.accepting.store(false, Release);
 }
 
+/// Takes connections, each once a connection slot is free, until the listener is told to
+/// stop.
 async fn accept(
     socket: std::net::TcpListener,
     state: &Arc<ListenerState>,
