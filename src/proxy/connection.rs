@@ -26,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use super::framing::serve_held;
 use super::handler::{self, ConnContext};
 use super::idle::{log_connection_end, ServeParking, Socket};
+use super::parked::{ColdSocket, IdleState};
 use super::server::ClientConnection;
 use super::stop_requested;
 use crate::config::Limits;
@@ -71,6 +72,13 @@ enum Stage {
 impl Connection {
     pub(super) fn new(accepted: Accepted, stopped: watch::Receiver<bool>) -> Connection {
         Connection(Stage::SettingUp(Box::pin(set_up(accepted, stopped))))
+    }
+
+    /// A clear-text HTTP/1 connection that was parked out of the runtime and has something
+    /// to read: its next request is served in a new task, this.
+    pub(super) fn resume(cold: ColdSocket, state: Arc<IdleState>) -> Option<Connection> {
+        let serving = ServeParking::resume(cold, state)?;
+        Some(Connection(Stage::Serving(Serving::Parking(serving))))
     }
 }
 

@@ -52,17 +52,67 @@ use tokio_rustls::server::TlsStream;
 use super::body::ProxyBody;
 use super::framing::{serve_held, FramingGuard};
 use super::handler::{self, ConnContext};
-use super::parked::{IdleState, Member};
+use super::parked::{ColdSocket, IdleState, Member};
 use crate::config::Limits;
 
 /// A client connection's socket, to wait for its next request while parked.
-pub(crate) trait Socket {
+pub(super) trait Socket: Sized {
     fn tcp(&self) -> &TcpStream;
+
+    /// Parks the connection out of the runtime, its task ending (`parked::ColdSocket`),
+    /// or closes it; `Err`: it waits in its task.
+    fn freeze(parked: Parked<Self>) -> Result<(), Parked<Self>> {
+        Err(parked)
+    }
 }
 
 impl Socket for TcpStream {
     fn tcp(&self) -> &TcpStream {
         self
+    }
+
+    fn freeze(parked: Parked<TcpStream>) -> Result<(), Parked<TcpStream>> {
+        let Parked {
+            socket,
+            member,
+            limits,
+        } = parked;
+        let set = member.context.idle();
+        if !set.takes_cold() {
+            return Err(Parked {
+                socket,
+                member,
+                limits,
+            });
+        }
+        let socket = match socket.into_std() {
+            Ok(socket) => socket,
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot park a connection out of the runtime: closing it");
+                return Ok(());
+            }
+        };
+        let context = member.context.clone();
+        let cold = ColdSocket {
+            socket,
+            context,
+            limits,
+        };
+        let Err(cold) = set.freeze(&member.state, cold) else {
+            return Ok(());
+        };
+        // Refused by the listener's poller: back to the runtime's, to wait in its task.
+        match TcpStream::from_std(cold.socket) {
+            Ok(socket) => Err(Parked {
+                socket,
+                member,
+                limits: cold.limits,
+            }),
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot serve a parked connection again: closing it");
+                Ok(())
+            }
+        }
     }
 }
 
@@ -239,7 +289,7 @@ where
 /// A parked HTTP/1 connection, out of its serve loop: the socket and what serving it again
 /// needs. The framing guard is built again on wake: a connection parks only between
 /// requests, where its guard equals a new one.
-struct Parked<S> {
+pub(super) struct Parked<S> {
     socket: S,
     member: Member,
     limits: Arc<Limits>,
@@ -270,9 +320,10 @@ impl<S: Socket> Parked<S> {
 }
 
 /// Serves an HTTP/1 connection to its end: its serve loops, each boxed, and between them
-/// the parked waits, held here. A parked connection is this (in its task for clear-text
-/// connections) and its entry in the listener's set: no serve loop, no timer, no stop
-/// waiter (the listener's watch wakes it for either, see `parked::IdleSet`).
+/// the parked waits of TLS connections, held here (a clear-text connection parks out of
+/// its task: its socket moves to its listener's set, see `parked::ColdSocket`). A parked
+/// TLS connection is this and its entry in the listener's set: no serve loop, no timer,
+/// no stop waiter (the listener's watch wakes it for either, see `parked::IdleSet`).
 ///
 /// Written by hand: as an `async` block in the connection's task, rustc's layout of the
 /// nested futures made the task's cell 640 bytes (docs/performance.md).
@@ -307,6 +358,32 @@ where
     }
 }
 
+impl ServeParking<TcpStream> {
+    /// A connection parked out of the runtime whose socket became readable, with the new
+    /// state its entry in the listener's set now has: served again by a new guard and
+    /// hyper session. `None`: the runtime refused the socket, and the connection closes.
+    pub(super) fn resume(cold: ColdSocket, state: Arc<IdleState>) -> Option<Self> {
+        let ColdSocket {
+            socket,
+            context,
+            limits,
+        } = cold;
+        // Its entry is the state's: the member leaves it when the connection closes.
+        let member = Member { state, context };
+        let socket = match TcpStream::from_std(socket) {
+            Ok(socket) => socket,
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot serve a parked connection again: closing it");
+                return None;
+            }
+        };
+        let serving = Box::pin(serve_h1(socket, Vec::new(), member, limits));
+        Some(ServeParking {
+            phase: Phase::Serving(serving),
+        })
+    }
+}
+
 impl<S> Future for ServeParking<S>
 where
     S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
@@ -321,6 +398,13 @@ where
                     let Some(parked) = ready!(serving.as_mut().poll(cx)) else {
                         this.phase = Phase::Done;
                         return Poll::Ready(());
+                    };
+                    let parked = match S::freeze(parked) {
+                        Ok(()) => {
+                            this.phase = Phase::Done;
+                            return Poll::Ready(());
+                        }
+                        Err(parked) => parked,
                     };
                     let state = &parked.member.state;
                     state.waiting.store(true, Relaxed);

@@ -3,17 +3,29 @@
 //! (`watch_idle`): it asks idle connections to park, closes those that have not completed
 //! a request head `header_read_timeout` after their last answer, parked or not, and,
 //! when the listener stops, asks every one to finish (see `idle`, which uses them).
+//!
+//! A parked clear-text connection leaves the runtime ([`ColdSocket`]): its task ends, and
+//! its socket moves from the runtime's poller to the listener's own, which the watch waits
+//! on too. The runtime keeps 256 bytes for each socket it polls, as for each task (both
+//! cache-line padded); a parked connection then costs its entry here, its state and its
+//! context. When the socket becomes readable, the watch hands the connection to a new
+//! task (`resume`).
 
+use std::fmt;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Waker;
 use std::time::Duration;
 
+use mio::unix::SourceFd;
 use slab::Slab;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::handler::ConnContext;
+use crate::config::Limits;
 
 /// How often the listener's watch looks for idleness: a connection parks after between
 /// one and two of these without a response.
@@ -65,6 +77,20 @@ impl IdleState {
         }
     }
 
+    /// The state of a connection parked out of the runtime, to be served again in a new
+    /// task: no waker, and its quiet time goes on.
+    fn resumed(&self) -> IdleState {
+        let state = IdleState::new();
+        state.stopping.store(self.stopping.load(Relaxed), Relaxed);
+        state
+            .quiet_since_ms
+            .store(self.quiet_since_ms.load(Relaxed), Relaxed);
+        IdleState {
+            born: self.born,
+            ..state
+        }
+    }
+
     pub(super) fn quiet(&self) -> bool {
         self.started.load(Relaxed) == self.finished.load(Relaxed)
     }
@@ -104,6 +130,26 @@ pub(crate) struct IdleSet {
     entries: Mutex<Slab<Entry>>,
     /// The listener stops: connections that open now are told so.
     stopping: AtomicBool,
+    /// The listener's own poller, for parked clear-text connections (set by the watch;
+    /// without it they wait in their tasks).
+    cold: OnceLock<mio::Registry>,
+}
+
+/// A parked clear-text connection out of the runtime: no task, and its socket registered
+/// with its listener's poller, under its key in the set. Its entry holds it; closing the
+/// socket takes it out of the poller.
+pub(super) struct ColdSocket {
+    pub(super) socket: std::net::TcpStream,
+    pub(super) context: Arc<ConnContext>,
+    pub(super) limits: Arc<Limits>,
+}
+
+impl fmt::Debug for ColdSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ColdSocket")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The size above which an empty set gives its slab back.
@@ -120,6 +166,8 @@ struct Entry {
     fresh: bool,
     /// Told the listener stops, with its task woken.
     told: bool,
+    /// Parked out of the runtime: the set holds the connection (its member left nothing).
+    cold: Option<ColdSocket>,
 }
 
 impl IdleSet {
@@ -145,7 +193,98 @@ impl IdleSet {
             seen: 0,
             fresh: true,
             told: false,
+            cold: None,
         });
+    }
+
+    /// Starts the listener's own poller, for its parked clear-text connections, which
+    /// from now on leave the runtime's; `None` when the system refuses one (they then wait
+    /// in their tasks).
+    fn start_cold(&self) -> Option<AsyncFd<mio::Poll>> {
+        let started = mio::Poll::new().and_then(|poll| {
+            let registry = poll.registry().try_clone()?;
+            // SAFETY: a `mio::Poll` owns its epoll descriptor for its whole life and
+            // always gives that one; the watch only polls it.
+            let poll =
+                unsafe { AsyncFd::register_with_interest(poll, tokio::io::Interest::READABLE)? };
+            Ok((registry, poll))
+        });
+        match started {
+            Ok((registry, poll)) => {
+                self.cold.set(registry).ok()?;
+                Some(poll)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "no poller for parked connections: they wait in their tasks");
+                None
+            }
+        }
+    }
+
+    /// Parked connections may leave the runtime (`freeze`).
+    pub(super) fn takes_cold(&self) -> bool {
+        self.cold.get().is_some()
+    }
+
+    /// Parks a connection out of the runtime: its entry keeps `cold`, its socket
+    /// registered with the listener's poller, and the member that entered it leaves
+    /// nothing when it drops. On a listener that stops, the connection is closed instead
+    /// (its member leaves as usual). `Err`: the poller refused the socket, which waits in
+    /// its task then.
+    pub(super) fn freeze(&self, state: &IdleState, cold: ColdSocket) -> Result<(), ColdSocket> {
+        let Some(registry) = self.cold.get() else {
+            return Err(cold);
+        };
+        let mut entries = self.lock();
+        let key = state.key.load(Relaxed);
+        let Some(entry) = entries.get_mut(key) else {
+            return Err(cold);
+        };
+        if self.stopping.load(Relaxed) {
+            drop(entries);
+            drop(cold);
+            return Ok(());
+        }
+        let fd = cold.socket.as_raw_fd();
+        let interest = mio::Interest::READABLE;
+        if let Err(err) = registry.register(&mut SourceFd(&fd), mio::Token(key), interest) {
+            tracing::debug!(error = %err, "cannot park a connection out of the runtime");
+            return Err(cold);
+        }
+        entry.cold = Some(cold);
+        // A state of its own: this one keeps the waker of the task that ends, and with
+        // it the task's cell. Its quiet time goes on.
+        let cold_state = Arc::new(state.resumed());
+        cold_state.key.store(key, Relaxed);
+        entry.state = cold_state;
+        state.key.store(usize::MAX, Relaxed);
+        Ok(())
+    }
+
+    /// Takes back the parked connections whose sockets became readable (by key), each
+    /// with its state (no task's waker in it yet) for the new task that serves it. Their
+    /// entries stay in the set, for their new members.
+    fn thaw(&self, keys: impl Iterator<Item = usize>) -> Vec<(ColdSocket, Arc<IdleState>)> {
+        let Some(registry) = self.cold.get() else {
+            return Vec::new();
+        };
+        let mut thawed = Vec::new();
+        let mut entries = self.lock();
+        for key in keys {
+            let Some(entry) = entries.get_mut(key) else {
+                continue;
+            };
+            let Some(cold) = entry.cold.take() else {
+                continue;
+            };
+            // Before the runtime's poller takes the socket: both would wake for it.
+            let _ = registry.deregister(&mut SourceFd(&cold.socket.as_raw_fd()));
+            entry.seen = entry.state.finished.load(Relaxed);
+            entry.fresh = true;
+            entry.told = false;
+            thawed.push((cold, entry.state.clone()));
+        }
+        thawed
     }
 
     fn leave(&self, state: &Arc<IdleState>) {
@@ -171,12 +310,25 @@ impl IdleSet {
     /// that had no task to wake when told (its session had not kept its waker yet, and
     /// may have read the flag just before it was set) is told again at each look until
     /// one is woken.
+    ///
+    /// A connection parked out of the runtime is closed here, at its deadline or when the
+    /// listener stops (after the lock is let go).
     fn look(&self, now: Instant) -> Option<Instant> {
         let mut due: Option<Instant> = None;
         let stopping = self.stopping.load(Relaxed);
+        let mut closed = Vec::new();
         let mut entries = self.lock();
-        for (_, entry) in entries.iter_mut() {
+        entries.retain(|_, entry| {
             let state = &entry.state;
+            if entry.cold.is_some() {
+                let deadline = state.quiet_since() + entry.header_timeout;
+                if stopping || now >= deadline {
+                    closed.push(entry.cold.take());
+                    return false;
+                }
+                due = Some(due.map_or(deadline, |due| due.min(deadline)));
+                return true;
+            }
             if stopping && !entry.told {
                 entry.told = state.raise(&state.stopping);
             }
@@ -188,31 +340,43 @@ impl IdleSet {
                 state.set_quiet_since(now);
             }
             if !state.quiet() {
-                continue;
+                return true;
             }
             let deadline = state.quiet_since() + entry.header_timeout;
             if now >= deadline {
                 state.raise(&state.expired);
-                continue;
+                return true;
             }
             due = Some(due.map_or(deadline, |due| due.min(deadline)));
             if !answered && !fresh && !state.waiting.load(Relaxed) {
                 state.raise(&state.park);
             }
-        }
+            true
+        });
         if entries.is_empty() && entries.capacity() > SHRINK_ABOVE {
             // Nothing refers to the old slots: every key left with its entry.
             *entries = Slab::new();
         }
+        drop(entries);
+        drop(closed);
         due
     }
 
+    /// Tells every connection the listener stops; closes those parked out of the runtime.
     fn stop_all(&self) {
+        let mut closed = Vec::new();
         let mut entries = self.lock();
         self.stopping.store(true, Relaxed);
-        for (_, entry) in entries.iter_mut() {
+        entries.retain(|_, entry| {
+            if entry.cold.is_some() {
+                closed.push(entry.cold.take());
+                return false;
+            }
             entry.told = entry.state.raise(&entry.state.stopping);
-        }
+            true
+        });
+        drop(entries);
+        drop(closed);
     }
 
     #[cfg(test)]
@@ -256,8 +420,13 @@ impl Drop for Member {
 ///
 /// The close comes never before `header_read_timeout` after the last answer (or the
 /// connection's start), and at most one `PARK_CHECK` after it.
+///
+/// It also waits on the listener's own poller, for the parked clear-text connections out
+/// of the runtime, and hands each whose socket becomes readable to `resume`, with its new
+/// state, to be served in a new task.
 pub(crate) async fn watch_idle(
     set: &IdleSet,
+    resume: impl Fn(ColdSocket, Arc<IdleState>),
     drained: impl Fn() -> bool,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -266,12 +435,36 @@ pub(crate) async fn watch_idle(
     let stop = super::stop_requested(&mut stopped);
     tokio::pin!(stop);
     let mut stopping = false;
+    let mut poller = set.start_cold();
+    let mut events = mio::Events::with_capacity(256);
     loop {
         tokio::select! {
             biased;
             _ = &mut stop, if !stopping => {
                 stopping = true;
                 set.stop_all();
+            }
+            ready = readable(&mut poller) => {
+                let Ok(mut ready) = ready else {
+                    // The runtime shuts down.
+                    return;
+                };
+                loop {
+                    if let Err(err) = ready.get_inner_mut().poll(&mut events, Some(Duration::ZERO)) {
+                        if err.kind() == std::io::ErrorKind::Interrupted {
+                            continue;
+                        }
+                        tracing::warn!(error = %err, "the parked connections' poller failed");
+                    }
+                    if events.is_empty() {
+                        ready.clear_ready();
+                        break;
+                    }
+                    let keys = events.iter().map(|event| event.token().0);
+                    for (cold, state) in set.thaw(keys) {
+                        resume(cold, state);
+                    }
+                }
             }
             _ = &mut timer => {
                 if stopping && drained() {
@@ -283,6 +476,16 @@ pub(crate) async fn watch_idle(
                 timer.as_mut().reset(due);
             }
         }
+    }
+}
+
+/// The listener's poller, once it has ready sockets (never without one).
+async fn readable(
+    poller: &mut Option<AsyncFd<mio::Poll>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, mio::Poll>> {
+    match poller {
+        Some(poller) => poller.readable_mut().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -422,7 +625,8 @@ mod tests {
         let state = entered(&set, 600);
         let watch = tokio::spawn({
             let (set, open) = (set.clone(), open.clone());
-            async move { watch_idle(&set, || open.load(Relaxed) == 0, stopped).await }
+            let resume = |_, _| unreachable!("no connection parks out of the runtime here");
+            async move { watch_idle(&set, resume, || open.load(Relaxed) == 0, stopped).await }
         });
         tokio::time::sleep(Duration::from_millis(590)).await;
         assert!(

@@ -242,7 +242,12 @@ impl Listeners {
             self.runtime.spawn(async move {
                 let drained =
                     || !watched.accepting.load(Acquire) && watched.active.load(Relaxed) == 0;
-                watch_idle(&watched.idle, drained, stopped_watch).await
+                let resume = |cold, state| {
+                    if let Some(connection) = Connection::resume(cold, state) {
+                        tokio::spawn(connection);
+                    }
+                };
+                watch_idle(&watched.idle, resume, drained, stopped_watch).await
             });
             self.runtime.spawn(accept_loop(
                 socket,
