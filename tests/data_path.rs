@@ -186,6 +186,27 @@ async fn forwarding_headers_are_set_and_hop_by_hop_headers_stripped() {
 }
 
 #[tokio::test]
+async fn an_http_1_0_request_without_host_reaches_the_backend_with_one() {
+    // The backend is sent HTTP/1.1, which requires Host (nginx answers 400 without one):
+    // the proxy names the address the client reached, as the client would have.
+    let old = spawn_backend("old").await;
+    let proxy = spawn_proxy(&simple_config(&[old.addr], &[old.addr], "0%", "")).await;
+    let answer = raw(
+        proxy.addr,
+        b"GET /plain HTTP/1.0\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer:?}");
+    let seen = old.seen().pop().unwrap();
+    assert_eq!(seen.headers["host"], proxy.addr.to_string().as_str());
+    assert!(
+        !seen.headers.contains_key("x-forwarded-host"),
+        "the client named no host"
+    );
+}
+
+#[tokio::test]
 async fn content_length_with_transfer_encoding_is_400_and_never_forwarded() {
     let old = spawn_backend("old").await;
     let proxy = spawn_proxy(&simple_config(&[old.addr], &[old.addr], "0%", "")).await;

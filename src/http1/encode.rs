@@ -40,6 +40,9 @@ impl BodyKind {
 pub(crate) struct Forwarded<'a> {
     pub client_ip: &'a HeaderValue,
     pub scheme: Scheme,
+    /// The address the client reached (the listener's): the `Host` of a request that
+    /// names none, as HTTP/1.0 allows and HTTP/1.1, which the backend is sent, does not.
+    pub reached: &'a HeaderValue,
 }
 
 /// Encodes the request head for an HTTP/1.1 backend (see the module notes).
@@ -134,9 +137,12 @@ fn push_forwarding(out: &mut BytesMut, parts: &Parts, forwarded: &Forwarded<'_>)
         Some(authority) => Some(host_of(authority).as_bytes()),
         None => headers.get(header::HOST).map(HeaderValue::as_bytes),
     };
-    if let Some(host) = host {
-        push_header(out, b"host", host);
-        push_header(out, b"x-forwarded-host", host);
+    match host {
+        Some(host) => {
+            push_header(out, b"host", host);
+            push_header(out, b"x-forwarded-host", host);
+        }
+        None => push_header(out, b"host", forwarded.reached.as_bytes()),
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     for value in headers.get_all(X_FORWARDED_FOR) {

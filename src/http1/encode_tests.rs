@@ -7,9 +7,11 @@ fn parts(build: impl FnOnce(http::request::Builder) -> http::request::Builder) -
 
 fn encode(p: &Parts, body: BodyKind, upgrade: bool) -> String {
     let ip = HeaderValue::from_static("192.0.2.7");
+    let reached = HeaderValue::from_static("198.51.100.1:443");
     let forwarded = Forwarded {
         client_ip: &ip,
         scheme: Scheme::Https,
+        reached: &reached,
     };
     String::from_utf8(encode_request_head(p, &forwarded, body, upgrade).to_vec()).unwrap()
 }
@@ -155,4 +157,16 @@ fn own_request_head_drops_hop_by_hop_and_framing_and_adds_host_only_when_missing
         own(&headers, BodyKind::Empty),
         "POST /q?a=1 HTTP/1.1\r\naccept: */*\r\nhost: api\r\n\r\n"
     );
+}
+
+#[test]
+fn a_request_without_host_gets_the_address_the_client_reached() {
+    // HTTP/1.0 allows a request without Host; the backend is sent HTTP/1.1, which does not.
+    let p = parts(|b| b.method("GET").uri("/").version(http::Version::HTTP_10));
+    let head = encode(&p, BodyKind::Empty, false);
+    let lines = header_lines(&head);
+    assert!(head.starts_with("GET / HTTP/1.1\r\n"), "{head}");
+    assert_eq!(starting_with(&lines, "host: "), 1, "{head}");
+    assert!(lines.contains(&"host: 198.51.100.1:443"), "{head}");
+    assert_eq!(starting_with(&lines, "x-forwarded-host"), 0, "{head}");
 }

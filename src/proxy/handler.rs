@@ -219,6 +219,7 @@ async fn proxy(
     let forwarded = Forwarded {
         client_ip: &conn.peer_ip,
         scheme: conn.scheme,
+        reached: &conn.open.listener.reached,
     };
     let outgoing = Outgoing {
         head: encode_request_head(&parts, &forwarded, body_kind, upgrade),

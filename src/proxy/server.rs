@@ -50,6 +50,8 @@ struct Shared {
 pub struct ListenerState {
     pub name: String,
     pub local_addr: SocketAddr,
+    /// `local_addr` as a `Host` value, for requests that name no host (HTTP/1.0).
+    pub(super) reached: http::HeaderValue,
     tls: ArcSwap<Option<TlsAcceptor>>,
     /// `cutover_connections_active{listener}`.
     pub active: AtomicI64,
@@ -231,6 +233,8 @@ impl Listeners {
             let state = Arc::new(ListenerState {
                 name: listener.addr_text.clone(),
                 local_addr,
+                reached: http::HeaderValue::try_from(local_addr.to_string())
+                    .expect("an address is a valid header value"),
                 tls: ArcSwap::from_pointee(acceptor),
                 active: AtomicI64::new(0),
                 idle: IdleSet::default(),
