@@ -679,3 +679,29 @@ async fn max_connections_holds_further_clients_until_a_slot_frees() {
         .unwrap();
     assert_eq!(got.status, StatusCode::OK, "served once a slot is free");
 }
+
+/// More clients than rustls' session cache holds (256): every one resumes its session on
+/// its next connection, with the ticket it was given.
+#[tokio::test]
+async fn every_tls_client_resumes_its_session() {
+    const CLIENTS: usize = 300;
+    let old = spawn_backend("old").await;
+    let (proxy, certs) = tls_proxy(old.addr, old.addr).await;
+    // Each client its own session store, as separate clients have.
+    let clients: Vec<_> = (0..CLIENTS).map(|_| tls_connector(&certs[..1])).collect();
+    for client in &clients {
+        let (_, mut sender) = tls_connect(client, proxy.addr).await;
+        // An answer: the tickets, sent right after the handshake, have been read.
+        assert_eq!(tls_get(&mut sender).await, "old");
+    }
+    let mut resumed = 0;
+    for client in &clients {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("api.test").unwrap();
+        let tls = client.connect(name, tcp).await.unwrap();
+        if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            resumed += 1;
+        }
+    }
+    assert_eq!(resumed, CLIENTS, "sessions resumed");
+}
