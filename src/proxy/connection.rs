@@ -47,7 +47,7 @@ pub(super) struct Accepted {
 
 /// A connection after its set-up, served to its end.
 enum Serving {
-    /// Clear-text HTTP/1, inline: parked, the connection is its task (and no serve loop).
+    /// Clear-text HTTP/1, inline; parked, it leaves its task (`parked::ColdSocket`).
     Parking(ServeParking<TcpStream>),
     /// TLS HTTP/1 and h2, boxed (a TLS connection's state is on the heap anyway: its
     /// stream is boxed by the handshake).

@@ -104,18 +104,25 @@ impl Socket for TcpStream {
             return Ok(());
         };
         // Refused by the listener's poller: back to the runtime's, to wait in its task.
-        match TcpStream::from_std(cold.socket) {
-            Ok(socket) => Err(Parked {
-                socket,
-                member,
-                limits: cold.limits,
-            }),
-            Err(err) => {
-                tracing::debug!(error = %err, "cannot serve a parked connection again: closing it");
-                Ok(())
-            }
-        }
+        let Some(socket) = back_to_runtime(cold.socket) else {
+            return Ok(());
+        };
+        Err(Parked {
+            socket,
+            member,
+            limits: cold.limits,
+        })
     }
+}
+
+/// A socket that waited out of the runtime, registered with it again; `None` (logged):
+/// the runtime refused it, and dropping it closes the connection.
+fn back_to_runtime(socket: std::net::TcpStream) -> Option<TcpStream> {
+    TcpStream::from_std(socket)
+        .inspect_err(|err| {
+            tracing::debug!(error = %err, "cannot serve a parked connection again: closing it");
+        })
+        .ok()
 }
 
 impl Socket for Box<TlsStream<TcpStream>> {
@@ -372,13 +379,7 @@ impl ServeParking<TcpStream> {
         } = cold;
         // Its entry is the state's: the member leaves it when the connection closes.
         let member = Member { state, context };
-        let socket = match TcpStream::from_std(socket) {
-            Ok(socket) => socket,
-            Err(err) => {
-                tracing::debug!(error = %err, "cannot serve a parked connection again: closing it");
-                return None;
-            }
-        };
+        let socket = back_to_runtime(socket)?;
         let serving = Box::pin(serve_h1(socket, Vec::new(), member, limits));
         Some(ServeParking {
             phase: Phase::Serving(serving),

@@ -77,9 +77,9 @@ impl IdleState {
         }
     }
 
-    /// The state of a connection parked out of the runtime, to be served again in a new
+    /// This state for a connection parked out of the runtime, to be served again in a new
     /// task: no waker, and its quiet time goes on.
-    fn resumed(&self) -> IdleState {
+    fn without_waker(&self) -> IdleState {
         let state = IdleState::new();
         state.stopping.store(self.stopping.load(Relaxed), Relaxed);
         state
@@ -254,7 +254,7 @@ impl IdleSet {
         entry.cold = Some(cold);
         // A state of its own: this one keeps the waker of the task that ends, and with
         // it the task's cell. Its quiet time goes on.
-        let cold_state = Arc::new(state.resumed());
+        let cold_state = Arc::new(state.without_waker());
         cold_state.key.store(key, Relaxed);
         entry.state = cold_state;
         state.key.store(usize::MAX, Relaxed);
