@@ -149,10 +149,14 @@ impl Backend {
     }
 }
 
-/// A port nothing listens on.
+/// A port nothing listens on, for the rest of the test binary: a socket bound to it and
+/// never listening, kept open, refuses connections and keeps the port from being given to
+/// another test's listener or client (a port freed at once was taken by one, and a "dead"
+/// backend answered a health check).
 pub async fn dead_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::mem::forget(socket);
     addr
 }
