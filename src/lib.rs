@@ -30,6 +30,7 @@ mod proxy;
 mod report;
 mod rollout;
 mod routing;
+mod runtimes;
 mod shadow;
 mod stats;
 pub mod status;

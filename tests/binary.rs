@@ -45,6 +45,24 @@ async fn restart(dir: &Path, listen: SocketAddr, admin: SocketAddr) -> Running {
     Running { cutover, listen }
 }
 
+/// User and system CPU time (clock ticks) of each of the process's threads named `name`.
+fn thread_ticks(pid: u32, name: &str) -> Vec<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let mut ticks = Vec::new();
+    for task in tasks {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        // `pid (comm) state ...`: the comm may hold spaces, the fields after it do not.
+        let (head, fields) = stat.rsplit_once(')').unwrap();
+        if head.split_once('(').unwrap().1 != name {
+            continue;
+        }
+        let fields: Vec<&str> = fields.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the comm.
+        ticks.push(fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap());
+    }
+    ticks
+}
+
 /// Runs a CLI command against `admin`.
 fn cli(admin: SocketAddr, args: &[&str]) -> Output {
     Command::new(binary())
@@ -183,6 +201,75 @@ fn usage_errors_exit_2_and_an_unreachable_admin_exits_3() {
     let output = cli(dead, &["status"]);
     assert_eq!(output.status.code(), Some(3), "{}", text(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach the admin API"));
+}
+
+/// On three cores the binary runs two worker threads beside its main one: each serves
+/// its share of the connections, and a SIGTERM lets the requests in flight finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_three_cores_every_core_serves_and_sigterm_drains_them_all() {
+    let old = spawn_backend("old").await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let yaml = rollout_config(old.addr, old.addr)
+        .replace("LISTEN", &listen.to_string())
+        .replace("ADMIN", &admin.to_string());
+    std::fs::write(dir.path().join("cutover.yaml"), yaml).unwrap();
+    let mut cutover = Cutover::start_on_cores(&dir.path().join("cutover.yaml"), admin, 3).await;
+    let pid = cutover.child.id();
+    assert_eq!(thread_ticks(pid, "cutover-worker").len(), 2);
+    let before = thread_ticks(pid, "cutover-worker");
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let mut client = KeepAlive::connect(listen).await.unwrap();
+        clients.spawn(async move {
+            for _ in 0..100 {
+                assert_eq!(client.get("/").await.unwrap().0, StatusCode::OK);
+            }
+        });
+    }
+    while let Some(done) = clients.join_next().await {
+        done.unwrap();
+    }
+    let after = thread_ticks(pid, "cutover-worker");
+    assert!(
+        after
+            .iter()
+            .zip(&before)
+            .all(|(after, before)| after > before),
+        "a worker thread did no work for 4,000 requests: CPU ticks {before:?} -> {after:?}"
+    );
+    old.set_delay(Duration::from_millis(1000));
+    let hits = old.hits();
+    let mut in_flight = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        in_flight.spawn(async move { send(listen, get("a", "/")).await.status });
+    }
+    let arrived = eventually(Duration::from_secs(5), || old.hits() == hits + 20).await;
+    assert!(
+        arrived,
+        "{} of 20 requests reached the backend",
+        old.hits() - hits
+    );
+    cutover.signal(libc::SIGTERM);
+    while let Some(status) = in_flight.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::OK, "{}", cutover.log());
+    }
+    let exited = eventually(Duration::from_secs(10), || {
+        cutover.child.try_wait().unwrap().is_some()
+    })
+    .await;
+    assert!(exited, "still running after SIGTERM:\n{}", cutover.log());
+    assert_eq!(
+        cutover.child.wait().unwrap().code(),
+        Some(0),
+        "{}",
+        cutover.log()
+    );
+    assert!(
+        std::net::TcpStream::connect(listen).is_err(),
+        "no core accepts any more"
+    );
 }
 
 #[tokio::test]

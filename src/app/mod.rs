@@ -39,6 +39,7 @@ use crate::rollout::controller::{
 };
 use crate::rollout::state::{StateFiles, StateStore};
 use crate::routing::SharedSnapshot;
+use crate::runtimes::DataPlane;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -100,6 +101,9 @@ pub struct Options {
     pub bound_listeners: Vec<(String, std::net::TcpListener)>,
     /// The admin socket, bound ahead of the start (a takeover).
     pub bound_admin: Option<std::net::TcpListener>,
+    /// The other cores' runtimes, where listeners accept too (`runtimes`); the current
+    /// runtime alone when empty.
+    pub workers: Vec<tokio::runtime::Handle>,
 }
 
 /// Starts cutover on the current runtime.
@@ -124,7 +128,7 @@ pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
     if let Some(token_file) = &options.admin_record {
         record_admin_address(&config.origin.path, admin_addr, token_file.clone());
     }
-    let started = wire(config, options.bound_listeners)?;
+    let started = wire(config, options.bound_listeners, options.workers)?;
     match &options.controller_runtime {
         Some(runtime) => drop(runtime.spawn(started.controller.run())),
         None => drop(tokio::spawn(started.controller.run())),
@@ -175,10 +179,15 @@ struct Wired {
 }
 
 /// Builds the snapshot, listeners, metrics and the controller that runs them.
-fn wire(config: Config, bound: Vec<(String, std::net::TcpListener)>) -> Result<Wired, StartError> {
+fn wire(
+    config: Config,
+    bound: Vec<(String, std::net::TcpListener)>,
+    workers: Vec<tokio::runtime::Handle>,
+) -> Result<Wired, StartError> {
     let data_plane = tokio::runtime::Handle::current();
     let snapshot: SharedSnapshot = Arc::default();
-    let listeners = Listeners::new(data_plane.clone(), snapshot.clone(), &config.limits);
+    let runtimes = std::iter::once(data_plane.clone()).chain(workers).collect();
+    let listeners = Listeners::new(runtimes, snapshot.clone(), &config.limits);
     listeners.adopt(bound);
     let mut metrics = Metrics::new(snapshot.clone(), listeners.registry());
     let rollout_metrics = RolloutMetrics::register(metrics.registry_mut());
@@ -276,9 +285,9 @@ fn serve(config: Config) -> Result<(), AppError> {
     let token_file = config::load::admin_settings(&config_path)
         .ok()
         .and_then(|(_, token_file)| token_file);
-    let data_plane = data_plane_runtime().map_err(AppError::Runtime)?;
+    let data_plane = data_plane().map_err(AppError::Runtime)?;
     let (state_lock, bound) = {
-        let _context = data_plane.enter();
+        let _context = data_plane.main().enter();
         take_state_dir(&config)?
     };
     let controller = ControllerThread::spawn().map_err(AppError::Runtime)?;
@@ -288,8 +297,9 @@ fn serve(config: Config) -> Result<(), AppError> {
         controller_runtime: Some(controller.handle.clone()),
         bound_listeners: bound.listeners,
         bound_admin: bound.admin,
+        workers: data_plane.workers(),
     };
-    let result = data_plane.block_on(async {
+    let result = data_plane.main().block_on(async {
         // Installed before anything is served or recorded: a SIGTERM that comes early is a
         // clean stop too, never the default action that kills the process.
         let signals = Signals::install();
@@ -437,22 +447,13 @@ async fn wait_for_signals(app: &App, signals: Option<Signals>) {
     }
 }
 
-fn data_plane_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// One runtime per core (`runtimes`); `CUTOVER_WORKER_THREADS` sets how many.
+fn data_plane() -> std::io::Result<DataPlane> {
     let threads = std::env::var("CUTOVER_WORKER_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("cutover-worker")
-            .enable_all()
-            .build()
-    }
+    DataPlane::build(threads)
 }
 
 /// The controller's own thread and single-threaded runtime.

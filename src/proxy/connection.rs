@@ -65,6 +65,9 @@ pub(super) struct Connection(Stage);
 
 enum Stage {
     SettingUp(Pin<Box<dyn Future<Output = Option<Serving>> + Send>>),
+    /// A parked connection woken, taken back by the runtime that first polls it (boxed: the
+    /// stage is rare, and every connection's task would carry its room).
+    Resuming(Box<(ColdSocket, Arc<IdleState>)>),
     Serving(Serving),
     Done,
 }
@@ -75,10 +78,10 @@ impl Connection {
     }
 
     /// A clear-text HTTP/1 connection that was parked out of the runtime and has something
-    /// to read: its next request is served in a new task, this.
-    pub(super) fn resume(cold: ColdSocket, state: Arc<IdleState>) -> Option<Connection> {
-        let serving = ServeParking::resume(cold, state)?;
-        Some(Connection(Stage::Serving(Serving::Parking(serving))))
+    /// to read: its next request is served in a new task, this, on the runtime it is
+    /// spawned on.
+    pub(super) fn resume(cold: ColdSocket, state: Arc<IdleState>) -> Connection {
+        Connection(Stage::Resuming(Box::new((cold, state))))
     }
 }
 
@@ -93,6 +96,15 @@ impl Future for Connection {
                     Some(serving) => *stage = Stage::Serving(serving),
                     None => *stage = Stage::Done,
                 },
+                Stage::Resuming(_) => {
+                    let Stage::Resuming(woken) = std::mem::replace(stage, Stage::Done) else {
+                        unreachable!("matched above");
+                    };
+                    let (cold, state) = *woken;
+                    if let Some(serving) = ServeParking::resume(cold, state) {
+                        *stage = Stage::Serving(Serving::Parking(serving));
+                    }
+                }
                 Stage::Serving(Serving::Parking(serving)) => {
                     ready!(Pin::new(serving).poll(cx));
                     *stage = Stage::Done;

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{
-    AtomicBool, AtomicI64, AtomicUsize,
+    AtomicI64, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
 };
 use std::sync::{Arc, Mutex};
@@ -57,9 +57,10 @@ pub struct ListenerState {
     pub active: AtomicI64,
     /// Its HTTP/1 connections, for their idle watch.
     pub(super) idle: IdleSet,
-    /// Its accept loop runs: connections may still come (cleared, `Release`, once it
-    /// returns; the idle watch ends only after that and the last connection).
-    accepting: AtomicBool,
+    /// Its accept loops still running, one per data-plane runtime: connections may still
+    /// come (each decrements it, `Release`, as it returns; the idle watch ends only after
+    /// the last and the last connection).
+    accepting: AtomicUsize,
     stop: watch::Sender<bool>,
 }
 
@@ -75,7 +76,9 @@ impl std::fmt::Debug for ListenerState {
 
 /// The running listeners. Owned by the controller, which applies each config to it.
 pub(crate) struct Listeners {
-    runtime: tokio::runtime::Handle,
+    /// The data plane's runtimes (`runtimes`), the main one first: every listener accepts
+    /// on each.
+    runtimes: Arc<[tokio::runtime::Handle]>,
     shared: Arc<Shared>,
     running: HashMap<String, Arc<ListenerState>>,
     /// Read by `/metrics`; replaced whole when listeners change.
@@ -104,13 +107,15 @@ pub enum ListenError {
 }
 
 impl Listeners {
+    /// `runtimes`: the main runtime, then the worker threads' (none on one core).
     pub(crate) fn new(
-        runtime: tokio::runtime::Handle,
+        runtimes: Vec<tokio::runtime::Handle>,
         snapshot: SharedSnapshot,
         limits: &Limits,
     ) -> Listeners {
+        assert!(!runtimes.is_empty(), "listeners need a runtime");
         Listeners {
-            runtime,
+            runtimes: runtimes.into(),
             shared: Arc::new(Shared {
                 snapshot,
                 limits: ArcSwap::from_pointee(limits.clone()),
@@ -165,7 +170,7 @@ impl Listeners {
 
     /// Binds the addresses `listeners` has that are not running yet, and checks TLS.
     pub(crate) fn prepare(&self, listeners: &[Listener]) -> Result<Vec<Bound>, ListenError> {
-        let _runtime = self.runtime.enter();
+        let _runtime = self.runtimes[0].enter();
         let mut bound = Vec::new();
         for listener in listeners {
             if let Some(tls) = &listener.tls {
@@ -238,27 +243,41 @@ impl Listeners {
                 tls: ArcSwap::from_pointee(acceptor),
                 active: AtomicI64::new(0),
                 idle: IdleSet::default(),
-                accepting: AtomicBool::new(true),
+                accepting: AtomicUsize::new(self.runtimes.len()),
                 stop,
             });
             tracing::info!(listener = %listener.addr_text, %local_addr, tls = listener.tls.is_some(), "listening");
             let (watched, stopped_watch) = (state.clone(), stopped.clone());
-            self.runtime.spawn(async move {
+            let (runtimes, next) = (self.runtimes.clone(), AtomicUsize::new(0));
+            self.runtimes[0].spawn(async move {
                 let drained =
-                    || !watched.accepting.load(Acquire) && watched.active.load(Relaxed) == 0;
+                    || watched.accepting.load(Acquire) == 0 && watched.active.load(Relaxed) == 0;
+                // A woken connection goes to the runtimes in turn, as accepted ones do, so
+                // that connections that park do not gather on the watch's runtime.
                 let resume = |cold, state| {
-                    if let Some(connection) = Connection::resume(cold, state) {
-                        tokio::spawn(connection);
-                    }
+                    let runtime = &runtimes[next.fetch_add(1, Relaxed) % runtimes.len()];
+                    drop(runtime.spawn(Connection::resume(cold, state)));
                 };
                 watch_idle(&watched.idle, resume, drained, stopped_watch).await
             });
-            self.runtime.spawn(accept_loop(
-                socket,
-                state.clone(),
-                self.shared.clone(),
-                stopped,
-            ));
+            for runtime in self.runtimes.iter() {
+                // Each runtime polls its own copy of the listening socket; the kernel
+                // gives a new connection to whichever accepts first.
+                let socket = match socket.try_clone() {
+                    Ok(socket) => socket,
+                    Err(err) => {
+                        tracing::error!(listener = %state.name, error = %err, "cannot accept on every core: this one is left out");
+                        state.accepting.fetch_sub(1, Release);
+                        continue;
+                    }
+                };
+                runtime.spawn(accept_loop(
+                    socket,
+                    state.clone(),
+                    self.shared.clone(),
+                    stopped.clone(),
+                ));
+            }
             self.running.insert(listener.addr_text.clone(), state);
         }
         if let Ok(mut registry) = self.registry.lock() {
@@ -280,7 +299,7 @@ impl Listeners {
             // Permits held by open connections are retired as those close.
             let excess = before - limits.max_connections;
             let shared = self.shared.clone();
-            self.runtime.spawn(async move {
+            self.runtimes[0].spawn(async move {
                 if let Ok(permits) = shared.connection_slots.acquire_many(excess as u32).await {
                     permits.forget();
                 }
@@ -378,7 +397,7 @@ async fn accept_loop(
 ) {
     accept(socket, &state, &shared, stopped).await;
     // Every connection it took is counted in `active` by now.
-    state.accepting.store(false, Release);
+    state.accepting.fetch_sub(1, Release);
 }
 
 /// Takes connections, each once a connection slot is free, until the listener is told to

@@ -12,8 +12,9 @@
 //! beyond it waits, up to the connect timeout, for one to finish: the counter is one
 //! atomic, and only a request that has to wait touches the `Notify`.
 //!
-//! The idle pool is a lock-free `ArrayQueue`. A connection goes back into it only once its
-//! response body has been read to the end; dropped early, it closes.
+//! The idle pool is a lock-free `ArrayQueue` per data-plane runtime (`runtimes`): a
+//! connection is taken up only by the runtime whose poller it is registered with. It goes
+//! back only once its response body has been read to the end; dropped early, it closes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed, Ordering::SeqCst};
@@ -53,7 +54,9 @@ struct IdleConnection {
     idle_since_ms: u64,
 }
 
+/// Idle connections kept per backend, over all runtimes.
 const IDLE_CAPACITY: usize = 512;
+const MIN_IDLE_PER_RUNTIME: usize = 16;
 
 /// One backend server: where it is, its connections, and whether it may take traffic.
 pub struct Backend {
@@ -64,7 +67,7 @@ pub struct Backend {
     timeouts: Timeouts,
     /// The counters of the pool this backend belongs to.
     pub stats: Arc<PoolStats>,
-    idle: ArrayQueue<IdleConnection>,
+    idle: Box<[ArrayQueue<IdleConnection>]>,
     /// Set by active health checks; true when none are configured.
     healthy: AtomicBool,
     /// Passive outlier detection: consecutive failures and ejection.
@@ -91,6 +94,7 @@ impl Backend {
         stats: Arc<PoolStats>,
         ejections: Arc<Ejections>,
         max_connections: u32,
+        runtimes: usize,
     ) -> Backend {
         Backend {
             addr: Arc::from(addr),
@@ -98,7 +102,12 @@ impl Backend {
             resolved: addr.parse().ok(),
             timeouts,
             stats,
-            idle: ArrayQueue::new(IDLE_CAPACITY),
+            idle: {
+                // The capacity is shared out, so more cores do not mean more memory.
+                let runtimes = runtimes.max(1);
+                let each = (IDLE_CAPACITY / runtimes).max(MIN_IDLE_PER_RUNTIME);
+                (0..runtimes).map(|_| ArrayQueue::new(each)).collect()
+            },
             healthy: AtomicBool::new(true),
             outlier: OutlierState::new(ejections),
             in_flight: AtomicU32::new(0),
@@ -141,7 +150,8 @@ impl Backend {
     /// request without a body is sent again (see `proxy::attempt`).
     pub fn pooled(&self, now_ms: u64) -> Option<Connection> {
         let max_idle = self.timeouts.idle.as_millis() as u64;
-        while let Some(idle) = self.idle.pop() {
+        let idle_here = self.idle_here();
+        while let Some(idle) = idle_here.pop() {
             let idle_for = now_ms.saturating_sub(idle.idle_since_ms);
             if idle_for < max_idle && idle.connection.is_clean() {
                 return Some(idle.connection);
@@ -159,7 +169,15 @@ impl Backend {
             idle_since_ms: now_ms,
         };
         // A full pool means more idle connections than we will reuse: let this one close.
-        let _ = self.idle.push(idle);
+        let _ = self.idle_here().push(idle);
+    }
+
+    /// The idle connections of this thread's runtime: the ones registered with its poller.
+    #[inline]
+    fn idle_here(&self) -> &ArrayQueue<IdleConnection> {
+        // A thread of no data-plane runtime (the controller's) has slot 0, as does every
+        // thread when the backend was made for one runtime.
+        &self.idle[crate::runtimes::slot().min(self.idle.len() - 1)]
     }
 
     /// Opens a new connection, within the connect timeout.
@@ -270,7 +288,9 @@ impl Backend {
             } else {
                 tracing::warn!(backend = %self.addr, "backend failed its health checks");
                 // Its pooled connections are suspect too.
-                while self.idle.pop().is_some() {}
+                for queue in self.idle.iter() {
+                    while queue.pop().is_some() {}
+                }
             }
         }
     }
@@ -312,5 +332,44 @@ struct Waiting<'a>(&'a AtomicU32);
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtimes::set_slot;
+
+    #[tokio::test]
+    async fn an_idle_connection_serves_only_the_runtime_that_returned_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepting = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let stats = Arc::new(PoolStats::default());
+        let ejections = Arc::new(Ejections::default());
+        let backend = Backend::new(&addr, Timeouts::default(), stats, ejections, 8, 2);
+        set_slot(1);
+        let connection = backend.connect().await.unwrap();
+        backend.check_in(connection, 0);
+        set_slot(0);
+        assert!(
+            backend.pooled(1).is_none(),
+            "runtime 0 took runtime 1's connection"
+        );
+        set_slot(1);
+        let connection = backend
+            .pooled(1)
+            .expect("runtime 1 gets its connection back");
+        backend.check_in(connection, 1);
+        // A backend that fails its health checks drops the idle connections of every runtime.
+        backend.set_healthy(false);
+        assert!(backend.pooled(2).is_none());
+        set_slot(0);
+        accepting.abort();
     }
 }

@@ -170,7 +170,7 @@ pub(super) fn test_pool(weights: &[u32], balance: Balance, outlier: Outlier) -> 
         .map(|(i, w)| {
             let addr = format!("127.0.0.1:{}", 10_000 + i);
             let timeouts = crate::config::Timeouts::default();
-            let backend = Backend::new(&addr, timeouts, stats.clone(), ejections.clone(), 1024);
+            let backend = Backend::new(&addr, timeouts, stats.clone(), ejections.clone(), 1024, 1);
             (Arc::new(backend), *w)
         })
         .collect();

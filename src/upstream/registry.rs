@@ -105,6 +105,7 @@ impl UpstreamRegistry {
             shared.stats.clone(),
             shared.ejections.clone(),
             spec.max_connections,
+            crate::runtimes::slots(),
         ));
         if let Some(check) = settings.health_check {
             settings

@@ -39,13 +39,22 @@ impl Drop for Cutover {
 }
 
 impl Cutover {
-    /// Starts the binary and waits until its admin API at `admin` answers.
+    /// Starts the binary on one core and waits until its admin API at `admin` answers.
     pub async fn start(config: &std::path::Path, admin: SocketAddr) -> Cutover {
+        Cutover::start_on_cores(config, admin, 1).await
+    }
+
+    /// The same with a runtime on each of `cores` (`CUTOVER_WORKER_THREADS`).
+    pub async fn start_on_cores(
+        config: &std::path::Path,
+        admin: SocketAddr,
+        cores: usize,
+    ) -> Cutover {
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = std::process::Command::new(binary())
             .args(["run", "-c"])
             .arg(config)
-            .env("CUTOVER_WORKER_THREADS", "1")
+            .env("CUTOVER_WORKER_THREADS", cores.to_string())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log.reopen().unwrap())

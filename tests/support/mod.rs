@@ -1,5 +1,6 @@
 //! Test support, one library for every integration test: scripted backends
-//! (`backend`), a real proxy and what it reports (`proxy`), clients (`client`), traffic
+//! (`backend`), a real proxy and what it reports (`proxy`), the runtimes of other cores
+//! (`cores`), clients (`client`), traffic
 //! under change (`traffic`), files as operators edit them (`files`), TLS (`tls`), hook
 //! fixtures (`hooks`), the real binary (`binary`) and what Prometheus makes of `/metrics`
 //! (`prometheus`).
@@ -12,6 +13,7 @@ mod backend;
 mod binary;
 mod browser;
 mod client;
+mod cores;
 mod files;
 mod hooks;
 mod json_backend;
@@ -31,6 +33,8 @@ pub use binary::*;
 pub use browser::*;
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use cores::*;
 #[allow(unused_imports)]
 pub use files::*;
 #[allow(unused_imports)]

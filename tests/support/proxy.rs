@@ -36,13 +36,27 @@ pub async fn spawn_proxy(yaml: &str) -> TestProxy {
 }
 
 pub async fn spawn_proxy_in(dir: tempfile::TempDir, yaml: &str, watch: bool) -> TestProxy {
-    let path = dir.path().join("cutover.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let config = cutover::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let options = Options {
         watch,
         ..Options::default()
     };
+    spawn_proxy_with(dir, yaml, options).await
+}
+
+/// Starts cutover on the current runtime and, when given, on the other cores' runtimes
+/// (`Cores`), as `cutover run` does on a machine with that many cores.
+pub async fn spawn_proxy_on_cores(yaml: &str, cores: &super::Cores) -> TestProxy {
+    let options = Options {
+        workers: cores.handles.clone(),
+        ..Options::default()
+    };
+    spawn_proxy_with(tempfile::tempdir().unwrap(), yaml, options).await
+}
+
+async fn spawn_proxy_with(dir: tempfile::TempDir, yaml: &str, options: Options) -> TestProxy {
+    let path = dir.path().join("cutover.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let config = cutover::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let app = app::start(config, options)
         .await
         .unwrap_or_else(|e| panic!("{e}"));

@@ -106,7 +106,7 @@ fn harness(services: &[(&str, &str)], traffic: Box<dyn TrafficSource>) -> Harnes
         fail: Arc::default(),
     };
     let parts = Parts {
-        listeners: Listeners::new(data_plane.clone(), snapshot.clone(), &config.limits),
+        listeners: Listeners::new(vec![data_plane.clone()], snapshot.clone(), &config.limits),
         metrics: RolloutMetrics::register(&mut Registry::default()),
         admin_token: Arc::new(arc_swap::ArcSwap::from_pointee(None)),
         store: Box::new(store.clone()),

@@ -1,0 +1,113 @@
+//! A runtime per core (`cutover run` on a machine with several): every core accepts
+//! connections and serves them to their end, parked connections wake on any of them,
+//! and a shutdown drains them all. The proxy runs in-process on the test's runtime and
+//! two more, each on its own thread, and the runtimes' own task counts show where the
+//! connections are.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::task::JoinSet;
+
+/// Requests to `/slow` (the backend waits 300 ms) on new connections, one at a time, until
+/// every worker runtime has taken some: their answers, to await.
+async fn until_every_core_serves(
+    proxy: &TestProxy,
+    cores: &Cores,
+    baseline: &[usize],
+) -> JoinSet<Result<(http::StatusCode, String), String>> {
+    let mut answers = JoinSet::new();
+    for _ in 0..100 {
+        let mut client = KeepAlive::connect(proxy.addr).await.unwrap();
+        answers.spawn(async move { client.get("/slow").await });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let now = cores.tasks();
+        if now.iter().zip(baseline).all(|(now, before)| now > before) {
+            return answers;
+        }
+    }
+    panic!(
+        "100 connections, and not every core took one: tasks {:?}, before {baseline:?}",
+        cores.tasks()
+    );
+}
+
+async fn all_ok(mut answers: JoinSet<Result<(http::StatusCode, String), String>>) -> usize {
+    let mut n = 0;
+    while let Some(answer) = answers.join_next().await {
+        let (status, body) = answer.unwrap().unwrap();
+        assert_eq!((status.as_u16(), body.as_str()), (200, "old"));
+        n += 1;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_core_accepts_connections_and_serves_them_to_the_end() {
+    let cores = Cores::start(2);
+    let (old, new) = (spawn_backend("old").await, spawn_backend("new").await);
+    let config = simple_config(&[old.addr], &[new.addr], "0%", "");
+    let proxy = spawn_proxy_on_cores(&config, &cores).await;
+    let baseline = cores.tasks();
+    let answers = until_every_core_serves(&proxy, &cores, &baseline).await;
+    let served = all_ok(answers).await;
+    assert_eq!(old.hits(), served);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_wake_on_every_core() {
+    let cores = Cores::start(2);
+    let (old, new) = (spawn_backend("old").await, spawn_backend("new").await);
+    let config = simple_config(&[old.addr], &[new.addr], "0%", "");
+    let proxy = spawn_proxy_on_cores(&config, &cores).await;
+    let baseline = cores.tasks();
+    let mut clients = Vec::new();
+    for _ in 0..30 {
+        let mut client = KeepAlive::connect(proxy.addr).await.unwrap();
+        assert_eq!(client.get("/").await.unwrap().1, "old");
+        clients.push(client);
+    }
+    // Quiet for longer than a connection waits before it parks: they all leave their
+    // runtimes, whichever accepted them.
+    let parked = eventually(Duration::from_secs(5), || cores.tasks() == baseline).await;
+    assert!(
+        parked,
+        "idle connections still on the workers: {:?}",
+        cores.tasks()
+    );
+    let mut answers = JoinSet::new();
+    for mut client in clients {
+        answers.spawn(async move { client.get("/slow").await });
+    }
+    // Woken, they are handed to the runtimes in turn: the workers serve some.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waking = cores.tasks();
+    assert!(
+        waking
+            .iter()
+            .zip(&baseline)
+            .all(|(now, before)| now > before),
+        "woken connections did not reach every core: tasks {waking:?}, before {baseline:?}"
+    );
+    assert_eq!(all_ok(answers).await, 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_drains_in_flight_requests_on_every_core() {
+    let cores = Cores::start(2);
+    let (old, new) = (spawn_backend("old").await, spawn_backend("new").await);
+    let config = simple_config(&[old.addr], &[new.addr], "0%", "");
+    let proxy = spawn_proxy_on_cores(&config, &cores).await;
+    let baseline = cores.tasks();
+    let answers = until_every_core_serves(&proxy, &cores, &baseline).await;
+    let open = proxy.app.shutdown().await;
+    assert_eq!(open, 0, "connections left open after the drain");
+    all_ok(answers).await;
+    let closed = eventually_async(Duration::from_secs(2), || async {
+        tokio::net::TcpStream::connect(proxy.addr).await.is_err()
+    })
+    .await;
+    assert!(closed, "a core still accepts after the shutdown");
+}
