@@ -1,4 +1,5 @@
-//! Idle keep-alive client connections: what they cost in memory, and that a connection
+//! Idle keep-alive connections: what a backend's idle queues cost (the last test), what
+//! an idle client connection costs in memory, and that a connection
 //! parked while idle (docs/performance.md) still behaves as any other: it serves its next
 //! requests, pipelined ones too, over clear text and TLS, closes `header_read_timeout`
 //! after its last answer (also while the proxy drains) and at once on shutdown.
@@ -353,4 +354,24 @@ async fn many_parked_connections_wake_together_and_close_when_their_clients_leav
         "{} connections still open",
         metric(&proxy, active)
     );
+}
+
+/// Two pools of 1,000 backends cost a few kilobytes per backend: a backend's idle-connection
+/// queues hold memory as they hold connections, not for every place they could.
+#[tokio::test]
+async fn a_thousand_backends_per_pool_cost_kilobytes_each() {
+    let _turn = TURN.lock().await;
+    let pool = |first: u16| -> Vec<std::net::SocketAddr> {
+        (first..first + 1000)
+            .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .collect()
+    };
+    let before = LIVE.load(Relaxed);
+    let proxy = spawn_proxy(&simple_config(&pool(20_000), &pool(21_000), "5%", "")).await;
+    let per_backend = (LIVE.load(Relaxed) - before) / 2000;
+    // About 2.5 KiB in a debug build (the config, the routing snapshot and the backends); some
+    // 50 KiB while each backend's queue held its 512 places from the start.
+    eprintln!("per backend: {per_backend} bytes");
+    assert!(per_backend < 6000, "{per_backend} bytes per backend");
+    drop(proxy);
 }
