@@ -34,6 +34,18 @@ async fn until_every_core_serves(
     );
 }
 
+/// The proxy on the test's runtime and two more, in front of OLD (`old`, which takes all
+/// the traffic) and NEW; returned once each worker runs its accept loop and nothing else.
+async fn on_three_cores() -> (Cores, Backend, TestProxy) {
+    let cores = Cores::start(2);
+    let (old, new) = (spawn_backend("old").await, spawn_backend("new").await);
+    let config = simple_config(&[old.addr], &[new.addr], "0%", "");
+    let proxy = spawn_proxy_on_cores(&config, &cores).await;
+    let settled = eventually(Duration::from_secs(5), || cores.tasks() == [1, 1]).await;
+    assert!(settled, "tasks on the workers: {:?}", cores.tasks());
+    (cores, old, proxy)
+}
+
 async fn all_ok(mut answers: JoinSet<Result<(http::StatusCode, String), String>>) -> usize {
     let mut n = 0;
     while let Some(answer) = answers.join_next().await {
@@ -46,10 +58,7 @@ async fn all_ok(mut answers: JoinSet<Result<(http::StatusCode, String), String>>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_core_accepts_connections_and_serves_them_to_the_end() {
-    let cores = Cores::start(2);
-    let (old, new) = (spawn_backend("old").await, spawn_backend("new").await);
-    let config = simple_config(&[old.addr], &[new.addr], "0%", "");
-    let proxy = spawn_proxy_on_cores(&config, &cores).await;
+    let (cores, old, proxy) = on_three_cores().await;
     let baseline = cores.tasks();
     let answers = until_every_core_serves(&proxy, &cores, &baseline).await;
     let served = all_ok(answers).await;
@@ -58,10 +67,7 @@ async fn every_core_accepts_connections_and_serves_them_to_the_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_connections_wake_on_every_core() {
-    let cores = Cores::start(2);
-    let (old, new) = (spawn_backend("old").await, spawn_backend("new").await);
-    let config = simple_config(&[old.addr], &[new.addr], "0%", "");
-    let proxy = spawn_proxy_on_cores(&config, &cores).await;
+    let (cores, _old, proxy) = on_three_cores().await;
     let baseline = cores.tasks();
     let mut clients = Vec::new();
     for _ in 0..30 {
@@ -81,25 +87,24 @@ async fn parked_connections_wake_on_every_core() {
     for mut client in clients {
         answers.spawn(async move { client.get("/slow").await });
     }
-    // Woken, they are handed to the runtimes in turn: the workers serve some.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let waking = cores.tasks();
+    // Woken, they are handed to the runtimes in turn: the workers serve some (for 300 ms,
+    // the backend's wait).
+    let spread = eventually(Duration::from_millis(250), || {
+        let now = cores.tasks();
+        now.iter().zip(&baseline).all(|(now, before)| now > before)
+    })
+    .await;
     assert!(
-        waking
-            .iter()
-            .zip(&baseline)
-            .all(|(now, before)| now > before),
-        "woken connections did not reach every core: tasks {waking:?}, before {baseline:?}"
+        spread,
+        "woken connections did not reach every core: tasks {:?}, before {baseline:?}",
+        cores.tasks()
     );
     assert_eq!(all_ok(answers).await, 30);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_drains_in_flight_requests_on_every_core() {
-    let cores = Cores::start(2);
-    let (old, new) = (spawn_backend("old").await, spawn_backend("new").await);
-    let config = simple_config(&[old.addr], &[new.addr], "0%", "");
-    let proxy = spawn_proxy_on_cores(&config, &cores).await;
+    let (cores, _old, proxy) = on_three_cores().await;
     let baseline = cores.tasks();
     let answers = until_every_core_serves(&proxy, &cores, &baseline).await;
     let open = proxy.app.shutdown().await;

@@ -77,7 +77,8 @@ unsafe impl GlobalAlloc for Allocator {
 /// How often the allocator is asked to return what it has held unused for its delay.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// Runs for the life of the data plane.
+/// Runs for the life of the data plane, on each of its runtimes: a collection reaches the
+/// calling thread's pages only.
 pub(crate) async fn return_unused() {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -4,11 +4,10 @@
 //! in-flight requests finish within `shutdown_grace` and returns. `start` brings the same
 //! pieces up on the current runtime, for the demo and the tests.
 //!
-//! Runtimes: the data plane gets a multi-threaded tokio runtime with one worker per CPU,
-//! or a single-threaded one when the process has one CPU (a work-stealing scheduler has
-//! nothing to steal there, and it measurably costs ~5% of throughput). The controller runs
-//! on a thread and runtime of its own, so writing state files and spawning hooks never
-//! takes time from requests.
+//! Runtimes: the data plane gets a single-threaded tokio runtime per CPU (`runtimes`): the
+//! main thread's, and a worker thread's for each further CPU. The controller runs on a
+//! thread and runtime of its own, so writing state files and spawning hooks never takes
+//! time from requests.
 //!
 //! Restarts and upgrades without a refused request (the state lock, the takeover) are
 //! `handover`.
@@ -39,7 +38,7 @@ use crate::rollout::controller::{
 };
 use crate::rollout::state::{StateFiles, StateStore};
 use crate::routing::SharedSnapshot;
-use crate::runtimes::DataPlane;
+use crate::runtimes::{DataPlane, RuntimeThread};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -185,6 +184,7 @@ fn wire(
     workers: Vec<tokio::runtime::Handle>,
 ) -> Result<Wired, StartError> {
     let data_plane = tokio::runtime::Handle::current();
+    crate::runtimes::number(&workers);
     let snapshot: SharedSnapshot = Arc::default();
     let runtimes = std::iter::once(data_plane.clone()).chain(workers).collect();
     let listeners = Listeners::new(runtimes, snapshot.clone(), &config.limits);
@@ -286,25 +286,32 @@ fn serve(config: Config) -> Result<(), AppError> {
         .ok()
         .and_then(|(_, token_file)| token_file);
     let data_plane = data_plane().map_err(AppError::Runtime)?;
+    let workers = data_plane.workers();
     let (state_lock, bound) = {
         let _context = data_plane.main().enter();
         take_state_dir(&config)?
     };
-    let controller = ControllerThread::spawn().map_err(AppError::Runtime)?;
+    // The controller's own thread and single-threaded runtime (slot 0: it counts as no
+    // data-plane runtime's).
+    let controller = RuntimeThread::spawn("cutover-controller", 0).map_err(AppError::Runtime)?;
     let options = Options {
         watch: true,
         admin_record: Some(token_file),
-        controller_runtime: Some(controller.handle.clone()),
+        controller_runtime: Some(controller.handle().clone()),
         bound_listeners: bound.listeners,
         bound_admin: bound.admin,
-        workers: data_plane.workers(),
+        workers: workers.clone(),
     };
     let result = data_plane.main().block_on(async {
         // Installed before anything is served or recorded: a SIGTERM that comes early is a
         // clean stop too, never the default action that kills the process.
         let signals = Signals::install();
         let app = start(config, options).await?;
+        // Each thread's allocator hands back its own freed pages.
         drop(tokio::spawn(memory::return_unused()));
+        for worker in &workers {
+            drop(worker.spawn(memory::return_unused()));
+        }
         wait_for_signals(&app, signals).await;
         let open = app.shutdown().await;
         if open > 0 {
@@ -318,7 +325,7 @@ fn serve(config: Config) -> Result<(), AppError> {
         Ok(())
     });
     admin::runtime_file::remove(&config_path, std::process::id());
-    controller.stop();
+    drop(controller);
     // The controller wrote its last state: a successor may read it now.
     drop(state_lock);
     data_plane.shutdown_timeout(Duration::from_secs(1));
@@ -454,45 +461,6 @@ fn data_plane() -> std::io::Result<DataPlane> {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     DataPlane::build(threads)
-}
-
-/// The controller's own thread and single-threaded runtime.
-struct ControllerThread {
-    handle: tokio::runtime::Handle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ControllerThread {
-    fn spawn() -> std::io::Result<ControllerThread> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("cutover-controller".into())
-            .spawn(move || {
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })?;
-        Ok(ControllerThread {
-            handle,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-
-    fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 /// Logs to stderr in `format`; `CUTOVER_LOG` (or `RUST_LOG`) sets the filter, `info` by

@@ -34,6 +34,7 @@ use self::member::Member;
 use crate::config::{Config, Fleet as FleetConfig};
 use crate::rollout::controller::ControllerHandle;
 use crate::routing::SharedSnapshot;
+use crate::runtimes::StoppingThread;
 
 /// How long the controller waits for etcd on one state read or write.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -121,8 +122,8 @@ impl Shared {
 pub(crate) struct Fleet {
     pub shared: Arc<Shared>,
     requests: mpsc::UnboundedSender<Request>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The agent's thread; dropping the fleet stops it.
+    _agent: StoppingThread,
 }
 
 impl Fleet {
@@ -148,21 +149,17 @@ impl Fleet {
             controller: OnceLock::new(),
         });
         let (requests, inbox) = mpsc::unbounded_channel();
-        let (stop, stopped) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let agent = agent::Agent::new(fleet.clone(), shared.clone(), snapshot, metrics);
-        let thread = std::thread::Builder::new()
-            .name("cutover-fleet".into())
-            .spawn(move || {
-                runtime.block_on(agent.run(inbox, stopped));
-            })?;
+        let agent = StoppingThread::spawn("cutover-fleet", move |stopped| {
+            runtime.block_on(agent.run(inbox, stopped));
+        })?;
         Ok(Arc::new(Fleet {
             shared,
             requests,
-            stop: Some(stop),
-            thread: Some(thread),
+            _agent: agent,
         }))
     }
 
@@ -223,17 +220,6 @@ impl Fleet {
     pub(crate) fn set_config_hash(&self, config: &Config) {
         if let Ok(mut hash) = self.shared.config_hash.lock() {
             *hash = config_hash(config);
-        }
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }

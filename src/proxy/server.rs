@@ -252,8 +252,8 @@ impl Listeners {
             self.runtimes[0].spawn(async move {
                 let drained =
                     || watched.accepting.load(Acquire) == 0 && watched.active.load(Relaxed) == 0;
-                // A woken connection goes to the runtimes in turn, as accepted ones do, so
-                // that connections that park do not gather on the watch's runtime.
+                // A woken connection goes to the runtimes in turn, so that connections that
+                // park do not gather on the watch's runtime.
                 let resume = |cold, state| {
                     let runtime = &runtimes[next.fetch_add(1, Relaxed) % runtimes.len()];
                     drop(runtime.spawn(Connection::resume(cold, state)));
@@ -273,7 +273,7 @@ impl Listeners {
                 };
                 runtime.spawn(accept_loop(
                     socket,
-                    state.clone(),
+                    Accepting(state.clone()),
                     self.shared.clone(),
                     stopped.clone(),
                 ));
@@ -388,16 +388,26 @@ fn ensure_port_is_free(addr: SocketAddr) -> std::io::Result<()> {
     })
 }
 
-/// A listener's accept loop; once it returns, its idle watch may end (`accepting`).
+/// One of a listener's accept loops, counted in its `accepting` until it ends, or until it
+/// is dropped without ever running (its runtime stopped first).
+struct Accepting(Arc<ListenerState>);
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        // Every connection the loop took is counted in `active` by now.
+        self.0.accepting.fetch_sub(1, Release);
+    }
+}
+
+/// A listener's accept loop on one runtime; once every one has returned, its idle watch
+/// may end (`accepting`).
 async fn accept_loop(
     socket: std::net::TcpListener,
-    state: Arc<ListenerState>,
+    accepting: Accepting,
     shared: Arc<Shared>,
     stopped: watch::Receiver<bool>,
 ) {
-    accept(socket, &state, &shared, stopped).await;
-    // Every connection it took is counted in `active` by now.
-    state.accepting.fetch_sub(1, Release);
+    accept(socket, &accepting.0, &shared, stopped).await;
 }
 
 /// Takes connections, each once a connection slot is free, until the listener is told to

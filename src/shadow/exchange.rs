@@ -140,13 +140,32 @@ impl Failure {
     }
 }
 
-/// Keep-alive connections to backends, a copier's own.
-#[derive(Debug, Default)]
+/// Keep-alive connections to backends, a copier's own, per data-plane runtime: a
+/// connection serves only the runtime whose poller it is registered with (`runtimes`).
+#[derive(Debug)]
 pub(crate) struct Reuse {
-    idle: Mutex<HashMap<Arc<str>, Vec<Connection>>>,
+    idle: Box<[Mutex<IdleByBackend>]>,
+}
+
+/// One runtime's idle connections, by backend address.
+type IdleByBackend = HashMap<Arc<str>, Vec<Connection>>;
+
+impl Default for Reuse {
+    fn default() -> Reuse {
+        Reuse {
+            idle: (0..crate::runtimes::slots())
+                .map(|_| Mutex::default())
+                .collect(),
+        }
+    }
 }
 
 impl Reuse {
+    /// This thread's runtime's idle connections.
+    fn here(&self) -> &Mutex<IdleByBackend> {
+        &self.idle[crate::runtimes::slot().min(self.idle.len() - 1)]
+    }
+
     /// `exchange` over an idle connection to `addr` when there is one; the connection is
     /// kept for the next when the answer ended cleanly on a connection both sides keep.
     ///
@@ -182,7 +201,7 @@ impl Reuse {
 
     /// An idle connection to `addr` that is still clean (see `Connection::is_clean`).
     fn take(&self, addr: &str) -> Option<Connection> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.here().lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(addr)?;
         while let Some(connection) = list.pop() {
             if connection.is_clean() {
@@ -193,7 +212,7 @@ impl Reuse {
     }
 
     fn put(&self, addr: &Arc<str>, connection: Connection) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.here().lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.entry(addr.clone()).or_default();
         if list.len() < MAX_IDLE {
             list.push(connection);

@@ -19,7 +19,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crossbeam_queue::{ArrayQueue, SegQueue};
@@ -55,7 +55,8 @@ struct IdleConnection {
     idle_since_ms: u64,
 }
 
-/// Idle connections kept per backend, over all runtimes.
+/// Idle connections kept per backend, shared out among the runtimes (at least
+/// `MIN_IDLE_PER_RUNTIME` each).
 const IDLE_CAPACITY: usize = 512;
 const MIN_IDLE_PER_RUNTIME: usize = 16;
 
@@ -114,7 +115,11 @@ pub struct Backend {
     timeouts: Timeouts,
     /// The counters of the pool this backend belongs to.
     pub stats: Arc<PoolStats>,
-    idle: Box<[IdleQueue]>,
+    /// One queue per data-plane runtime, made when that runtime first returns a
+    /// connection: a runtime that never uses the backend costs it a pointer.
+    idle: Box<[OnceLock<Box<IdleQueue>>]>,
+    /// Each queue's cap.
+    idle_cap: usize,
     /// Set by active health checks; true when none are configured.
     healthy: AtomicBool,
     /// Passive outlier detection: consecutive failures and ejection.
@@ -149,12 +154,9 @@ impl Backend {
             resolved: addr.parse().ok(),
             timeouts,
             stats,
-            idle: {
-                // The capacity is shared out, so more cores do not mean more memory.
-                let runtimes = runtimes.max(1);
-                let each = (IDLE_CAPACITY / runtimes).max(MIN_IDLE_PER_RUNTIME);
-                (0..runtimes).map(|_| IdleQueue::new(each)).collect()
-            },
+            idle: (0..runtimes.max(1)).map(|_| OnceLock::new()).collect(),
+            // The places are shared out: more cores do not mean more idle connections.
+            idle_cap: (IDLE_CAPACITY / runtimes.max(1)).max(MIN_IDLE_PER_RUNTIME),
             healthy: AtomicBool::new(true),
             outlier: OutlierState::new(ejections),
             in_flight: AtomicU32::new(0),
@@ -197,7 +199,7 @@ impl Backend {
     /// request without a body is sent again (see `proxy::attempt`).
     pub fn pooled(&self, now_ms: u64) -> Option<Connection> {
         let max_idle = self.timeouts.idle.as_millis() as u64;
-        let idle_here = self.idle_here();
+        let idle_here = self.idle_here().get()?;
         while let Some(idle) = idle_here.pop() {
             let idle_for = now_ms.saturating_sub(idle.idle_since_ms);
             if idle_for < max_idle && idle.connection.is_clean() {
@@ -215,12 +217,14 @@ impl Backend {
             connection,
             idle_since_ms: now_ms,
         };
-        self.idle_here().push(idle);
+        self.idle_here()
+            .get_or_init(|| Box::new(IdleQueue::new(self.idle_cap)))
+            .push(idle);
     }
 
     /// The idle connections of this thread's runtime: the ones registered with its poller.
     #[inline]
-    fn idle_here(&self) -> &IdleQueue {
+    fn idle_here(&self) -> &OnceLock<Box<IdleQueue>> {
         // A thread of no data-plane runtime (the controller's) has slot 0, as does every
         // thread when the backend was made for one runtime.
         &self.idle[crate::runtimes::slot().min(self.idle.len() - 1)]
@@ -334,7 +338,7 @@ impl Backend {
             } else {
                 tracing::warn!(backend = %self.addr, "backend failed its health checks");
                 // Its pooled connections are suspect too.
-                for queue in self.idle.iter() {
+                for queue in self.idle.iter().filter_map(OnceLock::get) {
                     while queue.pop().is_some() {}
                 }
             }
@@ -386,8 +390,9 @@ mod tests {
     use super::*;
     use crate::runtimes::set_slot;
 
-    #[tokio::test]
-    async fn an_idle_connection_serves_only_the_runtime_that_returned_it() {
+    /// A backend for `runtimes` at an address that accepts connections and holds them
+    /// open, saying nothing; and the task that accepts.
+    async fn silent_backend(runtimes: usize) -> (Backend, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let accepting = tokio::spawn(async move {
@@ -398,7 +403,14 @@ mod tests {
         });
         let stats = Arc::new(PoolStats::default());
         let ejections = Arc::new(Ejections::default());
-        let backend = Backend::new(&addr, Timeouts::default(), stats, ejections, 8, 2);
+        let timeouts = Timeouts::default();
+        let backend = Backend::new(&addr, timeouts, stats, ejections, 64, runtimes);
+        (backend, accepting)
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_serves_only_the_runtime_that_returned_it() {
+        let (backend, accepting) = silent_backend(2).await;
         set_slot(1);
         let connection = backend.connect().await.unwrap();
         backend.check_in(connection, 0);
@@ -412,8 +424,11 @@ mod tests {
             .pooled(1)
             .expect("runtime 1 gets its connection back");
         backend.check_in(connection, 1);
-        // A backend that fails its health checks drops the idle connections of every runtime.
+        // A backend that fails its health checks (noticed on runtime 0) drops the idle
+        // connections of every runtime.
+        set_slot(0);
         backend.set_healthy(false);
+        set_slot(1);
         assert!(backend.pooled(2).is_none());
         set_slot(0);
         accepting.abort();
@@ -421,17 +436,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_leaves_idle_connections_up_to_the_cap_and_no_more() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let accepting = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                held.push(stream);
-            }
-        });
-        let stats = Arc::new(PoolStats::default());
-        let ejections = Arc::new(Ejections::default());
-        let backend = Backend::new(&addr, Timeouts::default(), stats, ejections, 64, 1);
+        let (backend, accepting) = silent_backend(1).await;
         let cap = 20;
         let queue = IdleQueue::new(cap);
         for _ in 0..cap + 5 {
