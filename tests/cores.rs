@@ -1,11 +1,13 @@
 //! A runtime per core (`cutover run` on a machine with several): every core accepts
-//! connections and serves them to their end, parked connections wake on any of them,
-//! and a shutdown drains them all. The proxy runs in-process on the test's runtime and
+//! connections and serves them to their end, parked connections wake on any of them, a
+//! listener a reload adds or removes starts or stops on all of them, and a shutdown drains
+//! them all. The proxy runs in-process on the test's runtime and
 //! two more, each on its own thread, and the runtimes' own task counts show where the
 //! connections are.
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::*;
@@ -14,13 +16,13 @@ use tokio::task::JoinSet;
 /// Requests to `/slow` (the backend waits 300 ms) on new connections, one at a time, until
 /// every worker runtime has taken some: their answers, to await.
 async fn until_every_core_serves(
-    proxy: &TestProxy,
+    addr: SocketAddr,
     cores: &Cores,
     baseline: &[usize],
 ) -> JoinSet<Result<(http::StatusCode, String), String>> {
     let mut answers = JoinSet::new();
     for _ in 0..100 {
-        let mut client = KeepAlive::connect(proxy.addr).await.unwrap();
+        let mut client = KeepAlive::connect(addr).await.unwrap();
         answers.spawn(async move { client.get("/slow").await });
         tokio::time::sleep(Duration::from_millis(5)).await;
         let now = cores.tasks();
@@ -60,7 +62,7 @@ async fn all_ok(mut answers: JoinSet<Result<(http::StatusCode, String), String>>
 async fn every_core_accepts_connections_and_serves_them_to_the_end() {
     let (cores, old, proxy) = on_three_cores().await;
     let baseline = cores.tasks();
-    let answers = until_every_core_serves(&proxy, &cores, &baseline).await;
+    let answers = until_every_core_serves(proxy.addr, &cores, &baseline).await;
     let served = all_ok(answers).await;
     assert_eq!(old.hits(), served);
 }
@@ -106,7 +108,7 @@ async fn parked_connections_wake_on_every_core() {
 async fn a_shutdown_drains_in_flight_requests_on_every_core() {
     let (cores, _old, proxy) = on_three_cores().await;
     let baseline = cores.tasks();
-    let answers = until_every_core_serves(&proxy, &cores, &baseline).await;
+    let answers = until_every_core_serves(proxy.addr, &cores, &baseline).await;
     let open = proxy.app.shutdown().await;
     assert_eq!(open, 0, "connections left open after the drain");
     all_ok(answers).await;
@@ -115,4 +117,33 @@ async fn a_shutdown_drains_in_flight_requests_on_every_core() {
     })
     .await;
     assert!(closed, "a core still accepts after the shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_a_reload_adds_accepts_on_every_core_and_stops_on_every_core_when_removed() {
+    let (cores, _old, proxy) = on_three_cores().await;
+    let one = std::fs::read_to_string(proxy.config_path()).unwrap();
+    let port = free_port();
+    save_by_rename(&proxy.config_path(), &two_listeners(&one, port));
+    reload_ok(&proxy).await;
+    // Each worker runs the added listener's accept loop beside the first one's.
+    let both = eventually(Duration::from_secs(5), || cores.tasks() == [2, 2]).await;
+    assert!(both, "tasks on the workers: {:?}", cores.tasks());
+    let added: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    all_ok(until_every_core_serves(added, &cores, &[2, 2]).await).await;
+
+    save_by_rename(&proxy.config_path(), &one);
+    reload_ok(&proxy).await;
+    let gone = eventually(Duration::from_secs(5), || cores.tasks() == [1, 1]).await;
+    assert!(
+        gone,
+        "the removed listener still runs on a worker: {:?}",
+        cores.tasks()
+    );
+    let closed = eventually_async(Duration::from_secs(2), || async {
+        tokio::net::TcpStream::connect(added).await.is_err()
+    })
+    .await;
+    assert!(closed, "a core still accepts on the removed listener");
+    assert_eq!(served_by(proxy.addr).await, "old");
 }
