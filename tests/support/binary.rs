@@ -39,7 +39,8 @@ impl Drop for Cutover {
 }
 
 impl Cutover {
-    /// Starts the binary on one core and waits until its admin API at `admin` answers.
+    /// Starts the binary on one core and waits until its admin API at `admin` answers
+    /// (`/healthz`): its listeners are bound by then.
     pub async fn start(config: &std::path::Path, admin: SocketAddr) -> Cutover {
         Cutover::start_on_cores(config, admin, 1).await
     }
@@ -72,6 +73,22 @@ impl Cutover {
                 cutover.log()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The admin socket is bound first, before the listeners: wait for the API itself,
+        // which answers once everything is up.
+        let healthz = b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+        while !super::raw(admin, healthz, Duration::from_secs(1))
+            .await
+            .starts_with("HTTP/1.1 200")
+        {
+            if let Ok(Some(exit)) = cutover.child.try_wait() {
+                panic!("cutover exited with {exit} at start:\n{}", cutover.log());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no admin API after 10 s:\n{}",
+                cutover.log()
+            );
         }
         cutover
     }
