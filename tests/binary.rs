@@ -218,22 +218,26 @@ async fn on_three_cores_every_core_serves_and_sigterm_drains_them_all() {
     let mut cutover = Cutover::start_on_cores(&dir.path().join("cutover.yaml"), admin, 3).await;
     let pid = cutover.child.id();
     assert_eq!(thread_ticks(pid, "cutover-worker").len(), 2);
-    // Batches of 40 connections × 100 requests until each worker has spent two clock
-    // ticks (20 ms) serving: more than waking for the connections it did not take.
+    // 40 connections, 100 requests on each in rounds, until each worker has spent two
+    // clock ticks (20 ms) serving: more than waking for the connections it did not take.
     let before = thread_ticks(pid, "cutover-worker");
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        clients.push(KeepAlive::connect(listen).await.unwrap());
+    }
     let mut after = before.clone();
-    for _batch in 0..10 {
-        let mut clients = tokio::task::JoinSet::new();
-        for _ in 0..40 {
-            let mut client = KeepAlive::connect(listen).await.unwrap();
-            clients.spawn(async move {
+    for _round in 0..10 {
+        let mut running = tokio::task::JoinSet::new();
+        for mut client in clients.drain(..) {
+            running.spawn(async move {
                 for _ in 0..100 {
                     assert_eq!(client.get("/").await.unwrap().0, StatusCode::OK);
                 }
+                client
             });
         }
-        while let Some(done) = clients.join_next().await {
-            done.unwrap();
+        while let Some(client) = running.join_next().await {
+            clients.push(client.unwrap());
         }
         after = thread_ticks(pid, "cutover-worker");
         if after
@@ -251,6 +255,7 @@ async fn on_three_cores_every_core_serves_and_sigterm_drains_them_all() {
             .all(|(after, before)| after >= &(before + 2)),
         "a worker thread did not serve in 40,000 requests: CPU ticks {before:?} -> {after:?}"
     );
+    drop(clients);
     old.set_delay(Duration::from_millis(1000));
     let hits = old.hits();
     let mut in_flight = tokio::task::JoinSet::new();

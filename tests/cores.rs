@@ -1,9 +1,8 @@
 //! A runtime per core (`cutover run` on a machine with several): every core accepts
 //! connections and serves them to their end, parked connections wake on any of them, a
 //! listener a reload adds or removes starts or stops on all of them, and a shutdown drains
-//! them all. The proxy runs in-process on the test's runtime and
-//! two more, each on its own thread, and the runtimes' own task counts show where the
-//! connections are.
+//! them all. The proxy runs in-process on the test's runtime and two more, each on its
+//! own thread, and the runtimes' own task counts show where the connections are.
 
 mod support;
 

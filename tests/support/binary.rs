@@ -16,13 +16,23 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cutover"))
 }
 
-/// A port that was free a moment ago (bind 127.0.0.1:0, read the port, close).
+/// A port that was free a moment ago, for a process to bind: picked at random below the
+/// kernel's ephemeral range, so that no client socket (this test's or a test's running
+/// beside it) takes it as its own port before the process binds it. A port picked in
+/// that range (`bind 127.0.0.1:0`) was taken that way under load: "in use by another
+/// process" at the proxy's start.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let below = ephemeral_from.saturating_sub(12_000).max(1024)..ephemeral_from;
+    loop {
+        let port = rand::random_range(below.clone());
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Whether the admin API at `admin` answers `GET /healthz` with 200.
