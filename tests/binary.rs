@@ -45,6 +45,21 @@ async fn restart(dir: &Path, listen: SocketAddr, admin: SocketAddr) -> Running {
     Running { cutover, listen }
 }
 
+/// After a SIGTERM: the process exits 0 within 10 s and nothing accepts on `listen`.
+async fn exits_0_and_stops_listening(cutover: &mut Cutover, listen: SocketAddr) {
+    let exited = eventually(Duration::from_secs(10), || {
+        cutover.child.try_wait().unwrap().is_some()
+    })
+    .await;
+    assert!(exited, "still running after SIGTERM:\n{}", cutover.log());
+    let code = cutover.child.wait().unwrap().code();
+    assert_eq!(code, Some(0), "{}", cutover.log());
+    assert!(
+        std::net::TcpStream::connect(listen).is_err(),
+        "still accepting on {listen}"
+    );
+}
+
 /// User and system CPU time (clock ticks) of each of the process's threads named `name`.
 fn thread_ticks(pid: u32, name: &str) -> Vec<u64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
@@ -272,21 +287,7 @@ async fn on_three_cores_every_core_serves_and_sigterm_drains_them_all() {
     while let Some(status) = in_flight.join_next().await {
         assert_eq!(status.unwrap(), StatusCode::OK, "{}", cutover.log());
     }
-    let exited = eventually(Duration::from_secs(10), || {
-        cutover.child.try_wait().unwrap().is_some()
-    })
-    .await;
-    assert!(exited, "still running after SIGTERM:\n{}", cutover.log());
-    assert_eq!(
-        cutover.child.wait().unwrap().code(),
-        Some(0),
-        "{}",
-        cutover.log()
-    );
-    assert!(
-        std::net::TcpStream::connect(listen).is_err(),
-        "no core accepts any more"
-    );
+    exits_0_and_stops_listening(&mut cutover, listen).await;
 }
 
 #[tokio::test]
@@ -303,21 +304,7 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
     running.signal(libc::SIGTERM);
     let got = in_flight.await.unwrap();
     assert_eq!(got.status, StatusCode::OK, "the in-flight request finished");
-    let exited = eventually(Duration::from_secs(10), || {
-        running.child.try_wait().unwrap().is_some()
-    })
-    .await;
-    assert!(exited, "still running after SIGTERM:\n{}", running.log());
-    assert_eq!(
-        running.child.wait().unwrap().code(),
-        Some(0),
-        "{}",
-        running.log()
-    );
-    assert!(
-        std::net::TcpStream::connect(listen).is_err(),
-        "no longer accepting"
-    );
+    exits_0_and_stops_listening(&mut running, listen).await;
     assert!(running.log().contains("SIGTERM received"));
 }
 
