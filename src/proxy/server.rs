@@ -58,8 +58,8 @@ pub struct ListenerState {
     /// Its HTTP/1 connections, for their idle watch.
     pub(super) idle: IdleSet,
     /// Its accept loops still running, one per data-plane runtime: connections may still
-    /// come (each decrements it, `Release`, as it returns; the idle watch ends only after
-    /// the last and the last connection).
+    /// come (each loop's `Accepting` decrements it, `Release`, when dropped; the idle watch
+    /// ends only after the last and the last connection).
     accepting: AtomicUsize,
     stop: watch::Sender<bool>,
 }
@@ -263,17 +263,18 @@ impl Listeners {
             for runtime in self.runtimes.iter() {
                 // Each runtime polls its own copy of the listening socket; the kernel
                 // gives a new connection to whichever accepts first.
+                let accepting = Accepting(state.clone());
                 let socket = match socket.try_clone() {
                     Ok(socket) => socket,
                     Err(err) => {
+                        // Dropping `accepting` counts this runtime's loop as ended.
                         tracing::error!(listener = %state.name, error = %err, "cannot accept on every core: this one is left out");
-                        state.accepting.fetch_sub(1, Release);
                         continue;
                     }
                 };
                 runtime.spawn(accept_loop(
                     socket,
-                    Accepting(state.clone()),
+                    accepting,
                     self.shared.clone(),
                     stopped.clone(),
                 ));
