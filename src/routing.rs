@@ -12,14 +12,15 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{header, HeaderMap, HeaderValue};
 
 use crate::config::{HostPattern, Matcher, Sticky, Timeouts, Weight};
 use crate::hash::fnv1a;
-use crate::upstream::{Pool, PoolKind, PoolSettings, UpstreamRegistry};
+use crate::upstream::{Backend, Pool, PoolKind, PoolSettings, UpstreamRegistry};
 
 pub(crate) const BUCKETS: u16 = 10_000;
 
@@ -63,6 +64,36 @@ impl Snapshot {
 
     pub fn service(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| &*r.service.name == name)
+    }
+
+    /// Every pool's backends, route after route.
+    pub(crate) fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.routes
+            .iter()
+            .flat_map(|route| [&route.service.old, &route.service.new])
+            .flat_map(|pool| &pool.backends)
+    }
+}
+
+/// Closes backend connections left unused for their service's `timeouts.idle`, every
+/// second (or every half of the shortest idle timeout, when shorter); ends with the app,
+/// when `snapshot` is gone. A request checks the age of the connection it takes, but a
+/// backend that no request picks any more (OLD after a cutover, or every backend once
+/// traffic stops) would otherwise keep its connections open for good.
+pub(crate) async fn close_expired_connections(snapshot: Weak<ArcSwap<Snapshot>>) {
+    loop {
+        let mut every = Duration::from_secs(1);
+        {
+            let Some(snapshot) = snapshot.upgrade() else {
+                return;
+            };
+            let now_ms = crate::upstream::now_millis();
+            for backend in snapshot.load().backends() {
+                backend.close_expired(now_ms);
+                every = every.min(backend.idle_timeout() / 2);
+            }
+        }
+        tokio::time::sleep(every.max(Duration::from_millis(10))).await;
     }
 }
 

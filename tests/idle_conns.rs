@@ -1,4 +1,5 @@
-//! Idle keep-alive connections: what a backend's idle queues cost (the last test), what
+//! Idle keep-alive connections: what a backend's idle queues cost, that a backend's
+//! connections close when idle though no request takes them (the last two tests), what
 //! an idle client connection costs in memory, and that a connection
 //! parked while idle (docs/performance.md) still behaves as any other: it serves its next
 //! requests, pipelined ones too, over clear text and TLS, closes `header_read_timeout`
@@ -377,5 +378,35 @@ async fn a_thousand_backends_per_pool_cost_a_kilobyte_each() {
     // KiB on these 16 cores while each runtime's queue was made with the backend.
     eprintln!("per backend: {per_backend} bytes");
     assert!(per_backend < 4000, "{per_backend} bytes per backend");
+    drop(proxy);
+}
+
+/// A backend's unused connections close `timeouts.idle` after their last request, though
+/// no request comes to take them (as OLD's after a cutover): not sooner, not never.
+#[tokio::test]
+async fn backend_connections_close_when_idle_though_no_request_comes() {
+    let _turn = TURN.lock().await;
+    let backend = spawn_counting_backend().await;
+    let extra = "    timeouts: { idle: 400ms }\n";
+    let config = simple_config(&[backend.addr], &[backend.addr], "0%", extra);
+    let proxy = spawn_proxy(&config).await;
+    let slow = || send(proxy.addr, get("api.test", "/slow"));
+    let (a, b, c) = tokio::join!(slow(), slow(), slow());
+    assert_eq!([a.status, b.status, c.status], [200; 3]);
+    assert_eq!(backend.open(), 3, "one connection per request at once");
+    // The next request takes one of them.
+    let last = Instant::now();
+    assert_eq!(send(proxy.addr, get("api.test", "/")).await.status, 200);
+    assert_eq!(backend.accepted(), 3);
+    assert!(
+        eventually(Duration::from_secs(5), || backend.open() == 0).await,
+        "{} backend connections still open 5 s after the last request",
+        backend.open()
+    );
+    let closed_after = last.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(400),
+        "the last connection closed {closed_after:?} after its request, within its idle timeout"
+    );
     drop(proxy);
 }

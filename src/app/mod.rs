@@ -186,6 +186,9 @@ fn wire(
     let data_plane = tokio::runtime::Handle::current();
     crate::runtimes::number(&workers);
     let snapshot: SharedSnapshot = Arc::default();
+    drop(tokio::spawn(crate::routing::close_expired_connections(
+        Arc::downgrade(&snapshot),
+    )));
     let runtimes = std::iter::once(data_plane.clone()).chain(workers).collect();
     let listeners = Listeners::new(runtimes, snapshot.clone(), &config.limits);
     listeners.adopt(bound);

@@ -94,6 +94,18 @@ impl IdleQueue {
         self.near.pop().or_else(|| self.far.pop())
     }
 
+    /// Drops the connections unused for `max_idle` milliseconds or more, going once
+    /// through the queue: the others go back one by one, so that at most one is out of the
+    /// queue at a time while the queue's runtime may be taking from it.
+    fn close_expired(&self, now_ms: u64, max_idle: u64) {
+        for _ in 0..self.near.len() + self.far.len() {
+            let Some(idle) = self.pop() else { return };
+            if now_ms.saturating_sub(idle.idle_since_ms) < max_idle {
+                self.push(idle);
+            }
+        }
+    }
+
     /// Keeps `idle` unless the queues are full, when it is dropped (and its connection
     /// closed): more idle connections than that will not be reused.
     #[inline]
@@ -220,6 +232,21 @@ impl Backend {
         self.idle_here()
             .get_or_init(|| Box::new(IdleQueue::new(self.idle_cap)))
             .push(idle);
+    }
+
+    /// Closes the idle connections unused for `timeouts.idle`, on every runtime. Taking a
+    /// connection checks its age too; this is for a backend that no request picks any
+    /// more (OLD after a cutover), whose connections would otherwise stay open for good.
+    pub fn close_expired(&self, now_ms: u64) {
+        let max_idle = self.timeouts.idle.as_millis() as u64;
+        for queue in self.idle.iter().filter_map(OnceLock::get) {
+            queue.close_expired(now_ms, max_idle);
+        }
+    }
+
+    /// How long an unused connection is kept (`timeouts.idle`).
+    pub fn idle_timeout(&self) -> Duration {
+        self.timeouts.idle
     }
 
     /// The idle connections of this thread's runtime: the ones registered with its poller.
@@ -453,6 +480,40 @@ mod tests {
             kept += 1;
         }
         assert_eq!(kept, cap);
+        accepting.abort();
+    }
+
+    #[tokio::test]
+    async fn expired_connections_close_on_every_runtime_and_the_others_stay() {
+        let (backend, accepting) = silent_backend(2).await;
+        let idle_ms = backend.idle_timeout().as_millis() as u64;
+        // Runtime 1 returns one connection at 0 ms and a burst's ten at 100 ms; runtime
+        // 0 one at 0 ms.
+        set_slot(1);
+        let old = backend.connect().await.unwrap();
+        backend.check_in(old, 0);
+        for _ in 0..10 {
+            let recent = backend.connect().await.unwrap();
+            backend.check_in(recent, 100);
+        }
+        set_slot(0);
+        let old = backend.connect().await.unwrap();
+        backend.check_in(old, 0);
+        let held = |backend: &Backend| -> Vec<usize> {
+            let queues = backend.idle.iter().map(OnceLock::get);
+            queues
+                .map(|queue| queue.map_or(0, |q| q.near.len() + q.far.len()))
+                .collect()
+        };
+        assert_eq!(held(&backend), [1, 11]);
+        backend.close_expired(idle_ms - 1);
+        assert_eq!(held(&backend), [1, 11], "closed before the idle timeout");
+        backend.close_expired(idle_ms + 50);
+        assert_eq!(held(&backend), [0, 10]);
+        set_slot(1);
+        let connection = backend.pooled(idle_ms + 50);
+        assert!(connection.is_some(), "the ones kept are still in use");
+        set_slot(0);
         accepting.abort();
     }
 }
