@@ -115,7 +115,7 @@ pub(super) async fn exchange(
             continue;
         };
         let connected = if outgoing.upgrade {
-            backend.connect().await
+            backend.new_connection().await
         } else {
             backend.connection(now_ms).await
         };

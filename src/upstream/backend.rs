@@ -22,12 +22,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed, Ordering::SeqC
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crossbeam_queue::{ArrayQueue, SegQueue};
 use http::HeaderValue;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::connection::Connection;
+use super::idle::{IdleConnection, IdleQueue, IDLE_CAPACITY, MIN_IDLE_PER_RUNTIME};
 use super::outlier::{Ejections, OutlierState};
 use super::pool::Pool;
 use crate::config::Timeouts;
@@ -48,74 +48,6 @@ pub enum ConnectError {
         addr: String,
         source: std::io::Error,
     },
-}
-
-struct IdleConnection {
-    connection: Connection,
-    idle_since_ms: u64,
-}
-
-/// Idle connections kept per backend, shared out among the runtimes (at least
-/// `MIN_IDLE_PER_RUNTIME` each).
-const IDLE_CAPACITY: usize = 512;
-const MIN_IDLE_PER_RUNTIME: usize = 16;
-
-/// Idle connections a runtime keeps for a backend in its fixed queue; more wait in a queue
-/// that grows and shrinks with them.
-const NEAR: usize = 8;
-
-/// One runtime's idle connections to a backend, up to `cap`.
-///
-/// Two queues: a fixed one of `NEAR` places, which the steady state never leaves, and one
-/// that grows and shrinks in blocks of 31 places as it fills and empties, for the
-/// connections a burst leaves behind. One fixed queue of 512 places (48 KiB, written
-/// whole at the start) made two pools of 1,000 backends cost 100 MB of RSS, nearly all of
-/// it empty; a growing queue alone cost 350 instructions per request (allocating and
-/// zeroing blocks as the queue moves on, and counting its length). Connections are taken
-/// from the fixed queue first. The cap is checked before a push, so two threads returning
-/// connections at once may exceed it by one.
-struct IdleQueue {
-    near: ArrayQueue<IdleConnection>,
-    far: SegQueue<IdleConnection>,
-    cap: usize,
-}
-
-impl IdleQueue {
-    fn new(cap: usize) -> IdleQueue {
-        IdleQueue {
-            near: ArrayQueue::new(NEAR),
-            far: SegQueue::new(),
-            cap,
-        }
-    }
-
-    #[inline]
-    fn pop(&self) -> Option<IdleConnection> {
-        self.near.pop().or_else(|| self.far.pop())
-    }
-
-    /// Drops the connections unused for `max_idle` milliseconds or more, going once
-    /// through the queue: the others go back one by one, so that at most one is out of the
-    /// queue at a time while the queue's runtime may be taking from it.
-    fn close_expired(&self, now_ms: u64, max_idle: u64) {
-        for _ in 0..self.near.len() + self.far.len() {
-            let Some(idle) = self.pop() else { return };
-            if now_ms.saturating_sub(idle.idle_since_ms) < max_idle {
-                self.push(idle);
-            }
-        }
-    }
-
-    /// Keeps `idle` unless the queues are full, when it is dropped (and its connection
-    /// closed): more idle connections than that will not be reused.
-    #[inline]
-    fn push(&self, idle: IdleConnection) {
-        if let Err(idle) = self.near.push(idle) {
-            if NEAR + self.far.len() < self.cap {
-                self.far.push(idle);
-            }
-        }
-    }
 }
 
 /// One backend server: where it is, its connections, and whether it may take traffic.
@@ -199,6 +131,27 @@ impl Backend {
     pub async fn connection(&self, now_ms: u64) -> Result<Connection, ConnectError> {
         if let Some(connection) = self.pooled(now_ms) {
             return Ok(connection);
+        }
+        self.new_connection().await
+    }
+
+    /// A new connection for a request in flight, within `max_connections`.
+    ///
+    /// Each runtime keeps its own idle connections, which another runtime's requests cannot
+    /// take: a runtime without one opens a connection while others sit idle elsewhere.
+    /// So that the backend's open connections stay within `max_connections` (the requests
+    /// in flight, this one included, and the idle ones), other runtimes' idle connections
+    /// are closed first where they would not. Only on the way to a new connection: taking
+    /// a pooled one costs nothing more.
+    pub async fn new_connection(&self) -> Result<Connection, ConnectError> {
+        let queues = || self.idle.iter().filter_map(OnceLock::get);
+        let idle: usize = queues().map(|queue| queue.len()).sum();
+        let open = self.in_flight.load(Relaxed) as usize + idle;
+        let mut over = open.saturating_sub(self.max_in_flight as usize);
+        for queue in queues() {
+            while over > 0 && queue.pop().is_some() {
+                over -= 1;
+            }
         }
         self.connect().await
     }
@@ -420,6 +373,14 @@ mod tests {
     /// A backend for `runtimes` at an address that accepts connections and holds them
     /// open, saying nothing; and the task that accepts.
     async fn silent_backend(runtimes: usize) -> (Backend, tokio::task::JoinHandle<()>) {
+        silent_backend_of(runtimes, 64).await
+    }
+
+    /// The same, with `max_connections`.
+    async fn silent_backend_of(
+        runtimes: usize,
+        max_connections: u32,
+    ) -> (Backend, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let accepting = tokio::spawn(async move {
@@ -431,7 +392,7 @@ mod tests {
         let stats = Arc::new(PoolStats::default());
         let ejections = Arc::new(Ejections::default());
         let timeouts = Timeouts::default();
-        let backend = Backend::new(&addr, timeouts, stats, ejections, 64, runtimes);
+        let backend = Backend::new(&addr, timeouts, stats, ejections, max_connections, runtimes);
         (backend, accepting)
     }
 
@@ -462,28 +423,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_burst_leaves_idle_connections_up_to_the_cap_and_no_more() {
-        let (backend, accepting) = silent_backend(1).await;
-        let cap = 20;
-        let queue = IdleQueue::new(cap);
-        for _ in 0..cap + 5 {
-            let connection = backend.connect().await.unwrap();
-            queue.push(IdleConnection {
-                connection,
-                idle_since_ms: 0,
-            });
-        }
-        // The fixed queue's 8 and 12 more; the last 5 were closed.
-        assert_eq!(queue.near.len(), NEAR);
-        let mut kept = 0;
-        while queue.pop().is_some() {
-            kept += 1;
-        }
-        assert_eq!(kept, cap);
-        accepting.abort();
-    }
-
-    #[tokio::test]
     async fn expired_connections_close_on_every_runtime_and_the_others_stay() {
         let (backend, accepting) = silent_backend(2).await;
         let idle_ms = backend.idle_timeout().as_millis() as u64;
@@ -501,9 +440,7 @@ mod tests {
         backend.check_in(old, 0);
         let held = |backend: &Backend| -> Vec<usize> {
             let queues = backend.idle.iter().map(OnceLock::get);
-            queues
-                .map(|queue| queue.map_or(0, |q| q.near.len() + q.far.len()))
-                .collect()
+            queues.map(|queue| queue.map_or(0, |q| q.len())).collect()
         };
         assert_eq!(held(&backend), [1, 11]);
         backend.close_expired(idle_ms - 1);
@@ -514,6 +451,29 @@ mod tests {
         let connection = backend.pooled(idle_ms + 50);
         assert!(connection.is_some(), "the ones kept are still in use");
         set_slot(0);
+        accepting.abort();
+    }
+
+    /// A runtime cannot take another's idle connections: before it opens one of its own,
+    /// those are closed where the backend would exceed `max_connections`.
+    #[tokio::test]
+    async fn a_new_connection_on_another_runtime_stays_within_max_connections() {
+        let (backend, accepting) = silent_backend_of(2, 1).await;
+        let backend = Arc::new(backend);
+        set_slot(1);
+        let first = backend.try_start_request(0).unwrap();
+        first.check_in(backend.connection(0).await.unwrap());
+        drop(first);
+        set_slot(0);
+        let second = backend.try_start_request(1).unwrap();
+        let _connection = backend.connection(1).await.unwrap();
+        set_slot(1);
+        assert!(
+            backend.pooled(2).is_none(),
+            "runtime 1's idle one is closed"
+        );
+        set_slot(0);
+        drop(second);
         accepting.abort();
     }
 }

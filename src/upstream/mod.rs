@@ -2,6 +2,7 @@
 //! ejection and active health checks.
 //!
 //! - `backend`: one server, its idle connections, in-flight count, availability.
+//! - `idle`: one runtime's idle connections to a backend.
 //! - `pool`: the backends of one side of one service, and picking among them.
 //! - `outlier`: consecutive failures and ejection, within `max_ejected` (atomically).
 //! - `health`: active health-check tasks.
@@ -19,6 +20,7 @@ mod backend;
 mod body;
 mod connection;
 mod health;
+mod idle;
 mod outlier;
 mod pool;
 mod registry;
