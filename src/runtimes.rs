@@ -179,7 +179,10 @@ impl Drop for StoppingThread {
     fn drop(&mut self) {
         self.tell();
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            let name = thread.thread().name().unwrap_or("unnamed").to_string();
+            if thread.join().is_err() {
+                tracing::error!(thread = %name, "a thread of cutover's panicked");
+            }
         }
     }
 }

@@ -1,8 +1,9 @@
 //! A runtime per core (`cutover run` on a machine with several): every core accepts
 //! connections and serves them to their end, parked connections wake on any of them, a
-//! listener a reload adds or removes starts or stops on all of them, and a shutdown drains
-//! them all. The proxy runs in-process on the test's runtime and two more, each on its
-//! own thread, and the runtimes' own task counts show where the connections are.
+//! listener a reload adds or removes starts or stops on all of them, a quiet listener
+//! holds no connection slot on any, and a shutdown drains them all. The proxy runs
+//! in-process on the test's runtime and two more, each on its own thread, and the
+//! runtimes' own task counts show where the connections are.
 
 mod support;
 
@@ -145,4 +146,31 @@ async fn a_listener_a_reload_adds_accepts_on_every_core_and_stops_on_every_core_
     .await;
     assert!(closed, "a core still accepts on the removed listener");
     assert_eq!(served_by(proxy.addr).await, "old");
+}
+
+/// Each core's accept loops wait for a connection before they take a connection slot: with
+/// `max_connections` no more than the cores, a quiet listener's loops holding every slot
+/// once left a listener a reload adds accepting nothing, though no connection was open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_as_many_connection_slots_as_cores_every_listener_is_served() {
+    let cores = Cores::start(2);
+    let (old, new) = (spawn_backend("old").await, spawn_backend("new").await);
+    let limits = "limits:\n  max_connections: 3\n";
+    let one = simple_config(&[old.addr], &[new.addr], "0%", "").replacen("limits:\n", limits, 1);
+    let proxy = spawn_proxy_on_cores(&one, &cores).await;
+    let port = free_port();
+    save_by_rename(&proxy.config_path(), &two_listeners(&one, port));
+    reload_ok(&proxy).await;
+    let added: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for addr in [added, proxy.addr] {
+        let answer = tokio::time::timeout(Duration::from_secs(3), async {
+            let mut client = KeepAlive::connect(addr).await?;
+            client.get("/").await
+        })
+        .await;
+        assert!(
+            matches!(answer, Ok(Ok(_))),
+            "max_connections 3 on 3 cores, none open: {addr} did not answer: {answer:?}"
+        );
+    }
 }

@@ -459,11 +459,30 @@ async fn wait_for_signals(app: &App, signals: Option<Signals>) {
 
 /// One runtime per core (`runtimes`); `CUTOVER_WORKER_THREADS` sets how many.
 fn data_plane() -> std::io::Result<DataPlane> {
-    let threads = std::env::var("CUTOVER_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = runtime_count(std::env::var("CUTOVER_WORKER_THREADS").ok(), cpus);
+    tracing::info!(runtimes = threads, cpus, "data plane");
     DataPlane::build(threads)
+}
+
+/// How many runtimes: `configured` (`CUTOVER_WORKER_THREADS`) when it is a whole number
+/// above 0, else one per CPU; either way said in the log where it is unusual.
+fn runtime_count(configured: Option<String>, cpus: usize) -> usize {
+    let Some(value) = configured else {
+        return cpus;
+    };
+    let Some(threads) = value.trim().parse::<usize>().ok().filter(|&n| n > 0) else {
+        tracing::warn!(%value, cpus, "CUTOVER_WORKER_THREADS is not a whole number above 0; one runtime per CPU");
+        return cpus;
+    };
+    if threads > cpus {
+        tracing::warn!(
+            threads,
+            cpus,
+            "more runtimes than CPUs this process may use: each new connection wakes every idle one"
+        );
+    }
+    threads
 }
 
 /// Logs to stderr in `format`; `CUTOVER_LOG` (or `RUST_LOG`) sets the filter, `info` by
@@ -487,4 +506,25 @@ pub fn init_logging(format: LogFormat) {
             .with_current_span(false)
             .try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runtime_count;
+
+    #[test]
+    fn worker_threads_from_the_environment_or_one_per_cpu() {
+        let count = |value: Option<&str>| runtime_count(value.map(str::to_string), 4);
+        assert_eq!(count(None), 4);
+        assert_eq!(count(Some("2")), 2);
+        assert_eq!(count(Some(" 3\n")), 3);
+        assert_eq!(
+            count(Some("8")),
+            8,
+            "more than the CPUs: warned about, kept"
+        );
+        for bad in ["0", "-1", "two", ""] {
+            assert_eq!(count(Some(bad)), 4, "{bad:?}");
+        }
+    }
 }

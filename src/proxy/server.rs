@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
@@ -413,16 +415,22 @@ async fn accept_loop(
 
 /// Takes connections, each once a connection slot is free, until the listener is told to
 /// stop.
+///
+/// A loop waits for a connection before it takes a slot, and takes one before it accepts:
+/// a connection beyond the limit waits in the kernel's backlog, and a quiet listener's
+/// loops (one per runtime) hold no slot that another listener's connections could use.
 async fn accept(
     socket: std::net::TcpListener,
     state: &Arc<ListenerState>,
     shared: &Arc<Shared>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let listener = match socket
-        .set_nonblocking(true)
-        .and_then(|()| TcpListener::from_std(socket))
-    {
+    let listener = match socket.set_nonblocking(true).and_then(|()| {
+        let listener = mio::net::TcpListener::from_std(socket);
+        // SAFETY: the listener owns its descriptor, and nothing replaces or closes it
+        // while the `AsyncFd` holds it.
+        Ok(unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE)? })
+    }) {
         Ok(listener) => listener,
         Err(err) => {
             tracing::error!(listener = %state.name, error = %err, "cannot start accepting");
@@ -431,6 +439,17 @@ async fn accept(
     };
     loop {
         // The stop first: once told, the loop takes no more connections.
+        let mut ready = tokio::select! {
+            biased;
+            _ = stop_requested(&mut stopped) => return,
+            ready = listener.readable() => match ready {
+                Ok(ready) => ready,
+                Err(err) => {
+                    tracing::error!(listener = %state.name, error = %err, "cannot wait for connections");
+                    return;
+                }
+            },
+        };
         let permit = tokio::select! {
             biased;
             _ = stop_requested(&mut stopped) => return,
@@ -439,11 +458,15 @@ async fn accept(
                 Err(_) => return,
             },
         };
-        let accepted = tokio::select! {
-            biased;
-            _ = stop_requested(&mut stopped) => return,
-            accepted = listener.accept() => accepted,
+        // Another runtime may have taken the connection meanwhile: then wait again, and the
+        // slot goes back.
+        let Ok(accepted) = ready.try_io(|listener| listener.get_ref().accept()) else {
+            continue;
         };
+        let accepted = accepted.and_then(|(stream, peer)| {
+            let stream = TcpStream::from_std(std::net::TcpStream::from(stream))?;
+            Ok((stream, peer))
+        });
         match accepted {
             Ok((stream, peer)) => {
                 let accepted = Accepted {
