@@ -234,7 +234,10 @@ async fn on_three_cores_every_core_serves_and_sigterm_drains_them_all() {
     let pid = cutover.child.id();
     assert_eq!(thread_ticks(pid, "cutover-worker").len(), 2);
     let log = cutover.log();
-    assert!(log.contains("runtimes=3"), "the log says how many runtimes:\n{log}");
+    assert!(
+        log.contains("runtimes=3"),
+        "the log says how many runtimes:\n{log}"
+    );
     // 40 connections, 100 requests on each in rounds, until each worker has spent two
     // clock ticks (20 ms) serving: more than waking for the connections it did not take.
     let before = thread_ticks(pid, "cutover-worker");

@@ -39,9 +39,15 @@ pub(super) struct Outgoing {
 }
 
 impl Outgoing {
-    /// Whether the request may be sent again after a stale connection swallowed it.
+    /// Whether the request may be sent again after a reused connection closed without a
+    /// byte of answer. Usually the backend had closed it while idle and never saw the
+    /// request; but a backend that processed it and then died closes the same way, so only
+    /// an idempotent request (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE), as
+    /// nginx and Go's client do, and only one whose body is still at hand.
     fn resendable(&self) -> bool {
-        !self.upgrade && (self.body_kind == BodyKind::Empty || self.body.whole_len().is_some())
+        !self.upgrade
+            && self.method.is_idempotent()
+            && (self.body_kind == BodyKind::Empty || self.body.whole_len().is_some())
     }
 }
 
@@ -183,8 +189,8 @@ fn pick(pool: &Pool, tried: &[usize], retries: u32, now_ms: u64) -> Option<usize
 
 /// What a failed exchange means for the request.
 enum Failure {
-    /// The backend had closed this idle connection: it never saw the request, which
-    /// goes out again.
+    /// A reused connection closed before any answer, most likely closed by its backend
+    /// while idle: the idempotent request goes out again.
     Stale,
     /// The client's request body failed: the backend is not to blame.
     Client(ProxyError),

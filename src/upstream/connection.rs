@@ -59,8 +59,9 @@ pub enum ExchangeError {
 }
 
 impl ExchangeError {
-    /// On a reused connection, these mean the backend had closed it while idle: the
-    /// request was never processed and may be sent again if it had no body.
+    /// On a reused connection, these before any byte of the answer most likely mean the
+    /// backend had closed it while idle (or that it died on the request: only an
+    /// idempotent request may be sent again, `proxy::attempt`).
     pub fn is_stale_connection(&self) -> bool {
         match self {
             ExchangeError::ClosedEarly => true,
@@ -199,6 +200,9 @@ impl Connection {
 
     /// Reads the response head, skipping interim (1xx) responses other than 101.
     pub async fn read_head(&mut self, method: &Method) -> Result<ResponseHead, ExchangeError> {
+        // Once a byte of the answer (an interim one included) has come, the backend had the
+        // request: an end or a failure of the connection is then never a stale one.
+        let mut answered = !self.buf.is_empty();
         loop {
             if !self.buf.is_empty() {
                 if let Some(head) = parse_response_head(&mut self.buf, method)? {
@@ -226,15 +230,17 @@ impl Connection {
                 }
             }
             self.buf.reserve(READ_CHUNK);
-            let before = self.buf.len();
-            let n =
-                poll_fn(|cx| poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)).await?;
-            if n == 0 {
-                return Err(if before == 0 {
-                    ExchangeError::ClosedEarly
-                } else {
-                    ExchangeError::Protocol("response head cut short")
-                });
+            let read = poll_fn(|cx| poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf));
+            match read.await {
+                Ok(0) if !answered => return Err(ExchangeError::ClosedEarly),
+                Ok(0) => return Err(ExchangeError::Protocol("response head cut short")),
+                Ok(_) => answered = true,
+                Err(_) if answered => {
+                    return Err(ExchangeError::Protocol(
+                        "connection lost in the response head",
+                    ))
+                }
+                Err(err) => return Err(err.into()),
             }
         }
     }
