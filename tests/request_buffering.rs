@@ -1,7 +1,8 @@
 //! Unfinished request bodies must not exhaust the backends (issue 13, defect 2): bodies
 //! are read ahead before a backend is chosen, a client that stops sending gets 408,
 //! each backend takes at most `max_connections` requests, and an h2 connection at most
-//! `limits.max_concurrent_streams` streams.
+//! `limits.max_concurrent_streams` streams. A backend's early answer to an upload it did
+//! not read reaches the client.
 
 mod support;
 
@@ -233,4 +234,31 @@ async fn a_request_waits_briefly_for_a_busy_backend() {
     );
     assert_eq!(first.await.unwrap(), StatusCode::OK);
     assert_eq!(backend.peak(), 1);
+}
+
+/// A backend that answers an upload early and closes without reading the rest (a 413, as
+/// hyper's and Go's servers do): its answer reaches the client, not a 502.
+#[tokio::test]
+async fn an_early_answer_to_a_large_upload_reaches_the_client() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 4096];
+                let _ = stream.read(&mut head).await;
+                let answer = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 3\r\n\r\nbig";
+                let _ = stream.write_all(answer).await;
+                // Closed with the body unread: the kernel resets the connection.
+            });
+        }
+    });
+    let proxy = spawn_proxy(&simple_config(&[addr], &[addr], "0%", "")).await;
+    let upload = Request::post("/upload")
+        .header("host", "api")
+        .body(Full::new(Bytes::from(vec![b'u'; 32 << 20])))
+        .unwrap();
+    let got = send(proxy.addr, upload).await;
+    assert_eq!(got.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", got.body);
+    assert_eq!(got.body, "big");
 }

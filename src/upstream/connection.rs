@@ -179,8 +179,13 @@ impl Connection {
         let mut timer = self.timer.take();
         let outcome = {
             let work = async {
-                self.send(head, body, kind).await?;
-                self.read_head(method).await
+                match self.send(head, body, kind).await {
+                    Ok(()) => self.read_head(method).await,
+                    Err(ExchangeError::Io(error)) if kind != BodyKind::Empty => {
+                        self.early_answer(method, error).await
+                    }
+                    Err(error) => Err(error),
+                }
             };
             tokio::pin!(work);
             poll_fn(|cx| {
@@ -196,6 +201,24 @@ impl Connection {
         };
         self.timer = timer;
         outcome
+    }
+
+    /// After sending a request body failed: the backend's answer if it had answered early
+    /// and closed without reading the rest (a 413 to a large upload, as hyper's and Go's
+    /// servers and many applications do), on a connection that is not kept; else the
+    /// sending's error. The connection is closed or reset, so the read ends at once.
+    async fn early_answer(
+        &mut self,
+        method: &Method,
+        error: io::Error,
+    ) -> Result<ResponseHead, ExchangeError> {
+        match self.read_head(method).await {
+            Ok(mut head) if !head.status.is_informational() => {
+                head.keep_alive = false;
+                Ok(head)
+            }
+            _ => Err(ExchangeError::Io(error)),
+        }
     }
 
     /// Reads the response head, skipping interim (1xx) responses other than 101.
