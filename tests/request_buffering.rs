@@ -262,3 +262,61 @@ async fn an_early_answer_to_a_large_upload_reaches_the_client() {
     assert_eq!(got.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", got.body);
     assert_eq!(got.body, "big");
 }
+
+/// A client that stops reading its answer holds the backend connection, and the backend's
+/// `max_connections` slot, only until `limits.send_timeout`.
+#[tokio::test]
+async fn a_client_that_stops_reading_frees_the_backend_after_send_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut request).await {
+                    let big = request[..n].windows(4).any(|w| w == b"/big");
+                    let body = if big {
+                        vec![b'x'; 64 << 20]
+                    } else {
+                        b"small".to_vec()
+                    };
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let answer = [head.into_bytes(), body].concat();
+                    if stream.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let one_slot = format!("- addr: \"{addr}\"\n          max_connections: 1\n");
+    let timeouts = "    timeouts: { connect: 300ms, request: 1s }\n";
+    let yaml = simple_config(&[addr], &[addr], "0%", timeouts)
+        .replace(&format!("- addr: \"{addr}\"\n"), &one_slot)
+        .replace("limits:\n", "limits:\n  send_timeout: 1s\n");
+    let proxy = spawn_proxy(&yaml).await;
+    let mut stuck = TcpStream::connect(proxy.addr).await.unwrap();
+    stuck
+        .write_all(b"GET /big HTTP/1.1\r\nhost: api\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 1024];
+    stuck.read_exact(&mut first).await.unwrap();
+    // ... and reads no more. The backend's one slot is taken meanwhile.
+    let busy = send(proxy.addr, get("api", "/small")).await;
+    assert_eq!(
+        busy.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        busy.body
+    );
+    let freed = eventually_async(Duration::from_secs(5), || async {
+        send(proxy.addr, get("api", "/small")).await.status == StatusCode::OK
+    })
+    .await;
+    assert!(
+        freed,
+        "the backend is still held by a client that stopped reading"
+    );
+    drop(stuck);
+}

@@ -56,6 +56,7 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(30),
             request_buffer: 64 * 1024,
             body_read_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
             max_concurrent_streams: 100,
         }
     }

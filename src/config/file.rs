@@ -79,6 +79,8 @@ pub(super) struct LimitsFile {
     pub request_buffer: Text,
     #[schemars(with = "Option<Duration>")]
     pub body_read_timeout: Text,
+    #[schemars(with = "Option<Duration>")]
+    pub send_timeout: Text,
     pub max_concurrent_streams: Number,
 }
 

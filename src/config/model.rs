@@ -168,6 +168,9 @@ pub struct Limits {
     pub request_buffer: usize,
     /// How long a client may take to send the buffered part of its request body.
     pub body_read_timeout: Duration,
+    /// How long a client may leave the answer unread (between two writes that move): past
+    /// it, its connection closes, and with it the backend's.
+    pub send_timeout: Duration,
     /// HTTP/2 streams one client connection may have open at once.
     pub max_concurrent_streams: u32,
 }

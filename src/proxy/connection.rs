@@ -27,6 +27,7 @@ use super::framing::serve_held;
 use super::handler::{self, ConnContext};
 use super::idle::{log_connection_end, ServeParking, Socket};
 use super::parked::{ColdSocket, IdleState};
+use super::send_timeout::SendTimeout;
 use super::server::ClientConnection;
 use super::stop_requested;
 use crate::config::Limits;
@@ -234,6 +235,7 @@ const SNIFF_READ: usize = 2048;
 struct Prefixed<S> {
     prefix: Vec<u8>,
     inner: S,
+    send: SendTimeout,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
@@ -252,7 +254,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    forward_writes!();
+    forward_writes!(within send_timeout);
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
@@ -280,6 +282,7 @@ where
             let io = Prefixed {
                 prefix: read,
                 inner: io,
+                send: SendTimeout::new(limits.send_timeout),
             };
             let connection = http2_builder(&limits).serve_connection(TokioIo::new(io), service);
             Box::pin(

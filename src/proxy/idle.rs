@@ -55,6 +55,7 @@ use super::body::ProxyBody;
 use super::framing::{serve_held, FramingGuard};
 use super::handler::{self, ConnContext};
 use super::parked::{ColdSocket, IdleState, Member};
+use super::send_timeout::SendTimeout;
 use crate::config::Limits;
 
 /// A client connection's socket, to wait for its next request while parked.
@@ -138,6 +139,7 @@ pub(crate) struct Parking<S> {
     /// Bytes hyper had read but not parsed when its session ended (none in practice: it
     /// ends only at a request boundary); served before the socket's.
     leftover: Vec<u8>,
+    send: SendTimeout,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Parking<S> {
@@ -166,7 +168,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Parking<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Parking<S> {
-    forward_writes!();
+    forward_writes!(within send_timeout);
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
@@ -233,6 +235,7 @@ where
         inner: FramingGuard::new(io, limits.max_header_bytes, read),
         state: member.state.clone(),
         leftover: Vec::new(),
+        send: SendTimeout::new(limits.send_timeout),
     };
     async move {
         let ended = loop {

@@ -4,24 +4,32 @@
 //! recorded (`outcome`), upgrades and tunnels (`forward`), HTTP/1 framing checks
 //! (`framing`), response bodies (`body`) and the errors the proxy answers with (`error`).
 
-/// The `AsyncWrite` methods of an IO wrapper that writes straight through to its `inner`
-/// (all but `poll_shutdown`, which each wrapper writes itself).
+/// The `AsyncWrite` methods of a client connection's IO wrapper that writes straight
+/// through to its `inner` (all but `poll_shutdown`, which each wrapper writes itself), each
+/// result checked by its `send` (`limits.send_timeout`).
 macro_rules! forward_writes {
-    () => {
+    (within send_timeout) => {
+        forward_writes!(|this, cx, polled| this.send.check(cx, polled));
+    };
+    (|$this:ident, $cx:ident, $polled:ident| $check:expr) => {
         fn poll_write(
             self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
+            $cx: &mut std::task::Context<'_>,
             buf: &[u8],
         ) -> std::task::Poll<std::io::Result<usize>> {
-            std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+            let $this = self.get_mut();
+            let $polled = std::pin::Pin::new(&mut $this.inner).poll_write($cx, buf);
+            $check
         }
 
         fn poll_write_vectored(
             self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
+            $cx: &mut std::task::Context<'_>,
             bufs: &[std::io::IoSlice<'_>],
         ) -> std::task::Poll<std::io::Result<usize>> {
-            std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+            let $this = self.get_mut();
+            let $polled = std::pin::Pin::new(&mut $this.inner).poll_write_vectored($cx, bufs);
+            $check
         }
 
         fn is_write_vectored(&self) -> bool {
@@ -30,9 +38,11 @@ macro_rules! forward_writes {
 
         fn poll_flush(
             self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
+            $cx: &mut std::task::Context<'_>,
         ) -> std::task::Poll<std::io::Result<()>> {
-            std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+            let $this = self.get_mut();
+            let $polled = std::pin::Pin::new(&mut $this.inner).poll_flush($cx);
+            $check
         }
     };
 }
@@ -47,6 +57,7 @@ pub(crate) mod handler;
 mod idle;
 mod outcome;
 mod parked;
+mod send_timeout;
 pub(crate) mod server;
 
 pub(crate) use server::{ListenError, ListenerState, Listeners};

@@ -35,6 +35,7 @@ impl Checker<'_> {
             ),
             body_read_timeout: self
                 .positive_duration(&limits.body_read_timeout, defaults.body_read_timeout),
+            send_timeout: self.positive_duration(&limits.send_timeout, defaults.send_timeout),
             max_concurrent_streams: self.count(
                 &limits.max_concurrent_streams,
                 u64::from(defaults.max_concurrent_streams),
@@ -87,10 +88,11 @@ mod tests {
     #[test]
     fn request_limits_are_read_and_defaulted() {
         let config =
-            load("  request_buffer: 1MiB\n  body_read_timeout: 5s\n  max_concurrent_streams: 7\n")
+            load("  request_buffer: 1MiB\n  body_read_timeout: 5s\n  send_timeout: 2m\n  max_concurrent_streams: 7\n")
                 .unwrap();
         assert_eq!(config.limits.request_buffer, 1024 * 1024);
         assert_eq!(config.limits.body_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.limits.send_timeout, Duration::from_secs(120));
         assert_eq!(config.limits.max_concurrent_streams, 7);
         let service = &config.services[0];
         assert_eq!(service.old.backends[0].max_connections, 3);
@@ -98,6 +100,7 @@ mod tests {
         let defaults = load("  max_connections: 10\n").unwrap().limits;
         assert_eq!(defaults.request_buffer, 64 * 1024);
         assert_eq!(defaults.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(defaults.send_timeout, Duration::from_secs(60));
         assert_eq!(defaults.max_concurrent_streams, 100);
     }
 
