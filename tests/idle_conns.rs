@@ -1,9 +1,10 @@
 //! Idle keep-alive connections: what a backend's idle queues cost, that a backend's
-//! connections close when idle though no request takes them (the last two tests), what
-//! an idle client connection costs in memory, and that a connection
-//! parked while idle (docs/performance.md) still behaves as any other: it serves its next
-//! requests, pipelined ones too, over clear text and TLS, closes `header_read_timeout`
-//! after its last answer (also while the proxy drains) and at once on shutdown.
+//! connections close when idle though no request takes them, what an idle client
+//! connection costs in memory, and that a connection parked while idle
+//! (docs/performance.md) still behaves as any other: it serves its next requests,
+//! pipelined ones too, over clear text and TLS, closes `header_read_timeout` after its
+//! last answer (or its opening; also while the proxy drains) and at once on shutdown, or
+//! when its runtime stops.
 //!
 //! The memory is counted by this binary's allocator (the proxy runs in-process), so the
 //! tests here take turns.
@@ -286,6 +287,28 @@ async fn a_head_dribbled_after_an_answer_is_cut_off_at_header_read_timeout() {
     assert_eq!(old.hits(), 1);
 }
 
+/// The first head's `header_read_timeout` counts from the connection's opening: its first
+/// bytes, sent just before that time is up, do not start a timeout of their own.
+#[tokio::test]
+async fn a_first_head_dribbled_late_is_cut_off_header_read_timeout_after_opening() {
+    let _turn = TURN.lock().await;
+    let old = spawn_backend("old").await;
+    let yaml = simple_config(&[old.addr], &[old.addr], "0%", "")
+        .replace("limits:\n", "limits:\n  header_read_timeout: 1s\n");
+    let proxy = spawn_proxy(&yaml).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let opened = Instant::now();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    dribble_until_closed(&mut stream).await;
+    let after = opened.elapsed();
+    // About 1.9 s when the sniff's wait was a timeout of its own.
+    assert!(
+        after >= Duration::from_millis(950) && after < Duration::from_millis(1750),
+        "closed {after:?} after it opened"
+    );
+    assert_eq!(old.hits(), 0);
+}
+
 #[tokio::test]
 async fn a_slow_head_that_ends_within_header_read_timeout_is_served() {
     let _turn = TURN.lock().await;
@@ -409,4 +432,35 @@ async fn backend_connections_close_when_idle_though_no_request_comes() {
         "the last connection closed {closed_after:?} after its request, within its idle timeout"
     );
     drop(proxy);
+}
+
+/// A parked connection closes when its listener's watch ends with the runtime, though
+/// nothing shut the proxy down (an embedding that drops its runtime): nothing else could
+/// ever wake or close it.
+#[test]
+fn a_parked_connection_closes_when_its_runtime_stops() {
+    use std::io::{Read, Write};
+    let _turn = TURN.blocking_lock();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (backend, proxy) = runtime.block_on(async {
+        let old = spawn_backend("old").await;
+        let config = simple_config(&[old.addr], &[old.addr], "0%", "");
+        (old, spawn_proxy(&config).await)
+    });
+    let mut parked = std::net::TcpStream::connect(proxy.addr).unwrap();
+    parked
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    parked.write_all(GET).unwrap();
+    let mut answer = [0u8; 4096];
+    let n = parked.read(&mut answer).unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    std::thread::sleep(2 * PARKED);
+    drop((proxy, backend));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let end = parked.read(&mut answer);
+    assert!(
+        matches!(end, Ok(0)),
+        "the parked connection is still open: {end:?}"
+    );
 }

@@ -20,12 +20,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::framing::serve_held;
 use super::handler::{self, ConnContext};
-use super::idle::{log_connection_end, ServeParking, Socket};
+use super::idle::{log_connection_end, ServeParking, Socket, Woken};
 use super::parked::{ColdSocket, IdleState};
 use super::send_timeout::SendTimeout;
 use super::server::ClientConnection;
@@ -68,7 +69,7 @@ enum Stage {
     SettingUp(Pin<Box<dyn Future<Output = Option<Serving>> + Send>>),
     /// A parked connection woken, taken back by the runtime that first polls it (boxed: the
     /// stage is rare, and every connection's task would carry its room).
-    Resuming(Box<(ColdSocket, Arc<IdleState>)>),
+    Resuming(Box<Woken>),
     Serving(Serving),
     Done,
 }
@@ -82,7 +83,7 @@ impl Connection {
     /// to read: its next request is served in a new task, this, on the runtime it is
     /// spawned on.
     pub(super) fn resume(cold: ColdSocket, state: Arc<IdleState>) -> Connection {
-        Connection(Stage::Resuming(Box::new((cold, state))))
+        Connection(Stage::Resuming(Box::new(Woken::new(cold, state))))
     }
 }
 
@@ -101,8 +102,7 @@ impl Future for Connection {
                     let Stage::Resuming(woken) = std::mem::replace(stage, Stage::Done) else {
                         unreachable!("matched above");
                     };
-                    let (cold, state) = *woken;
-                    if let Some(serving) = ServeParking::resume(cold, state) {
+                    if let Some(serving) = ServeParking::resume(*woken) {
                         *stage = Stage::Serving(Serving::Parking(serving));
                     }
                 }
@@ -140,19 +140,33 @@ async fn set_up(accepted: Accepted, stopped: watch::Receiver<bool>) -> Option<Se
             let handshake = Box::pin(tls_handshake(stream, peer, acceptor, &limits));
             let (stream, protocol) = handshake.await?;
             let context = context_for(Scheme::Https);
-            let serving = serving(stream, protocol, Vec::new(), context, limits, stopped);
+            // The handshake had a `header_read_timeout` of its own; the first head has one
+            // from its end.
+            let since = Instant::now();
+            let serving = serving(
+                stream,
+                protocol,
+                Vec::new(),
+                context,
+                limits,
+                stopped,
+                since,
+            );
             Some(Serving::Boxed(serving))
         }
         None => {
             let context = context_for(Scheme::Http);
+            // The sniff reads the first head's first bytes: its time counts against the
+            // head's `header_read_timeout`, not as one of its own before it.
+            let opened = Instant::now();
             let (protocol, read) = sniff(&mut stream, limits.header_read_timeout).await?;
             Some(match protocol {
                 Protocol::Http1 => {
-                    Serving::Parking(ServeParking::new(stream, read, context, limits))
+                    Serving::Parking(ServeParking::new(stream, read, context, limits, opened))
                 }
-                Protocol::Http2 => {
-                    Serving::Boxed(serving(stream, protocol, read, context, limits, stopped))
-                }
+                Protocol::Http2 => Serving::Boxed(serving(
+                    stream, protocol, read, context, limits, stopped, opened,
+                )),
             })
         }
     }
@@ -271,12 +285,13 @@ fn serving<S>(
     context: Arc<ConnContext>,
     limits: Arc<Limits>,
     mut stopped: watch::Receiver<bool>,
+    since: Instant,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>>
 where
     S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
 {
     match protocol {
-        Protocol::Http1 => Box::pin(ServeParking::new(io, read, context, limits)),
+        Protocol::Http1 => Box::pin(ServeParking::new(io, read, context, limits, since)),
         Protocol::Http2 => {
             let service = service_fn(move |request| handler::handle(request, context.clone()));
             let io = Prefixed {

@@ -49,6 +49,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::body::ProxyBody;
@@ -355,14 +356,17 @@ impl<S> ServeParking<S>
 where
     S: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
 {
-    /// `read`: bytes already read from `io` (the protocol sniff's).
+    /// `read`: bytes already read from `io` (the protocol sniff's); `since`: when the
+    /// connection began to wait for its first request head, from which
+    /// `header_read_timeout` counts.
     pub(crate) fn new(
         io: S,
         read: Vec<u8>,
         context: Arc<ConnContext>,
         limits: Arc<Limits>,
+        since: Instant,
     ) -> ServeParking<S> {
-        let member = Member::enter(context, limits.header_read_timeout);
+        let member = Member::enter(context, limits.header_read_timeout, since);
         let serving = Box::pin(serve_h1(io, read, member, limits));
         ServeParking {
             phase: Phase::Serving(serving),
@@ -371,22 +375,43 @@ where
 }
 
 impl ServeParking<TcpStream> {
-    /// A connection parked out of the runtime whose socket became readable, with the new
-    /// state its entry in the listener's set now has: served again by a new guard and
-    /// hyper session. `None`: the runtime refused the socket, and the connection closes.
-    pub(super) fn resume(cold: ColdSocket, state: Arc<IdleState>) -> Option<Self> {
-        let ColdSocket {
+    /// A woken connection, served again by a new guard and hyper session. `None`: the
+    /// runtime refused the socket, and the connection closes.
+    pub(super) fn resume(woken: Woken) -> Option<Self> {
+        let Woken {
             socket,
-            context,
             limits,
-        } = cold;
-        // Its entry is the state's: the member leaves it when the connection closes.
-        let member = Member { state, context };
+            member,
+        } = woken;
         let socket = back_to_runtime(socket)?;
         let serving = Box::pin(serve_h1(socket, Vec::new(), member, limits));
         Some(ServeParking {
             phase: Phase::Serving(serving),
         })
+    }
+}
+
+/// A connection parked out of the runtime whose socket became readable, on its way back
+/// to a runtime: a member of its listener's set again, with the new state its entry now
+/// has, so that it leaves the set however it ends, before it is served too.
+pub(super) struct Woken {
+    socket: std::net::TcpStream,
+    limits: Arc<Limits>,
+    member: Member,
+}
+
+impl Woken {
+    pub(super) fn new(cold: ColdSocket, state: Arc<IdleState>) -> Woken {
+        let ColdSocket {
+            socket,
+            context,
+            limits,
+        } = cold;
+        Woken {
+            socket,
+            limits,
+            member: Member { state, context },
+        }
     }
 }
 

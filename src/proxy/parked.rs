@@ -62,6 +62,11 @@ pub(super) struct IdleState {
 
 impl IdleState {
     pub(super) fn new() -> IdleState {
+        IdleState::since(Instant::now())
+    }
+
+    /// The state of a connection waiting for its first request since `born`.
+    fn since(born: Instant) -> IdleState {
         IdleState {
             started: AtomicUsize::new(0),
             finished: AtomicUsize::new(0),
@@ -73,7 +78,7 @@ impl IdleState {
             task: OnceLock::new(),
             key: AtomicUsize::new(usize::MAX),
             quiet_since_ms: AtomicU64::new(0),
-            born: Instant::now(),
+            born,
         }
     }
 
@@ -398,8 +403,14 @@ pub(super) struct Member {
 }
 
 impl Member {
-    pub(super) fn enter(context: Arc<ConnContext>, header_timeout: Duration) -> Member {
-        let state = Arc::new(IdleState::new());
+    /// `since`: when the connection began to wait for its first request head (it opened,
+    /// or its TLS handshake ended), from which `header_timeout` counts.
+    pub(super) fn enter(
+        context: Arc<ConnContext>,
+        header_timeout: Duration,
+        since: Instant,
+    ) -> Member {
+        let state = Arc::new(IdleState::since(since));
         context.idle().enter(&state, header_timeout);
         Member { state, context }
     }
@@ -435,6 +446,9 @@ pub(crate) async fn watch_idle(
     let stop = super::stop_requested(&mut stopped);
     tokio::pin!(stop);
     let mut stopping = false;
+    // However the watch ends (the runtime shuts down, the drain is over), the parked
+    // connections only it could wake or close are closed with it.
+    let _close_parked = CloseParked(set);
     let mut poller = set.start_cold();
     let mut events = mio::Events::with_capacity(256);
     loop {
@@ -476,6 +490,15 @@ pub(crate) async fn watch_idle(
                 timer.as_mut().reset(due);
             }
         }
+    }
+}
+
+/// Stops a listener's connections when dropped: closes its parked ones.
+struct CloseParked<'a>(&'a IdleSet);
+
+impl Drop for CloseParked<'_> {
+    fn drop(&mut self) {
+        self.0.stop_all();
     }
 }
 
