@@ -94,6 +94,9 @@ struct RolloutRun {
     /// Whether the last sample counted all the traffic.
     complete: bool,
     persisted_at: Instant,
+    /// A rollback went ahead though its save failed: the save is tried again at every
+    /// wake-up until it succeeds, or a crash would resume the weight rolled back from.
+    unsaved: bool,
 }
 
 impl RolloutRun {
@@ -112,6 +115,7 @@ impl RolloutRun {
             next_sample: Duration::ZERO,
             complete: true,
             persisted_at: now,
+            unsaved: false,
             plan,
         }
     }
@@ -298,9 +302,18 @@ impl Controller {
                     Some(Command::Shutdown { grace, reply }) => {
                         tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
                         let open = self.listeners.shutdown(grace).await;
-                        // The hold ran until now: keep every millisecond of it.
-                        self.on_wake();
-                        self.save_progress();
+                        // Hook results that came in meanwhile are part of the state to hand
+                        // over: a `run` hook that succeeded is not run again by the next
+                        // process.
+                        while let Ok(done) = self.hook_rx.try_recv() {
+                            self.hook_done(done);
+                        }
+                        // The hold ran until now: keep every millisecond of it. Only the
+                        // process that decides does: a follower's state is the leader's.
+                        if self.leading {
+                            self.on_wake();
+                            self.save_progress();
+                        }
                         let _ = reply.send(open);
                         break;
                     }
@@ -328,12 +341,15 @@ impl Controller {
                 run_id: new_run_id(),
             }],
             Startup::Restored { steps_changed } => {
-                let mut inputs = vec![Input::Restored];
+                // Steps that changed first: the saved step's index means nothing in the new
+                // plan, and resuming there could run a hook that now stands at it.
+                let mut inputs = Vec::new();
                 if steps_changed {
                     inputs.push(Input::StepsChanged {
                         run_id: new_run_id(),
                     });
                 }
+                inputs.push(Input::Restored);
                 inputs
             }
             Startup::StepsChanged => vec![Input::StepsChanged {

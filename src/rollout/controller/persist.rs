@@ -33,7 +33,10 @@ pub(super) fn persist(
         return Ok(());
     }
     match store.save(name, &run.state) {
-        Ok(()) => run.persisted_at = now,
+        Ok(()) => {
+            run.persisted_at = now;
+            run.unsaved = false;
+        }
         Err(err) => {
             let rolling_back = effects.iter().any(|e| matches!(e, Effect::RolledBack(_)));
             tracing::error!(service = %name, error = %err, "cannot save the rollout state");
@@ -41,10 +44,14 @@ pub(super) fn persist(
                 run.state = before.clone();
                 return Err(ControlError::Persist(err.to_string()));
             }
+            run.unsaved |= rolling_back;
         }
     }
     Ok(())
 }
+
+/// How often a rollback whose save failed is saved again.
+pub(super) const RETRY_SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// True when only the counters of elapsed time differ.
 fn same_but_progress(a: &RolloutState, b: &RolloutState) -> bool {
@@ -56,6 +63,20 @@ fn same_but_progress(a: &RolloutState, b: &RolloutState) -> bool {
 }
 
 impl Controller {
+    /// Saves again the rollbacks whose save failed.
+    pub(super) fn retry_unsaved(&mut self) {
+        for service in &mut self.services {
+            let Some(run) = service.rollout.as_mut().filter(|run| run.unsaved) else {
+                continue;
+            };
+            if self.store.save(&service.config.name, &run.state).is_ok() {
+                tracing::info!(service = %service.config.name, "the rollback's state is saved");
+                run.persisted_at = Instant::now();
+                run.unsaved = false;
+            }
+        }
+    }
+
     /// Writes every rollout's state as it is now, the time counters included.
     pub(super) fn save_progress(&mut self) {
         let now = Instant::now();
@@ -64,7 +85,10 @@ impl Controller {
                 continue;
             };
             match self.store.save(&service.config.name, &run.state) {
-                Ok(()) => run.persisted_at = now,
+                Ok(()) => {
+                    run.persisted_at = now;
+                    run.unsaved = false;
+                }
                 Err(err) => {
                     tracing::error!(service = %service.config.name, error = %err, "cannot save the rollout state")
                 }

@@ -221,3 +221,4 @@ async fn the_next_deadline_is_the_earliest_thing_due() {
 }
 
 mod evidence;
+mod restarts;

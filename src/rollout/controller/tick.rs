@@ -70,7 +70,10 @@ impl RolloutRun {
         let running = state.running_time_until_due(&self.plan).map(|left| {
             clock.last_tick + Duration::from_millis(left.as_nanos().div_ceil(1_000_000) as u64)
         });
-        [sample, check, running].into_iter().flatten().min()
+        let retry = self
+            .unsaved
+            .then(|| Instant::now() + super::persist::RETRY_SAVE_EVERY);
+        [sample, check, running, retry].into_iter().flatten().min()
     }
 }
 
@@ -86,6 +89,7 @@ impl Controller {
 
     /// Hands out the running time and does whatever has come due.
     pub(super) fn on_wake(&mut self) {
+        self.retry_unsaved();
         let now = Instant::now();
         let elapsed = self.clock.advance(now);
         let at = self.clock.since_origin(now);

@@ -43,6 +43,13 @@ impl Machine<'_> {
                 self.state.step + 1
             ));
         }
+        if self.state.pause_cause == Some(PauseCause::SetWeight) && self.state.hook_in_flight {
+            // Resuming realigns the steps, which would start the hook again.
+            return refuse(format!(
+                "step {}'s hook is still running: resume once it has finished",
+                self.state.step + 1
+            ));
+        }
         let cause = self.state.pause_cause.take();
         self.state.phase = Phase::Progressing;
         self.state.consecutive_failures = 0;
@@ -168,7 +175,8 @@ impl Machine<'_> {
         {
             return Ok(());
         }
-        self.state.hook_in_flight = false;
+        // A step hook in flight goes on, as through any pause: its result is recorded for
+        // the step the rollout realigns onto when it resumes.
         self.publish(weight);
         self.pause(
             PauseCause::SetWeight,

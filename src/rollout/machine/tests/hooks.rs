@@ -231,3 +231,38 @@ fn a_verify_step_runs_once_passes_on_and_rolls_back_or_pauses_on_failure() {
     assert_eq!(rollout.state.phase, Phase::Paused);
     assert_eq!(rollout.state.pause_cause, Some(PauseCause::Hook));
 }
+
+/// `set-weight` while a `run` hook runs keeps its result: after `resume` the rollout
+/// realigns onto the same `run` step and does not run the hook a second time.
+#[test]
+fn set_weight_during_a_run_hook_does_not_run_it_twice() {
+    let steps = switching_writes(60, 0, true, [weight_step(50.0, 60), weight_step(100.0, 0)]);
+    let mut rollout = Rollout::started(plan(steps, None));
+    rollout.seconds(60);
+    assert_eq!(rollout.state.step, 1);
+    assert!(rollout.state.hook_in_flight, "switch-writes is running");
+    rollout.ok(Input::SetWeight {
+        weight: w(5.0),
+        force: false,
+    });
+    // Resuming now would realign onto the step and start the hook once more.
+    assert!(rollout.refused(Input::Resume).contains("still running"));
+    // switch-writes finishes: writes now go to NEW.
+    rollout.ok(Input::HookFinished {
+        step: 1,
+        hook: "switch-writes".into(),
+        ok: true,
+        detail: "exit 0".into(),
+    });
+    rollout.ok(Input::Resume);
+    let runs = rollout
+        .effects
+        .iter()
+        .filter(|e| matches!(e, Effect::RunStepHook { hook, .. } if hook == "switch-writes"))
+        .count();
+    assert_eq!(
+        runs, 1,
+        "switch-writes ran {runs} times; state: {:?}",
+        rollout.state
+    );
+}
