@@ -302,18 +302,7 @@ impl Controller {
                     Some(Command::Shutdown { grace, reply }) => {
                         tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
                         let open = self.listeners.shutdown(grace).await;
-                        // Hook results that came in meanwhile are part of the state to hand
-                        // over: a `run` hook that succeeded is not run again by the next
-                        // process.
-                        while let Ok(done) = self.hook_rx.try_recv() {
-                            self.hook_done(done);
-                        }
-                        // The hold ran until now: keep every millisecond of it. Only the
-                        // process that decides does: a follower's state is the leader's.
-                        if self.leading {
-                            self.on_wake();
-                            self.save_progress();
-                        }
+                        self.hand_over();
                         let _ = reply.send(open);
                         break;
                     }
@@ -323,6 +312,21 @@ impl Controller {
                     }
                 },
             }
+        }
+    }
+
+    /// At a clean stop, once the drain is over: saves the state to hand over.
+    fn hand_over(&mut self) {
+        // Hook results that came in meanwhile are part of it: a `run` hook that succeeded
+        // is not run again by the next process.
+        while let Ok(done) = self.hook_rx.try_recv() {
+            self.hook_done(done);
+        }
+        // The hold ran until now: keep every millisecond of it. Only the process that
+        // decides does: a follower's state is the leader's.
+        if self.leading {
+            self.on_wake();
+            self.save_progress();
         }
     }
 
@@ -471,6 +475,16 @@ impl Controller {
         };
         if run.state != before {
             persist::persist(self.store.as_ref(), &name, run, &before, &effects, now)?;
+        }
+        let mut effects = effects;
+        if run.unsaved {
+            // A rollback that went ahead unsaved. In a fleet, this process trips NEW on its
+            // own until the leader acts on it (`role`), and a process that no longer leads
+            // leaves the rollback's hooks to the leader: each runs once per fleet.
+            self.store.set_local_trip(&name, true);
+            if !self.store.leads() {
+                effects.retain(|effect| matches!(effect, Effect::Publish(_)));
+            }
         }
         let started = effects.iter().any(|e| {
             matches!(

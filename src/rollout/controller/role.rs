@@ -60,6 +60,7 @@ impl Controller {
                     tracing::warn!("not advancing any rollout: {why}");
                 }
                 self.blocked = Some(why);
+                self.on_wake_blocked();
             }
             None => {
                 if self.blocked.take().is_some() {

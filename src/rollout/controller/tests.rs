@@ -221,4 +221,5 @@ async fn the_next_deadline_is_the_earliest_thing_due() {
 }
 
 mod evidence;
+mod fleet;
 mod restarts;

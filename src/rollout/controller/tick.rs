@@ -98,6 +98,27 @@ impl Controller {
         }
     }
 
+    /// A leader that may not advance (`blocked`) hands out no running time and judges no
+    /// checks, but still samples and trips: a trip only ever routes away from NEW.
+    pub(super) fn on_wake_blocked(&mut self) {
+        self.retry_unsaved();
+        let at = self.clock.since_origin(Instant::now());
+        for index in 0..self.services.len() {
+            let service = &mut self.services[index];
+            let Some(run) = service.rollout.as_mut() else {
+                continue;
+            };
+            if !run.state.is_watched() || at < run.next_sample {
+                continue;
+            }
+            let sample = self.traffic.sample(&service.route);
+            run.windows.record(at, sample.old, sample.new);
+            run.complete = sample.complete;
+            run.next_sample = at + SAMPLE_EVERY;
+            self.trip(index);
+        }
+    }
+
     fn service_due(&mut self, index: usize, at: Duration, elapsed: Duration) {
         let Some(run) = self.services[index].rollout.as_ref() else {
             return;
@@ -126,7 +147,9 @@ impl Controller {
             run.next_check = at + analysis.interval;
             return;
         }
-        if sample_due && run.complete {
+        // Incomplete numbers trip too: the errors a trip sees are real errors of the
+        // members it has numbers from, and a trip only ever routes away from NEW.
+        if sample_due {
             self.trip(index);
         }
         if check_due {
