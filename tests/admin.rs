@@ -11,7 +11,7 @@ use support::*;
 
 fn post(path: &str, body: &'static str) -> Request<Full<Bytes>> {
     Request::post(path)
-        .header("host", "admin")
+        .header("host", "127.0.0.1")
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .unwrap()
@@ -57,7 +57,9 @@ async fn bad_requests_get_400_404_405_and_409() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        send(admin, get("admin", "/services/nope")).await.status,
+        send(admin, get(&admin.to_string(), "/services/nope"))
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
@@ -65,11 +67,13 @@ async fn bad_requests_get_400_404_405_and_409() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        send(admin, get("admin", "/nowhere")).await.status,
+        send(admin, get(&admin.to_string(), "/nowhere"))
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        send(admin, get("admin", "/reload")).await.status,
+        send(admin, get(&admin.to_string(), "/reload")).await.status,
         StatusCode::METHOD_NOT_ALLOWED
     );
     // Starting a started (here: paused by set-weight) rollout is no error; the answer says so.
@@ -224,4 +228,32 @@ async fn a_token_less_admin_api_refuses_requests_from_other_sites() {
     assert!(own.starts_with("HTTP/1.1 200"), "{own}");
     let script = raw(admin, post("", admin.to_string()).as_bytes(), wait).await;
     assert!(script.starts_with("HTTP/1.1 200"), "{script}");
+}
+
+/// A web page that re-points its own name at 127.0.0.1 (DNS rebinding) reads nothing of a
+/// token-less admin API but what is public: no status, no decision log, no shadow diffs.
+#[tokio::test]
+async fn a_rebound_page_reads_nothing_of_a_tokenless_admin_api() {
+    let backend = spawn_backend("old").await;
+    let proxy = spawn_proxy(&simple_config(&[backend.addr], &[backend.addr], "0%", "")).await;
+    let admin = proxy.app.admin_addr;
+    let rebound = format!("evil.example:{}", admin.port());
+    for path in ["/status", "/services/api", "/services/api/history"] {
+        let got = send(admin, get(&rebound, path)).await;
+        assert_eq!(got.status, StatusCode::FORBIDDEN, "{path}: {}", got.body);
+        let got = send(admin, get(&format!("localhost:{}", admin.port()), path)).await;
+        assert_eq!(
+            got.status,
+            StatusCode::OK,
+            "{path} for localhost: {}",
+            got.body
+        );
+    }
+    for public in ["/", "/healthz", "/metrics"] {
+        assert_eq!(
+            send(admin, get(&rebound, public)).await.status,
+            StatusCode::OK,
+            "{public}"
+        );
+    }
 }

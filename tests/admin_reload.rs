@@ -35,7 +35,7 @@ fn config(admin_addr: &str, with_token: bool) -> String {
 /// `GET /status` through loopback, with or without the token.
 async fn status(admin: SocketAddr, token: Option<&str>) -> StatusCode {
     let loopback = SocketAddr::from(([127, 0, 0, 1], admin.port()));
-    let mut request = Request::get("/status").header("host", "admin");
+    let mut request = Request::get("/status").header("host", loopback.to_string());
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }

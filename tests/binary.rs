@@ -99,7 +99,7 @@ fn text(output: &Output) -> String {
 }
 
 async fn status_json(admin: SocketAddr, token: Option<&str>) -> (StatusCode, serde_json::Value) {
-    let mut request = http::Request::get("/status").header("host", "admin");
+    let mut request = http::Request::get("/status").header("host", admin.to_string());
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }

@@ -96,7 +96,7 @@ async fn measure_takeover_after_kill_9() {
 
 async fn set_weight(admin: SocketAddr, weight: u32) {
     let request = Request::post("/services/api/weight")
-        .header("host", "admin")
+        .header("host", admin.to_string())
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(format!(
             r#"{{"weight": {weight}, "force": true}}"#

@@ -26,7 +26,7 @@ const ROLLOUT: &str = r#"    rollout:
 
 async fn post_json(admin: std::net::SocketAddr, path: &str, body: &str) -> (StatusCode, Value) {
     let request = Request::post(path)
-        .header("host", "admin")
+        .header("host", admin.to_string())
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();

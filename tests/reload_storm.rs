@@ -8,7 +8,7 @@ use support::*;
 
 /// `cutover_config_reloads_total{result=...}` from a live scrape.
 async fn reloads(proxy: &TestProxy, result: &str) -> u64 {
-    let got = send(proxy.app.admin_addr, get("admin", "/metrics")).await;
+    let got = send(proxy.app.admin_addr, get("127.0.0.1", "/metrics")).await;
     let prefix = format!("cutover_config_reloads_total{{result=\"{result}\"}} ");
     got.body
         .lines()

@@ -114,10 +114,18 @@ impl Admin {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return response;
         }
-        if method != Method::GET
-            && self.token.load().is_none()
-            && origin::crosses_site(request.headers())
-        {
+        let tokenless = self.token.load().is_none();
+        if !public && tokenless && !origin::addressed_to_loopback(request.headers()) {
+            // A token-less admin API listens on loopback only; a request for any other host
+            // name is a web page that re-pointed its own name at 127.0.0.1 (DNS rebinding),
+            // and may read nothing, not even the status.
+            tracing::warn!(%peer, %method, %path, "admin request for another host name refused");
+            return error(
+                StatusCode::FORBIDDEN,
+                "a token-less admin API answers requests addressed to localhost or a loopback address only (see docs/operator-tools.md)",
+            );
+        }
+        if method != Method::GET && tokenless && origin::crosses_site(request.headers()) {
             tracing::warn!(%peer, %method, %path, "admin request from another site refused");
             return error(
                 StatusCode::FORBIDDEN,

@@ -4,9 +4,11 @@
 //! `http://127.0.0.1:9901/services/api/rollback`: browsers send such cross-site requests
 //! (without reading the answer) and attach no credentials, which a token-less API does not
 //! need. Browsers do mark them with `Origin`. A state-changing request whose `Origin` is
-//! not the admin API itself is refused; so is one whose `Host` is a name rather than an IP
-//! literal or `localhost` (DNS rebinding: a page of `evil.example` that resolves to
-//! 127.0.0.1 is "same-origin" with itself). The CLI, curl and scripts send no `Origin` and
+//! not the admin API itself is refused; so is any request but `/`, `/healthz` and
+//! `/metrics`, reads included, whose `Host` is a name rather than a loopback address or
+//! `localhost` (DNS rebinding: a page of `evil.example` that resolves to 127.0.0.1 is
+//! "same-origin" with itself, and its reads of `/status` or a decision log carry no
+//! `Origin`). The CLI, curl and scripts send no `Origin` and
 //! are unaffected; the status page served at `/` is same-origin. With a token none of this
 //! is needed: a page cannot learn it, and browsers never attach a bearer token on their own.
 
@@ -27,6 +29,14 @@ pub(super) fn crosses_site(headers: &HeaderMap) -> bool {
         .and_then(|o| o.strip_prefix("http://"))
         .unwrap_or("");
     origin_authority != host || !is_loopback_literal(host)
+}
+
+/// Whether the request names a loopback address or `localhost` as its host.
+pub(super) fn addressed_to_loopback(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_loopback_literal)
 }
 
 /// `127.0.0.1:9901`, `[::1]:9901`, `localhost:9901` (with or without the port).

@@ -119,7 +119,7 @@ impl Cutover {
 
     /// `GET /status` (no token).
     pub async fn status(&self) -> serde_json::Value {
-        let got = send(self.admin, get("admin", "/status")).await;
+        let got = send(self.admin, get(&self.admin.to_string(), "/status")).await;
         assert_eq!(got.status, StatusCode::OK, "{}", got.body);
         serde_json::from_str(&got.body).unwrap()
     }

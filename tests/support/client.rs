@@ -131,7 +131,7 @@ pub async fn admin(addr: SocketAddr, method: &str, path: &str) -> (StatusCode, s
     let request = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "admin")
+        .header("host", addr.to_string())
         .body(Full::new(Bytes::new()))
         .unwrap();
     let got = send(addr, request).await;
@@ -141,13 +141,13 @@ pub async fn admin(addr: SocketAddr, method: &str, path: &str) -> (StatusCode, s
 
 /// GET on the admin API.
 pub async fn admin_get(admin: SocketAddr, path: &str) -> Got {
-    send(admin, get("admin", path)).await
+    send(admin, get(&admin.to_string(), path)).await
 }
 
 /// POST on the admin API, without a body.
 pub async fn admin_post(admin: SocketAddr, path: &str) -> Got {
     let request = Request::post(path)
-        .header("host", "admin")
+        .header("host", admin.to_string())
         .body(Full::new(Bytes::new()))
         .unwrap();
     send(admin, request).await
@@ -162,7 +162,7 @@ pub async fn admin_status(addr: SocketAddr) -> Option<serde_json::Value> {
         .ok()?;
     tokio::spawn(connection);
     let request = Request::get("/status")
-        .header("host", "admin")
+        .header("host", addr.to_string())
         .body(Full::new(Bytes::new()))
         .unwrap();
     let response = sender.send_request(request).await.ok()?;
