@@ -180,3 +180,31 @@ async fn changed_steps_with_analysis_move_on_after_the_next_passing_check() {
     assert_eq!(rollout(&proxy), ("progressing".to_string(), 2, 3, 50.0));
     assert_eq!(routed_weight(&proxy), 50.0);
 }
+
+/// A service a reload removes (or renames) leaves no rollout gauges behind: `/status` no
+/// longer lists it, and an alert on its last state would fire until a restart.
+#[tokio::test]
+async fn a_removed_service_leaves_no_rollout_gauges() {
+    let old = spawn_backend("old").await;
+    let new = spawn_backend("new").await;
+    let config = simple_config(&[old.addr], &[new.addr], "0%", ROLLOUT_AT_30);
+    let proxy = spawn_proxy(&config).await;
+    assert!(eventually(Duration::from_secs(3), || rollout(&proxy).3 == 30.0).await);
+    let weight = "cutover_rollout_weight{service=\"api\"}";
+    let progressing = "cutover_rollout_state{service=\"api\",state=\"progressing\"}";
+    assert_eq!(metric(&proxy, weight), 30.0);
+    assert_eq!(metric(&proxy, progressing), 1.0);
+    save_by_rename(
+        &proxy.config_path(),
+        &config.replace("name: api", "name: web"),
+    );
+    reload_ok(&proxy).await;
+    let metrics = proxy.app.metrics.encode();
+    let left: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("cutover_rollout_") && line.contains("service=\"api\""))
+        .filter(|line| !line.contains("_total") && !line.contains("rollbacks"))
+        .collect();
+    assert!(left.is_empty(), "gauges of the removed service: {left:#?}");
+    assert!(metrics.contains("cutover_rollout_weight{service=\"web\"}"));
+}

@@ -186,6 +186,23 @@ impl RolloutMetrics {
         }
     }
 
+    /// Drops the rollout gauges of a service a reload removed: its last weight, step and
+    /// state would otherwise be exported, and alerted on, until a restart. Its counters stay
+    /// (a count that vanishes reads as a reset).
+    pub(crate) fn forget_service(&self, service: &str) {
+        let labels = ServiceLabels {
+            service: service.to_string(),
+        };
+        self.rollout_weight.remove(&labels);
+        self.rollout_step.remove(&labels);
+        for state in ServiceState::ALL {
+            self.rollout_state.remove(&StateLabels {
+                service: service.to_string(),
+                state: state.as_str(),
+            });
+        }
+    }
+
     /// Makes the rollback, check and hook series of a service exist from the start at 0,
     /// so that `increase()` sees even the first one.
     pub(crate) fn register_service(&self, service: &str, hooks: &[String]) {
