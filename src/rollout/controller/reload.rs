@@ -210,7 +210,7 @@ impl Controller {
         for change in changes {
             if let Change::Remove(name) = change {
                 tracing::info!(service = %name, "service removed from the config; its state file stays");
-                self.metrics.forget_service(&name);
+                self.metrics.forget_service(name);
             }
         }
         startups
