@@ -208,3 +208,27 @@ async fn a_removed_service_leaves_no_rollout_gauges() {
     assert!(left.is_empty(), "gauges of the removed service: {left:#?}");
     assert!(metrics.contains("cutover_rollout_weight{service=\"web\"}"));
 }
+
+/// `state_dir` changed by a reload takes effect at the next restart, as the state, its
+/// lock and the decision log the admin API serves must move together: moved alone, the
+/// history served stayed behind.
+#[tokio::test]
+async fn a_reload_keeps_the_running_state_dir() {
+    let old = spawn_backend("old").await;
+    let new = spawn_backend("new").await;
+    let config = simple_config(&[old.addr], &[new.addr], "0%", ROLLOUT_AT_30);
+    let proxy = spawn_proxy(&config).await;
+    assert!(eventually(Duration::from_secs(3), || rollout(&proxy).3 == 30.0).await);
+    let history = proxy.dir.path().join("state/api.history.jsonl");
+    let records = || std::fs::read_to_string(&history).unwrap().lines().count();
+    let before = records();
+    let moved = config.replace("state_dir: state\n", "state_dir: state2\n");
+    save_by_rename(&proxy.config_path(), &moved);
+    reload_ok(&proxy).await;
+    assert!(!proxy.dir.path().join("state2").exists());
+    assert!(
+        records() > before,
+        "the reload's record is in the running decision log"
+    );
+    assert_eq!(rollout(&proxy).3, 30.0);
+}

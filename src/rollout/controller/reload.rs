@@ -101,6 +101,16 @@ impl Controller {
         if let Err(error) = pin_admin_addr(&self.config.admin, &mut new.admin) {
             return Err(self.reload_failed(source, vec![error]));
         }
+        if new.state_dir != self.config.state_dir {
+            // Its lock, state files, decision logs and the admin API's reads of them move
+            // together, at a restart; moved by a reload, the history served stayed behind.
+            tracing::warn!(
+                running = %self.config.state_dir.display(),
+                configured = %new.state_dir.display(),
+                "`state_dir` changed: it takes effect at the next restart"
+            );
+            new.state_dir.clone_from(&self.config.state_dir);
+        }
         let bound = match self.listeners.prepare(&new.listeners) {
             Ok(bound) => bound,
             Err(err) => return Err(self.reload_failed(source, vec![err.to_string()])),
