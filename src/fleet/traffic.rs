@@ -6,6 +6,11 @@
 //! traffic. The totals therefore only grow, as the analysis windows expect of a single
 //! process's counters. An instance whose record is stale, that lacks the service, or whose
 //! counters have another shape makes the sample incomplete, and the check inconclusive.
+//!
+//! An instance counted for the first time, or again after a gap (stale, or gone), is only
+//! taken as a baseline: what it served before, or during the gap, did not happen within
+//! the one second the sample covers, and added there it would outweigh (or dilute) the
+//! others' numbers of that window. That sample is incomplete too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,7 +32,15 @@ pub(crate) struct FleetTraffic {
 #[derive(Debug, Default)]
 struct Sums {
     total: [PoolCounts; 2],
-    last: HashMap<String, (String, [PoolCounts; 2])>,
+    last: HashMap<String, Counted>,
+}
+
+/// An instance's counters as last added, with its boot id and when they were added.
+#[derive(Debug)]
+struct Counted {
+    boot: String,
+    counts: [PoolCounts; 2],
+    at: Instant,
 }
 
 impl FleetTraffic {
@@ -66,7 +79,9 @@ impl TrafficSource for FleetTraffic {
                 complete = false;
                 continue;
             };
-            add_delta(sums, id, &member.record.boot, counts);
+            if !add_delta(sums, id, &member.record.boot, counts, now) {
+                complete = false;
+            }
         }
         TrafficSample {
             old: sums.total[0].clone(),
@@ -76,21 +91,37 @@ impl TrafficSource for FleetTraffic {
     }
 }
 
-/// Adds what `id` counted since its last report to the totals.
-fn add_delta(sums: &mut Sums, id: &str, boot: &str, counts: [PoolCounts; 2]) {
+/// Adds what `id` counted since its last report to the totals; `false` when its counters
+/// were only taken as a baseline (never counted before, or not within `STALE_AFTER`).
+fn add_delta(sums: &mut Sums, id: &str, boot: &str, counts: [PoolCounts; 2], now: Instant) -> bool {
     let fresh = [PoolCounts::default(), PoolCounts::default()];
     let previous = match sums.last.get(id) {
-        Some((seen_boot, last))
-            if seen_boot == boot && (0..2).all(|i| !went_down(&counts[i], &last[i])) =>
+        Some(last) if now.saturating_duration_since(last.at) > STALE_AFTER => None,
+        Some(last)
+            if last.boot == boot && (0..2).all(|i| !went_down(&counts[i], &last.counts[i])) =>
         {
-            last
+            Some(&last.counts)
         }
-        _ => &fresh,
+        // Restarted since it was last counted: its counters are all new.
+        Some(_) => Some(&fresh),
+        None => None,
     };
-    for (i, total) in sums.total.iter_mut().enumerate() {
-        total.add(&counts[i].minus(&previous[i]));
+    let added = previous.is_some();
+    if let Some(previous) = previous {
+        for (i, total) in sums.total.iter_mut().enumerate() {
+            total.add(&counts[i].minus(&previous[i]));
+        }
     }
-    sums.last.insert(id.to_string(), (boot.to_string(), counts));
+    let boot = boot.to_string();
+    sums.last.insert(
+        id.to_string(),
+        Counted {
+            boot,
+            counts,
+            at: now,
+        },
+    );
+    added
 }
 
 fn went_down(now: &PoolCounts, before: &PoolCounts) -> bool {
@@ -100,6 +131,7 @@ fn went_down(now: &PoolCounts, before: &PoolCounts) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn counts(requests: u64, errors: u64) -> PoolCounts {
         let mut counts = PoolCounts::default();
@@ -111,18 +143,73 @@ mod tests {
     #[test]
     fn deltas_are_summed_per_instance_and_restarts_start_from_zero() {
         let mut sums = Sums::default();
-        add_delta(&mut sums, "a", "1", [counts(10, 0), counts(5, 1)]);
-        add_delta(&mut sums, "b", "1", [counts(20, 0), counts(3, 0)]);
-        assert_eq!(sums.total[0].requests(), 30);
-        assert_eq!(sums.total[1].requests(), 8);
-        // a grows by 5; b restarts (new boot) with 2 new requests.
-        add_delta(&mut sums, "a", "1", [counts(15, 0), counts(5, 1)]);
-        add_delta(&mut sums, "b", "2", [counts(2, 0), counts(0, 0)]);
-        assert_eq!(sums.total[0].requests(), 37);
+        let now = Instant::now();
+        // First seen: a baseline, whatever they served before.
+        assert!(!add_delta(
+            &mut sums,
+            "a",
+            "1",
+            [counts(10, 0), counts(5, 1)],
+            now
+        ));
+        assert!(!add_delta(
+            &mut sums,
+            "b",
+            "1",
+            [counts(20, 0), counts(3, 0)],
+            now
+        ));
+        assert_eq!(sums.total[0].requests(), 0);
+        // a grows by 5 and 1 (an error); b restarts (new boot) with 2 new requests.
+        assert!(add_delta(
+            &mut sums,
+            "a",
+            "1",
+            [counts(15, 0), counts(6, 2)],
+            now
+        ));
+        assert!(add_delta(
+            &mut sums,
+            "b",
+            "2",
+            [counts(2, 0), counts(0, 0)],
+            now
+        ));
+        assert_eq!(sums.total[0].requests(), 7);
         // The same boot with counters that went down is a restart too.
-        add_delta(&mut sums, "a", "1", [counts(4, 0), counts(1, 0)]);
-        assert_eq!(sums.total[0].requests(), 41);
-        assert_eq!(sums.total[1].requests(), 9);
+        assert!(add_delta(
+            &mut sums,
+            "a",
+            "1",
+            [counts(4, 0), counts(1, 0)],
+            now
+        ));
+        assert_eq!(sums.total[0].requests(), 11);
+        assert_eq!(sums.total[1].requests(), 2);
         assert_eq!(sums.total[1].errors(), 1);
+    }
+
+    #[test]
+    fn an_instance_back_after_a_gap_is_a_baseline_again() {
+        let mut sums = Sums::default();
+        let start = Instant::now();
+        add_delta(&mut sums, "a", "1", [counts(10, 0), counts(10, 5)], start);
+        add_delta(&mut sums, "a", "1", [counts(20, 0), counts(20, 10)], start);
+        assert_eq!(sums.total[1].errors(), 5);
+        // Ten minutes unseen: 6,000 clean requests to NEW meanwhile, not in one second.
+        let back = start + Duration::from_secs(600);
+        let after_gap = [counts(3020, 0), counts(6020, 10)];
+        assert!(!add_delta(&mut sums, "a", "1", after_gap, back));
+        assert_eq!(sums.total[1].requests(), 10);
+        let next = [counts(3030, 0), counts(6030, 12)];
+        assert!(add_delta(
+            &mut sums,
+            "a",
+            "1",
+            next,
+            back + Duration::from_secs(1)
+        ));
+        assert_eq!(sums.total[1].requests(), 20);
+        assert_eq!(sums.total[1].errors(), 7);
     }
 }
