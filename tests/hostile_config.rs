@@ -118,7 +118,7 @@ fn request(method: &str, path: &str) -> Request<Full<Bytes>> {
     Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "api.test")
+        .header("host", "localhost")
         .body(Full::new(Bytes::new()))
         .unwrap()
 }

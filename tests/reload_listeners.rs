@@ -232,3 +232,57 @@ async fn a_certificate_renewed_on_disk_is_picked_up_by_the_watcher() {
     }
     assert!(proxy.app.controller.status().config.last_error.is_none());
 }
+
+/// A certificate that a reload named is watched too: renewed on disk, it is served
+/// without a SIGHUP (the watcher once kept the files of the start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_a_reload_named_is_watched_too() {
+    let old = spawn_backend("old").await;
+    let new = spawn_backend("new").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let tls = tmp.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let (a_crt, a_key) = certificate(&tls, "first", &["api.test"]);
+    let (b_crt, b_key) = certificate(&tls, "second", &["api.test"]);
+    let (c_crt, c_key) = certificate(&tls, "third", &["api.test"]);
+    let listener = |stem: &str| {
+        with_listeners(
+            &simple_config(&[old.addr], &[new.addr], "0%", ""),
+            &format!("listeners:\n  - addr: \"127.0.0.1:0\"\n    tls:\n      certificates:\n        - {{ cert: tls/{stem}.crt, key: tls/{stem}.key }}\n"),
+        )
+    };
+    // Start on first.crt; then an edit points the listener at tls.crt (same directory).
+    let proxy = spawn_proxy_in(tmp, &listener("first"), true).await;
+    std::fs::copy(&b_crt, tls.join("tls.crt")).unwrap();
+    std::fs::copy(&b_key, tls.join("tls.key")).unwrap();
+    save_by_rename(&proxy.config_path(), &listener("tls"));
+    let connector = tls_connector(&[der(&a_crt), der(&b_crt), der(&c_crt)]);
+    let mut served_second = false;
+    for _ in 0..100 {
+        if tls_connect(&connector, proxy.addr).await.0 == der(&b_crt) {
+            served_second = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served_second, "the edit naming tls.crt was picked up");
+    drop(a_key);
+
+    // Renew tls.crt/tls.key on disk, as cert-manager would.
+    for (from, to) in [(&c_key, "tls.key"), (&c_crt, "tls.crt")] {
+        let t = tls.join(format!("{to}.new"));
+        std::fs::copy(from, &t).unwrap();
+        std::fs::rename(&t, tls.join(to)).unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if tls_connect(&connector, proxy.addr).await.0 == der(&c_crt) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the renewed certificate (named by a reload) was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

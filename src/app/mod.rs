@@ -122,8 +122,6 @@ pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
         })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.addr);
     let shutdown_grace = config.limits.shutdown_grace;
-    let watched = config.origin.watched_dirs();
-    let watched_files = config::watch::watched_files(&config.origin.path, &config.origin.read);
     if let Some(token_file) = &options.admin_record {
         record_admin_address(&config.origin.path, admin_addr, token_file.clone());
     }
@@ -140,9 +138,8 @@ pub async fn start(config: Config, options: Options) -> Result<App, AppError> {
     );
     let watcher = if options.watch {
         let handle = started.handle.clone();
-        match config::watch::watch(&watched, watched_files, move || {
-            handle.request_reload(ReloadSource::Watch)
-        }) {
+        let targets = started.handle.watch_targets();
+        match config::watch::watch(targets, move || handle.request_reload(ReloadSource::Watch)) {
             Ok(watcher) => Some(watcher),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot watch the config directory; reload with SIGHUP or POST /reload");

@@ -3,8 +3,9 @@
 //! The config file's *directory* is watched, not the file: editors save by writing a new
 //! file and renaming it over the old one, and Kubernetes updates a ConfigMap by swapping
 //! the `..data` symlink, and neither touches the watched file's inode. The directories of
-//! the certificates, keys and token it reads are watched too (as they were at start), so
-//! a renewed certificate is picked up.
+//! the certificates, keys and token it reads are watched too, as the running config names
+//! them (the controller sends new ones after each reload), so a renewed certificate is
+//! picked up, one a reload named included.
 //!
 //! A directory also holds files that have nothing to do with the config (logs, a hook's
 //! output, editor swap files). After a short quiet period, the watcher fingerprints the
@@ -17,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+
+use super::model::Origin;
 
 /// How long the directory must stay quiet before a reload is asked for.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -27,7 +30,35 @@ pub const MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// Keeps the watch alive; dropping it stops watching.
 pub struct ConfigWatcher {
-    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ConfigWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What to watch: the directories whose changes may change the config, the files whose
+/// contents decide whether a reload is worth asking for, and what those held when the
+/// running config was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchTargets {
+    pub dirs: Vec<PathBuf>,
+    pub files: Vec<PathBuf>,
+    pub loaded: Fingerprint,
+}
+
+impl WatchTargets {
+    /// The running config's, read now: just after it was loaded.
+    pub fn of(origin: &Origin) -> WatchTargets {
+        let files = watched_files(&origin.path, &origin.read);
+        WatchTargets {
+            dirs: origin.watched_dirs(),
+            loaded: Fingerprint::of(&files),
+            files,
+        }
+    }
 }
 
 impl std::fmt::Debug for ConfigWatcher {
@@ -61,12 +92,12 @@ pub fn watched_files(config_path: &Path, read: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Calls `on_change` (on the current runtime) after changes in any of `dirs` (the
-/// config's directory and those of the certificates and token it reads), when the
-/// contents of `files` differ from what they were at the last call (or at the start).
+/// Calls `on_change` (on the current runtime) after changes in any of the `targets`'
+/// directories (the config's and those of the certificates and token it reads), when the
+/// contents of their files differ from what they were at the last call (or at the start).
+/// New targets (a reload named other files) are watched from when they arrive.
 pub fn watch(
-    dirs: &[PathBuf],
-    files: Vec<PathBuf>,
+    mut targets: watch::Receiver<WatchTargets>,
     on_change: impl Fn() + Send + 'static,
 ) -> notify::Result<ConfigWatcher> {
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -78,13 +109,45 @@ pub fn watch(
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "config watch error"),
         })?;
-    for dir in dirs {
+    let WatchTargets {
+        dirs,
+        mut files,
+        loaded,
+    } = targets.borrow_and_update().clone();
+    for dir in &dirs {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
         tracing::info!(dir = %dir.display(), "watching for config changes");
     }
-    let mut last = Fingerprint::of(&files);
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
+    let mut watched = dirs;
+    let mut last = loaded;
+    let task = tokio::spawn(async move {
+        // Until the controller is gone: then what is watched stays.
+        let mut followed = true;
+        loop {
+            tokio::select! {
+                event = rx.recv() => if event.is_none() { return },
+                changed = targets.changed(), if followed => {
+                    if changed.is_err() {
+                        followed = false;
+                        continue;
+                    }
+                    let next = targets.borrow_and_update().clone();
+                    for dir in next.dirs {
+                        if watched.contains(&dir) {
+                            continue;
+                        }
+                        match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                            Ok(()) => tracing::info!(dir = %dir.display(), "watching for config changes"),
+                            Err(err) => tracing::warn!(dir = %dir.display(), error = %err, "cannot watch for config changes"),
+                        }
+                        watched.push(dir);
+                    }
+                    // What the reload read is the new reference; a change since (events
+                    // this loop took before it knew these files) asks for a reload now.
+                    files = next.files;
+                    last = next.loaded;
+                }
+            }
             // Wait until the burst of events (write, rename, chmod...) is over, but not
             // forever when something keeps writing.
             let latest = tokio::time::Instant::now() + MAX_DELAY;
@@ -101,7 +164,7 @@ pub fn watch(
             }
         }
     });
-    Ok(ConfigWatcher { _watcher: watcher })
+    Ok(ConfigWatcher { task })
 }
 
 #[cfg(test)]

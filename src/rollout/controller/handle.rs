@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::status::{ServiceStatus, Status};
+use crate::config::watch::WatchTargets;
 use crate::config::Weight;
 
 /// The admin token, replaced by the controller when a reload changes it. It lives here, not
@@ -109,6 +110,8 @@ pub enum ControlError {
 pub struct ControllerHandle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<Arc<Status>>,
+    /// What the config watcher watches: the running config's files and directories.
+    targets: watch::Receiver<WatchTargets>,
     /// Where the decision logs are (`state_dir`), for the admin API to read them.
     state_dir: std::path::PathBuf,
 }
@@ -123,10 +126,12 @@ impl ControllerHandle {
     pub(super) fn new(
         commands: mpsc::Sender<Command>,
         status: watch::Receiver<Arc<Status>>,
+        targets: watch::Receiver<WatchTargets>,
         state_dir: std::path::PathBuf,
     ) -> ControllerHandle {
         ControllerHandle {
             commands,
+            targets,
             status,
             state_dir,
         }
@@ -199,5 +204,10 @@ impl ControllerHandle {
 
     pub fn status(&self) -> Arc<Status> {
         self.status.borrow().clone()
+    }
+
+    /// What the config watcher should watch, as each reload leaves it.
+    pub fn watch_targets(&self) -> watch::Receiver<WatchTargets> {
+        self.targets.clone()
     }
 }

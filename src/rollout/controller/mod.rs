@@ -54,6 +54,7 @@ use super::machine::{self, Effect, Input, RolloutState};
 use super::schedule::Plan;
 use super::state::{StateError, StateStore};
 use crate::access_log::AccessLog;
+use crate::config::watch::WatchTargets;
 use crate::config::{Config, HookEvent, Service};
 use crate::proxy::{ListenError, Listeners};
 use crate::routing::{Route, ServiceRoute, SharedSnapshot, Snapshot};
@@ -171,6 +172,8 @@ pub(crate) struct Controller {
     hook_tx: mpsc::UnboundedSender<HookDone>,
     hook_rx: mpsc::UnboundedReceiver<HookDone>,
     status_tx: watch::Sender<Arc<Status>>,
+    /// The running config's files and directories, for the config watcher.
+    targets_tx: watch::Sender<WatchTargets>,
     config_status: status::ConfigStatus,
     clock: Clock,
     startups: Startups,
@@ -219,6 +222,7 @@ impl Controller {
         let (command_tx, commands) = mpsc::channel(64);
         let (hook_tx, hook_rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = watch::channel(Arc::new(Status::default()));
+        let (targets_tx, targets_rx) = watch::channel(WatchTargets::of(&config.origin));
         let changes = store.changes();
         let leading = store.leads();
         let mut controller = Controller {
@@ -243,6 +247,7 @@ impl Controller {
             hook_tx,
             hook_rx,
             status_tx,
+            targets_tx,
             clock: Clock::new(now),
             startups,
             admin_token,
@@ -256,7 +261,7 @@ impl Controller {
         let state_dir = controller.config.state_dir.clone();
         Ok((
             controller,
-            ControllerHandle::new(command_tx, status_rx, state_dir),
+            ControllerHandle::new(command_tx, status_rx, targets_rx, state_dir),
         ))
     }
 

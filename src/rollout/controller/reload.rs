@@ -20,6 +20,7 @@ use super::{
     load_rollout, window_span, Controller, ReloadSource, RolloutRun, ServiceRun, Startup, Startups,
 };
 use crate::access_log::AccessLog;
+use crate::config::watch::WatchTargets;
 use crate::config::{self, Config, HookEvent};
 use crate::rollout::schedule::Plan;
 use crate::rollout::state::{StateError, StateStore};
@@ -232,6 +233,12 @@ impl Controller {
         let config = self.config.clone();
         self.metrics.reload(true);
         self.config_status = config_status(&config);
+        let targets = WatchTargets::of(&config.origin);
+        self.targets_tx.send_if_modified(|running| {
+            let changed = *running != targets;
+            *running = targets;
+            changed
+        });
         tracing::info!(version = %config.origin.version, trigger = source.label(), "config reloaded");
     }
 
