@@ -510,3 +510,50 @@ async fn a_local_trip_while_etcd_is_frozen_rolls_the_fleet_back_once_it_is_back(
         "{status:#}"
     );
 }
+
+/// A follower keeps a copy of what it adopts: restarted while etcd is unreachable, it
+/// routes at the weight the fleet last committed, not at the one of its previous start
+/// (once 50% to a NEW the fleet had rolled back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_restarted_without_etcd_routes_at_the_fleets_last_weight() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let old = spawn_backend("old").await;
+    let new = spawn_backend("new").await;
+    let dir = tempfile::tempdir().unwrap();
+    let steps = "        - weight: 50%\n          hold: 1h\n";
+    let text = services(old.addr, new.addr, steps, "/dev/null")
+        .replace("    rollout:\n", "    rollout:\n      start: manual\n");
+    let leader = FleetMember::start(dir.path(), 0, &etcd.url(), TTL_S, &text).await;
+    wait_for("a leader", Duration::from_secs(10), || async {
+        fleet_leader(&[&leader]).await.as_deref() == Some("i0")
+    })
+    .await;
+    let got = admin_post(leader.process.admin, "/services/api/start").await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    // The follower starts while the rollout is at 50%.
+    let follower = FleetMember::start(dir.path(), 1, &etcd.url(), TTL_S, &text).await;
+    wait_for("the follower at 50%", Duration::from_secs(10), || async {
+        follower.status().await.is_some_and(|s| weight(&s) == 50.0)
+    })
+    .await;
+    let got = admin_post(leader.process.admin, "/services/api/rollback").await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    wait_for("both rolled back", Duration::from_secs(10), || async {
+        leader.status().await.is_some_and(|s| weight(&s) == 0.0)
+            && follower.status().await.is_some_and(|s| weight(&s) == 0.0)
+    })
+    .await;
+    // etcd goes away; the follower restarts (deploy, OOM, crash).
+    etcd.signal(libc::SIGSTOP);
+    drop(follower);
+    let follower = FleetMember::start(dir.path(), 1, &etcd.url(), TTL_S, &text).await;
+    let status = follower.status().await.unwrap();
+    etcd.signal(libc::SIGCONT);
+    assert_eq!(
+        weight(&status),
+        0.0,
+        "restarted without etcd, the follower routes NEW at the pre-rollback weight: {status:#}"
+    );
+}

@@ -64,6 +64,13 @@ impl StateStore for FleetStore {
                 }
                 Ok(local)
             }
+            // A leader resumes from what etcd holds, never from a copy that may be older
+            // than the last commit: taking over waits for etcd (and keeps the state it
+            // followed meanwhile).
+            Err(err) if self.fleet.shared.leads() => Err(StateError::Read {
+                path: self.key(service).into(),
+                source: std::io::Error::other(err.to_string()),
+            }),
             Err(err) => {
                 tracing::warn!(service, error = %err, "etcd is unreachable: starting from the local copy of the rollout state");
                 self.local.load(service)
@@ -82,6 +89,10 @@ impl StateStore for FleetStore {
             .map_err(|e| write_error(e.to_string()))?;
         self.keep_local(service, state);
         Ok(())
+    }
+
+    fn remember(&self, service: &str, state: &RolloutState) {
+        self.keep_local(service, state);
     }
 
     fn location(&self, service: &str) -> String {

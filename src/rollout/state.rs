@@ -90,6 +90,9 @@ pub(crate) trait StateStore: Send {
     fn fleet_status(&self) -> Option<FleetStatus> {
         None
     }
+    /// Fleet: keeps a follower's copy of the state it adopted, what it starts from when
+    /// etcd is unreachable at its next start.
+    fn remember(&self, _service: &str, _state: &RolloutState) {}
     /// Fleet: cut off from the others (etcd); this process decides nothing but may trip.
     fn isolated(&self) -> bool {
         false

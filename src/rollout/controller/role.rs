@@ -136,6 +136,8 @@ impl Controller {
                     reroute = true;
                 }
                 run.state = state;
+                // What a restart without etcd starts from: the state followed last.
+                self.store.remember(&name, &run.state);
             }
         }
         if reroute {
