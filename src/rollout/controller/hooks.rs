@@ -202,6 +202,7 @@ impl Controller {
         let payload = self.payload(index, kind, &reason, None);
         let name = service.config.name.clone();
         self.mark_running(index, hook_name, kind);
+        self.services[index].step_hook = Some(hook_name.to_string());
         let hook_name = hook_name.to_string();
         self.runner().spawn(
             hook,
@@ -230,6 +231,18 @@ impl Controller {
             .filter(|h| h.on.contains(&event))
             .cloned()
             .collect();
+        if event == HookEvent::Rollback && !subscribed.is_empty() {
+            if let Some(running) = &self.services[index].step_hook {
+                // A rollback hook undoes what the steps did: it waits for the step hook
+                // still running (switching writes, say) to end, within its timeout, rather
+                // than run beside it. NEW's weight is 0 already.
+                tracing::warn!(service = %self.services[index].config.name, hook = %running, "the rollback hooks wait for the step hook still running");
+                self.services[index]
+                    .deferred
+                    .push((event, reason.to_string(), at));
+                return;
+            }
+        }
         for hook in subscribed {
             let payload = self.payload(index, event.as_str(), reason, at);
             let service = self.services[index].config.name.clone();
@@ -305,6 +318,7 @@ impl Controller {
             ..
         } = done
         {
+            self.services[index].step_hook = None;
             let input = Input::HookFinished {
                 step,
                 hook,
@@ -312,6 +326,9 @@ impl Controller {
                 detail: outcome.detail,
             };
             self.apply_logged(index, input);
+            for (event, reason, at) in std::mem::take(&mut self.services[index].deferred) {
+                self.spawn_event_hooks(index, event, &reason, at);
+            }
         }
         self.publish_status();
     }

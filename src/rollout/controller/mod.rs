@@ -79,6 +79,11 @@ struct ServiceRun {
     hooks: BTreeMap<String, HookStatus>,
     /// The last shadow step's copier (kept after it ends, for `cutover diff`).
     shadow: Option<Arc<crate::shadow::Copier>>,
+    /// The step hook (`run` or `gate`) whose process runs now, if any, whatever the
+    /// rollout has done since it started it.
+    step_hook: Option<String>,
+    /// Rollback hooks waiting for that step hook to end (`hooks::spawn_event_hooks`).
+    deferred: Vec<(HookEvent, String, Option<EventAt>)>,
 }
 
 struct RolloutRun {

@@ -189,9 +189,11 @@ impl Controller {
             self.metrics
                 .register_service(&service.name, &hook_names(service));
             let route = build_service(service, &mut self.registry, &self.data_plane);
-            let old = previous.remove(&service.name);
+            let mut old = previous.remove(&service.name);
             let old_hooks = old.as_ref().map(|o| o.hooks.clone()).unwrap_or_default();
             let shadow = old.as_ref().and_then(|o| o.shadow.clone());
+            let step_hook = old.as_ref().and_then(|o| o.step_hook.clone());
+            let deferred = old.as_mut().map(|o| std::mem::take(&mut o.deferred));
             let carried = old.and_then(|o| o.rollout);
             let rollout = match (Plan::of(service), change) {
                 (None, _) => None,
@@ -216,6 +218,8 @@ impl Controller {
                 route,
                 rollout,
                 shadow,
+                step_hook,
+                deferred: deferred.unwrap_or_default(),
             });
         }
         for change in changes {

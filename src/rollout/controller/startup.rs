@@ -43,6 +43,8 @@ pub(super) fn first_services(
             route,
             rollout,
             shadow: None,
+            step_hook: None,
+            deferred: Vec::new(),
         });
     }
     Ok((services, startups))

@@ -1,6 +1,6 @@
-//! Restarts and stops: a restart with changed steps resumes nothing at the old step's
-//! index, a hook result queued at a stop is saved, a rollback whose save failed is saved
-//! once the store works again.
+//! Restarts, stops and hooks in flight: a restart with changed steps resumes nothing at the
+//! old step's index, a hook result queued at a stop is saved, a rollback whose save failed
+//! is saved once the store works again, rollback hooks wait for a step hook still running.
 
 use super::*;
 
@@ -143,4 +143,43 @@ async fn a_rollback_whose_save_failed_is_saved_once_the_store_works_again() {
         (Phase::RolledBack, 0.0),
         "a restart now would resume at 5%"
     );
+}
+
+const SWITCHING: &str = "    rollout:
+      steps:
+        - run: switch-writes
+        - weight: 100%
+    hooks:
+      switch-writes:
+        exec: [\"sh\", \"-c\", \"sleep 1; echo switched >> order\"]
+        timeout: 10s
+      rollback-db:
+        on: [rollback]
+        exec: [\"sh\", \"-c\", \"echo rolled-back >> order\"]
+        timeout: 10s
+";
+
+/// A rollback while a `run` hook runs: NEW's weight is 0 at once, and the rollback hooks,
+/// which undo what the steps did, wait for that hook to end instead of running beside it.
+#[tokio::test]
+async fn rollback_hooks_wait_for_the_step_hook_still_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &[("api", SWITCHING)]);
+    let store = store_with(Vec::new());
+    let (mut c, _handle) = controller_with(&path, &store);
+    restore_all(&mut c); // start: auto, the run step's hook starts
+    assert!(c.services[0].hooks["switch-writes"].running);
+    c.control("api", Op::Rollback).unwrap();
+    assert_eq!(store.snapshot.load().routes[0].new_weight, Weight::ZERO);
+    assert!(
+        !c.services[0].hooks["rollback-db"].running,
+        "the rollback hook started beside the step hook"
+    );
+    let done = c.hook_rx.recv().await.unwrap();
+    c.hook_done(done);
+    assert!(c.services[0].hooks["rollback-db"].running);
+    let done = c.hook_rx.recv().await.unwrap();
+    c.hook_done(done);
+    let order = std::fs::read_to_string(dir.path().join("order")).unwrap();
+    assert_eq!(order, "switched\nrolled-back\n");
 }
