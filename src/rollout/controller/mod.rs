@@ -325,21 +325,6 @@ impl Controller {
         }
     }
 
-    /// At a clean stop, once the drain is over: saves the state to hand over.
-    fn hand_over(&mut self) {
-        // Hook results that came in meanwhile are part of it: a `run` hook that succeeded
-        // is not run again by the next process.
-        while let Ok(done) = self.hook_rx.try_recv() {
-            self.hook_done(done);
-        }
-        // The hold ran until now: keep every millisecond of it. Only the process that
-        // decides does: a follower's state is the leader's.
-        if self.leading {
-            self.on_wake();
-            self.save_progress();
-        }
-    }
-
     fn index_of(&self, name: &str) -> Option<usize> {
         self.services.iter().position(|s| s.config.name == name)
     }

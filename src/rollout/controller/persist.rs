@@ -63,6 +63,21 @@ fn same_but_progress(a: &RolloutState, b: &RolloutState) -> bool {
 }
 
 impl Controller {
+    /// At a clean stop, once the drain is over: saves the state to hand over.
+    pub(super) fn hand_over(&mut self) {
+        // Hook results that came in meanwhile are part of it: a `run` hook that succeeded
+        // is not run again by the next process.
+        while let Ok(done) = self.hook_rx.try_recv() {
+            self.hook_done(done);
+        }
+        // The hold ran until now: keep every millisecond of it. Only the process that
+        // decides does: a follower's state is the leader's.
+        if self.leading {
+            self.on_wake();
+            self.save_progress();
+        }
+    }
+
     /// Saves again the rollbacks whose save failed.
     pub(super) fn retry_unsaved(&mut self) {
         for service in &mut self.services {
