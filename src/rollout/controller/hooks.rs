@@ -14,7 +14,7 @@ use super::{evidence, Controller};
 use crate::config::{HookEvent, Service, Weight};
 use crate::evidence::record::Decision;
 use crate::hooks::{self, HookInput, HookOutcome};
-use crate::rollout::machine::{Input, ServiceState};
+use crate::rollout::machine::{Input, Phase, ServiceState};
 use crate::rollout::schedule::PlannedKind;
 
 /// Output shown per stream in `/status` (the log and the hook keep more).
@@ -243,6 +243,12 @@ impl Controller {
                 return;
             }
         }
+        if event == HookEvent::Rollback {
+            self.services[index].rollback_hooks_running += subscribed.len();
+            if subscribed.is_empty() {
+                self.rollback_hooks_ended(index);
+            }
+        }
         for hook in subscribed {
             let payload = self.payload(index, event.as_str(), reason, at);
             let service = self.services[index].config.name.clone();
@@ -259,6 +265,39 @@ impl Controller {
                     outcome,
                 },
             );
+        }
+    }
+
+    /// Every `rollback` hook of the last rollback has ended (or there is none): the next
+    /// process has none to run again.
+    fn rollback_hooks_ended(&mut self, index: usize) {
+        let name = self.services[index].config.name.clone();
+        let Some(run) = self.services[index].rollout.as_mut() else {
+            return;
+        };
+        if !run.state.rollback_hooks_pending {
+            return;
+        }
+        run.state.rollback_hooks_pending = false;
+        if self.store.save(&name, &run.state).is_err() {
+            run.unsaved = true;
+        }
+    }
+
+    /// The `rollback` hooks a stopped process did not see end: run again by this one.
+    pub(super) fn resume_rollback_hooks(&mut self, index: usize) {
+        let Some(run) = self.services[index].rollout.as_ref() else {
+            return;
+        };
+        let service = &self.services[index];
+        let pending = run.state.phase == Phase::RolledBack
+            && run.state.rollback_hooks_pending
+            && service.rollback_hooks_running == 0
+            && service.deferred.is_empty();
+        if pending {
+            let reason = "the rollback hooks had not ended when the last process stopped";
+            tracing::warn!(service = %service.config.name, "{reason}: running them again");
+            self.spawn_event_hooks(index, HookEvent::Rollback, reason, None);
         }
     }
 
@@ -311,6 +350,17 @@ impl Controller {
         let record = evidence::hook_record(hook, label, attempt, outcome);
         let _ = self.record(index, Decision::Hook(record));
         record_outcome(&mut self.services[index].hooks, hook, outcome);
+        if let HookDone::Event {
+            event: HookEvent::Rollback,
+            ..
+        } = &done
+        {
+            let service = &mut self.services[index];
+            service.rollback_hooks_running = service.rollback_hooks_running.saturating_sub(1);
+            if service.rollback_hooks_running == 0 {
+                self.rollback_hooks_ended(index);
+            }
+        }
         if let HookDone::Step {
             step,
             hook,

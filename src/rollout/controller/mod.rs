@@ -84,6 +84,9 @@ struct ServiceRun {
     step_hook: Option<String>,
     /// Rollback hooks waiting for that step hook to end (`hooks::spawn_event_hooks`).
     deferred: Vec<(HookEvent, String, Option<EventAt>)>,
+    /// `rollback` hooks running now: when the last ends, the rollout's
+    /// `rollback_hooks_pending` is cleared.
+    rollback_hooks_running: usize,
 }
 
 struct RolloutRun {
@@ -360,6 +363,7 @@ impl Controller {
                 tracing::error!(service, error = %err, "could not resume the rollout");
             }
         }
+        self.resume_rollback_hooks(index);
     }
 
     fn command(&mut self, command: Command) {

@@ -193,6 +193,7 @@ impl Controller {
             let old_hooks = old.as_ref().map(|o| o.hooks.clone()).unwrap_or_default();
             let shadow = old.as_ref().and_then(|o| o.shadow.clone());
             let step_hook = old.as_ref().and_then(|o| o.step_hook.clone());
+            let rollback_hooks_running = old.as_ref().map_or(0, |o| o.rollback_hooks_running);
             let deferred = old.as_mut().map(|o| std::mem::take(&mut o.deferred));
             let carried = old.and_then(|o| o.rollout);
             let rollout = match (Plan::of(service), change) {
@@ -220,6 +221,7 @@ impl Controller {
                 shadow,
                 step_hook,
                 deferred: deferred.unwrap_or_default(),
+                rollback_hooks_running,
             });
         }
         for change in changes {

@@ -45,6 +45,7 @@ pub(super) fn first_services(
             shadow: None,
             step_hook: None,
             deferred: Vec::new(),
+            rollback_hooks_running: 0,
         });
     }
     Ok((services, startups))

@@ -491,6 +491,7 @@ impl Machine<'_> {
         self.state.pause_cause = None;
         self.state.hook_in_flight = false;
         self.state.realign = false;
+        self.state.rollback_hooks_pending = true;
         self.publish(Weight::ZERO);
         self.effects.push(Effect::RolledBack(reason));
         self.event(HookEvent::Rollback, text);

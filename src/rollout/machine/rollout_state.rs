@@ -180,6 +180,11 @@ pub(crate) struct RolloutState {
     /// A step hook is running; not persisted, so a restart runs it again.
     #[serde(skip)]
     pub hook_in_flight: bool,
+    /// The rollback's `rollback` hooks have not all finished: saved with the rollback, so
+    /// that a process that stops or crashes before they end leaves them to the next one,
+    /// which runs them again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback_hooks_pending: bool,
 }
 
 impl RolloutState {
@@ -204,6 +209,7 @@ impl RolloutState {
             hooks: BTreeMap::new(),
             realign: false,
             hook_in_flight: false,
+            rollback_hooks_pending: false,
         }
     }
 

@@ -183,3 +183,57 @@ async fn rollback_hooks_wait_for_the_step_hook_still_running() {
     let order = std::fs::read_to_string(dir.path().join("order")).unwrap();
     assert_eq!(order, "switched\nrolled-back\n");
 }
+
+const ROLLBACK_HOOK: &str = "    rollout:
+      steps:
+        - weight: 10%
+          hold: 1h
+    hooks:
+      rollback-db:
+        on: [rollback]
+        exec: [\"sh\", \"-c\", \"sleep 1; echo done >> rolled-back\"]
+        timeout: 10s
+";
+
+/// A rollback, then the process stops (SIGTERM, a takeover, a crash) while the rollback
+/// hook runs: the hook is killed with the runtime, and the next process runs it again
+/// (it once never did).
+#[test]
+fn a_rollback_hook_cut_short_by_a_restart_is_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &[("api", ROLLBACK_HOOK)]);
+    let store = store_with(Vec::new());
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    first.block_on(async {
+        let (mut c, _handle) = controller_with(&path, &store);
+        restore_all(&mut c); // start: auto
+        c.control("api", Op::Rollback).unwrap();
+        assert!(c.services[0].hooks["rollback-db"].running);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    });
+    drop(first); // the process stops: its hooks are killed with it
+    assert_eq!(
+        store.saved.lock().unwrap().last().unwrap().0.phase,
+        Phase::RolledBack
+    );
+    let second = runtime();
+    second.block_on(async {
+        let (mut c, _handle) = controller_with(&path, &store);
+        restore_all(&mut c);
+        assert!(c.services[0].hooks["rollback-db"].running);
+        let done = c.hook_rx.recv().await.unwrap();
+        c.hook_done(done);
+    });
+    assert!(
+        dir.path().join("rolled-back").exists(),
+        "the rollback hook never completed: killed at the stop, not run by the successor"
+    );
+    let last = store.saved.lock().unwrap().last().unwrap().0.clone();
+    assert!(!last.rollback_hooks_pending, "saved as done once it ended");
+}
