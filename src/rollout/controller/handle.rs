@@ -174,12 +174,20 @@ impl ControllerHandle {
         answer.await.map_err(|_| gone())?
     }
 
-    /// Asks for a reload without waiting for its outcome (signals, the file watcher).
+    /// Asks for a reload without waiting for its outcome (signals, the file watcher). When
+    /// the controller's queue is full the request waits its turn in a task of its own, as
+    /// the watcher does not ask twice for the same change.
     pub fn request_reload(&self, source: ReloadSource) {
-        let _ = self.commands.try_send(Command::Reload {
+        let command = Command::Reload {
             source,
             reply: None,
-        });
+        };
+        if let Err(mpsc::error::TrySendError::Full(command)) = self.commands.try_send(command) {
+            let commands = self.commands.clone();
+            tokio::spawn(async move {
+                let _ = commands.send(command).await;
+            });
+        }
     }
 
     /// Stops the listeners and waits for connections to finish, up to `grace`; returns
@@ -209,5 +217,37 @@ impl ControllerHandle {
     /// What the config watcher should watch, as each reload leaves it.
     pub fn watch_targets(&self) -> watch::Receiver<WatchTargets> {
         self.targets.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::watch::Fingerprint;
+
+    /// A reload asked for while the controller's queue is full waits its turn: the watcher
+    /// does not ask twice for the same change.
+    #[tokio::test]
+    async fn a_reload_asked_for_with_the_queue_full_is_not_lost() {
+        let (commands, mut queue) = mpsc::channel(1);
+        let (_status_tx, status) = watch::channel(Arc::new(Status::default()));
+        let targets = WatchTargets {
+            dirs: Vec::new(),
+            files: Vec::new(),
+            loaded: Fingerprint::of(&[]),
+        };
+        let (_targets_tx, targets) = watch::channel(targets);
+        let handle = ControllerHandle::new(commands, status, targets, "state".into());
+        handle.request_reload(ReloadSource::Signal);
+        handle.request_reload(ReloadSource::Watch);
+        let mut sources = Vec::new();
+        for _ in 0..2 {
+            let next = tokio::time::timeout(Duration::from_secs(5), queue.recv());
+            match next.await.expect("the second reload was lost") {
+                Some(Command::Reload { source, .. }) => sources.push(source.label()),
+                _ => panic!("not a reload"),
+            }
+        }
+        assert_eq!(sources, ["SIGHUP", "file change"]);
     }
 }
