@@ -90,6 +90,12 @@ impl TrafficSource for FailingNew {
 
 fn fleet_harness(traffic: Box<dyn TrafficSource>) -> (Harness, FleetLike) {
     let mut h = harness(&[("api", TRIPPED)], traffic);
+    let fleet = leading_member(&mut h);
+    (h, fleet)
+}
+
+/// Makes the harness's controller the leader of a fleet whose store the test controls.
+fn leading_member(h: &mut Harness) -> FleetLike {
     let fleet = FleetLike {
         inner: h.store.clone(),
         leads: Arc::new(AtomicBool::new(true)),
@@ -99,7 +105,7 @@ fn fleet_harness(traffic: Box<dyn TrafficSource>) -> (Harness, FleetLike) {
     };
     h.controller.store = Box::new(fleet.clone());
     h.controller.leading = true;
-    (h, fleet)
+    fleet
 }
 
 /// SPEC §11: cut off from etcd, an instance may trip to 0% locally and reports it when
@@ -175,15 +181,7 @@ const GATED: &str = "    rollout:\n      steps:\n        - gate: ready\n    hook
 #[tokio::test(start_paused = true)]
 async fn a_follower_that_stops_decides_nothing() {
     let mut h = harness(&[("api", GATED)], Box::new(LocalTraffic));
-    let fleet = FleetLike {
-        inner: h.store.clone(),
-        leads: Arc::new(AtomicBool::new(true)),
-        isolated: Arc::default(),
-        blocked: Arc::default(),
-        trips: Arc::default(),
-    };
-    h.controller.store = Box::new(fleet.clone());
-    h.controller.leading = true;
+    let fleet = leading_member(&mut h);
     h.controller.control("api", Op::Start).unwrap();
     // What the leader committed between two polls of the gate.
     {
