@@ -26,6 +26,9 @@ pub(crate) struct Record {
     /// Services this instance tripped to weight 0 on its own while etcd was unreachable.
     #[serde(default)]
     pub local_trips: Vec<String>,
+    /// The run each of those trips was made in, by service.
+    #[serde(default)]
+    pub trip_runs: BTreeMap<String, String>,
 }
 
 /// `PoolCounts` in a form that survives JSON and version skew (arrays, not fields).

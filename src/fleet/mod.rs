@@ -90,7 +90,8 @@ pub(crate) struct Shared {
     pub config_hash: Mutex<String>,
     /// Services this instance tripped to weight 0 on its own while cut off from etcd,
     /// until the leader has acted on it: published in its member record.
-    pub local_trips: Mutex<std::collections::BTreeSet<String>>,
+    /// Service → the run in which this instance tripped it on its own.
+    pub local_trips: Mutex<std::collections::BTreeMap<String, String>>,
     /// Bumped whenever a state, the leader or the members change: the controller wakes.
     pub changes: watch::Sender<u64>,
     pub controller: OnceLock<ControllerHandle>,
@@ -144,7 +145,7 @@ impl Fleet {
             states: Mutex::new(BTreeMap::new()),
             members: Mutex::new(BTreeMap::new()),
             config_hash: Mutex::new(config_hash(config)),
-            local_trips: Mutex::new(std::collections::BTreeSet::new()),
+            local_trips: Mutex::new(std::collections::BTreeMap::new()),
             changes,
             controller: OnceLock::new(),
         });

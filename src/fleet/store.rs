@@ -15,7 +15,7 @@ use crate::config::{Config, Weight};
 use crate::rollout::controller::status::{FleetMember, FleetStatus};
 use crate::rollout::controller::{ControlError, Controlled, Op};
 use crate::rollout::machine::RolloutState;
-use crate::rollout::state::{self, Forwarded, StateError, StateFiles, StateStore};
+use crate::rollout::state::{self, Forwarded, ReportedTrip, StateError, StateFiles, StateStore};
 
 /// A member whose record is older than this is stale: its numbers cannot be trusted.
 pub(crate) const STALE_AFTER: Duration = Duration::from_secs(3);
@@ -173,36 +173,33 @@ impl StateStore for FleetStore {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn set_local_trip(&self, service: &str, tripped: bool) {
+    fn set_local_trip(&self, service: &str, run: Option<&str>) {
         if let Ok(mut trips) = self.fleet.shared.local_trips.lock() {
-            if tripped {
-                trips.insert(service.to_string());
-            } else {
-                trips.remove(service);
-            }
+            match run {
+                Some(run) => trips.insert(service.to_string(), run.to_string()),
+                None => trips.remove(service),
+            };
         }
     }
 
-    fn local_trip(&self, service: &str) -> bool {
-        self.fleet
-            .shared
-            .local_trips
-            .lock()
-            .is_ok_and(|trips| trips.contains(service))
+    fn local_trip(&self, service: &str) -> Option<String> {
+        let trips = self.fleet.shared.local_trips.lock().ok()?;
+        trips.get(service).cloned()
     }
 
-    fn reported_trips(&self) -> Vec<(String, String)> {
+    fn reported_trips(&self) -> Vec<ReportedTrip> {
         let Ok(members) = self.fleet.shared.members.lock() else {
             return Vec::new();
         };
         members
             .iter()
             .flat_map(|(id, member)| {
-                member
-                    .record
-                    .local_trips
-                    .iter()
-                    .map(move |service| (id.clone(), service.clone()))
+                let record = &member.record;
+                record.local_trips.iter().map(move |service| ReportedTrip {
+                    instance: id.clone(),
+                    service: service.clone(),
+                    run: record.trip_runs.get(service).cloned(),
+                })
             })
             .collect()
     }

@@ -97,17 +97,26 @@ pub(crate) trait StateStore: Send {
     fn isolated(&self) -> bool {
         false
     }
-    /// Fleet: this process tripped `service` to weight 0 on its own (or the leader acted
-    /// on it: `false`); published in its member record.
-    fn set_local_trip(&self, _service: &str, _tripped: bool) {}
-    /// Fleet: whether this process holds `service` at weight 0 by its own trip.
-    fn local_trip(&self, _service: &str) -> bool {
-        false
+    /// Fleet: this process tripped `service` to weight 0 on its own in run `run` (`None`:
+    /// the trip is resolved); published in its member record.
+    fn set_local_trip(&self, _service: &str, _run: Option<&str>) {}
+    /// Fleet: the run in which this process holds `service` at weight 0 by its own trip.
+    fn local_trip(&self, _service: &str) -> Option<String> {
+        None
     }
-    /// Fleet, leader: (instance, service) for every trip a live member reports.
-    fn reported_trips(&self) -> Vec<(String, String)> {
+    /// Fleet, leader: every trip a live member reports.
+    fn reported_trips(&self) -> Vec<ReportedTrip> {
         Vec::new()
     }
+}
+
+/// A trip a fleet member made on its own while cut off from etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReportedTrip {
+    pub instance: String,
+    pub service: String,
+    /// The run it was made in; `None` from a member of a version that did not say.
+    pub run: Option<String>,
 }
 
 /// A state as the file (and fleet mode's etcd key) holds it.

@@ -114,6 +114,12 @@ impl Agent {
             .lock()
             .map(|h| h.clone())
             .unwrap_or_default();
+        let trips = self
+            .shared
+            .local_trips
+            .lock()
+            .map(|trips| trips.clone())
+            .unwrap_or_default();
         let record = Record {
             id: self.shared.instance.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -126,12 +132,8 @@ impl Agent {
                 .iter()
                 .map(|route| (route.service.name.to_string(), route.new_weight.percent()))
                 .collect(),
-            local_trips: self
-                .shared
-                .local_trips
-                .lock()
-                .map(|trips| trips.iter().cloned().collect())
-                .unwrap_or_default(),
+            local_trips: trips.keys().cloned().collect(),
+            trip_runs: trips,
         };
         let put = pb::PutRequest {
             key: self.shared.keys.member(&self.shared.instance).into_bytes(),

@@ -480,7 +480,7 @@ impl Controller {
             // A rollback that went ahead unsaved. In a fleet, this process trips NEW on its
             // own until the leader acts on it (`role`), and a process that no longer leads
             // leaves the rollback's hooks to the leader: each runs once per fleet.
-            self.store.set_local_trip(&name, true);
+            self.store.set_local_trip(&name, Some(&run.state.run_id));
             if !self.store.leads() {
                 effects.retain(|effect| matches!(effect, Effect::Publish(_)));
             }

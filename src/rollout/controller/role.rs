@@ -120,10 +120,14 @@ impl Controller {
                 continue;
             };
             let mut state = state;
-            if self.store.local_trip(&name) {
-                if state.weight == Weight::ZERO || !state.is_watched() {
+            if let Some(tripped_in) = self.store.local_trip(&name) {
+                if state.run_id != tripped_in {
+                    // The fleet has moved on to another run: the trip was of one that ended.
+                    tracing::info!(service = %name, "this instance's local trip was of an earlier run");
+                    self.store.set_local_trip(&name, None);
+                } else if state.weight == Weight::ZERO || !state.is_watched() {
                     tracing::info!(service = %name, "the fleet's leader acted on this instance's local trip");
-                    self.store.set_local_trip(&name, false);
+                    self.store.set_local_trip(&name, None);
                 } else {
                     // Held at 0 until the leader has acted on the trip.
                     state.weight = Weight::ZERO;
@@ -162,7 +166,7 @@ impl Controller {
             let Some(trip) = run.plan.analysis.as_ref().and_then(|a| a.trip.as_ref()) else {
                 continue;
             };
-            if !run.state.is_watched() || self.store.local_trip(&name) {
+            if !run.state.is_watched() || self.store.local_trip(&name).is_some() {
                 continue;
             }
             // This process's own counters: all it can see, and all it changes.
@@ -170,7 +174,7 @@ impl Controller {
             run.windows.record(at, sample.old, sample.new);
             if let Some(reason) = analysis::trip(trip, &run.windows) {
                 tracing::warn!(service = %name, "etcd is unreachable; NEW tripped to 0% on this instance alone: {reason}");
-                self.store.set_local_trip(&name, true);
+                self.store.set_local_trip(&name, Some(&run.state.run_id));
                 run.state.weight = Weight::ZERO;
                 run.state.reason = Some(format!(
                     "NEW at 0% on this instance alone (etcd unreachable), until the leader acts: {reason}"
@@ -185,7 +189,8 @@ impl Controller {
 
     /// The leader treats a trip any member made on its own as a trip of the fleet.
     fn act_on_reported_trips(&mut self) {
-        for (instance, name) in self.store.reported_trips() {
+        for trip in self.store.reported_trips() {
+            let (instance, name) = (trip.instance, trip.service);
             let Some(index) = self.index_of(&name) else {
                 continue;
             };
@@ -194,7 +199,15 @@ impl Controller {
             };
             if !run.state.is_watched() {
                 // Acted on; if the trip was this instance's own, it is resolved.
-                self.store.set_local_trip(&name, false);
+                self.store.set_local_trip(&name, None);
+                continue;
+            }
+            if trip
+                .run
+                .is_some_and(|tripped_in| tripped_in != run.state.run_id)
+            {
+                // Made in an earlier run, which has ended: its member clears it when it
+                // sees the run the fleet is in now.
                 continue;
             }
             let reason = format!(

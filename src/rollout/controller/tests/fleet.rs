@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::rollout::controller::traffic::TrafficSample;
+use crate::rollout::state::ReportedTrip;
 use crate::routing::ServiceRoute;
 
 const TRIPPED: &str = "    rollout:\n      schedule: { start: 5%, step: 20%, every: 1h }\n      analysis: { interval: 1s, window: 10s, min_requests: 1, max_error_rate: 1%, trip: { error_rate: 25%, min_requests: 20, window: 10s } }\n";
@@ -15,7 +16,10 @@ struct FleetLike {
     leads: Arc<AtomicBool>,
     isolated: Arc<AtomicBool>,
     blocked: Arc<Mutex<Option<String>>>,
-    trips: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    /// This member's own trips: service → run.
+    trips: Arc<Mutex<std::collections::BTreeMap<String, String>>>,
+    /// What the other members report.
+    reports: Arc<Mutex<Vec<ReportedTrip>>>,
 }
 
 impl StateStore for FleetLike {
@@ -55,16 +59,18 @@ impl StateStore for FleetLike {
     fn isolated(&self) -> bool {
         self.isolated.load(Ordering::SeqCst)
     }
-    fn set_local_trip(&self, service: &str, tripped: bool) {
+    fn set_local_trip(&self, service: &str, run: Option<&str>) {
         let mut trips = self.trips.lock().unwrap();
-        if tripped {
-            trips.insert(service.to_string());
-        } else {
-            trips.remove(service);
-        }
+        match run {
+            Some(run) => trips.insert(service.to_string(), run.to_string()),
+            None => trips.remove(service),
+        };
     }
-    fn local_trip(&self, service: &str) -> bool {
-        self.trips.lock().unwrap().contains(service)
+    fn local_trip(&self, service: &str) -> Option<String> {
+        self.trips.lock().unwrap().get(service).cloned()
+    }
+    fn reported_trips(&self) -> Vec<ReportedTrip> {
+        self.reports.lock().unwrap().clone()
     }
 }
 
@@ -102,6 +108,7 @@ fn leading_member(h: &mut Harness) -> FleetLike {
         isolated: Arc::default(),
         blocked: Arc::default(),
         trips: Arc::default(),
+        reports: Arc::default(),
     };
     h.controller.store = Box::new(fleet.clone());
     h.controller.leading = true;
@@ -137,7 +144,7 @@ async fn a_rollback_a_cut_off_leader_could_not_save_is_kept_and_reported() {
         "NEW is routed again after a trip, nothing reported"
     );
     assert!(
-        fleet.local_trip("api"),
+        fleet.local_trip("api").is_some(),
         "the trip is reported once etcd is back"
     );
 }
@@ -211,4 +218,47 @@ async fn a_follower_that_stops_decides_nothing() {
             .phase,
         h.routed()
     );
+}
+
+/// A member's trip belongs to the run it was made in: the leader acts on a trip of the
+/// run in progress, not on one of a run that has ended (reported after the fleet rolled
+/// that run back and started another, it once rolled the new one back too).
+#[tokio::test(start_paused = true)]
+async fn a_trip_reported_from_an_earlier_run_is_not_acted_on() {
+    let (mut h, fleet) = fleet_harness(Box::new(LocalTraffic));
+    h.controller.control("api", Op::Start).unwrap();
+    let run = h.controller.services[0]
+        .rollout
+        .as_ref()
+        .unwrap()
+        .state
+        .run_id
+        .clone();
+    let report = |run: &str| ReportedTrip {
+        instance: "i2".into(),
+        service: "api".into(),
+        run: Some(run.into()),
+    };
+    *fleet.reports.lock().unwrap() = vec![report("an-earlier-run")];
+    tokio::time::advance(Duration::from_secs(1)).await;
+    h.controller.wake();
+    assert_eq!(h.routed(), Weight::from_percent(5.0).unwrap());
+    *fleet.reports.lock().unwrap() = vec![report(&run)];
+    tokio::time::advance(Duration::from_secs(1)).await;
+    h.controller.wake();
+    assert_eq!(h.routed(), Weight::ZERO, "a trip of the run in progress");
+}
+
+/// A follower's own trip ends when the fleet has moved on to another run: it no longer
+/// holds the new run's NEW at 0.
+#[tokio::test(start_paused = true)]
+async fn a_followers_trip_of_an_earlier_run_ends_with_it() {
+    let (mut h, fleet) = fleet_harness(Box::new(LocalTraffic));
+    h.controller.control("api", Op::Start).unwrap();
+    fleet.leads.store(false, Ordering::SeqCst);
+    fleet.set_local_trip("api", Some("an-earlier-run"));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    h.controller.wake();
+    assert_eq!(h.routed(), Weight::from_percent(5.0).unwrap());
+    assert_eq!(fleet.local_trip("api"), None);
 }
