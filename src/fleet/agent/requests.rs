@@ -108,18 +108,8 @@ impl Agent {
                 )
             })
             .collect();
-        let config_hash = self
-            .shared
-            .config_hash
-            .lock()
-            .map(|h| h.clone())
-            .unwrap_or_default();
-        let trips = self
-            .shared
-            .local_trips
-            .lock()
-            .map(|trips| trips.clone())
-            .unwrap_or_default();
+        let config_hash = copied(&self.shared.config_hash);
+        let trips = copied(&self.shared.local_trips);
         let record = Record {
             id: self.shared.instance.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -307,4 +297,9 @@ pub(super) fn unavailable(request: Request, why: &str) {
             )));
         }
     }
+}
+
+/// A copy of what `shared` holds; the default when a thread panicked holding it.
+fn copied<T: Clone + Default>(shared: &std::sync::Mutex<T>) -> T {
+    shared.lock().map(|value| value.clone()).unwrap_or_default()
 }
