@@ -180,6 +180,16 @@ names! {
     }
 }
 
+impl Rule {
+    /// Whether the rule compares NEW with OLD (and so needs OLD's traffic).
+    pub(crate) fn compares_with_old(self) -> bool {
+        matches!(
+            self,
+            Rule::MaxErrorRateIncrease | Rule::MaxP99LatencyRatio | Rule::LatencyVsOld
+        )
+    }
+}
+
 /// A one-sided confidence statement: with `confidence`, the true value is at least
 /// `lower` and (separately) at most `upper`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

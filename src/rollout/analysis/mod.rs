@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AnalysisSpec, TripSpec};
+use crate::config::{AnalysisSpec, TripSpec, Weight};
 use crate::evidence::record::{CheckRecord, Method, Outcome, Rule, RuleRecord};
 use crate::stats::PoolCounts;
 
@@ -289,11 +289,15 @@ pub(crate) fn incomplete(window: &WindowCounts) -> Check {
 /// a few seconds ago is a small part of a long window but most of its newest span. That
 /// judgement can only fail a check, never pass it, and it is made at half the risk
 /// (α/2), so a check fails on noise with a chance of at most 1.5 α.
+///
+/// `weight` is NEW's share now: at 100% OLD has none, so comparisons with it cannot judge
+/// by design rather than for want of traffic ([`without_old`]).
 pub(crate) fn judge(
     method: AnalysisMethod,
     spec: &AnalysisSpec,
     windows: &Windows,
     complete: bool,
+    weight: Weight,
 ) -> Check {
     let window = &windows.over(spec.window);
     let mut check = match (complete, method) {
@@ -319,7 +323,27 @@ pub(crate) fn judge(
     if let AnalysisMethod::Statistical { .. } = method {
         check.method = Method::Statistical;
     }
+    if weight == Weight::FULL {
+        without_old(&mut check);
+    }
     check
+}
+
+/// At 100% OLD takes no traffic, so once its last requests leave the window the
+/// comparisons with it cannot judge by design. A check whose only rules are such
+/// comparisons then rests on NEW's `min_requests` alone and says so; below 100% the same
+/// check is inconclusive and the step waits for OLD's traffic ([`nothing_judged`]).
+fn without_old(check: &mut Check) {
+    let only_comparisons = !check.rules.is_empty()
+        && check
+            .rules
+            .iter()
+            .all(|r| r.outcome == Outcome::Skipped && r.rule.compares_with_old());
+    if check.verdict == Verdict::Inconclusive && only_comparisons {
+        check.verdict = Verdict::Pass;
+        check.note =
+            Some("OLD takes no traffic at 100%: the comparisons with OLD do not apply".to_string());
+    }
 }
 
 /// A check failed on NEW's newest requests: it says so and over what span.
@@ -450,20 +474,37 @@ pub(crate) fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
             }
         }
     }
+    let unjudged = nothing_judged(&rules);
     Check {
-        verdict: if breaches.is_empty() {
-            Verdict::Pass
-        } else {
+        verdict: if !breaches.is_empty() {
             Verdict::Fail
+        } else if unjudged.is_some() {
+            Verdict::Inconclusive
+        } else {
+            Verdict::Pass
         },
         method: Method::Threshold,
         new,
         old,
         breaches,
         rules,
-        note: None,
+        note: unjudged,
         span: None,
     }
+}
+
+/// Why no rule could judge, when every enabled rule was skipped (relative rules while OLD
+/// has too few requests, a latency rule without latencies): such a check is
+/// inconclusive, never a pass on nothing.
+fn nothing_judged(rules: &[RuleRecord]) -> Option<String> {
+    let skipped = !rules.is_empty() && rules.iter().all(|r| r.outcome == Outcome::Skipped);
+    skipped.then(|| {
+        let why: Vec<String> = rules
+            .iter()
+            .map(|r| r.note.clone().unwrap_or_else(|| r.rule.label().to_string()))
+            .collect();
+        format!("no rule could judge: {}", why.join("; "))
+    })
 }
 
 fn old_too_few(spec: &AnalysisSpec) -> String {

@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{judge, trip, AnalysisMethod, Verdict, Windows};
-use crate::config::AnalysisSpec;
+use crate::config::{AnalysisSpec, Weight};
 use crate::stats::{latency_bucket, CodeClass, PoolCounts};
 
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +109,7 @@ struct Outcome {
 
 fn run(scenario: &Scenario, method: AnalysisMethod, seed: u64) -> Outcome {
     let spec = spec();
+    let weight = Weight::from_percent(NEW_SHARE * 100.0).expect("a percentage");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut windows = Windows::new(spec.window + Duration::from_secs(10));
     let (mut old, mut new) = (PoolCounts::default(), PoolCounts::default());
@@ -150,7 +151,7 @@ fn run(scenario: &Scenario, method: AnalysisMethod, seed: u64) -> Outcome {
         let tripped = spec.trip.as_ref().and_then(|t| trip(t, &windows)).is_some();
         let mut failed = false;
         if second % spec.interval.as_secs() == 0 {
-            let check = judge(method, &spec, &windows, true);
+            let check = judge(method, &spec, &windows, true, weight);
             failed = check.verdict == Verdict::Fail;
             failures_in_a_row = if failed { failures_in_a_row + 1 } else { 0 };
             if faulty {

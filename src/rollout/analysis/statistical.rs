@@ -87,12 +87,18 @@ fn summarize(new: PoolMeasure, old: PoolMeasure, rules: Vec<RuleRecord>) -> Chec
         .filter(|r| r.outcome == Outcome::Inconclusive)
         .map(|r| r.note.clone().unwrap_or_else(|| r.rule.label().to_string()))
         .collect();
+    let unjudged = super::nothing_judged(&rules);
     let verdict = if !breaches.is_empty() {
         Verdict::Fail
-    } else if !waiting.is_empty() {
+    } else if !waiting.is_empty() || unjudged.is_some() {
         Verdict::Inconclusive
     } else {
         Verdict::Pass
+    };
+    let note = if waiting.is_empty() {
+        unjudged
+    } else {
+        Some(format!("not enough evidence: {}", waiting.join("; ")))
     };
     Check {
         verdict,
@@ -101,8 +107,7 @@ fn summarize(new: PoolMeasure, old: PoolMeasure, rules: Vec<RuleRecord>) -> Chec
         old,
         breaches,
         rules,
-        note: (verdict == Verdict::Inconclusive)
-            .then(|| format!("not enough evidence: {}", waiting.join("; "))),
+        note: note.filter(|_| verdict == Verdict::Inconclusive),
         span: None,
     }
 }

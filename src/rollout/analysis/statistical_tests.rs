@@ -8,11 +8,17 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::config::Weight;
 use crate::rollout::analysis::{judge, max_wait, AnalysisMethod, Windows, DEFAULT_CONFIDENCE};
 use crate::stats::{latency_bucket, CodeClass};
 
 fn spec() -> AnalysisSpec {
     AnalysisSpec::example()
+}
+
+/// A weight that leaves OLD a share.
+fn half() -> Weight {
+    Weight::from_percent(50.0).unwrap()
 }
 
 fn pool(ok: u64, errors: u64, latency_ms: u64) -> PoolCounts {
@@ -192,7 +198,72 @@ fn without_old_traffic_the_comparisons_are_skipped() {
         rule(&check, Rule::MaxErrorRateIncrease).outcome,
         Outcome::Skipped
     );
+    // The absolute rules judged: a pass.
     assert_eq!(check.verdict, Verdict::Pass);
+    // With only the comparisons, nothing judged: inconclusive, never a pass on nothing.
+    let mut relative = spec();
+    relative.rules.max_error_rate = None;
+    relative.rules.max_p99_latency = None;
+    let check = evaluate(&relative, 0.99, &window);
+    assert!(check.rules.iter().all(|r| r.outcome == Outcome::Skipped));
+    assert_eq!(check.verdict, Verdict::Inconclusive);
+    let note = check.note.unwrap_or_default();
+    assert!(note.contains("no rule could judge"), "{note}");
+}
+
+#[test]
+fn at_full_weight_the_comparisons_do_not_apply() {
+    let mut relative = spec();
+    relative.rules.max_error_rate = None;
+    relative.rules.max_p99_latency = None;
+    let windows = &windows_of(&WindowCounts {
+        new: pool(6000, 0, 10),
+        old: PoolCounts::default(),
+    });
+    for method in [
+        AnalysisMethod::Threshold,
+        AnalysisMethod::Statistical {
+            confidence: DEFAULT_CONFIDENCE,
+        },
+    ] {
+        // Below 100% OLD should have traffic: the step waits for it.
+        let waiting = judge(method, &relative, windows, true, half());
+        assert_eq!(waiting.verdict, Verdict::Inconclusive, "{method:?}");
+        // At 100% OLD has none by design: NEW's requests alone, and the note says so.
+        let full = judge(method, &relative, windows, true, Weight::FULL);
+        assert_eq!(full.verdict, Verdict::Pass, "{method:?}");
+        let note = full.note.unwrap_or_default();
+        assert!(note.contains("do not apply"), "{note}");
+        // Too few NEW requests stay inconclusive at 100% too.
+        let few = &windows_of(&WindowCounts {
+            new: pool(10, 0, 10),
+            old: PoolCounts::default(),
+        });
+        let full = judge(method, &relative, few, true, Weight::FULL);
+        assert_eq!(full.verdict, Verdict::Inconclusive, "{method:?}");
+    }
+    // An absolute rule that could not judge is not excused at 100%.
+    let mut latency = spec();
+    latency.rules = crate::config::AnalysisRules {
+        max_error_rate: None,
+        max_error_rate_increase: None,
+        max_p99_latency: latency.rules.max_p99_latency,
+        max_p99_latency_ratio: None,
+    };
+    let mut no_latency = PoolCounts::default();
+    no_latency.responses[CodeClass::Success as usize] = 6000;
+    let windows = &windows_of(&WindowCounts {
+        new: no_latency,
+        old: PoolCounts::default(),
+    });
+    let check = judge(
+        AnalysisMethod::Threshold,
+        &latency,
+        windows,
+        true,
+        Weight::FULL,
+    );
+    assert_eq!(check.verdict, Verdict::Inconclusive);
 }
 
 /// Seeded traffic, one second at a time, judged every `interval` over the last `window`.
@@ -427,7 +498,7 @@ fn judge_dispatches_and_the_record_keeps_every_number() {
         confidence: DEFAULT_CONFIDENCE,
     };
     let windows = &windows_of(&window);
-    let check = judge(statistical, &spec(), windows, true);
+    let check = judge(statistical, &spec(), windows, true, half());
     assert_eq!(check.span, None);
     assert_eq!(check.method, Method::Statistical);
     let record = check.record(Duration::from_secs(120), 2);
@@ -436,11 +507,11 @@ fn judge_dispatches_and_the_record_keeps_every_number() {
     assert_eq!(record.consecutive_failures, 2);
     assert_eq!(record.new.errors, 30);
     assert_eq!(record.rules, check.rules);
-    let threshold = judge(AnalysisMethod::Threshold, &spec(), windows, true);
+    let threshold = judge(AnalysisMethod::Threshold, &spec(), windows, true, half());
     assert_eq!(threshold.method, Method::Threshold);
     assert_eq!(threshold.rules.len(), 4);
     assert_eq!(threshold.rules[0].measured, Some(0.025));
-    let incomplete = judge(statistical, &spec(), windows, false);
+    let incomplete = judge(statistical, &spec(), windows, false, half());
     assert_eq!(incomplete.verdict, Verdict::Inconclusive);
     assert_eq!(incomplete.method, Method::Statistical);
 }
@@ -482,7 +553,7 @@ fn a_regression_of_the_last_seconds_fails_on_the_newest_requests() {
             steady(second, 50, 5, 10),
         );
     }
-    let before = judge(statistical, &spec, &windows, true);
+    let before = judge(statistical, &spec, &windows, true, half());
     assert_ne!(before.verdict, Verdict::Fail, "{}", before.summary());
     let mut new = steady(120, 50, 5, 10);
     for second in 121..=122 {
@@ -496,7 +567,7 @@ fn a_regression_of_the_last_seconds_fails_on_the_newest_requests() {
     // The whole window barely moved: 6,100 NEW requests, 38 errors (0.62%).
     let whole = evaluate(&spec, DEFAULT_CONFIDENCE, &windows.over(spec.window));
     assert_ne!(whole.verdict, Verdict::Fail, "{}", whole.summary());
-    let check = judge(statistical, &spec, &windows, true);
+    let check = judge(statistical, &spec, &windows, true, half());
     assert_eq!(check.verdict, Verdict::Fail, "{}", check.summary());
     assert_eq!(check.span, Some(Duration::from_secs(2)));
     assert_eq!(check.new.requests, 100);
@@ -508,7 +579,7 @@ fn a_regression_of_the_last_seconds_fails_on_the_newest_requests() {
     let record = check.record(check.span.unwrap(), 1);
     assert_eq!(record.window_s, 2.0);
     // The threshold method judges the window only.
-    let threshold = judge(AnalysisMethod::Threshold, &spec, &windows, true);
+    let threshold = judge(AnalysisMethod::Threshold, &spec, &windows, true, half());
     assert_eq!(threshold.span, None);
 }
 

@@ -86,11 +86,15 @@ fn comparisons_with_old_need_old_traffic() {
             counts(50, 0, ms),
         ),
     );
-    assert_eq!(
-        check.verdict,
-        Verdict::Pass,
-        "OLD has 50 < 100 requests: no comparison"
+    // OLD has 50 < 100 requests: no comparison, and with no other rule nothing judged,
+    // which is not a pass (it once was).
+    assert_eq!(check.verdict, Verdict::Inconclusive);
+    let note = check.note.unwrap_or_default();
+    assert!(
+        note.contains("no rule could judge") && note.contains("OLD has fewer than 100"),
+        "{note}"
     );
+    assert!(check.breaches.is_empty());
 }
 
 #[test]

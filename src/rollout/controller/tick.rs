@@ -187,7 +187,14 @@ impl Controller {
         // On time, the next check is one interval after this one was due; after a long
         // stall, half an interval from now rather than a burst of catch-up checks.
         run.next_check = (run.next_check + analysis.interval).max(at + analysis.interval / 2);
-        let check = analysis::judge(analysis.method, analysis, &run.windows, run.complete);
+        let weight = run.state.weight;
+        let check = analysis::judge(
+            analysis.method,
+            analysis,
+            &run.windows,
+            run.complete,
+            weight,
+        );
         let failures = evidence::failures_after(&run.state, check.verdict);
         let span = check.span.unwrap_or(analysis.window);
         let decision = evidence::check_decision(&check, span, failures);
