@@ -202,12 +202,15 @@ impl Controller {
                 self.store.set_local_trip(&name, None);
                 continue;
             }
-            if trip
-                .run
-                .is_some_and(|tripped_in| tripped_in != run.state.run_id)
-            {
-                // Made in an earlier run, which has ended: its member clears it when it
-                // sees the run the fleet is in now.
+            if let Some(tripped_in) = trip.run.filter(|r| *r != run.state.run_id) {
+                // Made in an earlier run, which has ended: a follower clears it when it
+                // sees the run the fleet is in now; this instance, leading, clears its own.
+                if self.store.local_trip(&name).as_ref() == Some(&tripped_in) {
+                    self.store.set_local_trip(&name, None);
+                    tracing::info!(service = %name, "this instance's trip of run {tripped_in} ended with that run");
+                } else {
+                    tracing::debug!(service = %name, "instance `{instance}`'s trip of run {tripped_in} ended with that run");
+                }
                 continue;
             }
             let reason = format!(

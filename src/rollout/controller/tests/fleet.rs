@@ -262,3 +262,21 @@ async fn a_followers_trip_of_an_earlier_run_ends_with_it() {
     assert_eq!(h.routed(), Weight::from_percent(5.0).unwrap());
     assert_eq!(fleet.local_trip("api"), None);
 }
+
+/// A leader's own trip of an earlier run (made while it followed) ends with that run too:
+/// it once showed "LOCAL TRIP" for as long as the instance led.
+#[tokio::test(start_paused = true)]
+async fn a_leaders_own_trip_of_an_earlier_run_ends_with_it() {
+    let (mut h, fleet) = fleet_harness(Box::new(LocalTraffic));
+    h.controller.control("api", Op::Start).unwrap();
+    fleet.set_local_trip("api", Some("an-earlier-run"));
+    *fleet.reports.lock().unwrap() = vec![ReportedTrip {
+        instance: "this-instance".into(),
+        service: "api".into(),
+        run: Some("an-earlier-run".into()),
+    }];
+    tokio::time::advance(Duration::from_secs(1)).await;
+    h.controller.wake();
+    assert_eq!(h.routed(), Weight::from_percent(5.0).unwrap());
+    assert_eq!(fleet.local_trip("api"), None);
+}
