@@ -32,7 +32,15 @@ use super::{defaults, files};
 use crate::hash::fnv1a;
 
 pub use rollout::schedule_steps;
-pub use shadow::warnings;
+
+/// What a valid config may still do that the operator should know of (`cutover validate`
+/// prints it).
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    shadow::warnings(config, &mut out);
+    rollout::warnings(config, &mut out);
+    out
+}
 
 /// Checks `file` (read from `path`, with text `source`) into a `Config`, and returns every
 /// problem found on the way. Relative paths resolve against `dir`.

@@ -353,3 +353,31 @@ pub fn schedule_steps(start: Weight, step: Weight, every: Duration) -> Vec<Step>
 #[cfg(test)]
 #[path = "rollout_tests.rs"]
 mod tests;
+
+/// Comparisons with OLD alone under the threshold method without `max_wait`: a step
+/// whose OLD share is short of `min_requests` (a 95% step at low traffic) cannot be judged,
+/// and under that method waits for good.
+pub(super) fn warnings(config: &Config, out: &mut Vec<String>) {
+    for service in &config.services {
+        let analysis = service.rollout.as_ref().and_then(|r| r.analysis.as_ref());
+        let Some(analysis) = analysis else {
+            continue;
+        };
+        let rules = &analysis.rules;
+        let comparisons_only = rules.max_error_rate.is_none()
+            && rules.max_p99_latency.is_none()
+            && (rules.max_error_rate_increase.is_some() || rules.max_p99_latency_ratio.is_some());
+        if comparisons_only
+            && analysis.method == AnalysisMethod::Threshold
+            && analysis.max_wait.is_none()
+        {
+            out.push(format!(
+                "service `{}`: `analysis` only compares NEW with OLD; a step that leaves OLD \
+                 fewer than {} requests in the window cannot be judged and waits for good \
+                 (set `max_wait` to pause instead, or add `max_error_rate` or \
+                 `max_p99_latency`)",
+                service.name, analysis.min_requests
+            ));
+        }
+    }
+}

@@ -84,3 +84,18 @@ fn bad_values_are_errors_at_their_place() {
     let e = error("        max_wait: soon\n");
     assert_eq!(e.mark.line, 11, "{e}");
 }
+
+#[test]
+fn comparisons_alone_under_the_threshold_method_are_warned_of() {
+    let warnings = |analysis: &str| {
+        let yaml = config(analysis).replace("max_error_rate: 1%", "max_error_rate_increase: 1%");
+        let loaded = from_str(&yaml, Path::new("/tmp/cutover-test/cutover.yaml"));
+        crate::config::warnings(&loaded.unwrap_or_else(|e| panic!("{e}")))
+    };
+    let warned = warnings("");
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("waits for good"), "{warned:?}");
+    assert!(warnings("        max_wait: 30m\n").is_empty());
+    assert!(warnings("        method: statistical\n").is_empty());
+    assert!(warnings("        max_p99_latency: 1s\n").is_empty());
+}

@@ -12,11 +12,10 @@ use crate::config::{Config, ShadowSpec, StepKind};
 /// Methods a copy can repeat without changing anything (RFC 9110 §9.2.1 "safe").
 const SAFE_METHODS: [Method; 4] = [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE];
 
-/// What a valid config may still do that the operator should know of: a shadow step that
-/// copies a method with side effects runs it on OLD twice (the reference answer is a second
-/// request to OLD) and on NEW once. Allowed, since the operator listed it, but said aloud.
-pub fn warnings(config: &Config) -> Vec<String> {
-    let mut out = Vec::new();
+/// A shadow step that copies a method with side effects runs it on OLD twice (the
+/// reference answer is a second request to OLD) and on NEW once. Allowed, since the
+/// operator listed it, but said aloud.
+pub(super) fn warnings(config: &Config, out: &mut Vec<String>) {
     for service in &config.services {
         let steps = service.rollout.iter().flat_map(|r| r.steps.iter());
         for (index, step) in steps.enumerate() {
@@ -41,7 +40,6 @@ pub fn warnings(config: &Config) -> Vec<String> {
             }
         }
     }
-    out
 }
 
 impl Checker<'_> {

@@ -324,17 +324,20 @@ pub(crate) fn judge(
         check.method = Method::Statistical;
     }
     if weight == Weight::FULL {
-        without_old(&mut check);
+        without_old(spec, &mut check);
     }
     check
 }
 
 /// At 100% OLD takes no traffic, so once its last requests leave the window the
 /// comparisons with it cannot judge by design. A check whose only rules are such
-/// comparisons then rests on NEW's `min_requests` alone and says so; below 100% the same
-/// check is inconclusive and the step waits for OLD's traffic ([`nothing_judged`]).
-fn without_old(check: &mut Check) {
-    let only_comparisons = !check.rules.is_empty()
+/// comparisons, skipped because OLD has too few requests, then rests on NEW's
+/// `min_requests` alone and says so; below 100% the same check is inconclusive and the
+/// step waits for OLD's traffic ([`nothing_judged`]). Skipped for any other reason (NEW
+/// has no latencies: every request failed over to OLD), the check stays inconclusive.
+fn without_old(spec: &AnalysisSpec, check: &mut Check) {
+    let only_comparisons = check.old.requests < spec.min_requests
+        && !check.rules.is_empty()
         && check
             .rules
             .iter()
@@ -469,7 +472,11 @@ pub(crate) fn evaluate(spec: &AnalysisSpec, window: &WindowCounts) -> Check {
                 judge(record, Some(measured), breach);
             }
             _ => {
-                record.note = Some(old_too_few(spec));
+                record.note = Some(if old_comparable {
+                    "no latency samples to compare".to_string()
+                } else {
+                    old_too_few(spec)
+                });
                 judge(record, None, None);
             }
         }

@@ -211,61 +211,6 @@ fn without_old_traffic_the_comparisons_are_skipped() {
     assert!(note.contains("no rule could judge"), "{note}");
 }
 
-#[test]
-fn at_full_weight_the_comparisons_do_not_apply() {
-    let mut relative = spec();
-    relative.rules.max_error_rate = None;
-    relative.rules.max_p99_latency = None;
-    let windows = &windows_of(&WindowCounts {
-        new: pool(6000, 0, 10),
-        old: PoolCounts::default(),
-    });
-    for method in [
-        AnalysisMethod::Threshold,
-        AnalysisMethod::Statistical {
-            confidence: DEFAULT_CONFIDENCE,
-        },
-    ] {
-        // Below 100% OLD should have traffic: the step waits for it.
-        let waiting = judge(method, &relative, windows, true, half());
-        assert_eq!(waiting.verdict, Verdict::Inconclusive, "{method:?}");
-        // At 100% OLD has none by design: NEW's requests alone, and the note says so.
-        let full = judge(method, &relative, windows, true, Weight::FULL);
-        assert_eq!(full.verdict, Verdict::Pass, "{method:?}");
-        let note = full.note.unwrap_or_default();
-        assert!(note.contains("do not apply"), "{note}");
-        // Too few NEW requests stay inconclusive at 100% too.
-        let few = &windows_of(&WindowCounts {
-            new: pool(10, 0, 10),
-            old: PoolCounts::default(),
-        });
-        let full = judge(method, &relative, few, true, Weight::FULL);
-        assert_eq!(full.verdict, Verdict::Inconclusive, "{method:?}");
-    }
-    // An absolute rule that could not judge is not excused at 100%.
-    let mut latency = spec();
-    latency.rules = crate::config::AnalysisRules {
-        max_error_rate: None,
-        max_error_rate_increase: None,
-        max_p99_latency: latency.rules.max_p99_latency,
-        max_p99_latency_ratio: None,
-    };
-    let mut no_latency = PoolCounts::default();
-    no_latency.responses[CodeClass::Success as usize] = 6000;
-    let windows = &windows_of(&WindowCounts {
-        new: no_latency,
-        old: PoolCounts::default(),
-    });
-    let check = judge(
-        AnalysisMethod::Threshold,
-        &latency,
-        windows,
-        true,
-        Weight::FULL,
-    );
-    assert_eq!(check.verdict, Verdict::Inconclusive);
-}
-
 /// Seeded traffic, one second at a time, judged every `interval` over the last `window`.
 struct Simulation {
     rng: StdRng,

@@ -202,3 +202,94 @@ fn the_trip_waits_for_enough_requests_within_its_window() {
         assert_eq!(trip(&trip_spec, &traffic.windows), None, "second {second}");
     }
 }
+
+const TEN_MS: Duration = Duration::from_millis(10);
+
+/// A weight that leaves OLD a share.
+fn half_weight() -> Weight {
+    Weight::from_percent(50.0).unwrap()
+}
+
+/// Windows whose last `spec().window` holds exactly `window`.
+fn windows_of(window: &WindowCounts) -> Windows {
+    let mut windows = Windows::new(spec().window);
+    windows.record(Duration::ZERO, PoolCounts::default(), PoolCounts::default());
+    windows.record(spec().window, window.old.clone(), window.new.clone());
+    windows
+}
+
+#[test]
+fn at_full_weight_the_comparisons_do_not_apply() {
+    let mut relative = spec();
+    relative.rules.max_error_rate = None;
+    relative.rules.max_p99_latency = None;
+    let windows = &windows_of(&WindowCounts {
+        new: counts(6000, 0, TEN_MS),
+        old: PoolCounts::default(),
+    });
+    for method in [
+        AnalysisMethod::Threshold,
+        AnalysisMethod::Statistical {
+            confidence: DEFAULT_CONFIDENCE,
+        },
+    ] {
+        // Below 100% OLD should have traffic: the step waits for it.
+        let waiting = judge(method, &relative, windows, true, half_weight());
+        assert_eq!(waiting.verdict, Verdict::Inconclusive, "{method:?}");
+        // At 100% OLD has none by design: NEW's requests alone, and the note says so.
+        let full = judge(method, &relative, windows, true, Weight::FULL);
+        assert_eq!(full.verdict, Verdict::Pass, "{method:?}");
+        let note = full.note.unwrap_or_default();
+        assert!(note.contains("do not apply"), "{note}");
+        // Too few NEW requests stay inconclusive at 100% too.
+        let few = &windows_of(&WindowCounts {
+            new: counts(10, 0, TEN_MS),
+            old: PoolCounts::default(),
+        });
+        let full = judge(method, &relative, few, true, Weight::FULL);
+        assert_eq!(full.verdict, Verdict::Inconclusive, "{method:?}");
+    }
+    // At 100% with NEW down, every request fails over to OLD: NEW has errors and no
+    // latencies, OLD has it all. The ratio cannot judge, and that is not excused.
+    let mut ratio = relative.clone();
+    ratio.rules.max_error_rate_increase = None;
+    let mut failed_over = PoolCounts::default();
+    failed_over.responses[CodeClass::ServerError as usize] = 6000;
+    let windows = &windows_of(&WindowCounts {
+        new: failed_over,
+        old: counts(6000, 0, TEN_MS),
+    });
+    for method in [
+        AnalysisMethod::Threshold,
+        AnalysisMethod::Statistical {
+            confidence: DEFAULT_CONFIDENCE,
+        },
+    ] {
+        let check = judge(method, &ratio, windows, true, Weight::FULL);
+        assert_eq!(check.verdict, Verdict::Inconclusive, "{method:?}");
+        let note = check.note.unwrap_or_default();
+        assert!(note.contains("no latency samples"), "{note}");
+    }
+    // An absolute rule that could not judge is not excused at 100%.
+    let mut latency = spec();
+    latency.rules = crate::config::AnalysisRules {
+        max_error_rate: None,
+        max_error_rate_increase: None,
+        max_p99_latency: latency.rules.max_p99_latency,
+        max_p99_latency_ratio: None,
+    };
+    let mut no_latency = PoolCounts::default();
+    no_latency.responses[CodeClass::Success as usize] = 6000;
+    let windows = &windows_of(&WindowCounts {
+        new: no_latency,
+        old: PoolCounts::default(),
+    });
+    let check = judge(
+        AnalysisMethod::Threshold,
+        &latency,
+        windows,
+        true,
+        Weight::FULL,
+    );
+    assert_eq!(check.verdict, Verdict::Inconclusive);
+}

@@ -88,6 +88,24 @@ impl TrafficSource for PartialTraffic {
     }
 }
 
+/// NEW answers 100 requests a sample, OLD none (cumulative, as the proxy's counters).
+#[derive(Default)]
+struct NewOnlyTraffic(std::sync::atomic::AtomicU64);
+
+impl TrafficSource for NewOnlyTraffic {
+    fn sample(&self, _: &ServiceRoute) -> TrafficSample {
+        let requests = self.0.fetch_add(100, Ordering::SeqCst) + 100;
+        let mut new = crate::stats::PoolCounts::default();
+        new.responses[crate::stats::CodeClass::Success as usize] = requests;
+        new.latency[crate::stats::latency_bucket(10_000)] = requests;
+        TrafficSample {
+            new,
+            complete: true,
+            ..TrafficSample::default()
+        }
+    }
+}
+
 struct Harness {
     controller: Controller,
     store: MemoryStore,
@@ -223,3 +241,33 @@ async fn the_next_deadline_is_the_earliest_thing_due() {
 mod evidence;
 mod fleet;
 mod restarts;
+
+/// With comparisons alone and no OLD traffic, a step below 100% waits (nothing judged is
+/// not a pass); at 100%, where OLD takes no traffic by design, the checks pass on NEW's
+/// requests and the rollout completes: the check is judged at the run's weight.
+#[tokio::test(start_paused = true)]
+async fn comparisons_alone_wait_for_old_below_full_weight_and_not_at_it() {
+    const COMPARED: &str = "    rollout:\n      steps:\n        - { weight: 50%, hold: 2s }\n        - { weight: 100%, hold: 2s }\n      analysis: { interval: 1s, window: 5s, min_requests: 10, max_error_rate_increase: 1% }\n";
+    let mut h = harness(&[("api", COMPARED)], Box::<NewOnlyTraffic>::default());
+    h.controller.on_wake();
+    h.controller.control("api", Op::Start).unwrap();
+    for _ in 0..30 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        h.controller.on_wake();
+    }
+    let status = h.status();
+    assert_eq!((status.step, status.state), (1, ServiceState::Progressing));
+    let check = status.last_check.expect("checks ran");
+    assert_eq!(check.result, Verdict::Inconclusive);
+    let note = check.note.unwrap_or_default();
+    assert!(note.contains("no rule could judge"), "{note}");
+    h.controller
+        .control("api", Op::Promote { full: false })
+        .unwrap();
+    assert_eq!(h.routed(), Weight::FULL);
+    for _ in 0..10 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        h.controller.on_wake();
+    }
+    assert_eq!(h.status().state, ServiceState::Promoted);
+}

@@ -339,10 +339,16 @@ impl Machine<'_> {
     }
 
     fn tick(&mut self, elapsed: Duration) {
-        if self.state.phase != Phase::Progressing || self.state.realign {
+        if self.state.phase != Phase::Progressing {
             return;
         }
         let elapsed_ms = elapsed.as_millis() as u64;
+        if self.state.realign {
+            // Waiting for a passing check at the weight it was left at: counted, so that
+            // `max_wait` ends this wait too ([`Machine::waited_for_evidence`]).
+            self.state.hold_observed_ms += elapsed_ms;
+            return;
+        }
         match self.current().cloned() {
             Some(PlannedKind::Weight { .. }) => {
                 self.state.hold_observed_ms += elapsed_ms;
@@ -433,14 +439,26 @@ impl Machine<'_> {
         }
     }
 
-    /// Pauses a weight step whose checks have been inconclusive for `max_wait` of
-    /// running time: waiting on forever would neither promote nor protect anyone.
+    /// Pauses a weight step, or a realignment waiting for a passing check, whose checks
+    /// have been inconclusive for `max_wait` of running time: waiting on forever would
+    /// neither promote nor protect anyone. A realignment's `max_wait` follows the hold of
+    /// the step it will go on to.
     fn waited_for_evidence(&mut self, summary: &str) {
-        if self.state.phase != Phase::Progressing || self.state.realign {
+        if self.state.phase != Phase::Progressing {
             return;
         }
-        let Some(PlannedKind::Weight { weight, hold }) = self.current().cloned() else {
-            return;
+        let (weight, hold) = if self.state.realign {
+            let target = self.plan.realign_target(self.state.weight);
+            let hold = match self.plan.steps.get(target).map(|s| &s.kind) {
+                Some(PlannedKind::Weight { hold, .. }) => *hold,
+                _ => Duration::ZERO,
+            };
+            (self.state.weight, hold)
+        } else {
+            let Some(PlannedKind::Weight { weight, hold }) = self.current().cloned() else {
+                return;
+            };
+            (weight, hold)
         };
         let Some(analysis) = self.plan.analysis.as_ref() else {
             return;

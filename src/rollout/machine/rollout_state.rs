@@ -231,11 +231,13 @@ impl RolloutState {
         }
     }
 
-    /// What is left of the current weight step's hold.
+    /// What is left of the current weight step's hold; none while realigning (the step
+    /// it will go on to is not known until a check passes).
     pub(crate) fn hold_remaining(&self, plan: &Plan) -> Option<Duration> {
         match plan.steps.get(self.step).map(|s| &s.kind) {
             Some(PlannedKind::Weight { hold, .. })
-                if self.phase == Phase::Progressing || self.phase == Phase::Paused =>
+                if (self.phase == Phase::Progressing || self.phase == Phase::Paused)
+                    && !self.realign =>
             {
                 Some(hold.saturating_sub(Duration::from_millis(self.hold_observed_ms)))
             }

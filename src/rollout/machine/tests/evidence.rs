@@ -63,3 +63,30 @@ fn the_threshold_method_waits_unless_max_wait_is_set() {
     let mut rollout = Rollout::started(plan);
     pauses_after(&mut rollout, 900);
 }
+
+#[test]
+fn a_realignment_inconclusive_past_max_wait_pauses_too() {
+    // Set by hand to 97%, then resumed: the rollout waits for a passing check there
+    // before it goes on to the step above. Inconclusive checks (OLD's 3% short of
+    // `min_requests`, say) end that wait after `max_wait` as they end a step's.
+    let mut rollout = Rollout::started(statistical(Some(600)));
+    rollout.ok(Input::SetWeight {
+        weight: w(97.0),
+        force: false,
+    });
+    rollout.seconds(3600);
+    rollout.ok(Input::Resume);
+    assert!(rollout.state.realign);
+    pauses_after(&mut rollout, 600);
+    assert_eq!(rollout.state.weight, w(97.0), "a pause keeps the weight");
+    let reason = rollout.state.reason.clone().unwrap_or_default();
+    assert!(reason.contains("at 97%"), "{reason}");
+    // Resumed, it waits another `max_wait`; promoted, it goes on without the evidence.
+    rollout.ok(Input::Resume);
+    assert!(rollout.state.realign);
+    pauses_after(&mut rollout, 600);
+    rollout.ok(Input::Promote { full: false });
+    assert!(!rollout.state.realign);
+    assert_eq!(rollout.state.phase, Phase::Progressing);
+    assert_eq!(rollout.state.weight, w(100.0));
+}
