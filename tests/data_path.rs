@@ -394,33 +394,6 @@ async fn a_dribbling_client_is_disconnected() {
     assert_eq!(old.hits(), 0);
 }
 
-/// A client may close its sending side once its request is out (`shutdown(SHUT_WR)`, as
-/// `nc -N` and some HTTP/1.0 tools do) and still read the answer: it gets it, as from
-/// HAProxy (it once got nothing: the end of its sending side ended the exchange).
-#[tokio::test]
-async fn a_client_that_half_closes_after_its_request_gets_the_answer() {
-    let old = spawn_backend("old").await;
-    let proxy = spawn_proxy(&simple_config(&[old.addr], &[old.addr], "0%", "")).await;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let requests: [&[u8]; 2] = [
-        b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n",
-        b"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
-    ];
-    for request in requests {
-        let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-        stream.write_all(request).await.unwrap();
-        stream.shutdown().await.unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
-            .await
-            .expect("the connection ends after the answer")
-            .unwrap();
-        let answer = String::from_utf8_lossy(&answer);
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
-    }
-    assert_eq!(old.hits(), 2);
-}
-
 #[tokio::test]
 async fn a_request_whose_first_byte_looks_like_the_h2_preface_is_served_whole() {
     // The protocol sniff reads "P", which could start the HTTP/2 preface, waits for more,

@@ -481,17 +481,12 @@ pub(super) fn log_connection_end(result: Result<(), hyper::Error>) {
 
 /// hyper's settings for one session. Made for each, rather than kept by a parked
 /// connection: `header_read_timeout` is kept by the idle watch (see the module's header).
-///
-/// `half_close`: a client that ends its sending side once its request is out still gets
-/// the answer (HAProxy's default; nginx answers 499). The cost: a client that goes away
-/// while the backend works is noticed when the answer is written, not before.
 fn h1_builder(limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .header_read_timeout(None)
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192) + 8192)
-        .half_close(true)
         .keep_alive(true);
     builder
 }

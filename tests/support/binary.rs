@@ -20,8 +20,10 @@ pub fn binary() -> PathBuf {
 /// kernel's ephemeral range, so that no client socket (this test's or a test's running
 /// beside it) takes it as its own port before the process binds it. A port picked in
 /// that range (`bind 127.0.0.1:0`) was taken that way under load: "in use by another
-/// process" at the proxy's start.
+/// process" at the proxy's start. Never the same port twice in one test process: two
+/// tests running side by side once drew the same one (12,000 ports, a few dozen drawn).
 pub fn free_port() -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
@@ -29,7 +31,9 @@ pub fn free_port() -> u16 {
     let below = ephemeral_from.saturating_sub(12_000).max(1024)..ephemeral_from;
     loop {
         let port = rand::random_range(below.clone());
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
             return port;
         }
     }
