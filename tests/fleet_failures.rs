@@ -82,6 +82,15 @@ fn weight(status: &Value) -> f64 {
     service(status)["weight"].as_f64().unwrap_or(-1.0)
 }
 
+/// etcd, OLD's and NEW's backends and a directory for the members; `None` without etcd
+/// (which `Etcd::start` has said aloud, and fails under `CI=true`).
+async fn setup() -> Option<(Etcd, Backend, Backend, tempfile::TempDir)> {
+    let etcd = Etcd::start().await?;
+    let old = spawn_backend("old").await;
+    let new = spawn_backend("new").await;
+    Some((etcd, old, new, tempfile::tempdir().unwrap()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_regression_only_a_follower_sees_rolls_the_fleet_back() {
     let Some(etcd) = Etcd::start().await else {
@@ -193,12 +202,9 @@ async fn a_regression_only_a_follower_sees_rolls_the_fleet_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_instances_gauge_drops_when_a_member_dies() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some((etcd, old, new, dir)) = setup().await else {
         return;
     };
-    let old = spawn_backend("old").await;
-    let new = spawn_backend("new").await;
-    let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("hook.log");
     let steps = "        - weight: 10%\n          hold: 1h\n";
     let mut members = start_three(
@@ -258,12 +264,9 @@ fn hook_runs(log: &std::path::Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_frozen_mid_hold_serves_everything_and_advances_nothing() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some((etcd, old, new, dir)) = setup().await else {
         return;
     };
-    let old = spawn_backend("old").await;
-    let new = spawn_backend("new").await;
-    let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("hook.log");
     // The first hold would end during the stop if the stop did not stop it. The rollout
     // starts once all three run, so their start-up does not eat into the hold.
@@ -344,12 +347,9 @@ async fn etcd_frozen_mid_hold_serves_everything_and_advances_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutover_status_shows_the_member_table() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some((etcd, old, new, dir)) = setup().await else {
         return;
     };
-    let old = spawn_backend("old").await;
-    let new = spawn_backend("new").await;
-    let dir = tempfile::tempdir().unwrap();
     let steps = "        - weight: 10%\n          hold: 1h\n";
     let same = services(old.addr, new.addr, steps, "/dev/null");
     let mut members = Vec::new();
@@ -431,12 +431,9 @@ async fn cutover_status_shows_the_member_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_trip_while_etcd_is_frozen_rolls_the_fleet_back_once_it_is_back() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some((etcd, old, new, dir)) = setup().await else {
         return;
     };
-    let old = spawn_backend("old").await;
-    let new = spawn_backend("new").await;
-    let dir = tempfile::tempdir().unwrap();
     let steps = "        - weight: 50%\n          hold: 1h\n";
     let with_trip = services(old.addr, new.addr, steps, "/dev/null").replace(
         "        max_error_rate: 5%\n",
@@ -516,12 +513,9 @@ async fn a_local_trip_while_etcd_is_frozen_rolls_the_fleet_back_once_it_is_back(
 /// (once 50% to a NEW the fleet had rolled back).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_restarted_without_etcd_routes_at_the_fleets_last_weight() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some((etcd, old, new, dir)) = setup().await else {
         return;
     };
-    let old = spawn_backend("old").await;
-    let new = spawn_backend("new").await;
-    let dir = tempfile::tempdir().unwrap();
     let steps = "        - weight: 50%\n          hold: 1h\n";
     let text = services(old.addr, new.addr, steps, "/dev/null")
         .replace("    rollout:\n", "    rollout:\n      start: manual\n");

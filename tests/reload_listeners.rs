@@ -11,6 +11,14 @@ use http::StatusCode;
 use support::*;
 use tokio::net::TcpStream;
 
+/// A directory of its own for certificates, as cert-manager would make: `(its parent, it)`.
+fn tls_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let tls = tmp.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    (tmp, tls)
+}
+
 // ---------------------------------------------------------------------------------------
 // (6) Listeners added and removed by a reload
 // ---------------------------------------------------------------------------------------
@@ -196,9 +204,7 @@ async fn a_certificate_renewed_on_disk_is_picked_up_by_the_watcher() {
     let new = spawn_backend("new").await;
     // The certificate lives in a directory of its own, as cert-manager would put it; the
     // YAML does not change at all.
-    let tmp = tempfile::tempdir().unwrap();
-    let tls = tmp.path().join("tls");
-    std::fs::create_dir(&tls).unwrap();
+    let (tmp, tls) = tls_dir();
     let (a_crt, a_key) = certificate(&tls, "first", &["api.test"]);
     let (b_crt, b_key) = certificate(&tls, "second", &["api.test"]);
     std::fs::copy(&a_crt, tls.join("tls.crt")).unwrap();
@@ -239,9 +245,7 @@ async fn a_certificate_renewed_on_disk_is_picked_up_by_the_watcher() {
 async fn a_certificate_a_reload_named_is_watched_too() {
     let old = spawn_backend("old").await;
     let new = spawn_backend("new").await;
-    let tmp = tempfile::tempdir().unwrap();
-    let tls = tmp.path().join("tls");
-    std::fs::create_dir(&tls).unwrap();
+    let (tmp, tls) = tls_dir();
     let (a_crt, a_key) = certificate(&tls, "first", &["api.test"]);
     let (b_crt, b_key) = certificate(&tls, "second", &["api.test"]);
     let (c_crt, c_key) = certificate(&tls, "third", &["api.test"]);

@@ -57,6 +57,17 @@ pub(crate) struct WindowCounts {
     pub new: PoolCounts,
 }
 
+#[cfg(test)]
+impl Windows {
+    /// Windows whose last `span` holds exactly `window`.
+    pub(crate) fn holding(window: &WindowCounts, span: Duration) -> Windows {
+        let mut windows = Windows::new(span);
+        windows.record(Duration::ZERO, PoolCounts::default(), PoolCounts::default());
+        windows.record(span, window.old.clone(), window.new.clone());
+        windows
+    }
+}
+
 impl Windows {
     /// Keeps enough samples to answer for windows up to `keep`.
     pub(crate) fn new(keep: Duration) -> Windows {

@@ -427,10 +427,7 @@ fn low_traffic_never_fails() {
 
 /// `Windows` holding exactly `window` over the spec's window.
 fn windows_of(window: &WindowCounts) -> Windows {
-    let mut windows = Windows::new(spec().window);
-    windows.record(Duration::ZERO, PoolCounts::default(), PoolCounts::default());
-    windows.record(spec().window, window.old.clone(), window.new.clone());
-    windows
+    Windows::holding(window, spec().window)
 }
 
 #[test]

@@ -210,12 +210,9 @@ fn half_weight() -> Weight {
     Weight::from_percent(50.0).unwrap()
 }
 
-/// Windows whose last `spec().window` holds exactly `window`.
+/// `Windows` holding exactly `window` over the spec's window.
 fn windows_of(window: &WindowCounts) -> Windows {
-    let mut windows = Windows::new(spec().window);
-    windows.record(Duration::ZERO, PoolCounts::default(), PoolCounts::default());
-    windows.record(spec().window, window.old.clone(), window.new.clone());
-    windows
+    Windows::holding(window, spec().window)
 }
 
 #[test]
