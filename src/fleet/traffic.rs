@@ -144,46 +144,19 @@ mod tests {
     fn deltas_are_summed_per_instance_and_restarts_start_from_zero() {
         let mut sums = Sums::default();
         let now = Instant::now();
+        let seen = |sums: &mut Sums, id: &str, boot: &str, counts: [PoolCounts; 2]| {
+            add_delta(sums, id, boot, counts, now)
+        };
         // First seen: a baseline, whatever they served before.
-        assert!(!add_delta(
-            &mut sums,
-            "a",
-            "1",
-            [counts(10, 0), counts(5, 1)],
-            now
-        ));
-        assert!(!add_delta(
-            &mut sums,
-            "b",
-            "1",
-            [counts(20, 0), counts(3, 0)],
-            now
-        ));
+        assert!(!seen(&mut sums, "a", "1", [counts(10, 0), counts(5, 1)]));
+        assert!(!seen(&mut sums, "b", "1", [counts(20, 0), counts(3, 0)]));
         assert_eq!(sums.total[0].requests(), 0);
         // a grows by 5 and 1 (an error); b restarts (new boot) with 2 new requests.
-        assert!(add_delta(
-            &mut sums,
-            "a",
-            "1",
-            [counts(15, 0), counts(6, 2)],
-            now
-        ));
-        assert!(add_delta(
-            &mut sums,
-            "b",
-            "2",
-            [counts(2, 0), counts(0, 0)],
-            now
-        ));
+        assert!(seen(&mut sums, "a", "1", [counts(15, 0), counts(6, 2)]));
+        assert!(seen(&mut sums, "b", "2", [counts(2, 0), counts(0, 0)]));
         assert_eq!(sums.total[0].requests(), 7);
         // The same boot with counters that went down is a restart too.
-        assert!(add_delta(
-            &mut sums,
-            "a",
-            "1",
-            [counts(4, 0), counts(1, 0)],
-            now
-        ));
+        assert!(seen(&mut sums, "a", "1", [counts(4, 0), counts(1, 0)]));
         assert_eq!(sums.total[0].requests(), 11);
         assert_eq!(sums.total[1].requests(), 2);
         assert_eq!(sums.total[1].errors(), 1);
