@@ -350,10 +350,6 @@ pub fn schedule_steps(start: Weight, step: Weight, every: Duration) -> Vec<Step>
     steps
 }
 
-#[cfg(test)]
-#[path = "rollout_tests.rs"]
-mod tests;
-
 /// Comparisons with OLD alone under the threshold method without `max_wait`: a step
 /// whose OLD share is short of `min_requests` (a 95% step at low traffic) cannot be judged,
 /// and under that method waits for good.
@@ -381,3 +377,7 @@ pub(super) fn warnings(config: &Config, out: &mut Vec<String>) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "rollout_tests.rs"]
+mod tests;
