@@ -3,8 +3,9 @@
 //!
 //! `append` writes the whole line with one `write_all`, then `sync_data`: when it returns
 //! the line is on disk, so the controller may act. A crash can at worst tear the last
-//! line; readers skip an unterminated last line and report any other bad line with its
-//! file and number, since a decision log that silently drops records is worse than none.
+//! line; readers skip an unterminated last line, the next process cuts it off before it
+//! appends, and any other bad line is reported with its file and number, since a decision
+//! log that silently drops records is worse than none.
 //! Rotation renames the file to `<service>.history.jsonl.1` (replacing the previous old
 //! one) and syncs the directory before the new file is written, so at most two files exist.
 
@@ -68,8 +69,12 @@ pub(crate) fn parse_since(text: &str) -> Result<OffsetDateTime, EvidenceError> {
 pub(crate) struct HistoryLog {
     path: PathBuf,
     file: File,
+    /// The bytes of whole records: what the file holds, or will once a torn tail is cut.
     size: u64,
     rotate_at: u64,
+    /// A failed write may have left part of its line, and cutting it off failed too:
+    /// cut it before the next line, or that line would be glued to it.
+    torn: bool,
 }
 
 impl HistoryLog {
@@ -78,16 +83,38 @@ impl HistoryLog {
         HistoryLog::open_path(history_path(state_dir, service), ROTATE_AT)
     }
 
-    /// Opens `path`, rotating when a line would take it past `rotate_at` bytes.
+    /// Opens `path`, rotating when a line would take it past `rotate_at` bytes. A last line
+    /// torn by a crash is cut off first: the next record would be glued to it, and the
+    /// file would no longer read back.
     pub(crate) fn open_path(path: PathBuf, rotate_at: u64) -> Result<HistoryLog, EvidenceError> {
         let file = open_append(&path)?;
-        let size = file.metadata().map_err(io_error(&path))?.len();
-        Ok(HistoryLog {
+        let size = whole_lines(&path)?;
+        let mut log = HistoryLog {
             path,
             file,
             size,
             rotate_at,
-        })
+            torn: true,
+        };
+        log.cut_torn_tail()?;
+        Ok(log)
+    }
+
+    /// Cuts the file back to its whole records, when something may follow them.
+    fn cut_torn_tail(&mut self) -> Result<(), EvidenceError> {
+        if !self.torn {
+            return Ok(());
+        }
+        let on_disk = self.file.metadata().map_err(io_error(&self.path))?.len();
+        if on_disk != self.size {
+            self.file
+                .set_len(self.size)
+                .and_then(|()| self.file.sync_data())
+                .map_err(io_error(&self.path))?;
+            tracing::warn!(path = %self.path.display(), "cut a torn last line ({} bytes) off the history", on_disk - self.size);
+        }
+        self.torn = false;
+        Ok(())
     }
 
     #[cfg(test)]
@@ -99,6 +126,7 @@ impl HistoryLog {
     pub(crate) fn append(&mut self, entry: &Entry) -> Result<(), EvidenceError> {
         let mut line = serde_json::to_vec(entry).map_err(EvidenceError::Encode)?;
         line.push(b'\n');
+        self.cut_torn_tail()?;
         if self.size > 0 && self.size + line.len() as u64 > self.rotate_at {
             self.rotate()?;
         }
@@ -109,8 +137,9 @@ impl HistoryLog {
             .and_then(|()| self.file.sync_data());
         if let Err(error) = written {
             // A half-written line would glue itself to the next one: cut it off, so the
-            // file keeps only whole records (best effort: the disk may be what failed).
-            let _ = self.file.set_len(self.size);
+            // file keeps only whole records; if that fails too (the disk may be what
+            // failed), the next append tries again first.
+            self.torn = self.file.set_len(self.size).is_err();
             return Err(io_error(&self.path)(error));
         }
         self.size += line.len() as u64;
@@ -134,6 +163,31 @@ impl HistoryLog {
         self.size = 0;
         Ok(())
     }
+}
+
+/// The length of `path`'s whole lines: all of it, or up to the last newline when a crash
+/// tore its last line (0 for a missing file).
+fn whole_lines(path: &Path) -> Result<u64, EvidenceError> {
+    let mut file = File::open(path).map_err(io_error(path))?;
+    let size = file.metadata().map_err(io_error(path))?.len();
+    if size == 0 {
+        return Ok(0);
+    }
+    let mut last = [0u8];
+    file.seek(SeekFrom::End(-1))
+        .and_then(|_| io::Read::read_exact(&mut file, &mut last))
+        .map_err(io_error(path))?;
+    if last[0] == b'\n' {
+        return Ok(size);
+    }
+    let mut text = Vec::new();
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| io::Read::read_to_end(&mut file, &mut text))
+        .map_err(io_error(path))?;
+    Ok(text
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |at| at as u64 + 1))
 }
 
 fn open_append(path: &Path) -> Result<File, EvidenceError> {

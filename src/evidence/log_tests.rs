@@ -216,3 +216,24 @@ fn the_follower_sees_new_entries_across_a_rotation() {
     log.append(&check(4)).unwrap();
     assert_eq!(follower.poll().unwrap(), vec![check(4)]);
 }
+
+#[test]
+fn a_line_torn_by_a_crash_is_cut_off_before_the_next_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api.history.jsonl");
+    let mut log = HistoryLog::open_path(path.clone(), ROTATE_AT).unwrap();
+    log.append(&check(0)).unwrap();
+    drop(log);
+    // The process died halfway through a line.
+    let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+    file.write_all(b"{\"v\":1,\"at\":\"2026-").unwrap();
+    // The next process appends: the history must still read back, whole.
+    let mut log = HistoryLog::open_path(path.clone(), ROTATE_AT).unwrap();
+    log.append(&check(1)).unwrap();
+    assert_eq!(read_since(&path, None).unwrap(), vec![check(0), check(1)]);
+    // A file of one torn line only is cut to nothing.
+    fs::write(&path, b"{\"v\":1").unwrap();
+    let mut log = HistoryLog::open_path(path.clone(), ROTATE_AT).unwrap();
+    log.append(&check(2)).unwrap();
+    assert_eq!(read_since(&path, None).unwrap(), vec![check(2)]);
+}
