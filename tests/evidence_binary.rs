@@ -210,4 +210,21 @@ async fn history_follows_and_report_renders_after_the_proxy_stopped() {
     assert!(text.contains("pause"), "{text}");
     let unknown = cutover(dir.path(), &["history", "nope"]);
     assert_eq!(unknown.status.code(), Some(1));
+    // Output that cannot be written is a failure, not a quiet success (a closed pipe,
+    // `| head`, is the reader's choice and stays one).
+    for args in [
+        &["history", "api"][..],
+        &["report", "api", "--format", "md"],
+    ] {
+        let full = Command::new(binary())
+            .args(args)
+            .arg("-c")
+            .arg(dir.path().join("cutover.yaml"))
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&full.stderr);
+        assert_eq!(full.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("cannot write to stdout"), "{stderr}");
+    }
 }

@@ -31,6 +31,16 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// What a failed write to stdout means: a reader that went away (`| head`) is the end of
+/// the output, anything else (a full disk behind `>`) a failure.
+fn stdout_failed(error: &std::io::Error) -> ExitCode {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        ExitCode::SUCCESS
+    } else {
+        fail(&format!("cannot write to stdout: {error}"))
+    }
+}
+
 fn print(entry: &Entry, json: bool) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
@@ -73,19 +83,19 @@ pub(super) fn history(
         Ok(since) => since,
         Err(err) => return fail(&err.to_string()),
     };
-    // Follow from the end as it is now, so nothing between reading and following is lost
-    // or printed twice.
-    let mut follower = follow.then(|| Follower::from_end(&path));
-    let entries = match log::read_since(&path, since) {
-        Ok(entries) => entries,
+    // Follow from where the reading ended, so nothing written meanwhile is lost or
+    // printed twice.
+    let (entries, position) = match log::read_history(&path, since) {
+        Ok(read) => read,
         Err(err) => return fail(&err.to_string()),
     };
+    let mut follower = follow.then(|| Follower::at(&path, position));
     if entries.is_empty() && !follow && !json {
         eprintln!("cutover: no decisions recorded yet in {}", path.display());
     }
     for entry in &entries {
-        if print(entry, json).is_err() {
-            return ExitCode::SUCCESS; // stdout closed (`| head`)
+        if let Err(error) = print(entry, json) {
+            return stdout_failed(&error);
         }
     }
     let Some(follower) = follower.as_mut() else {
@@ -96,8 +106,8 @@ pub(super) fn history(
         match follower.poll() {
             Ok(entries) => {
                 for entry in &entries {
-                    if print(entry, json).is_err() {
-                        return ExitCode::SUCCESS;
+                    if let Err(error) = print(entry, json) {
+                        return stdout_failed(&error);
                     }
                 }
             }
@@ -132,8 +142,10 @@ pub(super) fn report(
     match output {
         None => {
             let mut out = std::io::stdout().lock();
-            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-            ExitCode::SUCCESS
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => stdout_failed(&error),
+            }
         }
         Some(file) => match std::fs::write(file, text) {
             Ok(()) => {

@@ -204,24 +204,70 @@ pub(crate) fn read_since(
     path: &Path,
     since: Option<OffsetDateTime>,
 ) -> Result<Vec<Entry>, EvidenceError> {
+    read_history(path, since).map(|(entries, _)| entries)
+}
+
+/// Where a reading of the history ended: the current file, by inode, and the offset
+/// after its last whole line. A [`Follower`] goes on from there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    inode: u64,
+    offset: u64,
+}
+
+/// [`read_since`], and where it ended. The current file is opened first: rotated after
+/// that, it is the `.1` then, which is not read a second time (the rotation would
+/// otherwise leave the old `.1` read and the rotated records missed).
+pub(crate) fn read_history(
+    path: &Path,
+    since: Option<OffsetDateTime>,
+) -> Result<(Vec<Entry>, Position), EvidenceError> {
+    let current = open_existing(path)?;
+    let inode = match &current {
+        Some(file) => file.metadata().map_err(io_error(path))?.ino(),
+        None => 0,
+    };
     let mut entries = Vec::new();
-    for file in [old_path(path), path.to_path_buf()] {
-        read_file(&file, 0, &mut entries)?;
+    let old = old_path(path);
+    if let Some(file) = open_existing(&old)? {
+        if file.metadata().map_err(io_error(&old))?.ino() != inode {
+            read_open(file, &old, 0, &mut entries)?;
+        }
     }
+    let offset = match current {
+        Some(file) => read_open(file, path, 0, &mut entries)?,
+        None => 0,
+    };
     if let Some(since) = since {
         entries.retain(|entry| entry.at >= since);
     }
-    Ok(entries)
+    Ok((entries, Position { inode, offset }))
+}
+
+fn open_existing(path: &Path) -> Result<Option<File>, EvidenceError> {
+    match File::open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io_error(path)(error)),
+    }
 }
 
 /// Reads whole lines of `path` from byte `offset`, appending the entries; returns the
 /// offset after the last whole line.
 fn read_file(path: &Path, offset: u64, entries: &mut Vec<Entry>) -> Result<u64, EvidenceError> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(offset),
-        Err(error) => return Err(io_error(path)(error)),
-    };
+    match open_existing(path)? {
+        Some(file) => read_open(file, path, offset, entries),
+        None => Ok(offset),
+    }
+}
+
+/// [`read_file`] on a file already open.
+fn read_open(
+    mut file: File,
+    path: &Path,
+    offset: u64,
+    entries: &mut Vec<Entry>,
+) -> Result<u64, EvidenceError> {
     file.seek(SeekFrom::Start(offset)).map_err(io_error(path))?;
     let mut reader = BufReader::new(file);
     let mut position = offset;
@@ -262,12 +308,18 @@ pub(crate) struct Follower {
 
 impl Follower {
     /// Starts at the current end of the file: only new entries will be returned.
+    #[cfg(test)]
     pub(crate) fn from_end(path: &Path) -> Follower {
         let (offset, inode) = fs::metadata(path).map_or((0, 0), |m| (m.len(), m.ino()));
+        Follower::at(path, Position { inode, offset })
+    }
+
+    /// Starts where a [`read_history`] ended: every entry written after what it read.
+    pub(crate) fn at(path: &Path, position: Position) -> Follower {
         Follower {
             path: path.to_path_buf(),
-            offset,
-            inode,
+            offset: position.offset,
+            inode: position.inode,
         }
     }
 

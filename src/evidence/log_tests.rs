@@ -237,3 +237,28 @@ fn a_line_torn_by_a_crash_is_cut_off_before_the_next_record() {
     log.append(&check(2)).unwrap();
     assert_eq!(read_since(&path, None).unwrap(), vec![check(2)]);
 }
+
+#[test]
+fn a_follower_goes_on_exactly_where_the_reading_ended() {
+    let (_dir, path, _, mut log) = log_holding(100);
+    log.append(&check(0)).unwrap();
+    log.append(&check(1)).unwrap();
+    let (read, position) = read_history(&path, None).unwrap();
+    assert_eq!(read, vec![check(0), check(1)]);
+    // Written after the reading and before the follower starts: once, by the follower.
+    log.append(&check(2)).unwrap();
+    let mut follower = Follower::at(&path, position);
+    assert_eq!(follower.poll().unwrap(), vec![check(2)]);
+    assert!(follower.poll().unwrap().is_empty());
+}
+
+#[test]
+fn a_file_rotated_while_it_is_read_is_not_read_twice() {
+    let (_dir, path, _, mut log) = log_holding(100);
+    log.append(&check(0)).unwrap();
+    log.append(&check(1)).unwrap();
+    // What a rotation right after the reading opened the current file leaves: the file
+    // it opened is the `.1` too.
+    fs::hard_link(&path, old_path(&path)).unwrap();
+    assert_eq!(read_since(&path, None).unwrap(), vec![check(0), check(1)]);
+}
