@@ -190,6 +190,18 @@ impl Rule {
     }
 }
 
+/// A confidence as a percentage, with a decimal only where it has one (99, 99.5): the
+/// newest-requests judgement runs at 99.5% when the checks run at 99%, and a rounded
+/// "100%" would say what no check can.
+pub(crate) fn confidence_percent(confidence: f64) -> String {
+    let tenths = (confidence * 1000.0).round() / 10.0;
+    if tenths.fract() == 0.0 {
+        format!("{tenths:.0}")
+    } else {
+        format!("{tenths:.1}")
+    }
+}
+
 /// A one-sided confidence statement: with `confidence`, the true value is at least
 /// `lower` and (separately) at most `upper`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -17,7 +17,8 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::evidence::record::{
-    CheckRecord, DecidedBy, Decision, Entry, Method, Outcome, PoolMeasure, Rule, RuleRecord,
+    confidence_percent, CheckRecord, DecidedBy, Decision, Entry, Method, Outcome, PoolMeasure,
+    Rule, RuleRecord,
 };
 
 /// The report's format (`--format html|md`).
@@ -274,7 +275,7 @@ fn rule_line(rule: &RuleRecord) -> String {
     if let Some(bound) = rule.bound {
         text.push_str(&format!(
             "; {}% bounds {}..{}",
-            (bound.confidence * 100.0).round(),
+            confidence_percent(bound.confidence),
             value(bound.lower),
             value(bound.upper)
         ));

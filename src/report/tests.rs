@@ -375,3 +375,25 @@ fn the_time_axis_of_a_short_history_shows_seconds() {
     let long = ticks(&three_hour_rollout());
     assert!(long.iter().all(|t| t.len() == 5), "{long:?}");
 }
+
+#[test]
+fn a_bound_at_99_5_percent_is_not_rounded_to_100() {
+    // The newest-requests judgement runs at 1 - α/2: 99.5% beside checks at 99%.
+    let rule = RuleRecord {
+        rule: Rule::MaxErrorRate,
+        outcome: Outcome::Fail,
+        measured: Some(0.02),
+        threshold: 0.01,
+        new_requests: 1200,
+        old_requests: 22800,
+        bound: Some(Bound {
+            confidence: 0.995,
+            lower: 0.012,
+            upper: 0.028,
+        }),
+        p_value: None,
+        note: None,
+    };
+    let line = rule_line(&rule);
+    assert!(line.contains("; 99.5% bounds 1.20%..2.80%"), "{line}");
+}

@@ -31,7 +31,7 @@ use super::{
     RATIO_FLOOR,
 };
 use crate::config::{AnalysisRules, AnalysisSpec};
-use crate::evidence::record::{Bound, Method, Outcome, Rule, RuleRecord};
+use crate::evidence::record::{confidence_percent, Bound, Method, Outcome, Rule, RuleRecord};
 use crate::stats::{PoolCounts, LATENCY_EDGES_US};
 
 /// Evaluates every enabled rule on one window with `confidence` (a fraction, 0.5..1).
@@ -131,7 +131,7 @@ impl Judge<'_> {
     /// below it; the note says which and by how much.
     fn decide(&self, record: &mut RuleRecord, measured: f64, bounds: Interval, what: &str) {
         let Interval { lower, upper } = bounds;
-        let percent = percent(self.confidence);
+        let percent = confidence_percent(self.confidence);
         record.measured = Some(measured);
         record.bound = Some(Bound {
             confidence: self.confidence,
@@ -237,7 +237,7 @@ impl Judge<'_> {
             // Fails only if NEW's p99 is surely above what even OLD's highest plausible p99
             // allows; passes only if it is surely within what OLD's lowest plausible allows.
             let (fail_above, pass_within) = (allowed(old.upper), allowed(old.lower));
-            let percent = percent(self.confidence);
+            let percent = confidence_percent(self.confidence);
             let what = format!("NEW p99 (ms) against {ratio}x OLD's (at least +{floor} ms)");
             let (outcome, text) = if new.lower > fail_above {
                 (
@@ -386,13 +386,3 @@ fn bucket_edges_ms(index: usize) -> (f64, f64) {
 #[cfg(test)]
 #[path = "statistical_tests.rs"]
 mod tests;
-
-/// A confidence as a percentage, with a decimal only where it has one (99, 99.5).
-fn percent(confidence: f64) -> String {
-    let tenths = (confidence * 1000.0).round() / 10.0;
-    if tenths.fract() == 0.0 {
-        format!("{tenths:.0}")
-    } else {
-        format!("{tenths:.1}")
-    }
-}

@@ -536,7 +536,7 @@ fn add(total: &mut PoolCounts, more: &PoolCounts) {
 
 #[test]
 fn confidences_are_shown_with_their_decimal() {
-    assert_eq!(percent(0.99), "99");
-    assert_eq!(percent(0.995), "99.5");
-    assert_eq!(percent(0.95), "95");
+    assert_eq!(confidence_percent(0.99), "99");
+    assert_eq!(confidence_percent(0.995), "99.5");
+    assert_eq!(confidence_percent(0.95), "95");
 }
