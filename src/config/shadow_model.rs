@@ -109,3 +109,26 @@ impl fmt::Display for VerifySpec {
         }
     }
 }
+
+#[cfg(test)]
+impl ShadowSpec {
+    /// A spec for unit tests: everything compared, `$.meta.at` ignored, 1 KiB bodies.
+    pub(crate) fn example() -> ShadowSpec {
+        ShadowSpec {
+            percent: 1.0,
+            hold: Duration::from_secs(1),
+            min_requests: 1,
+            max_mismatch: 0.0,
+            methods: vec![Method::GET],
+            copy_bodies: false,
+            compare_status: true,
+            compare_headers: vec![http::header::CONTENT_TYPE],
+            compare_body: true,
+            ignore_json: vec![vec!["meta".into(), "at".into()]],
+            max_body: 1024,
+            noise_auto: false,
+            max_in_flight: 1,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}

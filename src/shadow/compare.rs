@@ -18,6 +18,8 @@ pub(crate) struct Difference {
     pub fields: Vec<String>,
     /// The first differing bytes of each side, when the bodies differ.
     pub excerpt: Option<String>,
+    /// More JSON fields differ than are listed: what is not listed cannot be noise.
+    pub capped: bool,
 }
 
 pub(crate) fn differences(spec: &ShadowSpec, a: &Answer, b: &Answer) -> Difference {
@@ -30,7 +32,18 @@ pub(crate) fn differences(spec: &ShadowSpec, a: &Answer, b: &Answer) -> Differen
             out.fields.push(format!("header:{name}"));
         }
     }
-    // Over `max_body` on either side: status and headers only.
+    // Over `max_body` on one side only: the bodies differ, if only in length.
+    if spec.compare_body && a.truncated != b.truncated {
+        out.fields.push("body".to_string());
+        out.excerpt = Some(format!(
+            "OLD {} max_body | NEW {} max_body ({} bytes)",
+            if a.truncated { "over" } else { "within" },
+            if b.truncated { "over" } else { "within" },
+            spec.max_body
+        ));
+        return out;
+    }
+    // Over `max_body` on both sides: status and headers only.
     if !spec.compare_body || a.truncated || b.truncated || a.body == b.body {
         return out;
     }
@@ -44,7 +57,7 @@ pub(crate) fn differences(spec: &ShadowSpec, a: &Answer, b: &Answer) -> Differen
             remove(&mut y, path);
         }
         let before = out.fields.len();
-        json_diff("$", &x, &y, &mut out.fields);
+        json_diff("$", &x, &y, &mut out.fields, &mut out.capped);
         if out.fields.len() > before {
             out.excerpt = Some(excerpt(&x.to_string(), &y.to_string()));
         }
@@ -74,8 +87,12 @@ fn remove(value: &mut Value, path: &[String]) {
     }
 }
 
-fn json_diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
-    if out.len() >= MAX_FIELDS || a == b {
+fn json_diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>, capped: &mut bool) {
+    if a == b {
+        return;
+    }
+    if out.len() >= MAX_FIELDS {
+        *capped = true;
         return;
     }
     match (a, b) {
@@ -83,7 +100,7 @@ fn json_diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
             for (key, value) in x {
                 let child = format!("{path}.{key}");
                 match y.get(key) {
-                    Some(other) => json_diff(&child, value, other, out),
+                    Some(other) => json_diff(&child, value, other, out, capped),
                     None => out.push(child),
                 }
             }
@@ -93,7 +110,7 @@ fn json_diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
         }
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
             for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                json_diff(&format!("{path}.{i}"), p, q, out);
+                json_diff(&format!("{path}.{i}"), p, q, out, capped);
             }
         }
         _ => out.push(path.to_string()),
@@ -127,22 +144,7 @@ mod tests {
     use super::*;
 
     fn spec() -> ShadowSpec {
-        ShadowSpec {
-            percent: 1.0,
-            hold: std::time::Duration::from_secs(1),
-            min_requests: 1,
-            max_mismatch: 0.0,
-            methods: vec![http::Method::GET],
-            copy_bodies: false,
-            compare_status: true,
-            compare_headers: vec![http::header::CONTENT_TYPE],
-            compare_body: true,
-            ignore_json: vec![vec!["meta".into(), "at".into()]],
-            max_body: 1024,
-            noise_auto: false,
-            max_in_flight: 1,
-            timeout: std::time::Duration::from_secs(1),
-        }
+        ShadowSpec::example()
     }
 
     fn answer(status: u16, body: &str) -> Answer {
@@ -174,8 +176,34 @@ mod tests {
         let spec = spec();
         let mut a = answer(200, "aaaa");
         a.truncated = true;
-        assert!(differences(&spec, &a, &answer(200, "bbbb"))
-            .fields
-            .is_empty());
+        let mut b = answer(200, "bbbb");
+        b.truncated = true;
+        assert!(differences(&spec, &a, &b).fields.is_empty());
+        // Over the limit on one side only, the bodies differ: never a match (a NEW that
+        // answered 5 MB where OLD answered 2 KB once was one).
+        let d = differences(&spec, &answer(200, "small"), &b);
+        assert_eq!(d.fields, vec!["body"]);
+        assert_eq!(
+            d.excerpt.as_deref(),
+            Some("OLD within max_body | NEW over max_body (1024 bytes)")
+        );
+    }
+
+    #[test]
+    fn a_diff_with_more_fields_than_are_listed_says_so() {
+        let spec = spec();
+        let many = |v: u32| {
+            let fields: Vec<String> = (0..30).map(|i| format!("\"f{i:02}\":{v}")).collect();
+            answer(200, &format!("{{{}}}", fields.join(",")))
+        };
+        let d = differences(&spec, &many(1), &many(2));
+        assert_eq!(d.fields.len(), MAX_FIELDS);
+        assert!(d.capped);
+        let few = differences(
+            &spec,
+            &answer(200, r#"{"a":1}"#),
+            &answer(200, r#"{"a":2}"#),
+        );
+        assert!(!few.capped);
     }
 }

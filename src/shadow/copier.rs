@@ -26,6 +26,8 @@ use crate::http1::encode::host_of;
 
 /// Mismatches kept for `cutover diff`.
 const SAMPLES: usize = 50;
+/// Noise fields learned at most in one step.
+const MAX_NOISE: usize = 1000;
 /// Spreads the sample counter over 0..10000, so 10% is every tenth request, not the first
 /// thousand of every ten thousand (7919 is prime, so coprime to 10000).
 const SPREAD: u64 = 7919;
@@ -62,6 +64,7 @@ impl Counts {
             errors: load(&self.old_error) + new_errors,
             new_errors,
             dropped: load(&self.dropped),
+            // Noise counts as a comparison, not as a mismatch (docs/verify-shadow.md).
             comparisons: matched + noise + mismatched + new_errors,
         }
     }
@@ -228,10 +231,7 @@ impl Copier {
             return;
         };
         if let Some(Ok(second)) = &second_answer {
-            let noise = differences(&self.spec, &old_answer, second).fields;
-            if !noise.is_empty() {
-                self.lock_noise().extend(noise);
-            }
+            self.learn_noise(&old_answer, second);
         }
         let new_answer = match new_answer {
             Ok(answer) => answer,
@@ -248,7 +248,7 @@ impl Copier {
             self.metrics[0].inc();
             return;
         }
-        let all_noise = {
+        let all_noise = !found.capped && {
             let noise = self.lock_noise();
             found.fields.iter().all(|f| noise.contains(f))
         };
@@ -265,6 +265,31 @@ impl Copier {
                 found.fields,
                 found.excerpt,
             );
+        }
+    }
+
+    /// Learns as noise the fields two OLD answers to one request disagree on, but only
+    /// what can be noise: not the status or a whole body (one OLD backend failing would
+    /// make every later failure of NEW noise), not from two answers of different status
+    /// (an error page against a page), not a diff too long to list, and at most
+    /// `MAX_NOISE` fields in all (keys that change with every answer would grow the set
+    /// for good). What is not learned counts as a mismatch: fail closed.
+    fn learn_noise(&self, old: &Answer, second: &Answer) {
+        if old.status != second.status {
+            return;
+        }
+        let found = differences(&self.spec, old, second);
+        if found.capped {
+            return;
+        }
+        let mut noise = self.lock_noise();
+        for field in found.fields {
+            if noise.len() >= MAX_NOISE {
+                break;
+            }
+            if field != "status" && field != "body" {
+                noise.insert(field);
+            }
         }
     }
 
@@ -335,4 +360,57 @@ struct Copy {
     request: Outgoing,
     method: Method,
     uri: Uri,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copier() -> Copier {
+        let spec = ShadowSpec {
+            noise_auto: true,
+            ..ShadowSpec::example()
+        };
+        let metrics = std::array::from_fn(|_| Counter::default());
+        Copier::new(
+            spec,
+            Vec::new(),
+            Vec::new(),
+            std::time::Duration::ZERO,
+            metrics,
+        )
+    }
+
+    fn json(status: u16, body: &str) -> Answer {
+        Answer::of(status, "application/json", body)
+    }
+
+    #[test]
+    fn noise_is_learned_from_two_like_answers_only() {
+        let copier = copier();
+        // One OLD backend failing: nothing learned, or NEW's failures would be noise.
+        copier.learn_noise(
+            &json(200, r#"{"id":1}"#),
+            &Answer::of(503, "text/plain", "down"),
+        );
+        copier.learn_noise(&json(500, r#"{"e":"x"}"#), &json(500, r#"{"e":"y"}"#));
+        assert_eq!(copier.report().noise_fields, vec!["$.e"]);
+        // A timestamp two healthy answers disagree on is noise; a whole body never.
+        copier.learn_noise(&json(200, r#"{"ts":1}"#), &json(200, r#"{"ts":2}"#));
+        copier.learn_noise(
+            &Answer::of(200, "text/html", "a"),
+            &Answer::of(200, "text/html", "b"),
+        );
+        assert_eq!(copier.report().noise_fields, vec!["$.e", "$.ts"]);
+    }
+
+    #[test]
+    fn the_noise_learned_is_bounded() {
+        let copier = copier();
+        for i in 0..(MAX_NOISE + 10) {
+            let key = |v: u8| json(200, &format!(r#"{{"k{i}":{v}}}"#));
+            copier.learn_noise(&key(1), &key(2));
+        }
+        assert_eq!(copier.report().noise_fields.len(), MAX_NOISE);
+    }
 }
