@@ -234,6 +234,21 @@ impl Machine<'_> {
     /// Takes the current step up again after a pause or a restart: a weight step completes
     /// if its hold is over, a hook step whose hook succeeded completes, and one whose hook
     /// has not succeeded is handed to `unfinished`.
+    /// A verify or shadow step whose recorded verdict is a failure: why to roll back.
+    fn failed_probe(&self, index: usize) -> Option<(RollbackReason, &'static str)> {
+        let step = self.plan.steps.get(index)?;
+        let (cause, what) = match step.kind {
+            PlannedKind::Verify { .. } => (RollbackReason::Verify, "verify"),
+            PlannedKind::Shadow(_) => (RollbackReason::Shadow, "shadow"),
+            _ => return None,
+        };
+        let record = self
+            .state
+            .hooks
+            .get(&self.record_key(index, step.hook()?))?;
+        (!record.ok).then_some((cause, what))
+    }
+
     fn pick_up(&mut self, unfinished: impl FnOnce(&mut Self)) {
         let index = self.state.step;
         let plan = self.plan;
@@ -241,6 +256,12 @@ impl Machine<'_> {
             Some(step) if step.hook().is_some() => {
                 if self.hook_succeeded(index) {
                     self.complete_step();
+                } else if let Some((cause, what)) = self.failed_probe(index) {
+                    // A verify or shadow verdict is evidence about NEW: failed while
+                    // paused, it rolls back on resume as it would have then, rather than
+                    // running the step again until a quieter hour passes it.
+                    let reason = format!("step {} {what} failed while paused", index + 1);
+                    self.regression(cause, PauseCause::Hook, reason);
                 } else {
                     unfinished(self);
                 }

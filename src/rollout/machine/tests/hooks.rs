@@ -232,6 +232,31 @@ fn a_verify_step_runs_once_passes_on_and_rolls_back_or_pauses_on_failure() {
     assert_eq!(rollout.state.pause_cause, Some(PauseCause::Hook));
 }
 
+/// A verify verdict that arrives while paused is applied on resume: a failure rolls back
+/// (it once ran the step again, which a quieter hour could pass), a pass goes on.
+#[test]
+fn a_verify_failure_while_paused_rolls_back_on_resume() {
+    let steps = vec![verify(false), weight_step(100.0, 0)];
+    let mut rollout = Rollout::started(plan(steps.clone(), None));
+    rollout.ok(Input::Pause);
+    rollout.hook_done(false);
+    assert_eq!(rollout.state.phase, Phase::Paused);
+    rollout.ok(Input::Resume);
+    assert_eq!(rollout.state.phase, Phase::RolledBack);
+    assert_eq!(rollout.state.rollback_reason, Some(RollbackReason::Verify));
+    let reason = rollout.state.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("step 1 verify failed while paused"),
+        "{reason}"
+    );
+
+    let mut rollout = Rollout::started(plan(steps, None));
+    rollout.ok(Input::Pause);
+    rollout.hook_done(true);
+    rollout.ok(Input::Resume);
+    assert_eq!(rollout.state.phase, Phase::Promoted);
+}
+
 /// `set-weight` while a `run` hook runs keeps its result: after `resume` the rollout
 /// realigns onto the same `run` step and does not run the hook a second time.
 #[test]
