@@ -155,6 +155,11 @@ async fn history_follows_and_report_renders_after_the_proxy_stopped() {
     let got = admin_get(proxy.admin, "/services/api/history?since=yesterday").await;
     assert_eq!(got.status, StatusCode::BAD_REQUEST, "{}", got.body);
     assert!(got.body.contains("RFC 3339"), "{}", got.body);
+    // A `since` without its value is an error too, not the whole history.
+    for bare in ["since", "since="] {
+        let got = admin_get(proxy.admin, &format!("/services/api/history?{bare}")).await;
+        assert_eq!(got.status, StatusCode::BAD_REQUEST, "{bare}: {}", got.body);
+    }
     let got = admin_get(proxy.admin, "/services/nope/history").await;
     assert_eq!(got.status, StatusCode::NOT_FOUND);
 

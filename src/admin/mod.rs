@@ -226,9 +226,10 @@ impl Admin {
         {
             return error(StatusCode::NOT_FOUND, &format!("no service named `{name}`"));
         }
+        // `since` without a value is an error, not the whole history.
         let since = query
             .split('&')
-            .filter_map(|pair| pair.split_once('='))
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
             .find(|(key, _)| *key == "since")
             .map(|(_, value)| {
                 let value = percent_decode(value);

@@ -7,7 +7,7 @@ use crate::evidence::record::Decision;
 
 pub(super) fn text(facts: &Facts<'_>) -> String {
     let mut out = String::with_capacity(16 * 1024 + facts.entries.len() * 400);
-    let _ = writeln!(out, "# Migration report: {}\n", facts.service);
+    let _ = writeln!(out, "# Migration report: {}\n", plain(facts.service));
     if let (Some(first), Some(last)) = (facts.first, facts.last) {
         let _ = writeln!(
             out,
@@ -37,10 +37,15 @@ pub(super) fn text(facts: &Facts<'_>) -> String {
     for entry in facts.entries {
         if let Decision::Hook(hook) = &entry.decision {
             any = true;
-            let _ = writeln!(out, "- {} {}", timestamp(entry.at), describe(entry));
+            let _ = writeln!(out, "- {} {}", timestamp(entry.at), plain(&describe(entry)));
             let tail = hook.output_tail.trim_end();
             if !tail.is_empty() {
-                let _ = writeln!(out, "\n  ```\n  {}\n  ```", tail.replace('\n', "\n  "));
+                let fence = fence(tail);
+                let _ = writeln!(
+                    out,
+                    "\n  {fence}\n  {}\n  {fence}",
+                    tail.replace('\n', "\n  ")
+                );
             }
         }
     }
@@ -55,11 +60,11 @@ pub(super) fn text(facts: &Facts<'_>) -> String {
             timestamp(entry.at),
             entry.decision.kind(),
             entry.weight,
-            describe(entry)
+            plain(&describe(entry))
         );
         if let Decision::Check(check) = &entry.decision {
             for rule in &check.rules {
-                let _ = writeln!(out, "  - {}", rule_line(rule));
+                let _ = writeln!(out, "  - {}", plain(&rule_line(rule)));
             }
         }
     }
@@ -68,5 +73,17 @@ pub(super) fn text(facts: &Facts<'_>) -> String {
 
 /// A table cell: no line breaks, no column separators.
 fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace('\n', " ")
+    plain(text).replace('|', "\\|").replace('\n', " ")
+}
+
+/// Text that renderers show as text: Markdown passes raw HTML through, and a hook's
+/// output or a reason may hold some (`<script>`, `<img onerror=…>`).
+fn plain(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;")
+}
+
+/// A code fence longer than any run of backticks in `text`, which would close a shorter one.
+fn fence(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    "`".repeat(longest.max(2) + 1)
 }

@@ -284,6 +284,10 @@ fn rule_line(rule: &RuleRecord) -> String {
         text.push_str(&format!("; p = {p:.2e}"));
     }
     text.push(')');
+    // Why a rule was skipped, or a pass above its limit (the ratio's 5 ms floor).
+    if let Some(note) = &rule.note {
+        text.push_str(&format!(": {note}"));
+    }
     text
 }
 

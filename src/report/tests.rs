@@ -396,4 +396,34 @@ fn a_bound_at_99_5_percent_is_not_rounded_to_100() {
     };
     let line = rule_line(&rule);
     assert!(line.contains("; 99.5% bounds 1.20%..2.80%"), "{line}");
+    // A rule's note is part of its line: why it was skipped, or passed above its limit.
+    let skipped = RuleRecord {
+        outcome: Outcome::Skipped,
+        measured: None,
+        bound: None,
+        note: Some("OLD has fewer than 100 requests: nothing to compare with".to_string()),
+        ..rule
+    };
+    let line = rule_line(&skipped);
+    assert!(
+        line.ends_with("OLD 22800 req): OLD has fewer than 100 requests: nothing to compare with"),
+        "{line}"
+    );
+}
+
+#[test]
+fn the_markdown_report_keeps_hook_output_and_reasons_as_text() {
+    let mut entries = vec![hook(0, 0.0, "migrate", false)];
+    if let Decision::Hook(record) = &mut entries[0].decision {
+        record.output_tail = "done\n```\n<script>alert(1)</script>\n".to_string();
+        record.hook = "<img src=x onerror=alert(2)>".to_string();
+    }
+    let text = render("api", &entries, Format::Markdown);
+    assert!(!text.contains("<img"), "{text}");
+    // The output stays whole inside a fence its own backticks cannot close.
+    assert!(
+        text.contains("\n  ````\n  done\n  ```\n  <script>alert(1)</script>\n  ````"),
+        "{text}"
+    );
+    assert_eq!(text.matches("<script>").count(), 1, "{text}");
 }
