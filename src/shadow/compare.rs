@@ -71,19 +71,34 @@ pub(crate) fn differences(spec: &ShadowSpec, a: &Answer, b: &Answer) -> Differen
     out
 }
 
+/// Leaves `path` out of `value`. A segment that is a number steps into an array
+/// (`$.items.0.ts`), as the differences name array elements; an element is left out by
+/// setting it to null, so that the others keep their places.
 fn remove(value: &mut Value, path: &[String]) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
     let mut at = value;
     for segment in parents {
-        match at.get_mut(segment.as_str()) {
+        let next = match at {
+            Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+            _ => at.get_mut(segment.as_str()),
+        };
+        match next {
             Some(next) => at = next,
             None => return,
         }
     }
-    if let Value::Object(map) = at {
-        map.remove(last.as_str());
+    match at {
+        Value::Object(map) => {
+            map.remove(last.as_str());
+        }
+        Value::Array(items) => {
+            if let Some(item) = last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                *item = Value::Null;
+            }
+        }
+        _ => {}
     }
 }
 
@@ -169,6 +184,21 @@ mod tests {
             d.excerpt.as_deref(),
             Some("OLD …plain one | NEW …plain two")
         );
+    }
+
+    #[test]
+    fn ignored_paths_step_into_arrays() {
+        let spec = ShadowSpec {
+            ignore_json: vec![
+                vec!["items".into(), "0".into(), "ts".into()],
+                vec!["ids".into(), "1".into()],
+            ],
+            ..spec()
+        };
+        let a = answer(200, r#"{"items":[{"ts":1,"p":5},{"ts":1}],"ids":[7,8]}"#);
+        let b = answer(200, r#"{"items":[{"ts":2,"p":5},{"ts":2}],"ids":[7,9]}"#);
+        // The first item's ts and the second id are left out; the second item's ts is not.
+        assert_eq!(differences(&spec, &a, &b).fields, vec!["$.items.1.ts"]);
     }
 
     #[test]
