@@ -169,15 +169,16 @@ fn control_points(entries: &[Entry]) -> Vec<ControlPoint> {
                 hook_evidence(hook),
                 format!("hook {}", hook.hook),
             )),
+            // The record counts the step (1 run, 0 or 1 failed); the requests and
+            // comparisons behind the verdict are in its detail.
             Decision::Verify(probe) | Decision::Shadow(probe) => points.push(point(
                 format!("{} {}", entry.decision.kind(), probe.name),
-                format!("{} requests", probe.total),
-                format!(
-                    "{}: {} failed{}",
-                    if probe.passed { "passed" } else { "FAILED" },
-                    probe.failed,
-                    first_detail(&probe.detail)
-                ),
+                match entry.decision {
+                    Decision::Shadow(_) => "copies of live requests, compared with OLD's",
+                    _ => "NEW's answers to smoke requests or a benchmark",
+                }
+                .to_string(),
+                format!("{}{}", verdict(probe.passed), first_detail(&probe.detail)),
                 format!("{} step", entry.decision.kind()),
             )),
             Decision::Operator(command) => points.push(point(
@@ -209,6 +210,14 @@ fn accepted_label(accepted: bool) -> &'static str {
         "accepted"
     } else {
         "refused"
+    }
+}
+
+fn verdict(passed: bool) -> &'static str {
+    if passed {
+        "passed"
+    } else {
+        "FAILED"
     }
 }
 
@@ -358,11 +367,10 @@ pub(crate) fn describe(entry: &Entry) -> String {
             hook_evidence(hook)
         ),
         Decision::Verify(probe) | Decision::Shadow(probe) => format!(
-            "{} {}: {} of {} failed{}",
+            "{} {}: {}{}",
             entry.decision.kind(),
             probe.name,
-            probe.failed,
-            probe.total,
+            verdict(probe.passed),
             first_detail(&probe.detail)
         ),
         Decision::Reload(reload) => format!(

@@ -341,6 +341,15 @@ fn the_markdown_report_holds_every_decision() {
         "max_error_rate fail: 2.00% (limit 1.00%; NEW 1200 req, OLD 22800 req; 99% bounds 1.20%..2.80%)"
     ));
     assert!(text.contains("latency_vs_old pass: 0.120 (limit 0.500;"));
+    // A verify or shadow record counts the step, not requests: its verdict and detail,
+    // never "1 of 1 failed" dressed as request counts.
+    assert!(
+        text.contains(
+            "[shadow] weight 0%: shadow of GET/HEAD at 100%: passed (GET /items/7: body differs)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("| copies of live requests, compared with OLD's | passed (GET /items/7: body differs) |"), "{text}");
     assert!(text.contains("Final state **promoted**, NEW weight **100%**"));
 }
 
