@@ -71,8 +71,10 @@ pub(crate) fn encode_request_head(
 }
 
 /// The head of a request cutover sends on its own behalf (a shadow copy, a smoke or
-/// benchmark request), in origin form: `headers` as given, minus hop-by-hop ones and any
-/// framing (which follows from `body`); `Host: host` first when `headers` has none.
+/// benchmark request), in origin form: `headers` as given, minus hop-by-hop ones (those
+/// `Connection` names too) and any framing (which follows from `body`), an HTTP/2
+/// client's cookies on one line, as the live path sends them; `Host: host` first when
+/// `headers` has none.
 pub(crate) fn encode_own_request_head(
     method: &Method,
     target: &str,
@@ -88,10 +90,18 @@ pub(crate) fn encode_own_request_head(
     if let (Some(host), false) = (host, headers.contains_key(header::HOST)) {
         push_header(&mut out, b"host", host);
     }
+    let connection_tokens = headers.contains_key(header::CONNECTION);
     for (name, value) in headers {
-        if !is_hop_by_hop(name, false) && name != header::CONTENT_LENGTH {
+        let dropped = is_hop_by_hop(name, false)
+            || name == header::CONTENT_LENGTH
+            || name == header::COOKIE
+            || (connection_tokens && named_by_connection(headers, name, false));
+        if !dropped {
             push_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
         }
+    }
+    if headers.contains_key(header::COOKIE) {
+        push_cookies(&mut out, headers);
     }
     push_framing(&mut out, body, false);
     out.extend_from_slice(b"\r\n");
@@ -116,16 +126,22 @@ fn push_end_to_end(out: &mut BytesMut, headers: &HeaderMap, upgrade: bool) {
         push_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if cookies > 0 {
-        // HTTP/2 splits cookies into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
-        out.extend_from_slice(b"cookie: ");
-        for (i, value) in headers.get_all(header::COOKIE).iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(b"; ");
-            }
-            out.extend_from_slice(value.as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
+        push_cookies(out, headers);
     }
+}
+
+/// Every `cookie` field as one line: HTTP/2 splits cookies into several fields, HTTP/1.1
+/// wants one (RFC 9113 §8.2.3).
+#[inline]
+fn push_cookies(out: &mut BytesMut, headers: &HeaderMap) {
+    out.extend_from_slice(b"cookie: ");
+    for (i, value) in headers.get_all(header::COOKIE).iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"; ");
+        }
+        out.extend_from_slice(value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `Host` and the forwarding headers (SPEC §7).

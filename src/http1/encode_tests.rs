@@ -157,6 +157,17 @@ fn own_request_head_drops_hop_by_hop_and_framing_and_adds_host_only_when_missing
         own(&headers, BodyKind::Empty),
         "POST /q?a=1 HTTP/1.1\r\naccept: */*\r\nhost: api\r\n\r\n"
     );
+    // As the live path: what `Connection` names stays behind, an HTTP/2 client's cookie
+    // fields go as one line.
+    let mut headers = HeaderMap::new();
+    headers.insert("connection", HeaderValue::from_static("x-hop"));
+    headers.insert("x-hop", HeaderValue::from_static("1"));
+    headers.append("cookie", HeaderValue::from_static("a=1"));
+    headers.append("cookie", HeaderValue::from_static("b=2"));
+    assert_eq!(
+        own(&headers, BodyKind::Empty),
+        "POST /q?a=1 HTTP/1.1\r\nhost: b:1\r\ncookie: a=1; b=2\r\n\r\n"
+    );
 }
 
 #[test]
