@@ -219,9 +219,7 @@ fn the_follower_sees_new_entries_across_a_rotation() {
 
 #[test]
 fn a_line_torn_by_a_crash_is_cut_off_before_the_next_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("api.history.jsonl");
-    let mut log = HistoryLog::open_path(path.clone(), ROTATE_AT).unwrap();
+    let (_dir, path, _, mut log) = log_holding(100);
     log.append(&check(0)).unwrap();
     drop(log);
     // The process died halfway through a line.
