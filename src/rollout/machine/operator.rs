@@ -68,6 +68,17 @@ impl Machine<'_> {
             }
             return Ok(());
         }
+        // A verify or shadow verdict that arrived while paused for another cause is
+        // evidence about NEW: a failure rolls back now, as it would have then, rather than
+        // running the step again until a quieter hour passes it. One that caused this
+        // pause (past a point of no return) was acted on: resuming runs the step again.
+        if cause != Some(PauseCause::Hook) && !self.state.hook_in_flight {
+            if let Some((reason, what)) = self.failed_probe(self.state.step) {
+                let text = format!("step {} {what} failed while paused", self.state.step + 1);
+                self.regression(reason, PauseCause::Hook, text);
+                return Ok(());
+            }
+        }
         self.pick_up(|machine| {
             if machine.state.hook_in_flight {
                 return;
@@ -231,9 +242,6 @@ impl Machine<'_> {
         });
     }
 
-    /// Takes the current step up again after a pause or a restart: a weight step completes
-    /// if its hold is over, a hook step whose hook succeeded completes, and one whose hook
-    /// has not succeeded is handed to `unfinished`.
     /// A verify or shadow step whose recorded verdict is a failure: why to roll back.
     fn failed_probe(&self, index: usize) -> Option<(RollbackReason, &'static str)> {
         let step = self.plan.steps.get(index)?;
@@ -249,6 +257,9 @@ impl Machine<'_> {
         (!record.ok).then_some((cause, what))
     }
 
+    /// Takes the current step up again after a pause or a restart: a weight step completes
+    /// if its hold is over, a hook step whose hook succeeded completes, and one whose hook
+    /// has not succeeded is handed to `unfinished`.
     fn pick_up(&mut self, unfinished: impl FnOnce(&mut Self)) {
         let index = self.state.step;
         let plan = self.plan;
@@ -256,12 +267,6 @@ impl Machine<'_> {
             Some(step) if step.hook().is_some() => {
                 if self.hook_succeeded(index) {
                     self.complete_step();
-                } else if let Some((cause, what)) = self.failed_probe(index) {
-                    // A verify or shadow verdict is evidence about NEW: failed while
-                    // paused, it rolls back on resume as it would have then, rather than
-                    // running the step again until a quieter hour passes it.
-                    let reason = format!("step {} {what} failed while paused", index + 1);
-                    self.regression(cause, PauseCause::Hook, reason);
                 } else {
                     unfinished(self);
                 }

@@ -255,6 +255,30 @@ fn a_verify_failure_while_paused_rolls_back_on_resume() {
     rollout.hook_done(true);
     rollout.ok(Input::Resume);
     assert_eq!(rollout.state.phase, Phase::Promoted);
+
+    // Past a point of no return a failure pauses; resuming that pause runs verify again
+    // (the operator's way to check NEW once more), however often.
+    let steps = vec![run("switch", 0, true), verify(false), weight_step(100.0, 0)];
+    let mut rollout = Rollout::started(plan(steps, None));
+    rollout.hook_done(true);
+    rollout.hook_done(false);
+    assert_eq!(rollout.state.pause_cause, Some(PauseCause::Hook));
+    for _ in 0..2 {
+        rollout.ok(Input::Resume);
+        assert_eq!(rollout.state.phase, Phase::Progressing);
+        assert!(rollout.state.hook_in_flight, "verify runs again");
+        rollout.hook_done(false);
+        assert_eq!(rollout.state.pause_cause, Some(PauseCause::Hook));
+    }
+    // A manual pause while that run is out, then a resume before its verdict: the old
+    // failure is not acted on again; the run in progress decides.
+    rollout.ok(Input::Resume);
+    rollout.ok(Input::Pause);
+    rollout.ok(Input::Resume);
+    assert_eq!(rollout.state.phase, Phase::Progressing);
+    assert!(rollout.state.hook_in_flight);
+    rollout.hook_done(true);
+    assert_eq!(rollout.state.phase, Phase::Promoted);
 }
 
 /// `set-weight` while a `run` hook runs keeps its result: after `resume` the rollout
