@@ -8,9 +8,13 @@ use serde_json::Value;
 use super::exchange::Answer;
 use crate::config::ShadowSpec;
 
-/// JSON fields listed per comparison at most: a body that differs everywhere is one
-/// mismatch, not a thousand.
-const MAX_FIELDS: usize = 20;
+/// JSON fields a comparison walks at most: past them, what differs is not listed, and
+/// so cannot be noise (`Difference::capped`). Noise is checked against all of them; a
+/// mismatch sample shows the first [`SHOWN_FIELDS`].
+const MAX_FIELDS: usize = 10_000;
+/// Differing fields a mismatch sample keeps: one that differs everywhere is one
+/// mismatch, not a thousand lines.
+pub(crate) const SHOWN_FIELDS: usize = 20;
 const EXCERPT: usize = 160;
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -220,20 +224,22 @@ mod tests {
     }
 
     #[test]
-    fn a_diff_with_more_fields_than_are_listed_says_so() {
-        let spec = spec();
-        let many = |v: u32| {
-            let fields: Vec<String> = (0..30).map(|i| format!("\"f{i:02}\":{v}")).collect();
+    fn a_diff_lists_every_field_up_to_its_limit_and_says_when_it_stopped() {
+        let spec = ShadowSpec {
+            max_body: 1 << 20,
+            ..spec()
+        };
+        let many = |n: usize, v: u32| {
+            let fields: Vec<String> = (0..n).map(|i| format!("\"f{i:05}\":{v}")).collect();
             answer(200, &format!("{{{}}}", fields.join(",")))
         };
-        let d = differences(&spec, &many(1), &many(2));
+        // A list of 30 items, each with its own timestamp: all 30 named, so all 30 can be
+        // noise (the first 20 only, once, made the rest a mismatch).
+        let d = differences(&spec, &many(30, 1), &many(30, 2));
+        assert_eq!(d.fields.len(), 30);
+        assert!(!d.capped);
+        let d = differences(&spec, &many(MAX_FIELDS + 5, 1), &many(MAX_FIELDS + 5, 2));
         assert_eq!(d.fields.len(), MAX_FIELDS);
         assert!(d.capped);
-        let few = differences(
-            &spec,
-            &answer(200, r#"{"a":1}"#),
-            &answer(200, r#"{"a":2}"#),
-        );
-        assert!(!few.capped);
     }
 }

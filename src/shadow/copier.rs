@@ -18,7 +18,7 @@ use http::request::Parts;
 use http::{Method, Uri};
 use prometheus_client::metrics::counter::Counter;
 
-use super::compare::differences;
+use super::compare::{differences, SHOWN_FIELDS};
 use super::exchange::{Answer, Outgoing, Reuse};
 use super::report::{MismatchSample, ShadowCounts, ShadowReport};
 use crate::config::ShadowSpec;
@@ -316,7 +316,7 @@ impl Copier {
                 .map_or_else(|| "/".to_string(), |p| p.to_string()),
             old_status: old.status.as_u16(),
             new_status: new.map(|a| a.status.as_u16()),
-            differing: fields,
+            differing: fields.into_iter().take(SHOWN_FIELDS).collect(),
             body_diff: excerpt,
         };
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
