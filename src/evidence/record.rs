@@ -190,16 +190,13 @@ impl Rule {
     }
 }
 
-/// A confidence as a percentage, with a decimal only where it has one (99, 99.5): the
+/// A confidence as a percentage, with decimals only where it has them (99, 99.5): the
 /// newest-requests judgement runs at 99.5% when the checks run at 99%, and a rounded
 /// "100%" would say what no check can.
 pub(crate) fn confidence_percent(confidence: f64) -> String {
-    let tenths = (confidence * 1000.0).round() / 10.0;
-    if tenths.fract() == 0.0 {
-        format!("{tenths:.0}")
-    } else {
-        format!("{tenths:.1}")
-    }
+    // Hundredths of a percent: `confidence: 99.9%` judges the newest requests at 99.95%.
+    let text = format!("{:.2}", confidence * 100.0);
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// A one-sided confidence statement: with `confidence`, the true value is at least

@@ -539,4 +539,6 @@ fn confidences_are_shown_with_their_decimal() {
     assert_eq!(confidence_percent(0.99), "99");
     assert_eq!(confidence_percent(0.995), "99.5");
     assert_eq!(confidence_percent(0.95), "95");
+    assert_eq!(confidence_percent(0.9995), "99.95");
+    assert_eq!(confidence_percent(1.0), "100");
 }
