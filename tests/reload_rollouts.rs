@@ -181,15 +181,21 @@ async fn changed_steps_with_analysis_move_on_after_the_next_passing_check() {
     assert_eq!(routed_weight(&proxy), 50.0);
 }
 
-/// A service a reload removes (or renames) leaves no rollout gauges behind: `/status` no
-/// longer lists it, and an alert on its last state would fire until a restart.
-#[tokio::test]
-async fn a_removed_service_leaves_no_rollout_gauges() {
+/// A proxy whose rollout holds at 30%, its config text, and its backends (kept alive).
+async fn at_30() -> (TestProxy, String, [Backend; 2]) {
     let old = spawn_backend("old").await;
     let new = spawn_backend("new").await;
     let config = simple_config(&[old.addr], &[new.addr], "0%", ROLLOUT_AT_30);
     let proxy = spawn_proxy(&config).await;
     assert!(eventually(Duration::from_secs(3), || rollout(&proxy).3 == 30.0).await);
+    (proxy, config, [old, new])
+}
+
+/// A service a reload removes (or renames) leaves no rollout gauges behind: `/status` no
+/// longer lists it, and an alert on its last state would fire until a restart.
+#[tokio::test]
+async fn a_removed_service_leaves_no_rollout_gauges() {
+    let (proxy, config, _backends) = at_30().await;
     let weight = "cutover_rollout_weight{service=\"api\"}";
     let progressing = "cutover_rollout_state{service=\"api\",state=\"progressing\"}";
     assert_eq!(metric(&proxy, weight), 30.0);
@@ -214,11 +220,7 @@ async fn a_removed_service_leaves_no_rollout_gauges() {
 /// history served stayed behind.
 #[tokio::test]
 async fn a_reload_keeps_the_running_state_dir() {
-    let old = spawn_backend("old").await;
-    let new = spawn_backend("new").await;
-    let config = simple_config(&[old.addr], &[new.addr], "0%", ROLLOUT_AT_30);
-    let proxy = spawn_proxy(&config).await;
-    assert!(eventually(Duration::from_secs(3), || rollout(&proxy).3 == 30.0).await);
+    let (proxy, config, _backends) = at_30().await;
     let history = proxy.dir.path().join("state/api.history.jsonl");
     let records = || std::fs::read_to_string(&history).unwrap().lines().count();
     let before = records();
