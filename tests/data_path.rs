@@ -394,41 +394,6 @@ async fn a_dribbling_client_is_disconnected() {
     assert_eq!(old.hits(), 0);
 }
 
-/// A client that leaves in the middle of a quiet streamed answer (server-sent events, a
-/// long poll) frees its backend connection at once: the proxy watches the client socket
-/// while the answer streams. (Not watching it, as hyper's `half_close` would, once held
-/// the backend connection until the backend next wrote twice.)
-#[tokio::test]
-async fn a_client_that_leaves_a_quiet_stream_frees_its_backend_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = backend.local_addr().unwrap();
-    let proxy = spawn_proxy(&simple_config(&[addr], &[addr], "0%", "")).await;
-    let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    client
-        .write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    let (mut upstream, _) = backend.accept().await.unwrap();
-    let mut request = vec![0u8; 4096];
-    let _ = upstream.read(&mut request).await.unwrap();
-    upstream
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n7\r\ndata: 1\r\n")
-        .await
-        .unwrap();
-    let mut head = vec![0u8; 4096];
-    let read = client.read(&mut head).await.unwrap();
-    assert!(head[..read].starts_with(b"HTTP/1.1 200"));
-    // The client leaves; the stream stays quiet.
-    drop(client);
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(3), upstream.read_to_end(&mut rest));
-    assert!(
-        closed.await.is_ok(),
-        "the backend connection was still held 3 s after its client left"
-    );
-}
-
 #[tokio::test]
 async fn a_request_whose_first_byte_looks_like_the_h2_preface_is_served_whole() {
     // The protocol sniff reads "P", which could start the HTTP/2 preface, waits for more,

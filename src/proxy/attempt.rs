@@ -27,7 +27,10 @@ use super::outcome;
 use crate::http1::encode::BodyKind;
 use crate::http1::parse::ResponseHead;
 use crate::routing::Route;
-use crate::upstream::{Backend, Connection, ExchangeError, InFlight, Pool, PoolKind, RequestBody};
+use crate::upstream::{
+    Backend, ClientWatch, Connection, ExchangeError, InFlight, Pool, PoolKind, RequestBody, Wait,
+    Waited,
+};
 
 /// The request as it goes to a backend: encoded once, sent to whichever backend takes it.
 pub(super) struct Outgoing {
@@ -77,16 +80,23 @@ pub(super) fn first_pool(route: &Route, assigned: PoolKind, now_ms: u64) -> Pool
 }
 
 /// Sends the request to a backend of `kind`'s pool, trying others while connecting fails.
-/// The error comes with the pool it is charged to.
+/// The error comes with the pool it is charged to. `client` is looked at while the
+/// backend is slow to answer (`upstream::watch`).
 pub(super) async fn exchange(
     mut outgoing: Outgoing,
     route: &Route,
     mut kind: PoolKind,
     started: Instant,
     now_ms: u64,
+    client: ClientWatch,
 ) -> Result<Exchange, (ProxyError, PoolKind)> {
     let service = &route.service;
-    let deadline = tokio::time::Instant::from_std(started) + service.timeouts.request;
+    let since = tokio::time::Instant::from_std(started);
+    let wait = Wait {
+        since,
+        deadline: since + service.timeouts.request,
+        client,
+    };
     let mut tried = [usize::MAX; MAX_TRIES];
     let mut tries = 0;
     let mut stale = 0;
@@ -144,7 +154,7 @@ pub(super) async fn exchange(
                 &mut outgoing.body,
                 outgoing.body_kind,
                 &outgoing.method,
-                deadline,
+                wait,
             )
             .await;
         let failure = match sent {
@@ -161,10 +171,11 @@ pub(super) async fn exchange(
                 let resend = connection.is_reused() && outgoing.resendable() && stale < MAX_STALE;
                 after_failure(error, resend, backend)
             }
-            Err(_elapsed) => Failure::Backend(ProxyError::Timeout {
+            Err(Waited::Deadline) => Failure::Backend(ProxyError::Timeout {
                 addr: backend.addr.clone(),
                 after: service.timeouts.request,
             }),
+            Err(Waited::ClientGone) => Failure::Client(ProxyError::ClientGone),
         };
         match failure {
             Failure::Stale => stale += 1,
@@ -192,7 +203,7 @@ enum Failure {
     /// A reused connection closed before any answer, most likely closed by its backend
     /// while idle: the idempotent request goes out again.
     Stale,
-    /// The client's request body failed: the backend is not to blame.
+    /// The client's request body failed, or the client left: the backend is not to blame.
     Client(ProxyError),
     /// The backend failed: final, since the request may have been processed.
     Backend(ProxyError),

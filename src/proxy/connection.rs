@@ -34,6 +34,7 @@ use super::stop_requested;
 use crate::config::Limits;
 use crate::http1::Scheme;
 use crate::routing::SharedSnapshot;
+use crate::upstream::ClientWatch;
 
 /// A client connection as accepted, with what serving it needs from its listener.
 pub(super) struct Accepted {
@@ -131,15 +132,24 @@ async fn set_up(accepted: Accepted, stopped: watch::Receiver<bool>) -> Option<Se
         open,
     } = accepted;
     let _ = stream.set_nodelay(true);
-    // Built once the scheme is known: after the handshake, so a failed one costs nothing.
-    let context_for = |scheme| Arc::new(ConnContext::new(peer, scheme, snapshot, open, &limits));
+    // Built once the scheme and protocol are known: after the handshake or the sniff, so a
+    // failed one costs nothing. An HTTP/1 client's socket is looked at while its backend
+    // is quiet (`upstream::watch`); h2 streams are ended by hyper.
+    let watch = ClientWatch::of(&stream);
+    let context_for = |scheme, protocol| {
+        let client = match protocol {
+            Protocol::Http1 => watch,
+            Protocol::Http2 => ClientWatch::NONE,
+        };
+        Arc::new(ConnContext::new(peer, scheme, snapshot, open, &limits, client))
+    };
     match tls.as_ref().as_ref() {
         Some(acceptor) => {
             // Boxed: inline, rustls' handshake (some 2 KiB) would make the set-up of every
             // connection, clear-text ones too, that large.
             let handshake = Box::pin(tls_handshake(stream, peer, acceptor, &limits));
             let (stream, protocol) = handshake.await?;
-            let context = context_for(Scheme::Https);
+            let context = context_for(Scheme::Https, protocol);
             // The handshake had a `header_read_timeout` of its own; the first head has one
             // from its end.
             let since = Instant::now();
@@ -155,11 +165,11 @@ async fn set_up(accepted: Accepted, stopped: watch::Receiver<bool>) -> Option<Se
             Some(Serving::Boxed(serving))
         }
         None => {
-            let context = context_for(Scheme::Http);
             // The sniff reads the first head's first bytes: its time counts against the
             // head's `header_read_timeout`, not as one of its own before it.
             let opened = Instant::now();
             let (protocol, read) = sniff(&mut stream, limits.header_read_timeout).await?;
+            let context = context_for(Scheme::Http, protocol);
             Some(match protocol {
                 Protocol::Http1 => {
                     Serving::Parking(ServeParking::new(stream, read, context, limits, opened))
@@ -202,6 +212,7 @@ async fn tls_handshake(
     Some((Box::new(stream), protocol))
 }
 
+#[derive(Clone, Copy)]
 enum Protocol {
     Http1,
     Http2,

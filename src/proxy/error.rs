@@ -39,6 +39,9 @@ pub enum ProxyError {
     BackendBusy { addr: Arc<str> },
     #[error("the request has more than one Host header")]
     DuplicateHost,
+    /// Seen only in the access log, as nginx's 499: no one is there to be answered.
+    #[error("the client went away while its backend worked")]
+    ClientGone,
 }
 
 impl ProxyError {
@@ -69,6 +72,7 @@ impl ProxyError {
                 | ProxyError::MethodNotAllowed
                 | ProxyError::BodyTimeout { .. }
                 | ProxyError::DuplicateHost
+                | ProxyError::ClientGone
         )
     }
 
@@ -87,7 +91,10 @@ impl From<&BodyError> for UpstreamErrorKind {
         match error {
             BodyError::Chunked => UpstreamErrorKind::Protocol,
             BodyError::Stalled(_) => UpstreamErrorKind::Timeout,
-            BodyError::Io(_) | BodyError::Truncated => UpstreamErrorKind::Reset,
+            // A client gone is not recorded against the backend (`ResponseBody`).
+            BodyError::Io(_) | BodyError::Truncated | BodyError::ClientGone => {
+                UpstreamErrorKind::Reset
+            }
         }
     }
 }
@@ -104,9 +111,16 @@ impl From<&ProxyError> for StatusCode {
             ProxyError::ClientBody(_) | ProxyError::DuplicateHost => StatusCode::BAD_REQUEST,
             ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::ClientGone => CLIENT_CLOSED_REQUEST,
         }
     }
 }
+
+/// nginx's name and number for a request whose client went away before its answer.
+const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
 
 /// The response cutover sends in place of the backend's.
 pub(crate) fn error_response(error: &ProxyError) -> Response<ProxyBody> {
@@ -120,6 +134,7 @@ pub(crate) fn error_response(error: &ProxyError) -> Response<ProxyBody> {
         StatusCode::BAD_REQUEST => "400 Bad Request\n",
         StatusCode::METHOD_NOT_ALLOWED => "405 Method Not Allowed\n",
         StatusCode::REQUEST_TIMEOUT => "408 Request Timeout: the request body did not arrive\n",
+        CLIENT_CLOSED_REQUEST => "499 Client Closed Request\n",
         _ => "502 Bad Gateway: the backend could not be reached or answered badly\n",
     };
     let mut response = Response::new(ProxyBody::full(Bytes::from_static(body.as_bytes())));
@@ -152,6 +167,10 @@ mod tests {
         let none = ProxyError::NoHealthyBackend { pool: "old" };
         assert_eq!(StatusCode::from(&none), StatusCode::SERVICE_UNAVAILABLE);
         assert!(!ProxyError::NoRoute.counts_against_pool());
+        let gone = ProxyError::ClientGone;
+        assert_eq!(StatusCode::from(&gone).as_u16(), 499);
+        assert!(!gone.counts_against_pool());
+        assert_eq!(gone.upstream_kind(), None);
         assert_eq!(
             error_response(&ProxyError::NoRoute).status(),
             StatusCode::NOT_FOUND

@@ -39,7 +39,7 @@ use crate::config::Limits;
 use crate::http1::encode::{encode_request_head, BodyKind, Forwarded};
 use crate::http1::Scheme;
 use crate::routing::{strip_port, Bucket, Route, SharedSnapshot, Snapshot};
-use crate::upstream::{millis_at, PoolKind, RequestBody, ResponseBody};
+use crate::upstream::{millis_at, ClientWatch, PoolKind, RequestBody, ResponseBody};
 
 /// What the request path knows about the connection a request came on.
 pub(crate) struct ConnContext {
@@ -55,6 +55,8 @@ pub(crate) struct ConnContext {
     /// `limits.request_buffer` and `limits.body_read_timeout`, as the connection opened.
     pub request_buffer: usize,
     pub body_read_timeout: Duration,
+    /// The client's socket, looked at while a backend is quiet (HTTP/1 only).
+    pub client: ClientWatch,
 }
 
 impl ConnContext {
@@ -64,6 +66,7 @@ impl ConnContext {
         snapshot: SharedSnapshot,
         open: ClientConnection,
         limits: &Limits,
+        client: ClientWatch,
     ) -> ConnContext {
         ConnContext {
             peer,
@@ -73,6 +76,7 @@ impl ConnContext {
             open,
             request_buffer: limits.request_buffer,
             body_read_timeout: limits.body_read_timeout,
+            client,
         }
     }
 
@@ -229,7 +233,7 @@ async fn proxy(
         upgrade,
     };
 
-    match attempt::exchange(outgoing, &route, kind, started, now_ms).await {
+    match attempt::exchange(outgoing, &route, kind, started, now_ms, conn.client).await {
         Ok(exchange) => {
             note.routed(&service.name, exchange.kind);
             note.answered_by(&exchange.backend.addr);
@@ -283,7 +287,8 @@ fn respond(
         }
         (false, _) => {
             let stall_timeout = route.service.timeouts.request;
-            let body = ResponseBody::new(connection, &head, in_flight, stall_timeout);
+            let body =
+                ResponseBody::new(connection, &head, in_flight, stall_timeout, conn.client);
             *response.body_mut() = ProxyBody::Upstream(body);
         }
     }

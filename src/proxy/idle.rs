@@ -481,12 +481,17 @@ pub(super) fn log_connection_end(result: Result<(), hyper::Error>) {
 
 /// hyper's settings for one session. Made for each, rather than kept by a parked
 /// connection: `header_read_timeout` is kept by the idle watch (see the module's header).
+///
+/// `half_close`: hyper does not read the client while its request is in flight, so a
+/// client that closes its sending side after its request still gets the answer; a client
+/// gone meanwhile is noticed by `upstream::watch` once its backend is quiet for a second.
 fn h1_builder(limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .header_read_timeout(None)
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192) + 8192)
+        .half_close(true)
         .keep_alive(true);
     builder
 }

@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use tokio::net::TcpStream;
 
 use crate::http1::encode::{encode_own_request_head, BodyKind};
-use crate::upstream::{BodyError, Connection, RequestBody, ResponseBody};
+use crate::upstream::{BodyError, ClientWatch, Connection, RequestBody, ResponseBody, Wait};
 
 /// Idle connections kept per backend by one `Reuse`.
 const MAX_IDLE: usize = 64;
@@ -275,7 +275,7 @@ async fn send(
     let kind = body_kind(&request.method, &request.body);
     let due = tokio::time::Instant::now() + deadline;
     let head = match connection
-        .exchange(&request.head, &mut body, kind, &request.method, due)
+        .exchange(&request.head, &mut body, kind, &request.method, Wait::until(due))
         .await
     {
         Ok(Ok(head)) => head,
@@ -290,7 +290,7 @@ async fn send(
             )))
         }
     };
-    let mut response = ResponseBody::new(connection, &head, owner, deadline);
+    let mut response = ResponseBody::new(connection, &head, owner, deadline, ClientWatch::NONE);
     let mut read = BytesMut::new();
     let mut truncated = false;
     while let Some(frame) = response.frame().await {

@@ -6,7 +6,6 @@
 //! unread is left; dropped early or failed, the connection closes with it, since its
 //! state is unknown.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -16,6 +15,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::connection::Connection;
+use super::watch::{ClientWatch, Wait, Waited};
 use crate::http1::chunked::{self, Chunk, Decoded, Malformed};
 use crate::http1::parse::ResponseHead;
 use crate::http1::Framing;
@@ -31,6 +31,9 @@ pub enum BodyError {
     Chunked,
     #[error("backend sent nothing for {0:?} mid-body")]
     Stalled(Duration),
+    /// Not the backend's failure: the client left while the answer was quiet.
+    #[error("the client went away while the answer was quiet")]
+    ClientGone,
 }
 
 impl From<Malformed> for BodyError {
@@ -62,7 +65,9 @@ pub(crate) struct ResponseBody<R: Release> {
     keep_alive: bool,
     owner: R,
     stall_timeout: Duration,
-    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The client, looked at while the backend is quiet (`watch`).
+    client: ClientWatch,
+    stall: Option<(Pin<Box<tokio::time::Sleep>>, Wait)>,
 }
 
 impl<R: Release> ResponseBody<R> {
@@ -71,6 +76,7 @@ impl<R: Release> ResponseBody<R> {
         head: &ResponseHead,
         owner: R,
         stall_timeout: Duration,
+        client: ClientWatch,
     ) -> ResponseBody<R> {
         let decoder = match head.framing {
             Framing::None | Framing::Length(0) => Decoder::Done,
@@ -84,6 +90,7 @@ impl<R: Release> ResponseBody<R> {
             keep_alive: head.keep_alive,
             owner,
             stall_timeout,
+            client,
             stall: None,
         };
         if body.decoder == Decoder::Done {
@@ -107,7 +114,8 @@ impl<R: Release> ResponseBody<R> {
         self.connection = None;
     }
 
-    /// Reads more from the backend, bounded by the stall timeout.
+    /// Reads more from the backend, bounded by the stall timeout, and by the client while
+    /// the backend is quiet.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, BodyError>> {
         let Some(connection) = self.connection.as_mut() else {
             return Poll::Ready(Ok(0));
@@ -118,12 +126,21 @@ impl<R: Release> ResponseBody<R> {
                 Poll::Ready(result.map_err(BodyError::Io))
             }
             Poll::Pending => {
-                let timeout = self.stall_timeout;
-                let stall = self
-                    .stall
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                ready!(stall.as_mut().poll(cx));
-                Poll::Ready(Err(BodyError::Stalled(timeout)))
+                let (timeout, client) = (self.stall_timeout, self.client);
+                let (timer, wait) = self.stall.get_or_insert_with(|| {
+                    let since = tokio::time::Instant::now();
+                    let deadline = since + timeout;
+                    let wait = Wait {
+                        since,
+                        deadline,
+                        client,
+                    };
+                    (Box::pin(tokio::time::sleep_until(wait.first_alarm())), wait)
+                });
+                Poll::Ready(Err(match ready!(wait.poll(timer.as_mut(), cx)) {
+                    Waited::Deadline => BodyError::Stalled(timeout),
+                    Waited::ClientGone => BodyError::ClientGone,
+                }))
             }
         }
     }
@@ -199,7 +216,9 @@ impl<R: Release> Body for ResponseBody<R> {
         let this = self.get_mut();
         let polled = this.poll_decode(cx);
         if let Poll::Ready(Some(Err(error))) = &polled {
-            this.owner.failed(error);
+            if !matches!(error, BodyError::ClientGone) {
+                this.owner.failed(error);
+            }
             this.fail();
         }
         polled

@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
 use super::request_body::RequestBody;
+use super::watch::{Wait, Waited};
 use crate::http1::encode::{encode_chunk, encode_last_chunk, BodyKind};
 use crate::http1::parse::{parse_response_head, Invalid, ResponseHead};
 use crate::http1::{Framing, MAX_HEAD};
@@ -35,13 +36,10 @@ pub struct Connection {
     pub(super) buf: BytesMut,
     /// Responses this connection has carried; 0 for a fresh one.
     served: u32,
-    /// The request timeout, re-armed for each exchange rather than created anew.
+    /// The request timeout (and the looks at the client, `watch`), re-armed for each
+    /// exchange rather than created anew.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
-
-/// The backend did not answer before the deadline.
-#[derive(Debug)]
-pub struct Elapsed;
 
 /// Why an exchange with a backend failed.
 #[derive(Debug, thiserror::Error)]
@@ -163,19 +161,21 @@ impl Connection {
         }
     }
 
-    /// Sends the request and reads the response head, unless `deadline` passes first.
+    /// Sends the request and reads the response head, unless the wait ends first: its
+    /// deadline passes, or its client goes away.
     pub async fn exchange(
         &mut self,
         head: &[u8],
         body: &mut RequestBody,
         kind: BodyKind,
         method: &Method,
-        deadline: tokio::time::Instant,
-    ) -> Result<Result<ResponseHead, ExchangeError>, Elapsed> {
+        wait: Wait,
+    ) -> Result<Result<ResponseHead, ExchangeError>, Waited> {
+        let alarm = wait.first_alarm();
         let timer = self
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        timer.as_mut().reset(deadline);
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(alarm)));
+        timer.as_mut().reset(alarm);
         let mut timer = self.timer.take();
         let outcome = {
             let work = async {
@@ -192,8 +192,8 @@ impl Connection {
                 if let Poll::Ready(result) = work.as_mut().poll(cx) {
                     return Poll::Ready(Ok(result));
                 }
-                match timer.as_mut().map(|t| t.as_mut().poll(cx)) {
-                    Some(Poll::Ready(())) => Poll::Ready(Err(Elapsed)),
+                match timer.as_mut().map(|t| wait.poll(t.as_mut(), cx)) {
+                    Some(Poll::Ready(waited)) => Poll::Ready(Err(waited)),
                     _ => Poll::Pending,
                 }
             })

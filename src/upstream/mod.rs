@@ -9,6 +9,7 @@
 //! - `registry`: what outlives a routing snapshot (backends, counters, ejection counts).
 //! - `connection`, `body`: the in-task HTTP/1.1 client (wire format in `http1`).
 //! - `request_body`: a request body read ahead before a backend is chosen, then streamed.
+//! - `watch`: looking at the client while its backend is quiet (hyper's `half_close`).
 //!
 //! This module records nothing about requests: the request path does, in one place
 //! (`proxy::outcome`). It never imports `proxy`.
@@ -25,6 +26,7 @@ mod outlier;
 mod pool;
 mod registry;
 mod request_body;
+mod watch;
 
 pub(crate) use backend::{Backend, ConnectError, InFlight};
 pub(crate) use body::{BodyError, Release, ResponseBody};
@@ -32,6 +34,7 @@ pub(crate) use connection::{Connection, ExchangeError};
 pub(crate) use pool::Pool;
 pub(crate) use registry::{PoolSettings, UpstreamRegistry};
 pub(crate) use request_body::RequestBody;
+pub(crate) use watch::{ClientWatch, Wait, Waited};
 
 /// Which side of the migration a pool is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

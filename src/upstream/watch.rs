@@ -1,0 +1,188 @@
+//! Looking at the client while its backend is quiet.
+//!
+//! hyper serves HTTP/1 clients with `half_close` on: it does not read a client's socket
+//! while the client's request is in flight. So a client that closes its sending side once
+//! its request is out (`nc -N`, some HTTP/1.0 tools) still gets its answer, and no request
+//! pays for a read that only looks for an early end (about 780 instructions each:
+//! `docs/performance.md`). What that read noticed, a client gone while its backend works
+//! or while a streamed answer is quiet (server-sent events, a long poll), is noticed here:
+//! a wait on a backend that lasts a second looks at the client's socket (`recv` with
+//! `MSG_PEEK | MSG_DONTWAIT`), and again every second after. The end of its stream or an
+//! error, and the wait ends: the backend connection closes, as when hyper dropped the
+//! request. A half-closed client whose answer is that slow looks the same and is let go.
+//!
+//! The wait's one timer serves both: it wakes for the next look or the deadline, whichever
+//! comes first, so a fast answer costs no more than the deadline alone did.
+
+use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+/// How long a wait lasts before the client is looked at, and between looks.
+pub(crate) const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// The client socket a request came on, to look at while its backend is quiet; or none
+/// (HTTP/2, whose streams hyper ends itself, and the proxy's own requests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientWatch(Option<RawFd>);
+
+impl ClientWatch {
+    pub(crate) const NONE: ClientWatch = ClientWatch(None);
+
+    /// Watches `socket`. Only for a socket that outlives every wait that looks at it: an
+    /// HTTP/1 connection's, whose requests and answers hyper polls in its own task.
+    pub(crate) fn of(socket: &impl AsRawFd) -> ClientWatch {
+        ClientWatch(Some(socket.as_raw_fd()))
+    }
+
+    /// Whether the client has gone: its stream ended (or failed). Bytes waiting to be read
+    /// (a pipelined request, a TLS record) say it is still there.
+    pub(crate) fn gone(self) -> bool {
+        let Some(fd) = self.0 else {
+            return false;
+        };
+        let mut probe = 0u8;
+        // SAFETY: recv(2) into a one-byte local buffer on a socket that is open for as long
+        // as the request it came with (see `of`); MSG_PEEK leaves its data untouched.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                (&mut probe as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        match n {
+            0 => true,
+            n if n > 0 => false,
+            _ => std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
+/// How a wait on a backend ended, other than with the backend's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// The deadline passed.
+    Deadline,
+    /// The client went away.
+    ClientGone,
+}
+
+/// A wait on a backend: until `deadline`, looking at `client` each second from `since`.
+#[derive(Debug, Clone, Copy)]
+pub struct Wait {
+    pub since: Instant,
+    pub deadline: Instant,
+    pub client: ClientWatch,
+}
+
+impl Wait {
+    /// A wait that only ends at `deadline`.
+    pub(crate) fn until(deadline: Instant) -> Wait {
+        Wait {
+            since: deadline,
+            deadline,
+            client: ClientWatch::NONE,
+        }
+    }
+
+    /// When the timer first wakes: the first look, or the deadline if it comes first.
+    pub(crate) fn first_alarm(&self) -> Instant {
+        match self.client.0 {
+            Some(_) => (self.since + LOOK_EVERY).min(self.deadline),
+            None => self.deadline,
+        }
+    }
+
+    /// Polls `timer` (armed for [`Wait::first_alarm`]) until the deadline passes or a look
+    /// finds the client gone, re-arming it for each next look.
+    pub(crate) fn poll(&self, mut timer: Pin<&mut Sleep>, cx: &mut Context<'_>) -> Poll<Waited> {
+        loop {
+            ready!(timer.as_mut().poll(cx));
+            let now = Instant::now();
+            if now >= self.deadline {
+                return Poll::Ready(Waited::Deadline);
+            }
+            if self.client.gone() {
+                return Poll::Ready(Waited::ClientGone);
+            }
+            timer.as_mut().reset((now + LOOK_EVERY).min(self.deadline));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (client.unwrap(), accepted.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn a_client_is_gone_once_its_stream_ends_and_not_while_it_waits_or_sends() {
+        let (mut client, server) = pair().await;
+        let watch = ClientWatch::of(&server);
+        assert!(!watch.gone(), "a quiet client is still there");
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        client.flush().await.unwrap();
+        server.readable().await.unwrap();
+        assert!(!watch.gone(), "a client with bytes waiting is still there");
+        drop(client);
+        // The pending bytes are still there: unread, they are not the end.
+        assert!(!watch.gone());
+        let mut drained = [0u8; 64];
+        let _ = server.try_read(&mut drained);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !watch.gone() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("a client that closed is gone");
+        assert!(!ClientWatch::NONE.gone());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_looks_each_second_and_ends_at_its_deadline_or_when_the_client_leaves() {
+        let (client, server) = pair().await;
+        let start = Instant::now();
+        let wait = Wait {
+            since: start,
+            deadline: start + Duration::from_millis(3500),
+            client: ClientWatch::of(&server),
+        };
+        assert_eq!(wait.first_alarm(), start + LOOK_EVERY);
+        let mut timer = Box::pin(tokio::time::sleep_until(wait.first_alarm()));
+        let ended = poll_fn(|cx| wait.poll(timer.as_mut(), cx)).await;
+        assert_eq!(ended, Waited::Deadline);
+        assert_eq!(Instant::now() - start, Duration::from_millis(3500));
+
+        // The client leaves: the next look, not the deadline, ends the wait.
+        drop(client);
+        let start = Instant::now();
+        let wait = Wait {
+            since: start,
+            deadline: start + Duration::from_secs(60),
+            ..wait
+        };
+        timer.as_mut().reset(wait.first_alarm());
+        let ended = poll_fn(|cx| wait.poll(timer.as_mut(), cx)).await;
+        assert_eq!(ended, Waited::ClientGone);
+        assert_eq!(Instant::now() - start, LOOK_EVERY);
+
+        // Nothing to look at: the timer wakes once, at the deadline.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        assert_eq!(Wait::until(deadline).first_alarm(), deadline);
+    }
+}
