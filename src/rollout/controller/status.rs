@@ -24,13 +24,17 @@ pub struct Status {
 /// The `fleet` block: who leads, whether this instance reaches etcd, and every member.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FleetStatus {
+    /// The etcd key prefix the fleet shares (`fleet.prefix`).
     pub prefix: String,
+    /// This instance's id.
     pub instance: String,
+    /// The instance that holds the leader lease, as this one last saw it.
     pub leader: Option<String>,
     /// This instance's etcd session is up.
     pub connected: bool,
     /// Why the leader does not advance, when it does not.
     pub blocked: Option<String>,
+    /// The instances whose published records this one has seen.
     pub instances: Vec<FleetMember>,
 }
 
@@ -88,12 +92,17 @@ pub struct CheckStatus {
     /// Counts the service's checks since the process started: two checks with the same
     /// numbers are still two checks.
     pub seq: u64,
+    /// When it was made (RFC 3339).
     pub at: String,
+    /// `result` is `pass`.
     pub passed: bool,
     pub result: Verdict,
+    /// What each pool did over the check's window.
     pub new: PoolMeasure,
     pub old: PoolMeasure,
+    /// The rules NEW broke, each with its numbers.
     pub breaches: Vec<String>,
+    /// Why the check was inconclusive, or what its numbers cover.
     pub note: Option<String>,
 }
 
