@@ -77,13 +77,85 @@ fn cell(text: &str) -> String {
 }
 
 /// Text that renderers show as text: Markdown passes raw HTML through, and a hook's
-/// output or a reason may hold some (`<script>`, `<img onerror=…>`).
+/// output or a reason may hold some (`<script>`, `<img onerror=…>`). A code span (`` `…` ``)
+/// is left as it is: nothing inside one is interpreted, an entity included, so an escaped
+/// `<` there would show as `&lt;`.
 fn plain(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;")
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest = text;
+    while let Some(open) = rest.find('`') {
+        escape_into(&mut out, &rest[..open]);
+        let ticks = &rest[open..];
+        let run = ticks.len() - ticks.trim_start_matches('`').len();
+        let inside = &ticks[run..];
+        match closing_run(inside, run) {
+            Some(end) => {
+                out.push_str(&ticks[..run + end + run]);
+                rest = &inside[end + run..];
+            }
+            // A run of backticks that nothing closes is text.
+            None => {
+                out.push_str(&ticks[..run]);
+                rest = inside;
+            }
+        }
+    }
+    escape_into(&mut out, rest);
+    out
+}
+
+fn escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Where in `text` the first run of exactly `run` backticks starts (what closes a code
+/// span that opened with as many).
+fn closing_run(text: &str, run: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'`' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] == b'`' {
+            i += 1;
+        }
+        if i - start == run {
+            return Some(start);
+        }
+    }
+    None
 }
 
 /// A code fence longer than any run of backticks in `text`, which would close a shorter one.
 fn fence(text: &str) -> String {
     let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     "`".repeat(longest.max(2) + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain;
+
+    #[test]
+    fn html_is_escaped_outside_code_spans_and_left_alone_inside_them() {
+        assert_eq!(
+            plain("<script> & `a<b && c` <b>"),
+            "&lt;script> &amp; `a<b && c` &lt;b>"
+        );
+        // A span opened by two backticks closes only at two: one inside is text.
+        assert_eq!(plain("``x`<y`` <z"), "``x`<y`` &lt;z");
+        // A backtick that nothing closes is text; what follows it is escaped.
+        assert_eq!(plain("it's ` <i> open"), "it's ` &lt;i> open");
+        assert_eq!(plain("``` `<a>`"), "``` `<a>`");
+        assert_eq!(plain(""), "");
+    }
 }
