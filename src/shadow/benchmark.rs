@@ -28,6 +28,10 @@ pub(crate) const P99_SLACK: Duration = Duration::from_millis(5);
 const MAX_IN_FLIGHT: usize = 1024;
 /// Only the start of an answer matters; the body is read and dropped up to this.
 const MAX_BODY: usize = 64 * 1024;
+/// NEW may answer this much more of the load with a 4xx than OLD did, in share of the
+/// requests, before the two are taken to have done different work (a fast 404 is not a
+/// fast answer).
+pub(crate) const CLIENT_ERROR_SLACK: f64 = 0.01;
 
 /// What one pool did under the load.
 #[derive(Debug, Clone)]
@@ -39,6 +43,9 @@ pub(crate) struct Side {
     pub latency: Histogram<u64>,
     /// One error, in words, for the reason.
     pub first_error: Option<String>,
+    /// 4xx answers (counted in `latency` too), and the first one's status.
+    pub client_errors: u64,
+    pub first_client_error: Option<u16>,
 }
 
 impl Side {
@@ -50,6 +57,16 @@ impl Side {
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("constant histogram bounds are valid"),
             first_error: None,
+            client_errors: 0,
+            first_client_error: None,
+        }
+    }
+
+    pub(crate) fn client_error_rate(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            self.client_errors as f64 / self.sent as f64
         }
     }
 
@@ -149,7 +166,7 @@ async fn load(spec: &BenchmarkSpec, backends: &[String], timeouts: Timeouts, poo
             if answer.status.is_server_error() {
                 return Err(format!("GET {path} on {backend}: status {}", answer.status));
             }
-            Ok(took)
+            Ok((took, answer.status.as_u16()))
         });
     }
     while let Some(done) = running.join_next().await {
@@ -158,11 +175,17 @@ async fn load(spec: &BenchmarkSpec, backends: &[String], timeouts: Timeouts, poo
     side
 }
 
-fn record(side: &mut Side, done: Result<Result<Duration, String>, tokio::task::JoinError>) {
+type Done = Result<Result<(Duration, u16), String>, tokio::task::JoinError>;
+
+fn record(side: &mut Side, done: Done) {
     match done {
-        Ok(Ok(took)) => {
+        Ok(Ok((took, status))) => {
             let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
             side.latency.saturating_record(micros);
+            if (400..500).contains(&status) {
+                side.client_errors += 1;
+                side.first_client_error.get_or_insert(status);
+            }
         }
         Ok(Err(what)) => {
             side.errors += 1;
@@ -233,6 +256,14 @@ pub(crate) fn judge(spec: &BenchmarkSpec, old: Side, new: Side) -> BenchmarkOutc
             new.sent.saturating_sub(new.errors),
             new.sent,
             example(&new)
+        ))
+    } else if new.client_error_rate() > old.client_error_rate() + CLIENT_ERROR_SLACK {
+        Some(format!(
+            "NEW answered {} of the requests with a 4xx (e.g. {}), OLD {}: the two did \
+             different work, so their latencies cannot be compared",
+            percent(new.client_error_rate()),
+            new.first_client_error.unwrap_or(400),
+            percent(old.client_error_rate()),
         ))
     } else if ratio > spec.max_p99_ratio && new_p99.saturating_sub(old_p99) > P99_SLACK {
         Some(format!(
@@ -318,6 +349,22 @@ mod tests {
             failure(side(200, 0, 20), side(200, 20, 20)),
             "NEW error rate 10.00% is above the limit of 1.00%"
         );
+    }
+
+    /// A NEW that answers 404 fast where OLD does the work is not faster: the benchmark
+    /// fails rather than compare the two. A few 4xx more than OLD is still a comparison.
+    #[test]
+    fn a_new_that_answers_4xx_where_old_does_not_fails() {
+        let mut new = side(200, 0, 1);
+        new.client_errors = 200;
+        new.first_client_error = Some(404);
+        assert_starts_with!(
+            failure(side(200, 0, 20), new),
+            "NEW answered 100.00% of the requests with a 4xx (e.g. 404), OLD 0.00%"
+        );
+        let (mut old, mut new) = (side(200, 0, 20), side(200, 0, 20));
+        (old.client_errors, new.client_errors) = (30, 31);
+        assert_eq!(judge(&spec(), old, new).failure, None);
     }
 
     #[test]
