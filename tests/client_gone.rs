@@ -88,7 +88,10 @@ async fn a_client_that_leaves_before_the_answer_frees_its_backend_and_is_not_its
             || line.contains(r#"code="error""#)
             || line.contains(r#"code="5xx""#);
         if counts_a_failure {
-            assert!(line.ends_with(" 0"), "the client's leaving was counted: {line}");
+            assert!(
+                line.ends_with(" 0"),
+                "the client's leaving was counted: {line}"
+            );
         }
     }
 }

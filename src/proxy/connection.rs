@@ -141,7 +141,9 @@ async fn set_up(accepted: Accepted, stopped: watch::Receiver<bool>) -> Option<Se
             Protocol::Http1 => watch,
             Protocol::Http2 => ClientWatch::NONE,
         };
-        Arc::new(ConnContext::new(peer, scheme, snapshot, open, &limits, client))
+        Arc::new(ConnContext::new(
+            peer, scheme, snapshot, open, &limits, client,
+        ))
     };
     match tls.as_ref().as_ref() {
         Some(acceptor) => {

@@ -287,8 +287,7 @@ fn respond(
         }
         (false, _) => {
             let stall_timeout = route.service.timeouts.request;
-            let body =
-                ResponseBody::new(connection, &head, in_flight, stall_timeout, conn.client);
+            let body = ResponseBody::new(connection, &head, in_flight, stall_timeout, conn.client);
             *response.body_mut() = ProxyBody::Upstream(body);
         }
     }

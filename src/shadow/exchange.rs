@@ -275,7 +275,13 @@ async fn send(
     let kind = body_kind(&request.method, &request.body);
     let due = tokio::time::Instant::now() + deadline;
     let head = match connection
-        .exchange(&request.head, &mut body, kind, &request.method, Wait::until(due))
+        .exchange(
+            &request.head,
+            &mut body,
+            kind,
+            &request.method,
+            Wait::until(due),
+        )
         .await
     {
         Ok(Ok(head)) => head,
