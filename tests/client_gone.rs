@@ -81,7 +81,11 @@ async fn a_client_that_leaves_before_the_answer_frees_its_backend_and_is_not_its
     drop(client);
     let took = closed_within(&mut upstream, Duration::from_secs(4)).await;
     assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert_nothing_counted_against_the_backend(&proxy);
+}
 
+/// No error, 5xx or upstream error in the proxy's metrics.
+fn assert_nothing_counted_against_the_backend(proxy: &TestProxy) {
     let metrics = proxy.app.metrics.encode();
     for line in metrics.lines().filter(|l| l.starts_with("cutover_")) {
         let counts_a_failure = line.starts_with("cutover_upstream_errors_total")
@@ -94,6 +98,28 @@ async fn a_client_that_leaves_before_the_answer_frees_its_backend_and_is_not_its
             );
         }
     }
+}
+
+/// An HTTPS client that leaves politely sends `close_notify` before its FIN; that record,
+/// which no one reads while the request is in flight, does not hide its leaving.
+#[tokio::test]
+async fn an_https_client_that_closes_cleanly_frees_its_backend() {
+    let (addr, mut accepted) = silent_backend().await;
+    let (proxy, certs) = tls_proxy(addr, addr).await;
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("api.test").unwrap();
+    let mut client = tls_connector(&certs[..1]).connect(name, tcp).await.unwrap();
+    client
+        .write_all(b"GET /poll HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let mut upstream = accepted.recv().await.unwrap();
+    client.shutdown().await.unwrap(); // close_notify, then FIN
+    drop(client);
+    let took = closed_within(&mut upstream, Duration::from_secs(4)).await;
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert_nothing_counted_against_the_backend(&proxy);
 }
 
 /// A client that leaves in the middle of a quiet streamed answer (server-sent events, a
@@ -121,6 +147,8 @@ async fn a_client_that_leaves_a_quiet_stream_frees_its_backend_connection() {
     drop(client);
     let took = closed_within(&mut upstream, Duration::from_secs(4)).await;
     assert!(took < Duration::from_millis(2500), "{took:?}");
+    // The answer broke off because of the client, not the backend.
+    assert_nothing_counted_against_the_backend(&proxy);
 }
 
 /// A client still there is not let go, however long its answer is quiet: only the

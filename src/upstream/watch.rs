@@ -6,10 +6,13 @@
 //! pays for a read that only looks for an early end (about 780 instructions each:
 //! `docs/performance.md`). What that read noticed, a client gone while its backend works
 //! or while a streamed answer is quiet (server-sent events, a long poll), is noticed here:
-//! a wait on a backend that lasts a second looks at the client's socket (`recv` with
-//! `MSG_PEEK | MSG_DONTWAIT`), and again every second after. The end of its stream or an
-//! error, and the wait ends: the backend connection closes, as when hyper dropped the
-//! request. A half-closed client whose answer is that slow looks the same and is let go.
+//! a wait on a backend that lasts a second looks at the client's socket (`poll` for
+//! `POLLRDHUP`, the peer's end of its stream, with no wait), and again every second after.
+//! The end of its stream or an error, and the wait ends: the backend connection closes,
+//! as when hyper dropped the request. Unread bytes do not hide the end: a TLS client
+//! that leaves sends `close_notify` before its FIN, and no one reads it mid-request. A
+//! half-closed client whose answer is that slow looks the same and is let go. At the
+//! deadline the client is looked at first: a client gone is not the backend's timeout.
 //!
 //! The wait's one timer serves both: it wakes for the next look or the deadline, whichever
 //! comes first, so a fast answer costs no more than the deadline alone did.
@@ -39,28 +42,25 @@ impl ClientWatch {
         ClientWatch(Some(socket.as_raw_fd()))
     }
 
-    /// Whether the client has gone: its stream ended (or failed). Bytes waiting to be read
-    /// (a pipelined request, a TLS record) say it is still there.
+    /// Whether the client has gone: its stream ended (or the socket failed), whether or
+    /// not bytes it sent before that wait unread. Bytes alone (a pipelined request) say
+    /// it is still there.
     pub(crate) fn gone(self) -> bool {
         let Some(fd) = self.0 else {
             return false;
         };
-        let mut probe = 0u8;
-        // SAFETY: recv(2) into a one-byte local buffer on a socket that is open for as long
-        // as the request it came with (see `of`); MSG_PEEK leaves its data untouched.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                (&mut probe as *mut u8).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
+        let mut socket = libc::pollfd {
+            fd,
+            events: libc::POLLRDHUP,
+            revents: 0,
         };
-        match n {
-            0 => true,
-            n if n > 0 => false,
-            _ => std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock,
-        }
+        // SAFETY: poll(2) on one pollfd of a socket that is open for as long as the request
+        // it came with (see `of`); a zero timeout never blocks.
+        let ready = unsafe { libc::poll(&mut socket, 1, 0) };
+        // A failed poll (EINTR) says nothing of the client: it is looked at again later.
+        ready > 0
+            && socket.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL)
+                != 0
     }
 }
 
@@ -105,11 +105,11 @@ impl Wait {
         loop {
             ready!(timer.as_mut().poll(cx));
             let now = Instant::now();
-            if now >= self.deadline {
-                return Poll::Ready(Waited::Deadline);
-            }
             if self.client.gone() {
                 return Poll::Ready(Waited::ClientGone);
+            }
+            if now >= self.deadline {
+                return Poll::Ready(Waited::Deadline);
             }
             timer.as_mut().reset((now + LOOK_EVERY).min(self.deadline));
         }
@@ -138,11 +138,9 @@ mod tests {
         client.flush().await.unwrap();
         server.readable().await.unwrap();
         assert!(!watch.gone(), "a client with bytes waiting is still there");
+        // The client leaves with its bytes unread (as a TLS client's `close_notify` is):
+        // they do not hide its end.
         drop(client);
-        // The pending bytes are still there: unread, they are not the end.
-        assert!(!watch.gone());
-        let mut drained = [0u8; 64];
-        let _ = server.try_read(&mut drained);
         tokio::time::timeout(Duration::from_secs(5), async {
             while !watch.gone() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -168,8 +166,16 @@ mod tests {
         assert_eq!(ended, Waited::Deadline);
         assert_eq!(Instant::now() - start, Duration::from_millis(3500));
 
-        // The client leaves: the next look, not the deadline, ends the wait.
+        // The client leaves: the next look, not the deadline, ends the wait. (Its end is
+        // awaited in real time first: the paused clock would reach the look at once.)
         drop(client);
+        let watched = ClientWatch::of(&server);
+        for _ in 0..500 {
+            if watched.gone() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         let start = Instant::now();
         let wait = Wait {
             since: start,
@@ -180,6 +186,18 @@ mod tests {
         let ended = poll_fn(|cx| wait.poll(timer.as_mut(), cx)).await;
         assert_eq!(ended, Waited::ClientGone);
         assert_eq!(Instant::now() - start, LOOK_EVERY);
+
+        // At the deadline the client is looked at first: gone, it is not a timeout.
+        let start = Instant::now();
+        let wait = Wait {
+            since: start,
+            deadline: start + Duration::from_millis(300),
+            ..wait
+        };
+        timer.as_mut().reset(wait.first_alarm());
+        let ended = poll_fn(|cx| wait.poll(timer.as_mut(), cx)).await;
+        assert_eq!(ended, Waited::ClientGone);
+        assert_eq!(Instant::now() - start, Duration::from_millis(300));
 
         // Nothing to look at: the timer wakes once, at the deadline.
         let deadline = Instant::now() + Duration::from_secs(60);
