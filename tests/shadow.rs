@@ -465,3 +465,52 @@ async fn a_kept_connection_the_backend_closed_is_not_an_error() {
     assert_eq!(report["errors"], 0, "{report:#}");
     assert_eq!(report["comparisons"], 10, "{report:#}");
 }
+
+/// A reload that changes NEW's backends while a shadow step copies sends the copies from
+/// then on to the new ones (they once kept going to the backends the step started with).
+#[tokio::test]
+async fn a_reload_mid_shadow_sends_the_copies_to_the_new_backends() {
+    let old = spawn_json_backend(same).await;
+    let first = spawn_json_backend(same).await;
+    let second = spawn_json_backend(same).await;
+    let shadow = steps("{ percent: 100%, hold: 1h, min_requests: 30, max_mismatch: 1% }");
+    let proxy = spawn_proxy(&simple_config(&[old.addr], &[first.addr], "0%", &shadow)).await;
+    let copied_to = |backend: &support::JsonBackend| backend.direct();
+    async fn settled(backend: &support::JsonBackend, at_least: u64) -> u64 {
+        for _ in 0..100 {
+            if backend.direct() >= at_least {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        backend.direct()
+    }
+    for i in 0..10 {
+        let got = send(proxy.addr, get("a", &format!("/item/{i}"))).await;
+        assert_eq!(got.status, 200);
+    }
+    let before = settled(&first, 10).await;
+    assert_eq!(before, 10, "every request was copied to NEW");
+
+    let moved = simple_config(&[old.addr], &[second.addr], "0%", &shadow);
+    std::fs::write(proxy.config_path(), moved).unwrap();
+    reload_ok(&proxy).await;
+    for i in 0..10 {
+        send(proxy.addr, get("a", &format!("/item/{i}"))).await;
+    }
+    assert_eq!(
+        settled(&second, 10).await,
+        10,
+        "the copies follow the reload"
+    );
+    assert_eq!(
+        copied_to(&first),
+        before,
+        "nothing more went to the old NEW"
+    );
+    assert_eq!(service(&proxy).state.to_string(), "progressing");
+    // One copier all along: the step's counts go on.
+    let report = report_when(&proxy, |r| count(r, "matched") >= 20).await;
+    assert_eq!(count(&report, "matched"), 20, "{report:#}");
+}

@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{Method, Uri};
@@ -73,8 +74,8 @@ impl Counts {
 #[derive(Debug)]
 pub(crate) struct Copier {
     spec: ShadowSpec,
-    old: Vec<Arc<str>>,
-    new: Vec<Arc<str>>,
+    /// OLD's and NEW's backends, as the config last said (a reload may change them).
+    backends: ArcSwap<Backends>,
     connect: std::time::Duration,
     basis_points: u64,
     active: AtomicBool,
@@ -88,6 +89,21 @@ pub(crate) struct Copier {
     on_drained: OnDrained,
     /// Keep-alive connections of the copies, apart from the live pools.
     connections: Arc<Reuse>,
+}
+
+#[derive(Debug)]
+struct Backends {
+    old: Vec<Arc<str>>,
+    new: Vec<Arc<str>>,
+}
+
+impl Backends {
+    fn new(old: Vec<String>, new: Vec<String>) -> Backends {
+        Backends {
+            old: old.into_iter().map(Arc::from).collect(),
+            new: new.into_iter().map(Arc::from).collect(),
+        }
+    }
 }
 
 /// Called when the copier is retired and no copy is left in flight: its counts are final.
@@ -115,8 +131,7 @@ impl Copier {
         Copier {
             basis_points: (spec.percent * 10_000.0).round() as u64,
             spec,
-            old: old.into_iter().map(Arc::from).collect(),
-            new: new.into_iter().map(Arc::from).collect(),
+            backends: ArcSwap::from_pointee(Backends::new(old, new)),
             connect,
             active: AtomicBool::new(true),
             seen: AtomicU64::new(0),
@@ -137,6 +152,11 @@ impl Copier {
     pub(crate) fn on_drained(mut self, callback: impl Fn() + Send + Sync + 'static) -> Self {
         self.on_drained = OnDrained(Some(Box::new(callback)));
         self
+    }
+
+    /// The pools' backends after a reload: the copies from now on go to these.
+    pub(crate) fn set_backends(&self, old: Vec<String>, new: Vec<String>) {
+        self.backends.store(Arc::new(Backends::new(old, new)));
     }
 
     /// Stops copying: the step is over (copies in flight still finish and count).
@@ -214,10 +234,12 @@ impl Copier {
 
     async fn run(&self, copy: Copy) {
         let turn = self.next.fetch_add(1, Relaxed);
-        let old = &self.old[turn % self.old.len()];
-        let new = &self.new[turn % self.new.len()];
-        let second = (self.spec.noise_auto && self.old.len() >= 2)
-            .then(|| &self.old[(turn + 1) % self.old.len()]);
+        let backends = self.backends.load_full();
+        let (olds, news) = (&backends.old, &backends.new);
+        let old = &olds[turn % olds.len()];
+        let new = &news[turn % news.len()];
+        let second =
+            (self.spec.noise_auto && olds.len() >= 2).then(|| &olds[(turn + 1) % olds.len()]);
         let send = |addr| self.send(addr, &copy.request);
         let (old_answer, new_answer, second_answer) = tokio::join!(send(old), send(new), async {
             match second {

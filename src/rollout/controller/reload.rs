@@ -192,6 +192,13 @@ impl Controller {
             let mut old = previous.remove(&service.name);
             let old_hooks = old.as_ref().map(|o| o.hooks.clone()).unwrap_or_default();
             let shadow = old.as_ref().and_then(|o| o.shadow.clone());
+            // A shadow step under way copies to the pools' backends as they are now.
+            if let Some(copier) = shadow.as_ref().filter(|c| c.is_active()) {
+                copier.set_backends(
+                    super::shadow::addrs(&service.old),
+                    super::shadow::addrs(&service.new),
+                );
+            }
             let step_hook = old.as_ref().and_then(|o| o.step_hook.clone());
             let rollback_hooks_running = old.as_ref().map_or(0, |o| o.rollback_hooks_running);
             let deferred = old.as_mut().map(|o| std::mem::take(&mut o.deferred));

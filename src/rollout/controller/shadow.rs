@@ -11,10 +11,15 @@ use std::time::Duration;
 
 use super::hooks::HookDone;
 use super::Controller;
-use crate::config::ShadowSpec;
+use crate::config::{PoolSpec, ShadowSpec};
 use crate::rollout::machine::Phase;
 use crate::rollout::schedule::{PlannedKind, SHADOW_RECORD};
 use crate::shadow::Copier;
+
+/// A pool's backend addresses, as the copier sends to them.
+pub(super) fn addrs(pool: &PoolSpec) -> Vec<String> {
+    pool.backends.iter().map(|b| b.addr.clone()).collect()
+}
 
 /// How often a held shadow step looks again for enough comparisons.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -23,9 +28,6 @@ impl Controller {
     pub(super) fn spawn_shadow(&mut self, index: usize, step: usize, spec: ShadowSpec) {
         let service = &self.services[index].config;
         let name = service.name.clone();
-        let addrs = |pool: &crate::config::PoolSpec| -> Vec<String> {
-            pool.backends.iter().map(|b| b.addr.clone()).collect()
-        };
         let copier = Arc::new(
             Copier::new(
                 spec.clone(),
