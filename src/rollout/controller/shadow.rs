@@ -51,6 +51,7 @@ impl Controller {
         let done = self.hook_tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(spec.hold).await;
+            let mut said = false;
             let (comparisons, bad) = loop {
                 if !copier.is_active() {
                     return; // the step ended some other way
@@ -58,6 +59,15 @@ impl Controller {
                 let (comparisons, bad) = copier.tally();
                 if comparisons >= spec.min_requests {
                     break (comparisons, bad);
+                }
+                if !said {
+                    said = true;
+                    tracing::warn!(
+                        service = %name,
+                        step = step + 1,
+                        "shadow: the hold is over with {comparisons} of the {} comparisons the step needs; it waits for traffic",
+                        spec.min_requests
+                    );
                 }
                 tokio::time::sleep(RECHECK).await;
             };
