@@ -100,6 +100,51 @@ fn assert_nothing_counted_against_the_backend(proxy: &TestProxy) {
     }
 }
 
+/// The access log says what happened: a 499 for a client gone before any answer began
+/// (nginx's number), the backend's status marked incomplete for one gone mid-answer.
+#[tokio::test]
+async fn the_access_log_says_the_client_left() {
+    let (addr, mut accepted) = silent_backend().await;
+    let yaml = format!(
+        "log_format: json\naccess_log: access.log\n{}",
+        simple_config(&[addr], &[addr], "0%", "")
+    );
+    let proxy = spawn_proxy(&yaml).await;
+    for streamed in [false, true] {
+        let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+        client
+            .write_all(b"GET /poll HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut upstream = accepted.recv().await.unwrap();
+        if streamed {
+            upstream
+                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\ndata: 1\r\n")
+                .await
+                .unwrap();
+            let mut head = vec![0u8; 4096];
+            let _ = client.read(&mut head).await.unwrap();
+        }
+        drop(client);
+        closed_within(&mut upstream, Duration::from_secs(4)).await;
+    }
+    let path = proxy.dir.path().join("access.log");
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(5), || read().lines().count() >= 2).await,
+        "two lines expected: {:?}",
+        read()
+    );
+    let lines: Vec<serde_json::Value> = read()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines[0]["status"], 499, "{}", lines[0]);
+    assert_eq!(lines[0]["target"], "/poll");
+    assert_eq!(lines[1]["status"], 200, "{}", lines[1]);
+    assert_eq!(lines[1]["complete"], false, "{}", lines[1]);
+}
+
 /// An HTTPS client that leaves politely sends `close_notify` before its FIN; that record,
 /// which no one reads while the request is in flight, does not hide its leaving.
 #[tokio::test]
