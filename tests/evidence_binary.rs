@@ -160,6 +160,21 @@ async fn history_follows_and_report_renders_after_the_proxy_stopped() {
         let got = admin_get(proxy.admin, &format!("/services/api/history?{bare}")).await;
         assert_eq!(got.status, StatusCode::BAD_REQUEST, "{bare}: {}", got.body);
     }
+    // `limit`: the newest records only, with or without `since`.
+    let got = admin_get(proxy.admin, "/services/api/history?limit=2").await;
+    let newest: Vec<Value> = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(newest, all[all.len() - 2..].to_vec(), "{}", got.body);
+    let path = format!("/services/api/history?since={pause_at}&limit=1");
+    let got = admin_get(proxy.admin, &path).await;
+    let newest: Vec<Value> = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(newest, since[since.len() - 1..].to_vec(), "{}", got.body);
+    let got = admin_get(proxy.admin, "/services/api/history?limit=100000").await;
+    let every: Vec<Value> = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(every, all, "a limit above the count is the whole history");
+    for bad in ["limit", "limit=", "limit=0", "limit=-1", "limit=ten"] {
+        let got = admin_get(proxy.admin, &format!("/services/api/history?{bad}")).await;
+        assert_eq!(got.status, StatusCode::BAD_REQUEST, "{bad}: {}", got.body);
+    }
     let got = admin_get(proxy.admin, "/services/nope/history").await;
     assert_eq!(got.status, StatusCode::NOT_FOUND);
 

@@ -10,7 +10,8 @@
 //! POST /services/{name}/{start|pause|resume|promote|rollback|retry}   ?full=true for promote
 //! POST /services/{name}/weight  {"weight": 30}, {"weight": 10, "force": true} to lower it
 //! POST /reload                  200 {version} | 400 {errors: [...]}
-//! GET  /services/{name}/history ?since=RFC3339: the decision log, a JSON array
+//! GET  /services/{name}/history ?since=RFC3339&limit=N: the decision log, a JSON array
+//!      (with `limit`, its newest N records)
 //! ```
 //!
 //! With a token configured, everything else needs `Authorization: Bearer <token>`,
@@ -215,7 +216,8 @@ impl Admin {
         bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
     }
 
-    /// The decision log of a service, from `since` on (RFC 3339) or whole.
+    /// The decision log of a service, from `since` on (RFC 3339) or whole; with `limit`,
+    /// only the newest that many records of those.
     async fn history(&self, name: &str, query: &str) -> Response<Full<Bytes>> {
         if !self
             .controller
@@ -226,19 +228,30 @@ impl Admin {
         {
             return error(StatusCode::NOT_FOUND, &format!("no service named `{name}`"));
         }
-        // `since` without a value is an error, not the whole history.
-        let since = query
-            .split('&')
-            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-            .find(|(key, _)| *key == "since")
-            .map(|(_, value)| {
-                let value = percent_decode(value);
-                crate::evidence::log::parse_since(&value)
-            })
+        // `since` or `limit` without a value is an error, not the whole history.
+        let value_of = |name: &str| {
+            query
+                .split('&')
+                .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| percent_decode(value))
+        };
+        let since = value_of("since")
+            .map(|value| crate::evidence::log::parse_since(&value))
             .transpose();
         let since = match since {
             Ok(since) => since,
             Err(err) => return error(StatusCode::BAD_REQUEST, &err.to_string()),
+        };
+        let limit = match value_of("limit").map(|value| value.parse::<usize>()) {
+            None => None,
+            Some(Ok(limit)) if limit > 0 => Some(limit),
+            Some(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "`limit` must be a whole number of records, at least 1",
+                )
+            }
         };
         let path = self.controller.history_path(name);
         // Up to two 16 MiB files: read off the admin's runtime thread.
@@ -246,7 +259,12 @@ impl Admin {
             tokio::task::spawn_blocking(move || crate::evidence::log::read_since(&path, since))
                 .await;
         match read {
-            Ok(Ok(entries)) => json_response(StatusCode::OK, &entries),
+            Ok(Ok(mut entries)) => {
+                if let Some(limit) = limit {
+                    entries.drain(..entries.len().saturating_sub(limit));
+                }
+                json_response(StatusCode::OK, &entries)
+            }
             Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
             Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
         }
