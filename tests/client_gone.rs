@@ -65,6 +65,36 @@ async fn closed_within(upstream: &mut TcpStream, within: Duration) -> Duration {
     started.elapsed()
 }
 
+/// Frees `upstream` within about two seconds of its client leaving (a look each second).
+async fn assert_freed_soon(upstream: &mut TcpStream) {
+    let took = closed_within(upstream, Duration::from_secs(4)).await;
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+}
+
+/// A client that asks `path` of the proxy at `addr`, and the backend connection the
+/// request arrived on.
+async fn ask(
+    addr: std::net::SocketAddr,
+    path: &str,
+    accepted: &mut tokio::sync::mpsc::Receiver<TcpStream>,
+) -> (TcpStream, TcpStream) {
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    (client, accepted.recv().await.unwrap())
+}
+
+/// The backend starts a streamed answer with one event; the client reads its head.
+async fn start_streaming(upstream: &mut TcpStream, client: &mut TcpStream) {
+    upstream
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n7\r\ndata: 1\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 4096];
+    let read = client.read(&mut head).await.unwrap();
+    assert!(head[..read].starts_with(b"HTTP/1.1 200"));
+}
+
 /// A client that leaves while its backend has not answered (a long poll) frees the
 /// backend connection within about two seconds (a look each second), and the request is
 /// not the backend's failure: no error, no timeout, no outlier strike.
@@ -72,15 +102,9 @@ async fn closed_within(upstream: &mut TcpStream, within: Duration) -> Duration {
 async fn a_client_that_leaves_before_the_answer_frees_its_backend_and_is_not_its_failure() {
     let (addr, mut accepted) = silent_backend().await;
     let proxy = spawn_proxy(&simple_config(&[addr], &[addr], "0%", "")).await;
-    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
-    client
-        .write_all(b"GET /poll HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    let mut upstream = accepted.recv().await.unwrap();
+    let (client, mut upstream) = ask(proxy.addr, "/poll", &mut accepted).await;
     drop(client);
-    let took = closed_within(&mut upstream, Duration::from_secs(4)).await;
-    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert_freed_soon(&mut upstream).await;
     assert_nothing_counted_against_the_backend(&proxy);
 }
 
@@ -111,22 +135,12 @@ async fn the_access_log_says_the_client_left() {
     );
     let proxy = spawn_proxy(&yaml).await;
     for streamed in [false, true] {
-        let mut client = TcpStream::connect(proxy.addr).await.unwrap();
-        client
-            .write_all(b"GET /poll HTTP/1.1\r\nHost: a\r\n\r\n")
-            .await
-            .unwrap();
-        let mut upstream = accepted.recv().await.unwrap();
+        let (mut client, mut upstream) = ask(proxy.addr, "/poll", &mut accepted).await;
         if streamed {
-            upstream
-                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\ndata: 1\r\n")
-                .await
-                .unwrap();
-            let mut head = vec![0u8; 4096];
-            let _ = client.read(&mut head).await.unwrap();
+            start_streaming(&mut upstream, &mut client).await;
         }
         drop(client);
-        closed_within(&mut upstream, Duration::from_secs(4)).await;
+        assert_freed_soon(&mut upstream).await;
     }
     let path = proxy.dir.path().join("access.log");
     let read = || std::fs::read_to_string(&path).unwrap_or_default();
@@ -162,8 +176,7 @@ async fn an_https_client_that_closes_cleanly_frees_its_backend() {
     let mut upstream = accepted.recv().await.unwrap();
     client.shutdown().await.unwrap(); // close_notify, then FIN
     drop(client);
-    let took = closed_within(&mut upstream, Duration::from_secs(4)).await;
-    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert_freed_soon(&mut upstream).await;
     assert_nothing_counted_against_the_backend(&proxy);
 }
 
@@ -175,23 +188,11 @@ async fn an_https_client_that_closes_cleanly_frees_its_backend() {
 async fn a_client_that_leaves_a_quiet_stream_frees_its_backend_connection() {
     let (addr, mut accepted) = silent_backend().await;
     let proxy = spawn_proxy(&simple_config(&[addr], &[addr], "0%", "")).await;
-    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
-    client
-        .write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    let mut upstream = accepted.recv().await.unwrap();
-    upstream
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n7\r\ndata: 1\r\n")
-        .await
-        .unwrap();
-    let mut head = vec![0u8; 4096];
-    let read = client.read(&mut head).await.unwrap();
-    assert!(head[..read].starts_with(b"HTTP/1.1 200"));
+    let (mut client, mut upstream) = ask(proxy.addr, "/events", &mut accepted).await;
+    start_streaming(&mut upstream, &mut client).await;
     // The client leaves; the stream stays quiet.
     drop(client);
-    let took = closed_within(&mut upstream, Duration::from_secs(4)).await;
-    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert_freed_soon(&mut upstream).await;
     // The answer broke off because of the client, not the backend.
     assert_nothing_counted_against_the_backend(&proxy);
 }

@@ -243,9 +243,13 @@ impl Admin {
             Ok(since) => since,
             Err(err) => return error(StatusCode::BAD_REQUEST, &err.to_string()),
         };
-        let limit = match value_of("limit").map(|value| value.parse::<usize>()) {
+        // Digits only; a number too large for memory is as good as all of it.
+        let digits = |value: &str| !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+        let limit = match value_of("limit") {
             None => None,
-            Some(Ok(limit)) if limit > 0 => Some(limit),
+            Some(value) if digits(&value) && value.bytes().any(|b| b != b'0') => {
+                Some(value.parse::<usize>().unwrap_or(usize::MAX))
+            }
             Some(_) => {
                 return error(
                     StatusCode::BAD_REQUEST,

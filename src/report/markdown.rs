@@ -79,7 +79,9 @@ fn cell(text: &str) -> String {
 /// Text that renderers show as text: Markdown passes raw HTML through, and a hook's
 /// output or a reason may hold some (`<script>`, `<img onerror=…>`). A code span (`` `…` ``)
 /// is left as it is: nothing inside one is interpreted, an entity included, so an escaped
-/// `<` there would show as `&lt;`.
+/// `<` there would show as `&lt;`. Outside spans a backslash is doubled and `[` escaped,
+/// so that every backtick this finds is one a renderer finds too (`` \` `` is no opener;
+/// a link's destination cannot swallow one).
 fn plain(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 16);
     let mut rest = text;
@@ -109,6 +111,8 @@ fn escape_into(out: &mut String, text: &str) {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
+            '\\' => out.push_str("\\\\"),
+            '[' => out.push_str("\\["),
             c => out.push(c),
         }
     }
@@ -157,5 +161,15 @@ mod tests {
         assert_eq!(plain("it's ` <i> open"), "it's ` &lt;i> open");
         assert_eq!(plain("``` `<a>`"), "``` `<a>`");
         assert_eq!(plain(""), "");
+        // A backslash before a backtick: shown as written, and the backtick after it opens
+        // a span for a renderer as it does here (the backslash itself is escaped).
+        assert_eq!(
+            plain(r"\`<img onerror=x>`"),
+            r"\\`<img onerror=x>`",
+            "inside the span it is text"
+        );
+        assert_eq!(plain(r"a\<b"), r"a\\&lt;b");
+        // A link cannot form, so its destination cannot take a backtick away.
+        assert_eq!(plain("[a](`) <img src=x> `"), r"\[a](`) <img src=x> `");
     }
 }

@@ -28,10 +28,10 @@ pub(crate) const P99_SLACK: Duration = Duration::from_millis(5);
 const MAX_IN_FLIGHT: usize = 1024;
 /// Only the start of an answer matters; the body is read and dropped up to this.
 const MAX_BODY: usize = 64 * 1024;
-/// NEW may answer this much more of the load with a 4xx than OLD did, in share of the
-/// requests, before the two are taken to have done different work (a fast 404 is not a
-/// fast answer).
-pub(crate) const CLIENT_ERROR_SLACK: f64 = 0.01;
+/// NEW may answer this many percentage points more of the load with a 4xx than OLD did
+/// before the two are taken to have done different work (a fast 404 is not a fast
+/// answer).
+pub(crate) const CLIENT_ERROR_SLACK_POINTS: u64 = 1;
 
 /// What one pool did under the load.
 #[derive(Debug, Clone)]
@@ -43,9 +43,15 @@ pub(crate) struct Side {
     pub latency: Histogram<u64>,
     /// One error, in words, for the reason.
     pub first_error: Option<String>,
-    /// 4xx answers (counted in `latency` too), and the first one's status.
-    pub client_errors: u64,
-    pub first_client_error: Option<u16>,
+    /// 4xx answers, which are timed in `latency` too.
+    pub client_errors: ClientErrors,
+}
+
+/// A side's 4xx answers: how many, and the first one's status for the reason.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ClientErrors {
+    pub count: u64,
+    pub first: Option<u16>,
 }
 
 impl Side {
@@ -57,8 +63,7 @@ impl Side {
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("constant histogram bounds are valid"),
             first_error: None,
-            client_errors: 0,
-            first_client_error: None,
+            client_errors: ClientErrors::default(),
         }
     }
 
@@ -66,8 +71,22 @@ impl Side {
         if self.sent == 0 {
             0.0
         } else {
-            self.client_errors as f64 / self.sent as f64
+            self.client_errors.count as f64 / self.sent as f64
         }
+    }
+
+    /// Whether this side answered more than `CLIENT_ERROR_SLACK_POINTS` percentage points
+    /// more of its load with a 4xx than `other` did (in whole numbers: a share that is
+    /// exactly one point more is not).
+    fn more_client_errors_than(&self, other: &Side) -> bool {
+        let (mine, theirs) = (
+            self.client_errors.count as u128,
+            other.client_errors.count as u128,
+        );
+        let (sent, other_sent) = (self.sent.max(1) as u128, other.sent.max(1) as u128);
+        // mine / sent > theirs / other_sent + points / 100
+        mine * other_sent * 100
+            > theirs * sent * 100 + CLIENT_ERROR_SLACK_POINTS as u128 * sent * other_sent
     }
 
     pub(crate) fn error_rate(&self) -> f64 {
@@ -183,8 +202,8 @@ fn record(side: &mut Side, done: Done) {
             let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
             side.latency.saturating_record(micros);
             if (400..500).contains(&status) {
-                side.client_errors += 1;
-                side.first_client_error.get_or_insert(status);
+                side.client_errors.count += 1;
+                side.client_errors.first.get_or_insert(status);
             }
         }
         Ok(Err(what)) => {
@@ -257,12 +276,12 @@ pub(crate) fn judge(spec: &BenchmarkSpec, old: Side, new: Side) -> BenchmarkOutc
             new.sent,
             example(&new)
         ))
-    } else if new.client_error_rate() > old.client_error_rate() + CLIENT_ERROR_SLACK {
+    } else if new.more_client_errors_than(&old) {
         Some(format!(
             "NEW answered {} of the requests with a 4xx (e.g. {}), OLD {}: the two did \
              different work, so their latencies cannot be compared",
             percent(new.client_error_rate()),
-            new.first_client_error.unwrap_or(400),
+            new.client_errors.first.unwrap_or(400),
             percent(old.client_error_rate()),
         ))
     } else if ratio > spec.max_p99_ratio && new_p99.saturating_sub(old_p99) > P99_SLACK {
@@ -355,16 +374,26 @@ mod tests {
     /// fails rather than compare the two. A few 4xx more than OLD is still a comparison.
     #[test]
     fn a_new_that_answers_4xx_where_old_does_not_fails() {
-        let mut new = side(200, 0, 1);
-        new.client_errors = 200;
-        new.first_client_error = Some(404);
+        let with_4xx = |count, latency_ms| {
+            let mut side = side(200, 0, latency_ms);
+            side.client_errors = ClientErrors {
+                count,
+                first: (count > 0).then_some(404),
+            };
+            side
+        };
         assert_starts_with!(
-            failure(side(200, 0, 20), new),
+            failure(with_4xx(0, 20), with_4xx(200, 1)),
             "NEW answered 100.00% of the requests with a 4xx (e.g. 404), OLD 0.00%"
         );
-        let (mut old, mut new) = (side(200, 0, 20), side(200, 0, 20));
-        (old.client_errors, new.client_errors) = (30, 31);
-        assert_eq!(judge(&spec(), old, new).failure, None);
+        // One point more, exactly, is still a comparison; more is not, from any start.
+        for old in [0, 12, 30] {
+            let within = judge(&spec(), with_4xx(old, 20), with_4xx(old + 2, 20));
+            assert_eq!(within.failure, None, "{old}: {}", within.summary);
+            assert!(judge(&spec(), with_4xx(old, 20), with_4xx(old + 3, 20))
+                .failure
+                .is_some());
+        }
     }
 
     #[test]

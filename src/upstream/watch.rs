@@ -151,56 +151,65 @@ mod tests {
         assert!(!ClientWatch::NONE.gone());
     }
 
+    /// Waits from now for at most `lasting`, watching `client`: how it ended, and when.
+    async fn wait_for(
+        timer: &mut Pin<Box<Sleep>>,
+        lasting: Duration,
+        client: ClientWatch,
+    ) -> (Waited, Duration) {
+        let since = Instant::now();
+        let wait = Wait {
+            since,
+            deadline: since + lasting,
+            client,
+        };
+        timer.as_mut().reset(wait.first_alarm());
+        let ended = poll_fn(|cx| wait.poll(timer.as_mut(), cx)).await;
+        (ended, Instant::now() - since)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_wait_looks_each_second_and_ends_at_its_deadline_or_when_the_client_leaves() {
         let (client, server) = pair().await;
-        let start = Instant::now();
-        let wait = Wait {
-            since: start,
-            deadline: start + Duration::from_millis(3500),
-            client: ClientWatch::of(&server),
+        let watched = ClientWatch::of(&server);
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(60);
+        let first = Wait {
+            since: now,
+            deadline,
+            client: watched,
         };
-        assert_eq!(wait.first_alarm(), start + LOOK_EVERY);
-        let mut timer = Box::pin(tokio::time::sleep_until(wait.first_alarm()));
-        let ended = poll_fn(|cx| wait.poll(timer.as_mut(), cx)).await;
-        assert_eq!(ended, Waited::Deadline);
-        assert_eq!(Instant::now() - start, Duration::from_millis(3500));
+        assert_eq!(first.first_alarm(), now + LOOK_EVERY);
+        // Nothing to look at: the timer wakes once, at the deadline.
+        assert_eq!(Wait::until(deadline).first_alarm(), deadline);
+
+        let mut timer = Box::pin(tokio::time::sleep_until(now));
+        let lasting = Duration::from_millis(3500);
+        assert_eq!(
+            wait_for(&mut timer, lasting, watched).await,
+            (Waited::Deadline, lasting),
+            "a client still there: the looks let the wait run to its deadline"
+        );
 
         // The client leaves: the next look, not the deadline, ends the wait. (Its end is
         // awaited in real time first: the paused clock would reach the look at once.)
         drop(client);
-        let watched = ClientWatch::of(&server);
         for _ in 0..500 {
             if watched.gone() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        let start = Instant::now();
-        let wait = Wait {
-            since: start,
-            deadline: start + Duration::from_secs(60),
-            ..wait
-        };
-        timer.as_mut().reset(wait.first_alarm());
-        let ended = poll_fn(|cx| wait.poll(timer.as_mut(), cx)).await;
-        assert_eq!(ended, Waited::ClientGone);
-        assert_eq!(Instant::now() - start, LOOK_EVERY);
-
-        // At the deadline the client is looked at first: gone, it is not a timeout.
-        let start = Instant::now();
-        let wait = Wait {
-            since: start,
-            deadline: start + Duration::from_millis(300),
-            ..wait
-        };
-        timer.as_mut().reset(wait.first_alarm());
-        let ended = poll_fn(|cx| wait.poll(timer.as_mut(), cx)).await;
-        assert_eq!(ended, Waited::ClientGone);
-        assert_eq!(Instant::now() - start, Duration::from_millis(300));
-
-        // Nothing to look at: the timer wakes once, at the deadline.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        assert_eq!(Wait::until(deadline).first_alarm(), deadline);
+        assert_eq!(
+            wait_for(&mut timer, Duration::from_secs(60), watched).await,
+            (Waited::ClientGone, LOOK_EVERY)
+        );
+        // At a deadline before the first look the client is looked at first: gone, it is
+        // not a timeout.
+        let lasting = Duration::from_millis(300);
+        assert_eq!(
+            wait_for(&mut timer, lasting, watched).await,
+            (Waited::ClientGone, lasting)
+        );
     }
 }

@@ -65,7 +65,7 @@ impl Controller {
                     tracing::warn!(
                         service = %name,
                         step = step + 1,
-                        "shadow: the hold is over with {comparisons} of the {} comparisons the step needs; it waits for traffic",
+                        "shadow: the hold is over with {comparisons} of the {} comparisons the step needs; it waits for more (copies OLD failed and dropped copies are no comparison: `cutover diff`)",
                         spec.min_requests
                     );
                 }
