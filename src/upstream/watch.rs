@@ -4,8 +4,9 @@
 //! while the client's request is in flight. So a client that closes its sending side once
 //! its request is out (`nc -N`, some HTTP/1.0 tools) still gets its answer, and no request
 //! pays for a read that only looks for an early end (about 780 instructions each, of which
-//! this watch takes back some 240: `docs/performance.md`). What that read noticed, a client gone while its backend works
-//! or while a streamed answer is quiet (server-sent events, a long poll), is noticed here:
+//! this watch takes back some 240: `docs/performance.md`). What that read noticed, a
+//! client gone while its backend works or while a streamed answer is quiet (server-sent
+//! events, a long poll), is noticed here:
 //! a wait on a backend that lasts a second looks at the client's socket (`poll` for
 //! `POLLRDHUP`, the peer's end of its stream, with no wait), and again every second after.
 //! The end of its stream or an error, and the wait ends: the backend connection closes,
