@@ -6,9 +6,9 @@
 //! pays for a read that only looks for an early end (about 780 instructions each, of which
 //! this watch takes back some 240: `docs/performance.md`). What that read noticed, a
 //! client gone while its backend works or while a streamed answer is quiet (server-sent
-//! events, a long poll), is noticed here:
-//! a wait on a backend that lasts a second looks at the client's socket (`poll` for
-//! `POLLRDHUP`, the peer's end of its stream, with no wait), and again every second after.
+//! events, a long poll), is noticed here: a wait on a backend that lasts a second looks at
+//! the client's socket (`poll` for `POLLRDHUP`, the peer's end of its stream, with no
+//! wait), and again every second after.
 //! The end of its stream or an error, and the wait ends: the backend connection closes,
 //! as when hyper dropped the request. Unread bytes do not hide the end: a TLS client
 //! that leaves sends `close_notify` before its FIN, and no one reads it mid-request. A
@@ -16,7 +16,7 @@
 //! deadline the client is looked at first: a client gone is not the backend's timeout.
 //!
 //! The wait's one timer serves both: it wakes for the next look or the deadline, whichever
-//! comes first, so a fast answer costs no more than the deadline alone did.
+//! comes first, so a fast answer still costs one timer reset, as the deadline alone did.
 
 use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
