@@ -240,7 +240,7 @@ impl Machine<'_> {
         let state = &mut *self.state;
         state.step = index;
         state.hold_observed_ms = 0;
-        state.undecided_from_ms = 0;
+        state.undecided_from_ms = Some(0);
         state.gate_elapsed_ms = 0;
         state.gate_wait_ms = 0;
         state.run_attempts = 0;
@@ -396,7 +396,7 @@ impl Machine<'_> {
         }
         match verdict {
             Verdict::Pass => {
-                self.state.undecided_from_ms = self.state.hold_observed_ms;
+                self.state.undecided_from_ms = Some(self.state.hold_observed_ms);
                 self.state.consecutive_failures = 0;
                 self.state.last_check_passed = true;
                 if self.state.realign && self.state.phase == Phase::Progressing {
@@ -410,7 +410,7 @@ impl Machine<'_> {
                 self.waited_for_evidence(&summary);
             }
             Verdict::Fail => {
-                self.state.undecided_from_ms = self.state.hold_observed_ms;
+                self.state.undecided_from_ms = Some(self.state.hold_observed_ms);
                 self.state.consecutive_failures += 1;
                 self.state.last_check_passed = false;
                 if matches!(
@@ -470,10 +470,9 @@ impl Machine<'_> {
             return;
         }
         let limit = max_wait(analysis.max_wait, hold);
-        let undecided = self
-            .state
-            .hold_observed_ms
-            .saturating_sub(self.state.undecided_from_ms);
+        let observed = self.state.hold_observed_ms;
+        let from = *self.state.undecided_from_ms.get_or_insert(observed);
+        let undecided = observed.saturating_sub(from);
         if Duration::from_millis(undecided) < limit {
             return;
         }

@@ -56,11 +56,11 @@ impl Machine<'_> {
         self.event(HookEvent::Resumed, "resumed by an operator");
         if cause == Some(PauseCause::SetWeight) {
             self.state.realign = true;
-            self.state.undecided_from_ms = self.state.hold_observed_ms;
+            self.state.undecided_from_ms = Some(self.state.hold_observed_ms);
         }
         if cause == Some(PauseCause::NotEnoughEvidence) {
             // The operator chose to wait longer: another `max_wait` from now.
-            self.state.undecided_from_ms = self.state.hold_observed_ms;
+            self.state.undecided_from_ms = Some(self.state.hold_observed_ms);
         }
         if self.state.realign {
             if self.plan.analysis.is_none() || self.state.weight == Weight::ZERO {
@@ -209,7 +209,7 @@ impl Machine<'_> {
             Phase::RolledBack => self.begin(run_id, "the steps changed: rollout started again"),
             Phase::Progressing | Phase::Paused => {
                 self.state.realign = true;
-                self.state.undecided_from_ms = self.state.hold_observed_ms;
+                self.state.undecided_from_ms = Some(self.state.hold_observed_ms);
                 self.state.hook_in_flight = false;
                 self.state.reason = Some(format!(
                     "the steps changed: continuing from the first step above {}",

@@ -156,9 +156,11 @@ pub(crate) struct RolloutState {
     pub weight: Weight,
     pub hold_observed_ms: u64,
     /// `hold_observed_ms` when the step's checks were last conclusive (or it began, or it
-    /// resumed from "not enough evidence"): inconclusive since then.
-    #[serde(default)]
-    pub undecided_from_ms: u64,
+    /// resumed from "not enough evidence"): inconclusive since then. `None` in a state
+    /// saved before it was kept: the wait then counts from the next inconclusive check,
+    /// not from the step's start (which would pause a long realignment at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undecided_from_ms: Option<u64>,
     pub gate_elapsed_ms: u64,
     pub gate_wait_ms: u64,
     pub run_attempts: u32,
@@ -194,7 +196,7 @@ impl RolloutState {
             step: 0,
             weight: initial,
             hold_observed_ms: 0,
-            undecided_from_ms: 0,
+            undecided_from_ms: Some(0),
             gate_elapsed_ms: 0,
             gate_wait_ms: 0,
             run_attempts: 0,

@@ -90,3 +90,31 @@ fn a_realignment_inconclusive_past_max_wait_pauses_too() {
     assert_eq!(rollout.state.phase, Phase::Progressing);
     assert_eq!(rollout.state.weight, w(100.0));
 }
+
+#[test]
+fn a_state_saved_without_its_undecided_time_waits_max_wait_from_the_next_check() {
+    // A realignment an hour old, saved by a build that did not keep when its checks were
+    // last conclusive: the wait counts from the next inconclusive check, not from the
+    // start (it once paused for "not enough evidence" at the first check after upgrade).
+    let mut rollout = Rollout::started(statistical(Some(600)));
+    rollout.ok(Input::SetWeight {
+        weight: w(97.0),
+        force: false,
+    });
+    rollout.ok(Input::Resume);
+    rollout.seconds(3600);
+    let mut saved = serde_json::to_value(&rollout.state).unwrap();
+    saved.as_object_mut().unwrap().remove("undecided_from_ms");
+    rollout.state = serde_json::from_value(saved).unwrap();
+    assert_eq!(rollout.state.undecided_from_ms, None);
+    rollout.check(Verdict::Inconclusive);
+    assert_eq!(
+        rollout.state.phase,
+        Phase::Progressing,
+        "the wait starts here"
+    );
+    pauses_after(&mut rollout, 600);
+    // Kept from then on, and written again.
+    let saved = serde_json::to_value(&rollout.state).unwrap();
+    assert!(saved["undecided_from_ms"].is_u64(), "{saved}");
+}
