@@ -64,19 +64,26 @@ fn the_threshold_method_waits_unless_max_wait_is_set() {
     pauses_after(&mut rollout, 900);
 }
 
-#[test]
-fn a_realignment_inconclusive_past_max_wait_pauses_too() {
-    // Set by hand to 97%, then resumed: the rollout waits for a passing check there
-    // before it goes on to the step above. Inconclusive checks (OLD's 3% short of
-    // `min_requests`, say) end that wait after `max_wait` as they end a step's.
+/// Set by hand to 97% (a statistical analysis, `max_wait` 10 minutes), left paused for
+/// `paused` seconds, then resumed: realigning.
+fn realigning_at_97(paused: u64) -> Rollout {
     let mut rollout = Rollout::started(statistical(Some(600)));
     rollout.ok(Input::SetWeight {
         weight: w(97.0),
         force: false,
     });
-    rollout.seconds(3600);
+    rollout.seconds(paused);
     rollout.ok(Input::Resume);
     assert!(rollout.state.realign);
+    rollout
+}
+
+#[test]
+fn a_realignment_inconclusive_past_max_wait_pauses_too() {
+    // The rollout waits for a passing check at 97% before it goes on to the step above.
+    // Inconclusive checks (OLD's 3% short of `min_requests`, say) end that wait after
+    // `max_wait` as they end a step's.
+    let mut rollout = realigning_at_97(3600);
     pauses_after(&mut rollout, 600);
     assert_eq!(rollout.state.weight, w(97.0), "a pause keeps the weight");
     let reason = rollout.state.reason.clone().unwrap_or_default();
@@ -96,12 +103,7 @@ fn a_state_saved_without_its_undecided_time_waits_max_wait_from_the_next_check()
     // A realignment an hour old, saved by a build that did not keep when its checks were
     // last conclusive: the wait counts from the next inconclusive check, not from the
     // start (it once paused for "not enough evidence" at the first check after upgrade).
-    let mut rollout = Rollout::started(statistical(Some(600)));
-    rollout.ok(Input::SetWeight {
-        weight: w(97.0),
-        force: false,
-    });
-    rollout.ok(Input::Resume);
+    let mut rollout = realigning_at_97(0);
     rollout.seconds(3600);
     let mut saved = serde_json::to_value(&rollout.state).unwrap();
     saved.as_object_mut().unwrap().remove("undecided_from_ms");
