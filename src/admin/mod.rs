@@ -174,9 +174,7 @@ impl Admin {
                     .await
             }
             (&Method::POST, ["services", name, verb]) => {
-                let full = query
-                    .split('&')
-                    .any(|pair| pair == "full=true" || pair == "full=1");
+                let full = query_value(&query, "full").is_some_and(|v| v == "true" || v == "1");
                 let op = match *verb {
                     "start" => Op::Start,
                     "pause" => Op::Pause,
@@ -229,14 +227,7 @@ impl Admin {
             return error(StatusCode::NOT_FOUND, &format!("no service named `{name}`"));
         }
         // `since` or `limit` without a value is an error, not the whole history.
-        let value_of = |name: &str| {
-            query
-                .split('&')
-                .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| percent_decode(value))
-        };
-        let since = value_of("since")
+        let since = query_value(query, "since")
             .map(|value| crate::evidence::log::parse_since(&value))
             .transpose();
         let since = match since {
@@ -245,7 +236,7 @@ impl Admin {
         };
         // Digits only; a number too large for memory is as good as all of it.
         let digits = |value: &str| !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
-        let limit = match value_of("limit") {
+        let limit = match query_value(query, "limit") {
             None => None,
             Some(value) if digits(&value) && value.bytes().any(|b| b != b'0') => {
                 Some(value.parse::<usize>().unwrap_or(usize::MAX))
@@ -435,6 +426,16 @@ impl LogLimit {
 }
 
 /// Decodes `%XX` escapes (a `+` in an RFC 3339 offset arrives as `%2B`).
+/// The value of the first `name=` in a query string, percent-decoded; `""` for a bare
+/// `name`, `None` when it is absent.
+fn query_value(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| percent_decode(value))
+}
+
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
