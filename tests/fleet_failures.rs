@@ -551,3 +551,71 @@ async fn a_follower_restarted_without_etcd_routes_at_the_fleets_last_weight() {
         "restarted without etcd, the follower routes NEW at the pre-rollback weight: {status:#}"
     );
 }
+
+/// A leader frozen past its lease (a long pause, a stopped VM) wakes with every timer due
+/// and its etcd session not yet ended. Its gate's next poll is a transition, saved first:
+/// etcd refuses the deposed leader's write, and once the lease it knows of has lapsed it
+/// does not lead at all (`fleet::Shared::leads`), so the poll never starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_past_its_lease_runs_no_hook_when_it_wakes() {
+    let Some((etcd, old, new, dir)) = setup().await else {
+        return;
+    };
+    let log = dir.path().join("probe.log");
+    // A gate that never passes, polled every 200 ms; each poll writes the pid of the
+    // `cutover` that ran it.
+    let text = services(old.addr, new.addr, "        - gate: probe\n", "/dev/null")
+        + &format!(
+            "      probe:\n        exec: [\"/bin/sh\", \"-c\", \"echo $PPID >> {}; exit 1\"]\n        every: 200ms\n",
+            log.display()
+        );
+    let members = start_three(&etcd, dir.path(), &text).await;
+    let polls_by = |pid: u32| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.trim() == pid.to_string())
+            .count()
+    };
+    let all: Vec<&FleetMember> = members.iter().collect();
+    let name = fleet_leader(&all).await.unwrap();
+    let leader = members.iter().find(|m| m.name == name).unwrap();
+    let pid = leader.process.child.id();
+    wait_for(
+        "the leader polling its gate",
+        Duration::from_secs(10),
+        || async { polls_by(pid) >= 2 },
+    )
+    .await;
+
+    // Frozen for twice the lease: etcd lets the lease go and another instance leads and
+    // polls. The frozen one's timers are all due when it wakes, its session not yet ended.
+    leader.process.signal(libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = polls_by(pid);
+    let others: Vec<&FleetMember> = members.iter().filter(|m| m.name != name).collect();
+    wait_for("another leader", Duration::from_secs(10), || async {
+        fleet_leader(&others).await.is_some_and(|l| l != name)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2 * TTL_S)).await;
+    leader.process.signal(libc::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    assert_eq!(
+        polls_by(pid),
+        before,
+        "the deposed leader polled its gate after it woke: {}",
+        leader.process.log()
+    );
+    let new_leader = fleet_leader(&all).await;
+    assert!(
+        new_leader.is_some_and(|l| l != name),
+        "the fleet agrees on the new leader, the woken one among them"
+    );
+    assert!(
+        leader.process.log().contains("no longer leading the fleet"),
+        "{}",
+        leader.process.log()
+    );
+}

@@ -159,8 +159,8 @@ impl Agent {
         self.lease = None;
         self.shared.connected.store(false, Ordering::Release);
         self.shared.leadership.store(0, Ordering::Release);
+        self.shared.lease_answered(std::time::Instant::now(), 0);
         self.metrics.connected.set(0);
-        self.metrics.leader.set(0);
         for (_, reply) in self.pending.drain() {
             let _ = reply.send(Err("lost etcd before the leader answered; the command may or may not have been applied".into()));
         }
@@ -186,6 +186,7 @@ impl Agent {
         let channel = channel(&self.config).await?;
         let mut client = Client::with_service(TonicClient::new(channel));
         let ttl = self.config.lease_ttl.as_secs() as i64;
+        let sent = std::time::Instant::now();
         let grant = timed(
             client
                 .lease
@@ -193,6 +194,7 @@ impl Agent {
         )
         .await?;
         let lease = grant.id;
+        self.shared.lease_answered(sent, grant.ttl);
         self.lease = Some((client.clone(), lease));
         let mut keeper = timed(client.lease.keep_alive(lease)).await?;
         let _ = timed(keeper.message()).await?;
@@ -228,10 +230,12 @@ impl Agent {
                     }
                 }
                 _ = tick.tick() => {
+                    let sent = std::time::Instant::now();
                     timed(keeper.keep_alive()).await?;
-                    // A keep-alive that takes longer than CALL_TIMEOUT ends the session.
+                    // A keep-alive that takes longer than CALL_TIMEOUT ends the session;
+                    // leadership lapses at the lease's end before that (`Shared::leads`).
                     match timed(keeper.message()).await? {
-                        Some(answer) if answer.ttl > 0 => {}
+                        Some(answer) if answer.ttl > 0 => self.shared.lease_answered(sent, answer.ttl),
                         _ => return Err(Failure("the lease expired".into())),
                     }
                     if published_at.elapsed() >= PUBLISH_EVERY - every / 2 {
@@ -326,7 +330,6 @@ impl Agent {
                 tracing::warn!(instance = %self.shared.instance, "this instance no longer leads the fleet");
             }
         }
-        self.metrics.leader.set(i64::from(leadership != 0));
         if let Ok(mut current) = self.shared.leader.lock() {
             *current = leader;
         }

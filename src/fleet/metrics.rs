@@ -1,6 +1,6 @@
-//! `cutover_fleet_*` (SPEC §11). Leadership and connection are set where they change;
-//! the number of live instances is counted at each scrape, because a member stops being
-//! live by the mere passing of time (its record goes stale), with no event to react to.
+//! `cutover_fleet_*` (SPEC §11). The connection is set where it changes; leadership and
+//! the number of live instances are read at each scrape, because both can end by the mere
+//! passing of time (a lease nobody renewed, a record gone stale), with no event to react to.
 
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -13,7 +13,6 @@ use super::Shared;
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FleetMetrics {
-    pub(super) leader: Gauge,
     pub(super) connected: Gauge,
     /// The fleet this process belongs to, once its agent exists.
     shared: Arc<OnceLock<Weak<Shared>>>,
@@ -23,16 +22,11 @@ impl FleetMetrics {
     pub(crate) fn register(registry: &mut Registry) -> FleetMetrics {
         let metrics = FleetMetrics::default();
         registry.register(
-            "cutover_fleet_leader",
-            "1 on the instance that leads the fleet",
-            metrics.leader.clone(),
-        );
-        registry.register(
             "cutover_fleet_connected",
             "1 while this instance's etcd session is up",
             metrics.connected.clone(),
         );
-        registry.register_collector(Box::new(Instances(metrics.shared.clone())));
+        registry.register_collector(Box::new(Scraped(metrics.shared.clone())));
         metrics
     }
 
@@ -41,23 +35,31 @@ impl FleetMetrics {
     }
 }
 
+/// The gauges read from the fleet's shared state at each scrape.
 #[derive(Debug)]
-struct Instances(Arc<OnceLock<Weak<Shared>>>);
+struct Scraped(Arc<OnceLock<Weak<Shared>>>);
 
-impl Collector for Instances {
+impl Collector for Scraped {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let live = self
-            .0
-            .get()
-            .and_then(Weak::upgrade)
-            .map_or(0, |shared| shared.live_members());
-        let gauge = ConstGauge::new(live as i64);
-        let metric = encoder.encode_descriptor(
-            "cutover_fleet_instances",
-            "Live instances of the fleet (a fresh record within 3 s), as this instance sees them",
-            None,
-            gauge.metric_type(),
-        )?;
-        gauge.encode(metric)
+        let shared = self.0.get().and_then(Weak::upgrade);
+        let leads = shared.as_ref().is_some_and(|shared| shared.leads());
+        let live = shared.map_or(0, |shared| shared.live_members());
+        for (name, help, value) in [
+            (
+                "cutover_fleet_leader",
+                "1 on the instance that leads the fleet (holds the leader key, its lease known to be alive)",
+                i64::from(leads),
+            ),
+            (
+                "cutover_fleet_instances",
+                "Live instances of the fleet (a fresh record within 3 s), as this instance sees them",
+                live as i64,
+            ),
+        ] {
+            let gauge = ConstGauge::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
     }
 }

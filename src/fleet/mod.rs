@@ -84,6 +84,11 @@ pub(crate) struct Shared {
     pub connected: AtomicBool,
     /// The create revision of the leader key when this instance holds it; 0 otherwise.
     pub leadership: AtomicI64,
+    /// Until when this instance's lease is known to be alive: the moment the last
+    /// keep-alive (or the grant) that etcd answered was sent, plus the TTL it answered.
+    /// etcd counts the TTL from when it received the request, later, so the lease cannot
+    /// have expired in etcd before this. `None` without a session.
+    pub lease_until: Mutex<Option<std::time::Instant>>,
     pub leader: Mutex<Option<String>>,
     pub states: Mutex<BTreeMap<String, Stored>>,
     pub members: Mutex<BTreeMap<String, Member>>,
@@ -98,8 +103,46 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    fn new(prefix: &str, instance: &str, config_hash: String) -> Shared {
+        let (changes, _) = watch::channel(0);
+        Shared {
+            keys: Keys::new(prefix),
+            instance: instance.to_string(),
+            connected: AtomicBool::new(false),
+            leadership: AtomicI64::new(0),
+            lease_until: Mutex::new(None),
+            leader: Mutex::new(None),
+            states: Mutex::new(BTreeMap::new()),
+            members: Mutex::new(BTreeMap::new()),
+            config_hash: Mutex::new(config_hash),
+            local_trips: Mutex::new(BTreeMap::new()),
+            changes,
+            controller: OnceLock::new(),
+        }
+    }
+
+    /// This instance holds the leader key and its lease is known to be alive. A leader
+    /// whose keep-alives go unanswered (etcd partitioned or frozen, or this process
+    /// stopped for longer than the TTL) stops deciding when the lease may have expired,
+    /// before its session times out: by then another instance may lead.
     pub(crate) fn leads(&self) -> bool {
-        self.leadership.load(Ordering::Acquire) != 0
+        self.leadership.load(Ordering::Acquire) != 0 && self.lease_alive()
+    }
+
+    fn lease_alive(&self) -> bool {
+        let until = self.lease_until.lock().ok().and_then(|until| *until);
+        until.is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    /// Records a lease answer: `sent` is when the request that etcd answered with `ttl_s`
+    /// seconds left was sent.
+    pub(crate) fn lease_answered(&self, sent: std::time::Instant, ttl_s: i64) {
+        let until = u64::try_from(ttl_s)
+            .ok()
+            .map(|ttl| sent + std::time::Duration::from_secs(ttl));
+        if let Ok(mut lease_until) = self.lease_until.lock() {
+            *lease_until = until;
+        }
     }
 
     /// Members whose record is fresh: the ones whose numbers count (`cutover_fleet_instances`).
@@ -135,20 +178,11 @@ impl Fleet {
         snapshot: SharedSnapshot,
         metrics: FleetMetrics,
     ) -> std::io::Result<Arc<Fleet>> {
-        let (changes, _) = watch::channel(0);
-        let shared = Arc::new(Shared {
-            keys: Keys::new(&fleet.prefix),
-            instance: fleet.instance.clone(),
-            connected: AtomicBool::new(false),
-            leadership: AtomicI64::new(0),
-            leader: Mutex::new(None),
-            states: Mutex::new(BTreeMap::new()),
-            members: Mutex::new(BTreeMap::new()),
-            config_hash: Mutex::new(config_hash(config)),
-            local_trips: Mutex::new(std::collections::BTreeMap::new()),
-            changes,
-            controller: OnceLock::new(),
-        });
+        let shared = Arc::new(Shared::new(
+            &fleet.prefix,
+            &fleet.instance,
+            config_hash(config),
+        ));
         let (requests, inbox) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -237,3 +271,28 @@ pub(crate) use self::metrics::FleetMetrics;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod lease {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn leadership_lapses_with_the_lease_this_instance_knows_of() {
+        let shared = Shared::new("/p", "i0", String::new());
+        shared.leadership.store(7, Ordering::Release);
+        assert!(!shared.leads(), "no lease answered yet");
+        shared.lease_answered(Instant::now(), 2);
+        assert!(shared.leads());
+        // The last answered keep-alive was sent 3 s ago with 2 s left: etcd may have let the
+        // lease go, and another instance may lead.
+        shared.lease_answered(Instant::now() - Duration::from_secs(3), 2);
+        assert!(!shared.leads());
+        shared.lease_answered(Instant::now(), 0);
+        assert!(!shared.leads(), "an expired lease");
+        shared.lease_answered(Instant::now(), 2);
+        shared.leadership.store(0, Ordering::Release);
+        assert!(!shared.leads(), "a live lease without the leader key");
+    }
+}

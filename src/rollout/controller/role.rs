@@ -40,6 +40,7 @@ impl Controller {
             self.take_over();
         }
         if !leads && self.leading {
+            tracing::warn!("no longer leading the fleet: deciding nothing and running no hook until this instance leads again");
             // The windows hold the fleet's sums; a local guard must start on its own.
             self.fresh_runs(Vec::new());
         }
