@@ -514,3 +514,62 @@ async fn a_reload_mid_shadow_sends_the_copies_to_the_new_backends() {
     let report = report_when(&proxy, |r| count(r, "matched") >= 20).await;
     assert_eq!(count(&report, "matched"), 20, "{report:#}");
 }
+
+/// A shadow step that gets too few comparisons does not wait silently forever: after
+/// `max_wait` of running time it pauses for "not enough evidence", says how many it has,
+/// and logs the decision; resumed, it waits again and passes once the comparisons come.
+#[tokio::test]
+async fn a_shadow_step_short_of_comparisons_pauses_after_max_wait() {
+    let old = spawn_json_backend(same).await;
+    let new = spawn_json_backend(same).await;
+    let proxy = spawn_proxy(&simple_config(
+        &[old.addr],
+        &[new.addr],
+        "0%",
+        &steps("{ percent: 100%, hold: 200ms, max_wait: 1s, min_requests: 20, max_mismatch: 1% }"),
+    ))
+    .await;
+    for i in 0..5 {
+        assert_eq!(
+            send(proxy.addr, get("a", &format!("/item/{i}")))
+                .await
+                .status,
+            200
+        );
+    }
+    let started = Instant::now();
+    while service(&proxy).state.as_str() != "paused" {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never paused: {:#?}",
+            service(&proxy)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = service(&proxy);
+    assert_eq!(
+        status.pause_cause.map(|c| c.as_str()),
+        Some("not_enough_evidence")
+    );
+    let reason = status.reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with(
+            "not enough evidence: step 1 shadow waited 1s: 5 of the 20 comparisons it needs"
+        ),
+        "{reason}"
+    );
+    assert_eq!(status.weight, 0.0, "NEW still takes no traffic");
+    let records = history(&proxy.dir.path().join("state"), "api");
+    let paused = of_kind(&records, "state")
+        .into_iter()
+        .find(|r| r["to"] == "paused (not_enough_evidence)")
+        .unwrap_or_else(|| panic!("{records:#?}"));
+    assert_eq!(paused["by"], "hook");
+    assert_eq!(paused["hook"], "shadow");
+
+    let got = admin_post(proxy.app.admin_addr, "/services/api/resume").await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    drive(&proxy, decided).await;
+    let status = service(&proxy);
+    assert_eq!(status.state.to_string(), "promoted", "{status:#?}");
+}

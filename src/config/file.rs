@@ -318,6 +318,8 @@ pub(super) struct ShadowFile {
     #[schemars(with = "Option<Duration>")]
     pub hold: Text,
     pub min_requests: Number,
+    #[schemars(with = "Option<Duration>")]
+    pub max_wait: Text,
     #[schemars(with = "Option<Percent>")]
     pub max_mismatch: Text,
     pub methods: Option<Vec<Spanned<String>>>,

@@ -241,7 +241,7 @@ fn shadow_steps_are_read_whole_and_bad_values_named() {
     let source = minimal_and(
         r#"    rollout:
       steps:
-        - shadow: { percent: 0%, hold: 10m, max_mismatch: 1%, noise: sometimes,
+        - shadow: { percent: 0%, hold: 10m, max_wait: 5m, max_mismatch: 1%, noise: sometimes,
                     methods: [GET, "NOT A METHOD"], compare: { ignore_json: ["timestamp"], max_body: lots } }
         - weight: 100%
 "#,
@@ -252,14 +252,15 @@ fn shadow_steps_are_read_whole_and_bad_values_named() {
         "write `auto` or `off`",
         "is not an HTTP method",
         "is not a JSON path",
+        "`max_wait` must be at least the step's `hold`",
     ] {
         error_with(&found, needle);
     }
-    assert_eq!(found.len(), 5, "{found:#?}");
+    assert_eq!(found.len(), 6, "{found:#?}");
     let good = minimal_and(
         r#"    rollout:
       steps:
-        - shadow: { percent: 50%, hold: 10m, max_mismatch: 1%, noise: auto, methods: [GET, POST],
+        - shadow: { percent: 50%, hold: 10m, max_wait: 1h, max_mismatch: 1%, noise: auto, methods: [GET, POST],
                     compare: { headers: [content-type], ignore_json: ["$.meta.at"], max_body: 64KiB } }
         - shadow: { percent: 100%, hold: 1m, max_mismatch: 0% }
         - weight: 100%
@@ -271,6 +272,7 @@ fn shadow_steps_are_read_whole_and_bad_values_named() {
         panic!("{steps:?}")
     };
     assert_eq!(spec.percent, 0.5);
+    assert_eq!(spec.max_wait, Some(std::time::Duration::from_secs(3600)));
     assert_eq!(spec.methods, vec![http::Method::GET, http::Method::POST]);
     assert!(spec.copy_bodies && spec.noise_auto);
     assert_eq!(
@@ -291,6 +293,7 @@ fn shadow_steps_are_read_whole_and_bad_values_named() {
         "bodies only for methods listed explicitly"
     );
     assert_eq!((spec.min_requests, spec.max_in_flight), (100, 256));
+    assert_eq!(spec.max_wait, None, "3 × the hold, at least 10 minutes");
 }
 
 #[test]

@@ -12,6 +12,10 @@ pub struct ShadowSpec {
     pub hold: Duration,
     /// Comparisons needed before the step can complete.
     pub min_requests: u64,
+    /// How long (running time from the step's start) the step may go on short of
+    /// `min_requests` before it pauses for "not enough evidence"; `None`: 3 × `hold`, at
+    /// least 10 minutes, as for checks.
+    pub max_wait: Option<Duration>,
     /// Mismatching comparisons / comparisons, 0..=1.
     pub max_mismatch: f64,
     pub methods: Vec<Method>,
@@ -118,6 +122,7 @@ impl ShadowSpec {
             percent: 1.0,
             hold: Duration::from_secs(1),
             min_requests: 1,
+            max_wait: None,
             max_mismatch: 0.0,
             methods: vec![Method::GET],
             copy_bodies: false,

@@ -62,6 +62,19 @@ impl Checker<'_> {
             }
         });
         let hold = self.duration_opt(&Some(hold));
+        let max_wait = match (&file.max_wait, hold) {
+            (Some(text), Some(hold)) => match self.duration_opt(&file.max_wait) {
+                Some(wait) if wait < hold => {
+                    self.error(
+                        text.mark,
+                        "`max_wait` must be at least the step's `hold`: it is counted from the step's start",
+                    );
+                    None
+                }
+                wait => wait,
+            },
+            _ => None,
+        };
         let max_mismatch = self.fraction(&Some(max_mismatch));
         let (copy_bodies, methods) = match &file.methods {
             None => (false, vec![Method::GET, Method::HEAD, Method::OPTIONS]),
@@ -142,6 +155,7 @@ impl Checker<'_> {
                 1,
                 10_000_000,
             ),
+            max_wait,
             max_mismatch: max_mismatch?,
             methods,
             copy_bodies,

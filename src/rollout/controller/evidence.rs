@@ -100,6 +100,9 @@ pub(super) fn decided_by(input: &Input, client: Option<&str>) -> DecidedBy {
         } => DecidedBy::Schedule,
         Input::Check { .. } | Input::Trip { .. } => DecidedBy::Analysis,
         Input::HookFinished { hook, .. } => DecidedBy::Hook { hook: hook.clone() },
+        Input::ProbeShort { .. } => DecidedBy::Hook {
+            hook: crate::rollout::schedule::SHADOW_RECORD.to_string(),
+        },
         Input::StepsChanged { .. } => DecidedBy::Config,
         Input::Restored => DecidedBy::Startup,
     }

@@ -85,6 +85,13 @@ pub(super) enum HookDone {
         ok: bool,
         detail: String,
     },
+    /// A `shadow` step's hold is over and it is still short of comparisons (sent every
+    /// second while it is).
+    ProbeShort {
+        service: String,
+        step: usize,
+        detail: String,
+    },
     /// The last copy of a retired shadow copier finished: its counts are final, so the
     /// status (and `GET /services/{name}/shadow`) is published once more.
     ShadowDrained,
@@ -105,7 +112,9 @@ impl HookDone {
                 event,
                 outcome,
             } => (service, hook, event.as_str(), outcome),
-            HookDone::Probe { .. } | HookDone::ShadowDrained => return None,
+            HookDone::Probe { .. } | HookDone::ProbeShort { .. } | HookDone::ShadowDrained => {
+                return None
+            }
         })
     }
 }
@@ -323,6 +332,17 @@ impl Controller {
             self.probe_done(&service, step, record, ok, detail);
             return;
         }
+        if let HookDone::ProbeShort {
+            service,
+            step,
+            detail,
+        } = done
+        {
+            if let Some(index) = self.index_of(&service) {
+                self.apply_logged(index, Input::ProbeShort { step, detail });
+            }
+            return;
+        }
         if let HookDone::ShadowDrained = done {
             self.publish_status();
             return;
@@ -345,7 +365,7 @@ impl Controller {
                 .rollout
                 .as_ref()
                 .map_or(1, |run| run.state.run_attempts),
-            HookDone::Event { .. } | HookDone::Probe { .. } | HookDone::ShadowDrained => 1,
+            _ => 1,
         };
         let record = evidence::hook_record(hook, label, attempt, outcome);
         let _ = self.record(index, Decision::Hook(record));

@@ -4,7 +4,8 @@
 //!
 //! The hold runs on the controller's clock from the step's start (a pause does not stop
 //! it; copies go on while paused); the verdict waits for enough comparisons, never
-//! passing on too few.
+//! passing on too few, and the rollout pauses for "not enough evidence" when they have
+//! not come `max_wait` of running time after the step started.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,14 +61,22 @@ impl Controller {
                 if comparisons >= spec.min_requests {
                     break (comparisons, bad);
                 }
+                let detail = format!(
+                    "{comparisons} of the {} comparisons it needs (copies OLD failed and dropped copies are no comparison: `cutover diff`)",
+                    spec.min_requests
+                );
                 if !said {
                     said = true;
-                    tracing::warn!(
-                        service = %name,
-                        step = step + 1,
-                        "shadow: the hold is over with {comparisons} of the {} comparisons the step needs; it waits for more (copies OLD failed and dropped copies are no comparison: `cutover diff`)",
-                        spec.min_requests
-                    );
+                    tracing::warn!(service = %name, step = step + 1, "shadow: the hold is over with {detail}; it waits for more");
+                }
+                // The rollout pauses once this has gone on for `max_wait` (`ProbeShort`).
+                let short = HookDone::ProbeShort {
+                    service: name.clone(),
+                    step,
+                    detail,
+                };
+                if done.send(short).is_err() {
+                    return;
                 }
                 tokio::time::sleep(RECHECK).await;
             };

@@ -20,11 +20,13 @@
 //!   after a restart.
 //!
 //! Files: `rollout_state.rs` holds what is persisted and shown (the state and its enums);
-//! this file the inputs, the effects and the rules time and checks drive; `operator.rs`
-//! the operator's verbs and what a restart or a change of steps does.
+//! this file the inputs, the effects and the rules time and checks drive; `step_hooks.rs`
+//! what step hooks and probes report; `operator.rs` the operator's verbs and what a
+//! restart or a change of steps does.
 
 mod operator;
 mod rollout_state;
+mod step_hooks;
 
 use std::time::Duration;
 
@@ -33,7 +35,7 @@ pub(crate) use self::rollout_state::{
 };
 use super::analysis::{max_wait, Verdict};
 use super::schedule::{Plan, PlannedKind};
-use crate::config::{AnalysisMethod, HookEvent, OnDeadline, Weight};
+use crate::config::{AnalysisMethod, HookEvent, Weight};
 
 /// What can happen to a rollout.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +69,11 @@ pub(crate) enum Input {
         step: usize,
         hook: String,
         ok: bool,
+        detail: String,
+    },
+    /// A `shadow` step's hold is over and it still has too few comparisons.
+    ProbeShort {
+        step: usize,
         detail: String,
     },
     /// The plan's steps are not those the state was made with.
@@ -163,6 +170,10 @@ impl Machine<'_> {
                 detail,
             } => {
                 self.hook_finished(step, &hook, ok, detail);
+                Ok(())
+            }
+            Input::ProbeShort { step, detail } => {
+                self.probe_short(step, &detail);
                 Ok(())
             }
             Input::StepsChanged { run_id } => {
@@ -354,6 +365,10 @@ impl Machine<'_> {
                 self.state.hold_observed_ms += elapsed_ms;
                 self.maybe_complete();
             }
+            Some(PlannedKind::Shadow(_)) if self.state.hook_in_flight => {
+                // Running time, for the wait past the hold (`probe_short`).
+                self.state.hold_observed_ms += elapsed_ms;
+            }
             Some(PlannedKind::Gate { deadline, .. }) => {
                 self.state.gate_elapsed_ms += elapsed_ms;
                 if self.state.hook_in_flight {
@@ -369,24 +384,6 @@ impl Machine<'_> {
                 }
             }
             _ => {}
-        }
-    }
-
-    fn gate_deadline(&mut self) {
-        let Some(PlannedKind::Gate {
-            hook,
-            deadline,
-            on_deadline,
-            ..
-        }) = self.current().cloned()
-        else {
-            return;
-        };
-        let waited = humantime::format_duration(deadline.unwrap_or_default());
-        let reason = format!("gate {hook} did not pass within {waited}");
-        match on_deadline {
-            OnDeadline::Pause => self.pause(PauseCause::GateDeadline, reason),
-            OnDeadline::Rollback => self.rollback(RollbackReason::Gate, reason),
         }
     }
 
@@ -518,71 +515,6 @@ impl Machine<'_> {
         self.state.phase = Phase::Paused;
         self.state.pause_cause = Some(cause);
         self.event(HookEvent::Paused, reason);
-    }
-
-    fn hook_finished(&mut self, step: usize, hook: &str, ok: bool, detail: String) {
-        let active = matches!(self.state.phase, Phase::Progressing | Phase::Paused);
-        if !active || step != self.state.step || !self.state.hook_in_flight || self.state.realign {
-            return;
-        }
-        if self.plan.steps.get(step).and_then(|s| s.hook()) != Some(hook) {
-            return;
-        }
-        self.state.hook_in_flight = false;
-        let key = self.record_key(step, hook);
-        let attempts = self.state.run_attempts;
-        self.state
-            .hooks
-            .insert(key, StepHookRecord { ok, attempts });
-        if self.state.phase == Phase::Paused {
-            // Taken into account on resume.
-            return;
-        }
-        match self.current().cloned() {
-            Some(PlannedKind::Gate {
-                every, deadline, ..
-            }) => {
-                if ok {
-                    self.complete_step();
-                } else if deadline
-                    .is_some_and(|d| self.state.gate_elapsed_ms >= d.as_millis() as u64)
-                {
-                    self.gate_deadline();
-                } else {
-                    self.state.gate_wait_ms = every.as_millis() as u64;
-                }
-            }
-            Some(PlannedKind::Run { retries, .. }) => {
-                if ok {
-                    self.complete_step();
-                } else if self.state.run_attempts <= retries {
-                    self.run_step_hook();
-                } else {
-                    let reason = format!(
-                        "step {} hook {hook} failed after {attempts} attempt(s): {detail}",
-                        step + 1
-                    );
-                    self.regression(RollbackReason::Hook, PauseCause::Hook, reason);
-                }
-            }
-            Some(PlannedKind::Verify { .. }) => {
-                if ok {
-                    self.complete_step();
-                } else {
-                    let reason = format!("step {} verify failed: {detail}", step + 1);
-                    self.regression(RollbackReason::Verify, PauseCause::Hook, reason);
-                }
-            }
-            Some(PlannedKind::Shadow(_)) => {
-                if ok {
-                    self.complete_step();
-                } else {
-                    let reason = format!("step {} shadow failed: {detail}", step + 1);
-                    self.regression(RollbackReason::Shadow, PauseCause::Hook, reason);
-                }
-            }
-            _ => {}
-        }
     }
 }
 

@@ -199,25 +199,7 @@ fn a_verify_step_runs_once_passes_on_and_rolls_back_or_pauses_on_failure() {
     let reason = rollout.state.reason.clone().unwrap_or_default();
     assert!(reason.contains("step 1 verify failed: exit 1"), "{reason}");
 
-    let shadow = PlannedStep {
-        kind: PlannedKind::Shadow(crate::config::ShadowSpec {
-            percent: 1.0,
-            hold: Duration::from_secs(60),
-            min_requests: 1,
-            max_mismatch: 0.01,
-            methods: vec![http::Method::GET],
-            copy_bodies: false,
-            compare_status: true,
-            compare_headers: Vec::new(),
-            compare_body: true,
-            ignore_json: Vec::new(),
-            max_body: 1024,
-            noise_auto: false,
-            max_in_flight: 1,
-            timeout: Duration::from_secs(1),
-        }),
-        point_of_no_return: false,
-    };
+    let shadow = shadow(None);
     let mut rollout = Rollout::started(plan(vec![shadow, weight_step(100.0, 0)], None));
     assert!(rollout.state.hook_in_flight, "the copier runs");
     rollout.hook_done(false);
@@ -313,5 +295,102 @@ fn set_weight_during_a_run_hook_does_not_run_it_twice() {
         runs, 1,
         "switch-writes ran {runs} times; state: {:?}",
         rollout.state
+    );
+}
+
+/// A shadow step held 60 s; `max_wait` as configured.
+fn shadow(max_wait: Option<Duration>) -> PlannedStep {
+    PlannedStep {
+        kind: PlannedKind::Shadow(crate::config::ShadowSpec {
+            hold: Duration::from_secs(60),
+            max_wait,
+            max_mismatch: 0.01,
+            ..crate::config::ShadowSpec::example()
+        }),
+        point_of_no_return: false,
+    }
+}
+
+impl Rollout {
+    fn short(&mut self) -> Vec<Effect> {
+        self.ok(Input::ProbeShort {
+            step: self.state.step,
+            detail: "12 of the 500 comparisons it needs".into(),
+        })
+    }
+}
+
+/// A shadow step short of comparisons waits, then pauses for "not enough evidence" once
+/// `max_wait` of running time since its start has passed (paused time does not count);
+/// resuming waits another `max_wait`, and enough comparisons still complete the step.
+#[test]
+fn a_shadow_step_short_of_comparisons_pauses_after_max_wait() {
+    let steps = vec![
+        shadow(Some(Duration::from_secs(120))),
+        weight_step(100.0, 0),
+    ];
+    let mut rollout = Rollout::started(plan(steps, None));
+    rollout.seconds(60);
+    rollout.short();
+    assert_eq!(
+        rollout.state.phase,
+        Phase::Progressing,
+        "the hold just ended"
+    );
+    rollout.ok(Input::Pause);
+    rollout.seconds(100); // paused: no running time
+    rollout.short();
+    rollout.ok(Input::Resume);
+    rollout.seconds(59);
+    rollout.short();
+    assert_eq!(
+        rollout.state.phase,
+        Phase::Progressing,
+        "119 s of running time"
+    );
+    rollout.seconds(1);
+    rollout.short();
+    assert_eq!(rollout.state.phase, Phase::Paused);
+    assert_eq!(
+        rollout.state.pause_cause,
+        Some(PauseCause::NotEnoughEvidence)
+    );
+    let reason = rollout.state.reason.clone().unwrap_or_default();
+    assert_eq!(
+        reason,
+        "not enough evidence: step 1 shadow waited 2m: 12 of the 500 comparisons it needs"
+    );
+    assert!(rollout.state.hook_in_flight, "the copier goes on");
+
+    rollout.ok(Input::Resume);
+    rollout.seconds(119);
+    rollout.short();
+    assert_eq!(rollout.state.phase, Phase::Progressing, "another 2 minutes");
+    rollout.hook_done(true);
+    assert_eq!(rollout.state.phase, Phase::Promoted);
+}
+
+/// Without `max_wait` the wait is 3 × the hold, at least 10 minutes; a report for another
+/// step, or while paused, changes nothing.
+#[test]
+fn a_shadow_steps_default_wait_is_the_checks_one() {
+    let steps = vec![shadow(None), weight_step(100.0, 0)];
+    let mut rollout = Rollout::started(plan(steps, None));
+    rollout.seconds(599);
+    rollout.short();
+    rollout.ok(Input::ProbeShort {
+        step: 1,
+        detail: String::new(),
+    });
+    assert_eq!(rollout.state.phase, Phase::Progressing);
+    rollout.ok(Input::Pause);
+    rollout.short();
+    assert_eq!(rollout.state.pause_cause, Some(PauseCause::Manual));
+    rollout.ok(Input::Resume);
+    rollout.seconds(1);
+    rollout.short();
+    assert_eq!(
+        rollout.state.pause_cause,
+        Some(PauseCause::NotEnoughEvidence)
     );
 }

@@ -1,6 +1,6 @@
 use super::*;
 use crate::config::schedule_steps;
-use crate::config::{AnalysisRules, AnalysisSpec, StartMode};
+use crate::config::{AnalysisRules, AnalysisSpec, OnDeadline, StartMode};
 use crate::rollout::schedule::PlannedStep;
 
 mod checks;
